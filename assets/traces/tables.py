@@ -1,0 +1,102 @@
+"""Table specs of the trace family: the one schema definition of each table."""
+
+import pyarrow as pa
+
+from resources.lake import TableSpec
+
+TS = pa.timestamp("us", tz="UTC")
+
+RAW_TRACES = TableSpec(
+    layer="bronze",
+    name="raw_traces",
+    partition_by=("session_key",),
+    description="One row per source line of a session file, lossless except for scrubbed secrets.",
+    schema=pa.schema(
+        [
+            pa.field("session_key", pa.string(), nullable=False),
+            pa.field("source_file", pa.string(), nullable=False),
+            pa.field("source_format", pa.string()),
+            pa.field("line_no", pa.int64(), nullable=False),  # 1-based
+            pa.field("byte_offset", pa.int64(), nullable=False),
+            pa.field("byte_len", pa.int64(), nullable=False),
+            pa.field("record_type", pa.string()),
+            pa.field("raw", pa.string()),  # scrubbed text of the line (no trailing newline)
+            pa.field("raw_bytes", pa.binary()),  # only for lines that are not valid UTF-8 (scrubbed)
+            pa.field("quarantined", pa.bool_(), nullable=False),
+            pa.field("quarantine_reason", pa.string()),
+            pa.field("secrets_scrubbed", pa.int32(), nullable=False),
+            pa.field("ingested_at", TS, nullable=False),
+        ]
+    ),
+)
+
+TRACE_TURNS = TableSpec(
+    layer="silver",
+    name="trace_turns",
+    partition_by=("session_key",),
+    description="Normalized turns of every supported transcript format (one row per message).",
+    schema=pa.schema(
+        [
+            pa.field("session_key", pa.string(), nullable=False),
+            pa.field("session_id", pa.string()),
+            pa.field("source_format", pa.string(), nullable=False),
+            pa.field("turn_id", pa.string(), nullable=False),  # unique in the table
+            pa.field("turn_index", pa.int32(), nullable=False),  # order within the session file
+            pa.field("parent_turn_id", pa.string()),
+            pa.field("role", pa.string(), nullable=False),  # system | user | assistant | tool | meta
+            pa.field("kind", pa.string(), nullable=False),  # message | tool_result | compaction | summary | unknown ...
+            pa.field("content", pa.string()),  # visible text
+            pa.field("thinking", pa.string()),  # reasoning kept apart from visible text
+            pa.field("tool_calls", pa.string()),  # JSON: OpenAI tool_calls list
+            pa.field("tool_call_id", pa.string()),  # on tool results: the call answered
+            pa.field("tool_name", pa.string()),
+            pa.field("tool_error", pa.bool_()),
+            pa.field("error_kind", pa.string()),
+            pa.field("is_sidechain", pa.bool_()),
+            pa.field("agent_id", pa.string()),
+            pa.field("parent_session_id", pa.string()),
+            pa.field("is_compact_summary", pa.bool_()),
+            pa.field("is_compaction_boundary", pa.bool_()),
+            pa.field("record_type", pa.string()),
+            pa.field("model", pa.string()),
+            pa.field("message_id", pa.string()),
+            pa.field("input_tokens", pa.int64()),
+            pa.field("output_tokens", pa.int64()),
+            pa.field("cache_read_tokens", pa.int64()),
+            pa.field("cache_creation_tokens", pa.int64()),
+            pa.field("timestamp", TS),
+            pa.field("source_lines", pa.list_(pa.int64())),
+            pa.field("extra", pa.string()),  # JSON of fields not mapped above
+        ]
+    ),
+)
+
+REPLAY_STEPS = TableSpec(
+    layer="silver",
+    name="replay_steps",
+    partition_by=("session_key",),
+    description="One row per assistant step: its context in OpenAI chat format, tools and original response.",
+    schema=pa.schema(
+        [
+            pa.field("session_key", pa.string(), nullable=False),
+            pa.field("step_id", pa.string(), nullable=False),  # unique in the table
+            pa.field("session_id", pa.string()),
+            pa.field("source_format", pa.string(), nullable=False),
+            pa.field("turn_id", pa.string(), nullable=False),
+            pa.field("step_index", pa.int32(), nullable=False),
+            pa.field("messages", pa.string(), nullable=False),  # JSON: context before the step (OpenAI messages)
+            pa.field("tools", pa.string()),  # JSON: list of OpenAI tool schemas available
+            pa.field("response", pa.string(), nullable=False),  # JSON: the original assistant message
+            pa.field("response_text", pa.string()),
+            pa.field("is_error_site", pa.bool_(), nullable=False),  # right after a failed tool result
+            pa.field("error_kind", pa.string()),  # kind of that failure
+            pa.field("error_text", pa.string()),  # the failed tool result's text (SDPO hint)
+            pa.field("caused_error", pa.bool_(), nullable=False),  # a tool call of this step failed
+            pa.field("caused_error_kind", pa.string()),
+            pa.field("model", pa.string()),
+            pa.field("is_sidechain", pa.bool_()),
+            pa.field("n_context_messages", pa.int32()),
+            pa.field("context_chars", pa.int64()),
+        ]
+    ),
+)

