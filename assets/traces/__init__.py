@@ -1,0 +1,7 @@
+"""The trace family: session files → raw_traces (bronze) → trace_turns → replay_steps (silver)."""
+
+import dagster as dg
+
+from assets.traces.assets import ASSETS, CHECKS
+
+defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS)

@@ -1,0 +1,202 @@
+"""Thin Dagster assets of the trace family: file → raw_traces → trace_turns → replay_steps."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import dagster as dg
+import pyarrow.compute as pc
+
+from assets.partitions import SESSION_BACKFILL, SESSIONS
+from assets.traces.tables import RAW_TRACES, REPLAY_STEPS, TRACE_TURNS
+from assets.traces.raw import read_raw_lines
+from assets.traces.formats import parse_turns
+from assets.traces.steps import build_replay_steps
+from resources.lake import DeltaLake, partition_keys_of
+from sensors.sessions import SessionSource
+
+GROUP = "traces"
+
+
+def _md_counts(title: str, counts: dict) -> dg.MetadataValue:
+    if not counts:
+        return dg.MetadataValue.md(f"_no {title}_")
+    lines = [f"| {title} | count |", "|---|---:|"]
+    lines += [f"| {k} | {v} |" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def _rows_by_key(table, keys):
+    rows = table.to_pylist()
+    out = {k: [] for k in keys}
+    for r in rows:
+        out.setdefault(r["session_key"], []).append(r)
+    return out
+
+
+@dg.asset(
+    key=RAW_TRACES.asset_key,
+    group_name=GROUP,
+    partitions_def=SESSIONS,
+    backfill_policy=SESSION_BACKFILL,
+    kinds={"delta", "bronze"},
+    description=RAW_TRACES.description,
+)
+def raw_traces(context: dg.AssetExecutionContext, lake: DeltaLake, sessions: SessionSource):
+    keys = partition_keys_of(context)
+    rows, missing = [], []
+    quarantined: Counter = Counter()
+    secrets: Counter = Counter()
+    nbytes = 0
+    t0 = time.perf_counter()
+    for key in keys:
+        path = sessions.path_for(key)
+        if path is None:
+            missing.append(key)  # the file is gone: its partition becomes empty
+            continue
+        file_rows, stats = read_raw_lines(path, key)
+        rows.extend(file_rows)
+        nbytes += stats.get("bytes", 0)
+        quarantined.update(stats.get("quarantined", {}))
+        secrets.update(stats.get("secrets", {}))
+    parse_s = time.perf_counter() - t0
+    result = lake.replace_partitions(RAW_TRACES, rows, keys)
+    if missing:
+        context.log.warning(f"{len(missing)} session files no longer exist: {missing[:5]}")
+    return dg.MaterializeResult(
+        metadata={
+            **result.metadata(),
+            "sessions": len(keys) - len(missing),
+            "lines": len(rows),
+            "bytes_read": nbytes,
+            "lines_quarantined": sum(quarantined.values()),
+            "quarantined_by_reason": _md_counts("reason", dict(quarantined)),
+            "secrets_scrubbed": sum(secrets.values()),
+            "secrets_by_kind": _md_counts("secret kind", dict(secrets)),
+            "missing_files": len(missing),
+            "read_mb_per_s": round(nbytes / 1e6 / parse_s, 2) if parse_s > 0 else 0.0,
+        }
+    )
+
+
+@dg.asset(
+    key=TRACE_TURNS.asset_key,
+    group_name=GROUP,
+    deps=[RAW_TRACES.asset_key],
+    partitions_def=SESSIONS,
+    backfill_policy=SESSION_BACKFILL,
+    kinds={"delta", "silver"},
+    description=TRACE_TURNS.description,
+)
+def trace_turns(context: dg.AssetExecutionContext, lake: DeltaLake):
+    keys = partition_keys_of(context)
+    raw = _rows_by_key(lake.read(RAW_TRACES, partitions=keys), keys)
+    rows = []
+    for key in keys:
+        rows.extend(parse_turns(raw.get(key, []), key))
+    result = lake.replace_partitions(TRACE_TURNS, rows, keys)
+    roles = Counter(r["role"] for r in rows)
+    return dg.MaterializeResult(
+        metadata={
+            **result.metadata(),
+            "sessions": len({r["session_key"] for r in rows}),
+            "turns": len(rows),
+            "turns_by_role": _md_counts("role", dict(roles)),
+            "tool_errors": sum(1 for r in rows if r.get("tool_error")),
+            "tool_errors_by_kind": _md_counts(
+                "error kind", dict(Counter(r["error_kind"] for r in rows if r.get("tool_error")))
+            ),
+            "sidechain_turns": sum(1 for r in rows if r.get("is_sidechain")),
+            "compactions": sum(1 for r in rows if r.get("is_compaction_boundary")),
+            "unknown_records_kept": sum(1 for r in rows if r.get("role") == "meta"),
+            "formats": _md_counts("format", dict(Counter(r["source_format"] for r in rows))),
+        }
+    )
+
+
+@dg.asset(
+    key=REPLAY_STEPS.asset_key,
+    group_name=GROUP,
+    deps=[TRACE_TURNS.asset_key],
+    partitions_def=SESSIONS,
+    backfill_policy=SESSION_BACKFILL,
+    kinds={"delta", "silver"},
+    description=REPLAY_STEPS.description,
+)
+def replay_steps(context: dg.AssetExecutionContext, lake: DeltaLake):
+    keys = partition_keys_of(context)
+    turns = _rows_by_key(lake.read(TRACE_TURNS, partitions=keys), keys)
+    rows = []
+    for key in keys:
+        session_turns = sorted(turns.get(key, []), key=lambda r: r["turn_index"])
+        rows.extend(build_replay_steps(session_turns))
+    result = lake.replace_partitions(REPLAY_STEPS, rows, keys)
+    return dg.MaterializeResult(
+        metadata={
+            **result.metadata(),
+            "steps": len(rows),
+            "error_sites": sum(1 for r in rows if r["is_error_site"]),
+            "steps_that_caused_errors": sum(1 for r in rows if r["caused_error"]),
+            "sidechain_steps": sum(1 for r in rows if r.get("is_sidechain")),
+            "mean_context_messages": round(
+                sum(r.get("n_context_messages") or 0 for r in rows) / len(rows), 1) if rows else 0.0,
+        }
+    )
+
+
+# ------------------------------------------------------------------ asset checks
+@dg.asset_check(asset=TRACE_TURNS.asset_key, description="Every tool result answers a tool call of its session.")
+def tool_results_have_tool_use(lake: DeltaLake) -> dg.AssetCheckResult:
+    t = lake.read(TRACE_TURNS, columns=["session_key", "session_id", "role", "tool_calls", "tool_call_id"])
+    calls = set()
+    import orjson
+
+    for key, sid, tc in zip(t["session_key"].to_pylist(), t["session_id"].to_pylist(),
+                            t["tool_calls"].to_pylist()):
+        if tc:
+            for c in orjson.loads(tc):
+                calls.add((key, c.get("id")))
+    orphans = [
+        (k, cid)
+        for k, role, cid in zip(t["session_key"].to_pylist(), t["role"].to_pylist(),
+                                t["tool_call_id"].to_pylist())
+        if role == "tool" and (k, cid) not in calls
+    ]
+    return dg.AssetCheckResult(
+        passed=not orphans,
+        metadata={"tool_results": sum(1 for r in t["role"].to_pylist() if r == "tool"),
+                  "orphans": len(orphans), "orphan_sample": str(orphans[:5])},
+    )
+
+
+@dg.asset_check(asset=TRACE_TURNS.asset_key, description="Every ingested session with parseable lines has turns.")
+def every_session_has_turns(lake: DeltaLake) -> dg.AssetCheckResult:
+    raw = lake.read(RAW_TRACES, columns=["session_key", "quarantined"])
+    good = raw.filter(pc.invert(raw["quarantined"]))
+    ingested = set(pc.unique(good["session_key"]).to_pylist())
+    with_turns = set(pc.unique(lake.read(TRACE_TURNS, columns=["session_key"])["session_key"]).to_pylist())
+    missing = sorted(ingested - with_turns)
+    return dg.AssetCheckResult(
+        passed=not missing,
+        metadata={"sessions": len(ingested), "without_turns": len(missing), "sample": str(missing[:5])},
+    )
+
+
+@dg.asset_check(asset=RAW_TRACES.asset_key, description="No line was lost: line numbers are contiguous per file.")
+def no_lost_lines(lake: DeltaLake) -> dg.AssetCheckResult:
+    t = lake.read(RAW_TRACES, columns=["session_key", "line_no"])
+    import polars as pl
+
+    g = pl.from_arrow(t).group_by("session_key").agg(
+        pl.len().alias("n"), pl.col("line_no").max().alias("last"), pl.col("line_no").n_unique().alias("u")
+    )
+    bad = g.filter((pl.col("n") != pl.col("last")) | (pl.col("u") != pl.col("n")))
+    return dg.AssetCheckResult(
+        passed=bad.height == 0,
+        metadata={"sessions": g.height, "sessions_with_gaps": bad.height},
+    )
+
+
+ASSETS = [raw_traces, trace_turns, replay_steps]
+CHECKS = [tool_results_have_tool_use, every_session_has_turns, no_lost_lines]
