@@ -47,7 +47,6 @@ DATASET_ASSETS = _assets_where(
 ingest_job = dg.define_asset_job(
     INGEST_JOB,
     selection=dg.AssetSelection.assets(*SESSION_ASSETS),
-    partitions_def=SESSIONS,
     description="Session files → raw_traces → trace_turns → replay_steps → teachers → pairs (per session).",
 )
 datasets_job = dg.define_asset_job(

@@ -1,6 +1,5 @@
 """Thin Dagster assets of the trace family: file → raw_traces → trace_turns → replay_steps."""
 
-from __future__ import annotations
 
 import time
 from collections import Counter
