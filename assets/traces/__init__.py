@@ -4,4 +4,6 @@ import dagster as dg
 
 from assets.traces.assets import ASSETS, CHECKS
 
+__all__ = ["ASSETS", "CHECKS", "defs"]
+
 defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS)

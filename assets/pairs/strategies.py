@@ -1,0 +1,362 @@
+"""Preference-pair strategies: pluggable, Dagster-free, over plain rows.
+
+Each step has *candidates*: the original trace response plus every teacher answer with
+status ``ok``. A strategy turns one step's candidates into zero or more pairs. Add a
+strategy with ``@register_strategy("name")``; the asset picks them by name from config.
+
+Built-ins:
+- ``error_site``: the original step caused a failed tool result → it is ``rejected``; a
+  teacher answer that does something else is ``chosen``.
+- ``consensus``: with ≥ ``min_answers`` answers, the answer the majority agrees with is
+  ``chosen`` and the outlier ``rejected`` (normalized-text or embedding similarity).
+- ``judge``: a scoring callable rates every answer; best vs worst.
+
+Flags from the teacher (refusal, truncated, ...) make an answer less preferred as
+``chosen``; ``blocking_flags`` make it never ``chosen``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from assets.pairs.messages import (
+    action_signature,
+    assistant_message,
+    clean_messages,
+    clean_tools,
+    content_hash,
+    dumps,
+    is_empty,
+    loads,
+    message_text,
+    normalize_text,
+)
+
+ORIGINAL = "original"
+DEFAULT_BLOCKING_FLAGS = ("empty", "refusal", "truncated", "invalid_tool_json")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    source: str  # "original" or a teacher name
+    model: str | None
+    message: dict  # TRL-shaped assistant message
+    flags: tuple[str, ...] = ()
+    failed: bool = False  # the original step caused a failed tool result
+
+    @property
+    def text(self) -> str:
+        return message_text(self.message)
+
+    @property
+    def clean(self) -> bool:
+        return not self.flags
+
+    @property
+    def signature(self) -> str:
+        return action_signature(self.message)
+
+
+@dataclass(frozen=True)
+class Step:
+    session_key: str
+    step_id: str
+    prompt: list[dict]
+    tools: list[dict] | None
+    original: Candidate
+    teachers: tuple[Candidate, ...]
+    caused_error: bool = False
+    error_kind: str | None = None
+
+    @property
+    def answers(self) -> list[Candidate]:
+        """Original + teachers, without empty answers."""
+        return [c for c in (self.original, *self.teachers) if not is_empty(c.message)]
+
+
+@dataclass(frozen=True)
+class Pair:
+    step: Step
+    chosen: Candidate
+    rejected: Candidate
+    strategy: str
+    score_chosen: float | None = None
+    score_rejected: float | None = None
+
+    def row(self, created_at: dt.datetime | None = None) -> dict:
+        prompt, chosen, rejected = (dumps(self.step.prompt), dumps([self.chosen.message]),
+                                    dumps([self.rejected.message]))
+        return {
+            "pair_id": content_hash(self.step.step_id, prompt, chosen, rejected),
+            "session_key": self.step.session_key,
+            "step_id": self.step.step_id,
+            "prompt": prompt,
+            "chosen": chosen,
+            "rejected": rejected,
+            "tools": dumps(self.step.tools) if self.step.tools else None,
+            "chosen_source": self.chosen.source,
+            "rejected_source": self.rejected.source,
+            "chosen_model": self.chosen.model,
+            "rejected_model": self.rejected.model,
+            "strategy": self.strategy,
+            "score_chosen": self.score_chosen,
+            "score_rejected": self.score_rejected,
+            "created_at": created_at,
+        }
+
+
+class PairStrategy(Protocol):
+    name: str
+
+    def prepare(self, steps: Sequence[Step]) -> None: ...
+
+    def pairs(self, step: Step) -> list[Pair]: ...
+
+
+STRATEGIES: dict[str, type] = {}
+
+
+def register_strategy(name: str):
+    def deco(cls):
+        cls.name = name
+        STRATEGIES[name] = cls
+        return cls
+    return deco
+
+
+def make_strategy(name: str, **params: Any) -> PairStrategy:
+    if name not in STRATEGIES:
+        raise KeyError(f"unknown pair strategy {name!r}; known: {sorted(STRATEGIES)}")
+    return STRATEGIES[name](**params)
+
+
+class _Base:
+    name = "base"
+
+    def __init__(self, blocking_flags: Iterable[str] = DEFAULT_BLOCKING_FLAGS):
+        self.blocking_flags = frozenset(blocking_flags)
+
+    def prepare(self, steps: Sequence[Step]) -> None:  # optional batch hook
+        return None
+
+    def can_be_chosen(self, c: Candidate) -> bool:
+        return not c.failed and not (self.blocking_flags & set(c.flags)) and not is_empty(c.message)
+
+    @staticmethod
+    def preference(c: Candidate) -> tuple:
+        """Sort key, best first: clean answers before flagged ones, then fewer flags."""
+        return (not c.clean, len(c.flags), c.source)
+
+
+@register_strategy("error_site")
+class ErrorSiteStrategy(_Base):
+    """Original step failed → rejected; a teacher answer doing something else → chosen."""
+
+    def __init__(self, max_pairs_per_step: int = 1, **kw):
+        super().__init__(**kw)
+        self.max_pairs_per_step = max_pairs_per_step
+
+    def pairs(self, step: Step) -> list[Pair]:
+        if not step.caused_error or is_empty(step.original.message):
+            return []
+        bad = step.original.signature
+        options = sorted((t for t in step.teachers if self.can_be_chosen(t) and t.signature != bad),
+                         key=self.preference)
+        return [Pair(step, t, step.original, self.name, 1.0 if t.clean else 0.5, 0.0)
+                for t in options[: self.max_pairs_per_step]]
+
+
+def text_similarity(a: str, b: str) -> float:
+    """Similarity of two normalized answers in [0, 1] (1 = same text)."""
+    a, b = normalize_text(a)[:4000], normalize_text(b)[:4000]
+    if a == b:
+        return 1.0
+    if not a or not b:
+        return 0.0
+    sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    if sm.real_quick_ratio() < 0.3:
+        return sm.real_quick_ratio() if sm.quick_ratio() < 0.3 else sm.ratio()
+    return sm.ratio()
+
+
+Embedder = Callable[[Sequence[str]], np.ndarray]
+
+
+@register_strategy("consensus")
+class ConsensusStrategy(_Base):
+    """The majority's answer is chosen, the answer nobody agrees with is rejected.
+
+    Two answers *agree* when their similarity is ≥ ``threshold``: identical tool calls
+    agree; otherwise normalized-text ratio (``similarity="text"``) or MiniLM cosine
+    (``similarity="embedding"``; pass ``embed``, default resources.embeddings).
+    """
+
+    def __init__(self, min_answers: int = 3, threshold: float = 0.8, similarity: str = "text",
+                 embed: Embedder | None = None, **kw):
+        super().__init__(**kw)
+        if similarity not in ("text", "embedding"):
+            raise ValueError(f"similarity must be 'text' or 'embedding', not {similarity!r}")
+        self.min_answers = min_answers
+        self.threshold = threshold
+        self.similarity = similarity
+        self._embed = embed
+        self._vecs: dict[str, np.ndarray] = {}
+
+    def prepare(self, steps: Sequence[Step]) -> None:
+        if self.similarity != "embedding":
+            return
+        texts = sorted({c.text for s in steps for c in s.answers} - set(self._vecs))
+        if texts:
+            embed = self._embed
+            if embed is None:
+                from resources.embeddings import embed_texts as embed
+            for t, v in zip(texts, embed(texts)):
+                self._vecs[t] = np.asarray(v, dtype=np.float32)
+
+    def sim(self, a: Candidate, b: Candidate) -> float:
+        if a.signature == b.signature:
+            return 1.0
+        if a.message.get("tool_calls") or b.message.get("tool_calls"):
+            # tool calls that differ are different actions, whatever the prose says
+            if [tc["function"]["name"] for tc in a.message.get("tool_calls") or []] != \
+               [tc["function"]["name"] for tc in b.message.get("tool_calls") or []]:
+                return 0.0
+        if self.similarity == "embedding":
+            if a.text not in self._vecs or b.text not in self._vecs:
+                self.prepare([_adhoc_step(a, b)])
+            return float(np.dot(self._vecs[a.text], self._vecs[b.text]))
+        return text_similarity(a.text, b.text)
+
+    def pairs(self, step: Step) -> list[Pair]:
+        answers = step.answers
+        n = len(answers)
+        if n < self.min_answers:
+            return []
+        sim = np.eye(n)
+        for i in range(n):
+            for j in range(i + 1, n):
+                sim[i, j] = sim[j, i] = self.sim(answers[i], answers[j])
+        agree = sim >= self.threshold
+        support = agree.sum(axis=1)  # includes itself
+        # the biggest agreeing group: the answer with most support and its neighbours
+        order = sorted(range(n), key=lambda i: (-support[i], not answers[i].clean, -sim[i].sum()))
+        center = order[0]
+        cluster = [j for j in range(n) if agree[center, j]]
+        if len(cluster) * 2 <= n:  # no strict majority
+            return []
+        outliers = [j for j in range(n) if j not in cluster and support[j] == 1]
+        if not outliers:
+            return []
+        choosable = [j for j in cluster if self.can_be_chosen(answers[j])]
+        if not choosable:
+            return []
+        c = min(choosable, key=lambda j: (self.preference(answers[j])[:2], -sim[j, cluster].mean()))
+        r = min(outliers, key=lambda j: (sim[j, cluster].mean(), answers[j].source))
+        return [Pair(step, answers[c], answers[r], self.name,
+                     round(len(cluster) / n, 4), round(float(sim[r, cluster].mean()), 4))]
+
+
+def _adhoc_step(*cands: Candidate) -> Step:
+    return Step("", "", [], None, cands[0], tuple(cands[1:]))
+
+
+Scorer = Callable[[list[dict], list[dict]], Sequence[float]]
+"""(prompt messages, assistant messages) → one score per answer (higher is better)."""
+
+
+@register_strategy("judge")
+class JudgeStrategy(_Base):
+    """A judge scores every answer of a step; the best is chosen, the worst rejected."""
+
+    def __init__(self, scorer: Scorer, min_margin: float = 0.0, **kw):
+        super().__init__(**kw)
+        self.scorer = scorer
+        self.min_margin = min_margin
+
+    def pairs(self, step: Step) -> list[Pair]:
+        answers = step.answers
+        if len(answers) < 2:
+            return []
+        scores = [float(s) for s in self.scorer(step.prompt, [a.message for a in answers])]
+        if len(scores) != len(answers):
+            raise ValueError(f"judge returned {len(scores)} scores for {len(answers)} answers")
+        idx = range(len(answers))
+        choosable = [i for i in idx if self.can_be_chosen(answers[i])]
+        if not choosable:
+            return []
+        best = max(choosable, key=lambda i: (scores[i], answers[i].clean))
+        worst = min(idx, key=lambda i: (scores[i], answers[i].source))
+        if best == worst or scores[best] - scores[worst] <= self.min_margin:
+            return []
+        if answers[best].signature == answers[worst].signature:
+            return []
+        return [Pair(step, answers[best], answers[worst], self.name, scores[best], scores[worst])]
+
+
+# ------------------------------------------------------------------ rows → steps
+
+def steps_from_rows(step_rows: Iterable[Mapping], teacher_rows: Iterable[Mapping]) -> list[Step]:
+    """Join REPLAY_STEPS rows with TEACHER_RESPONSES rows (status ok only)."""
+    by_step: dict[str, list[Candidate]] = {}
+    for r in teacher_rows:
+        if r.get("status") != "ok":
+            continue
+        msg = assistant_message(loads(r.get("message"), None), r.get("text"))
+        flags = tuple(sorted(set(r.get("flags") or ())))
+        if is_empty(msg) and "empty" not in flags:
+            flags = tuple(sorted({*flags, "empty"}))
+        by_step.setdefault(r["step_id"], []).append(
+            Candidate(source=r["teacher"], model=r.get("model"), message=msg, flags=flags))
+    steps = []
+    for r in step_rows:
+        orig = assistant_message(loads(r.get("response"), None), r.get("response_text"))
+        failed = bool(r.get("caused_error"))
+        steps.append(Step(
+            session_key=r["session_key"],
+            step_id=r["step_id"],
+            prompt=clean_messages(loads(r.get("messages"), [])),
+            tools=clean_tools(r.get("tools")),
+            original=Candidate(ORIGINAL, r.get("model"), orig, ("empty",) if is_empty(orig) else (),
+                               failed=failed),
+            teachers=tuple(sorted(by_step.get(r["step_id"], []), key=lambda c: c.source)),
+            caused_error=failed,
+            error_kind=r.get("caused_error_kind"),
+        ))
+    return steps
+
+
+@dataclass
+class PairBuildReport:
+    steps: int = 0
+    steps_with_teachers: int = 0
+    by_strategy: Counter = field(default_factory=Counter)
+    merged_duplicates: int = 0
+
+
+def build_pairs(steps: Sequence[Step], strategies: Sequence[PairStrategy],
+                created_at: dt.datetime | None = None) -> tuple[list[dict], PairBuildReport]:
+    """Run every strategy on every step. A pair several strategies produce at one step is
+    kept once, under the first strategy in ``strategies`` (so list them by priority)."""
+    report = PairBuildReport(steps=len(steps),
+                             steps_with_teachers=sum(1 for s in steps if s.teachers))
+    for s in strategies:
+        s.prepare(steps)
+    rows: dict[str, dict] = {}
+    for step in steps:
+        if not step.teachers:
+            continue
+        for strat in strategies:
+            for pair in strat.pairs(step):
+                row = pair.row(created_at)
+                if row["pair_id"] in rows:
+                    report.merged_duplicates += 1
+                    continue
+                rows[row["pair_id"]] = row
+                report.by_strategy[strat.name] += 1
+    return list(rows.values()), report

@@ -1,0 +1,219 @@
+"""Thin Dagster wrappers of the rag family: playbooks, the run log, the batch job and the report."""
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+import pyarrow.compute as pc
+
+from assets.pairs.tables import NORMALIZED_PAIRS, SFT_EXAMPLES
+from assets.rag.config import RagConfig, load_rag_config
+from assets.rag.playbooks import DeriveStats, derive_playbooks, reuse_embeddings
+from assets.rag.report import markdown, report_rows
+from assets.rag.retrieval import playbook_text
+from assets.rag.runtime import RagRuntime, RunLog, read_tasks
+from assets.rag.tables import EMBEDDING_DIM, LABELS, RAG_PLAYBOOKS, RAG_REPORT, RAG_RUNS
+from assets.traces.tables import REPLAY_STEPS, TRACE_TURNS
+from resources.embeddings import EmbeddingsResource
+from resources.lake import DeltaLake
+
+GROUP = "rag"
+SAMPLE_TASKS = Path(__file__).with_name("sample_tasks.jsonl")
+EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+
+TURN_COLUMNS = ["session_key", "source_format", "turn_id", "turn_index", "role", "kind", "content",
+                "tool_calls", "tool_call_id", "tool_name", "tool_error", "error_kind", "is_sidechain",
+                "is_compact_summary"]
+
+
+class RagResource(dg.ConfigurableResource):
+    """Configuration of the rag runtime: recipes/rag.yaml (or ``recipe``) < TRACELAKE_RAG_* env < these fields.
+
+    Endpoints name the environment variable holding their key (``*_api_key_env``); keys are
+    read at call time and never stored.
+    """
+
+    recipe: Optional[str] = None
+    local_model: Optional[str] = None
+    local_base_url: Optional[str] = None
+    local_api_key_env: Optional[str] = None
+    max_new_tokens: Optional[int] = None
+    escalation_base_url: Optional[str] = None
+    escalation_model: Optional[str] = None
+    escalation_api_key_env: Optional[str] = None
+    allow_escalation: Optional[bool] = None
+    retrieval_mode: Optional[str] = None
+    top_k: Optional[int] = None
+    min_chars: Optional[int] = None
+    min_checklist_overlap: Optional[int] = None
+    spool_dir: Optional[str] = None
+
+    def config(self) -> RagConfig:
+        fields = {k: getattr(self, k) for k in (
+            "local_model", "local_base_url", "local_api_key_env", "max_new_tokens", "escalation_base_url",
+            "escalation_model", "escalation_api_key_env", "allow_escalation", "retrieval_mode", "top_k",
+            "min_chars", "min_checklist_overlap", "spool_dir")}
+        return load_rag_config(self.recipe, **fields)
+
+    def runtime(self, lake: DeltaLake, **kw) -> RagRuntime:
+        cfg = self.config()
+        return RagRuntime(cfg, lake=lake, run_log=RunLog(lake, cfg.spool_dir), **kw)
+
+
+def _md_counts(title: str, counts: dict) -> dg.MetadataValue:
+    if not counts:
+        return dg.MetadataValue.md(f"_no {title}_")
+    lines = [f"| {title} | count |", "|---|---:|"]
+    lines += [f"| {k} | {v} |" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+rag_runs = dg.AssetSpec(
+    key=RAG_RUNS.asset_key,
+    group_name=GROUP,
+    kinds={"delta", "gold"},
+    description=RAG_RUNS.description + " Written by `tracelake rag run` and the rag_batch_job (append-only).",
+)
+
+
+@dg.asset(
+    key=RAG_PLAYBOOKS.asset_key,
+    group_name=GROUP,
+    deps=[TRACE_TURNS.asset_key, REPLAY_STEPS.asset_key, NORMALIZED_PAIRS.asset_key, SFT_EXAMPLES.asset_key,
+          RAG_RUNS.asset_key],
+    kinds={"delta", "gold"},
+    description=RAG_PLAYBOOKS.description,
+)
+def rag_playbooks(context: dg.AssetExecutionContext, lake: DeltaLake, rag_embeddings: EmbeddingsResource):
+    t0 = time.perf_counter()
+    turns = lake.read(TRACE_TURNS, columns=TURN_COLUMNS).to_pylist()
+    steps = lake.read(REPLAY_STEPS, columns=["session_key", "step_id", "step_index"]).to_pylist()
+    pairs = lake.read(NORMALIZED_PAIRS).to_pylist()
+    sft = lake.read(SFT_EXAMPLES, columns=["session_key", "step_id", "messages"]).to_pylist()
+    runs = lake.read(RAG_RUNS, columns=["run_id", "task", "task_hash", "response", "gate_passed", "escalated",
+                                        "model_used", "created_at"]).to_pylist()
+    read_s = time.perf_counter() - t0
+    now = datetime.now(timezone.utc)
+    stats = DeriveStats()
+    records = derive_playbooks(turns=turns, steps=steps, pairs=pairs, sft=sft, runs=runs, now=now, stats=stats)
+    previous = lake.read(RAG_PLAYBOOKS, columns=["content_hash", "embedding", "embedding_model"]).to_pylist()
+    todo = reuse_embeddings(records, previous, EMBEDDING_MODEL)
+    t1 = time.perf_counter()
+    if todo:
+        vecs = rag_embeddings.embed([playbook_text(records[i])[:2000] for i in todo])
+        for i, v in zip(todo, vecs):
+            records[i]["embedding"] = v.tolist()
+            records[i]["embedding_model"] = EMBEDDING_MODEL
+    embed_s = time.perf_counter() - t1
+    result = lake.overwrite(RAG_PLAYBOOKS, records)
+    labels = {lab: sum(1 for r in records if r["label"] == lab) for lab in LABELS}
+    return dg.MaterializeResult(metadata={
+        **result.metadata(),
+        "sessions": stats.sessions,
+        "playbooks": len(records),
+        "mined": sum(1 for r in records if r["mined"]),
+        "accepted": labels["accepted"],
+        "partially_accepted": labels["partially_accepted"],
+        "rejected": labels["rejected"],
+        "by_source_and_label": _md_counts("source/label", dict(stats.playbooks)),
+        "dropped_by_reason": _md_counts("reason", dict(stats.dropped)),
+        "embedded_new": len(todo),
+        "embeddings_reused": len(records) - len(todo),
+        "read_s": round(read_s, 2),
+        "embed_s": round(embed_s, 2),
+    })
+
+
+@dg.asset_check(asset=RAG_PLAYBOOKS.asset_key, description="Every playbook has a 384-d embedding.")
+def rag_playbooks_embedded(lake: DeltaLake) -> dg.AssetCheckResult:
+    t = lake.read(RAG_PLAYBOOKS, columns=["embedding"])
+    lengths = pc.fill_null(pc.list_value_length(t.column("embedding")), 0).to_pylist()
+    bad = sum(1 for n in lengths if n != EMBEDDING_DIM)
+    return dg.AssetCheckResult(passed=bad == 0, metadata={"rows": len(lengths), "bad_embeddings": bad})
+
+
+@dg.asset_check(asset=RAG_PLAYBOOKS.asset_key, description="Playbook ids are unique and labels valid.")
+def rag_playbooks_valid(lake: DeltaLake) -> dg.AssetCheckResult:
+    t = lake.read(RAG_PLAYBOOKS, columns=["playbook_id", "label"])
+    ids = t.column("playbook_id").to_pylist()
+    bad_labels = sum(1 for lab in t.column("label").to_pylist() if lab not in LABELS)
+    dupes = len(ids) - len(set(ids))
+    return dg.AssetCheckResult(passed=dupes == 0 and bad_labels == 0,
+                               metadata={"rows": len(ids), "duplicate_ids": dupes, "bad_labels": bad_labels})
+
+
+@dg.asset(
+    key=RAG_REPORT.asset_key,
+    group_name=GROUP,
+    deps=[RAG_RUNS.asset_key],
+    kinds={"delta", "gold"},
+    description=RAG_REPORT.description,
+)
+def rag_report(context: dg.AssetExecutionContext, lake: DeltaLake):
+    runs = lake.read(RAG_RUNS, columns=["no_retrieval", "gate_passed", "escalated", "created_at"]).to_pylist()
+    rows = report_rows(runs, now=datetime.now(timezone.utc))
+    result = lake.overwrite(RAG_REPORT, rows)
+    overall = {r["retrieval"]: r for r in rows if r["day"] == "all"}
+    md = {
+        **result.metadata(),
+        "runs": len(runs),
+        "overall": dg.MetadataValue.md(markdown(rows)),
+        "per_day": dg.MetadataValue.md(markdown(rows, per_day=True)),
+    }
+    for scope, r in overall.items():
+        md[f"pass_rate/{scope}"] = dg.MetadataValue.float(r["pass_rate"])
+        md[f"escalation_rate/{scope}"] = dg.MetadataValue.float(r["escalation_rate"])
+    return dg.MaterializeResult(metadata=md)
+
+
+class RagBatchConfig(dg.Config):
+    tasks_path: str = str(SAMPLE_TASKS)  # JSONL ({"task": ...} a line) or plain text (a task a line)
+    limit: int = 0  # 0: all tasks
+    variants: list[str] = ["with_retrieval"]  # with_retrieval and/or no_retrieval (an A/B batch)
+    local_only: bool = False
+    allow_escalation: Optional[bool] = None  # None: the recipe's allow_escalation
+
+
+@dg.op(description="Answer a batch of tasks with the rag runtime; every run is appended to rag_runs.")
+def rag_batch(context: dg.OpExecutionContext, config: RagBatchConfig, lake: DeltaLake, rag: RagResource) -> dict:
+    tasks = read_tasks(config.tasks_path)
+    if config.limit:
+        tasks = tasks[: config.limit]
+    bad = set(config.variants) - {"with_retrieval", "no_retrieval"}
+    if bad:
+        raise dg.Failure(f"unknown variants {sorted(bad)}")
+    runtime = rag.runtime(lake)
+    counts = {v: {"runs": 0, "passed": 0, "escalated": 0} for v in config.variants}
+    spooled = 0
+    for t in tasks:
+        for variant in config.variants:
+            out = runtime.run(t["task"], local_only=config.local_only, allow_escalation=config.allow_escalation,
+                              no_retrieval=variant == "no_retrieval", source=f"batch:{context.run_id}",
+                              checks=t.get("checks") or ())
+            c = counts[variant]
+            c["runs"] += 1
+            c["passed"] += bool(out.gate_passed)
+            c["escalated"] += bool(out.escalated)
+            spooled += not out.logged
+            context.log.info(f"{variant} {out.run_id}: gate={'pass' if out.gate_passed else 'fail'} "
+                             f"{out.failed_rules} path={out.escalation_path}")
+    md = {"tasks": len(tasks), "runs": sum(c["runs"] for c in counts.values()), "spooled_runs": spooled,
+          "delta_version": lake.version(RAG_RUNS) or 0}
+    for v, c in counts.items():
+        md[f"pass_rate/{v}"] = round(c["passed"] / c["runs"], 4) if c["runs"] else 0.0
+        md[f"escalation_rate/{v}"] = round(c["escalated"] / c["runs"], 4) if c["runs"] else 0.0
+    context.log_event(dg.AssetMaterialization(asset_key=RAG_RUNS.asset_key, metadata=md))
+    return {"counts": counts, "spooled": spooled}
+
+
+@dg.job(name="rag_batch_job", description="Run a batch of tasks (run config: tasks_path) through the rag runtime.")
+def rag_batch_job():
+    rag_batch()
+
+
+rag_refresh_job = dg.define_asset_job(
+    "rag_refresh_job", selection=[RAG_PLAYBOOKS.asset_key, RAG_REPORT.asset_key],
+    description="Rebuild the playbooks (mining accepted runs) and the report.",
+)

@@ -1,0 +1,235 @@
+"""Chat models the rag runtime calls: the embedded local model and any OpenAI-compatible endpoint.
+
+``LocalChatModel`` runs a causal LM offline through ``resources.models.load_causal_lm``
+(SmolLM2-135M by default; greedy, so a run is reproducible). ``OpenAICompatClient`` is a
+small synchronous client (httpx) with a timeout and retries on 429 / 5xx / transport
+errors. It takes the NAME of the environment variable holding the API key and reads it at
+call time; the key never leaves the Authorization header (not in errors, logs or tables).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import httpx
+
+RETRY_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
+
+
+class LLMError(RuntimeError):
+    """A model call failed for good (after retries). The message never holds a secret."""
+
+
+@dataclass
+class ChatResult:
+    text: str
+    model: str
+    finish_reason: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    latency_ms: float = 0.0
+    attempts: int = 1
+    extra: dict = field(default_factory=dict)
+
+
+class ChatModel(Protocol):
+    name: str
+
+    def chat(self, messages: Sequence[dict], max_tokens: int | None = None) -> ChatResult: ...
+
+
+def model_cache_dir() -> Path:
+    env = os.environ.get("TRACELAKE_MODEL_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "tracelake" / "models"
+
+
+def hf_copy_of_gguf(path: str, cache_dir: str | os.PathLike | None = None) -> str:
+    """Directory of an HF-format (safetensors) copy of a GGUF model, made once and reused.
+
+    Loading SmolLM2 from its GGUF dequantizes every tensor and rebuilds the tokenizer
+    (~70 s on a busy 2-core machine); the same weights saved as safetensors load in ~2 s.
+    The copy is keyed by the GGUF's size and a hash of its head, written to a temporary
+    directory and renamed into place (safe with concurrent first runs). Non-GGUF paths are
+    returned unchanged.
+    """
+    from resources.models import ModelRef, load_causal_lm
+
+    directory, gguf = ModelRef(path).resolve()
+    if gguf is None:
+        return directory
+    src = Path(directory) / gguf
+    h = hashlib.sha256()
+    with src.open("rb") as f:
+        h.update(f.read(1 << 20))
+    key = f"{src.stem}-{src.stat().st_size}-{h.hexdigest()[:12]}"
+    root = Path(cache_dir) if cache_dir else model_cache_dir()
+    out = root / key
+    if (out / "config.json").is_file() and (out / "tokenizer_config.json").is_file():
+        return str(out)
+    root.mkdir(parents=True, exist_ok=True)
+    tok, model = load_causal_lm(path, device="cpu", dtype="float32")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
+    try:
+        # transformers dequantizes GGUF tensors on load; the in-memory model is plain fp32, but
+        # it keeps a GGUF "quantizer" marker that refuses save_pretrained. Save without it.
+        quantizer = getattr(model, "hf_quantizer", None)
+        qcfg = getattr(model.config, "quantization_config", None)
+        try:
+            model.hf_quantizer = None
+            if qcfg is not None:
+                del model.config.quantization_config
+            model.save_pretrained(tmp, safe_serialization=True)
+        finally:
+            model.hf_quantizer = quantizer
+            if qcfg is not None:
+                model.config.quantization_config = qcfg
+        tok.save_pretrained(tmp)
+        try:
+            os.rename(tmp, out)
+        except OSError:  # another process won the race: its copy is identical
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return str(out)
+
+
+class LocalChatModel:
+    """A local causal LM (transformers, offline). ``path``: "smollm2-135m", an HF dir or a .gguf.
+
+    A GGUF model is loaded from its cached HF-format copy (see :func:`hf_copy_of_gguf`)
+    unless ``gguf_cache`` is off.
+    """
+
+    def __init__(self, path: str = "smollm2-135m", max_new_tokens: int = 128, device: str = "cpu",
+                 max_input_tokens: int = 2048, repetition_penalty: float = 1.1, gguf_cache: bool = True):
+        from resources.models import ModelRef
+
+        self.path = path
+        self.max_new_tokens = max_new_tokens
+        self.device = device
+        self.max_input_tokens = max_input_tokens
+        self.repetition_penalty = repetition_penalty
+        self.gguf_cache = gguf_cache
+        self.name = ModelRef(path).model_id
+
+    def load(self):
+        from resources.models import load_causal_lm
+
+        path = hf_copy_of_gguf(self.path) if self.gguf_cache else self.path
+        return load_causal_lm(path, device=self.device)
+
+    def chat(self, messages: Sequence[dict], max_tokens: int | None = None) -> ChatResult:
+        import torch
+
+        t0 = time.perf_counter()
+        tok, model = self.load()
+        enc = tok.apply_chat_template(list(messages), add_generation_prompt=True,
+                                      return_tensors="pt", return_dict=True)
+        ids = enc["input_ids"]
+        if ids.shape[1] > self.max_input_tokens:  # keep the end: the task is the last message
+            ids = ids[:, -self.max_input_tokens:]
+        mask = torch.ones_like(ids)
+        n_new = max_tokens or self.max_new_tokens
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                max_new_tokens=n_new, do_sample=False, temperature=None, top_p=None, top_k=None,
+                repetition_penalty=self.repetition_penalty, pad_token_id=tok.pad_token_id,
+            )
+        new = out[0, ids.shape[1]:]
+        text = tok.decode(new, skip_special_tokens=True).strip()
+        finish = "length" if len(new) >= n_new else "stop"
+        return ChatResult(text=text, model=self.name, finish_reason=finish,
+                          input_tokens=int(ids.shape[1]), output_tokens=int(len(new)),
+                          latency_ms=(time.perf_counter() - t0) * 1000)
+
+
+class OpenAICompatClient:
+    """POST {base_url}/chat/completions with retries (429, 5xx, timeouts, connection errors)."""
+
+    def __init__(self, base_url: str, model: str, api_key_env: str | None = None, *,
+                 timeout: float = 60.0, max_retries: int = 3, backoff_s: float = 0.5,
+                 max_tokens: int = 512, temperature: float = 0.0,
+                 transport: httpx.BaseTransport | None = None):
+        if not base_url or not model:
+            raise ValueError("an OpenAI-compatible model needs base_url and model")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.name = model
+        self.api_key_env = api_key_env or None
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self._transport = transport
+
+    def _headers(self) -> dict:
+        h = {"Content-Type": "application/json"}
+        if self.api_key_env:
+            key = os.environ.get(self.api_key_env)
+            if not key:
+                raise LLMError(f"environment variable {self.api_key_env} (API key for {self.model}) is not set")
+            h["Authorization"] = f"Bearer {key}"
+        return h
+
+    def chat(self, messages: Sequence[dict], max_tokens: int | None = None) -> ChatResult:
+        body = {"model": self.model, "messages": list(messages),
+                "max_tokens": max_tokens or self.max_tokens, "temperature": self.temperature}
+        url = f"{self.base_url}/chat/completions"
+        t0 = time.perf_counter()
+        last = "no attempt"
+        attempts = 0
+        with httpx.Client(timeout=self.timeout, transport=self._transport) as client:
+            for attempt in range(self.max_retries + 1):
+                attempts = attempt + 1
+                wait = None
+                try:
+                    r = client.post(url, json=body, headers=self._headers())
+                except httpx.TransportError as exc:  # timeouts, refused connections
+                    last = f"{type(exc).__name__}"
+                else:
+                    if r.status_code == 200:
+                        return self._parse(r, attempts, t0)
+                    last = f"HTTP {r.status_code}: {r.text[:200]}"
+                    if r.status_code not in RETRY_STATUS:
+                        break
+                    wait = _retry_after(r)
+                if attempt < self.max_retries:
+                    time.sleep(wait if wait is not None else
+                               self.backoff_s * (2 ** attempt) * (0.5 + random.random()))
+        raise LLMError(f"{self.model} at {self.base_url}: failed after {attempts} attempt(s): {last}")
+
+    def _parse(self, r: httpx.Response, attempts: int, t0: float) -> ChatResult:
+        try:
+            data = r.json()
+            choice = data["choices"][0]
+            msg = choice.get("message") or {}
+            text = msg.get("content") or ""
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise LLMError(f"{self.model}: malformed response ({type(exc).__name__})") from None
+        usage = data.get("usage") or {}
+        return ChatResult(text=text.strip(), model=data.get("model") or self.model,
+                          finish_reason=choice.get("finish_reason"),
+                          input_tokens=usage.get("prompt_tokens"), output_tokens=usage.get("completion_tokens"),
+                          latency_ms=(time.perf_counter() - t0) * 1000, attempts=attempts)
+
+
+def _retry_after(r: httpx.Response) -> float | None:
+    v = r.headers.get("retry-after")
+    try:
+        return min(10.0, max(0.0, float(v))) if v is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,110 @@
+"""teacher_responses: every replay step answered by every teacher of the pool."""
+
+
+import asyncio
+import collections
+from typing import Optional
+
+import dagster as dg
+import orjson
+from pydantic import Field
+
+from assets.partitions import SESSION_BACKFILL, SESSIONS
+from assets.teachers.cache import DeltaResponseCache
+from assets.teachers.replay import Budget, ReplayOutput, replay
+from assets.teachers.tables import TEACHER_CACHE, TEACHER_RESPONSES
+from assets.traces.tables import REPLAY_STEPS
+from resources.lake import DeltaLake, partition_keys_of
+from resources.teachers import TeacherPool
+
+STEP_COLUMNS = ["session_key", "step_id", "step_index", "messages", "tools"]
+
+
+class TeacherReplayConfig(dg.Config):
+    max_steps_per_session: Optional[int] = Field(
+        default=None, description="Replay only the first N steps of each session (demo / smoke runs)."
+    )
+    budget_usd: Optional[float] = Field(
+        default=None, description="Per-run budget in USD (overrides the pool's)."
+    )
+
+
+def select_steps(rows: list[dict], max_steps_per_session: Optional[int]) -> list[dict]:
+    rows = sorted(rows, key=lambda r: (r["session_key"], r["step_index"], r["step_id"]))
+    if max_steps_per_session is None:
+        return rows
+    seen: collections.Counter = collections.Counter()
+    out = []
+    for r in rows:
+        if seen[r["session_key"]] < max_steps_per_session:
+            seen[r["session_key"]] += 1
+            out.append(r)
+    return out
+
+
+def replay_metadata(out: ReplayOutput, n_steps: int, n_teachers: int) -> dict:
+    return {
+        "steps": dg.MetadataValue.int(n_steps),
+        "teachers": dg.MetadataValue.int(n_teachers),
+        "calls": dg.MetadataValue.int(out.calls),
+        "cache_hits": dg.MetadataValue.int(out.cached),
+        "cost_usd_run": dg.MetadataValue.float(round(out.spent_usd, 6)),
+        "budget_usd": dg.MetadataValue.float(out.budget_usd) if out.budget_usd is not None else "unlimited",
+        "skipped_budget": dg.MetadataValue.int(sum(t.skipped_budget for t in out.totals.values())),
+        "errors_by_kind": dg.MetadataValue.json(dict(out.errors_by_kind)),
+        "flags_by_kind": dg.MetadataValue.json(dict(out.flags_by_kind)),
+        "per_teacher": dg.MetadataValue.md(out.markdown()),
+        "cache_writes": dg.MetadataValue.json(out.cache_stats),
+        "replay_seconds": dg.MetadataValue.float(round(out.wall_seconds, 3)),
+    }
+
+
+@dg.asset(
+    key=TEACHER_RESPONSES.asset_key,
+    deps=[REPLAY_STEPS.asset_key],
+    partitions_def=SESSIONS,
+    backfill_policy=SESSION_BACKFILL,
+    group_name="teachers",
+    kinds={"delta", "python"},
+    description=TEACHER_RESPONSES.description,
+)
+def teacher_responses(
+    context: dg.AssetExecutionContext,
+    config: TeacherReplayConfig,
+    lake: DeltaLake,
+    teachers: TeacherPool,
+) -> dg.MaterializeResult:
+    keys = partition_keys_of(context)
+    steps = select_steps(
+        lake.read(REPLAY_STEPS, columns=STEP_COLUMNS, partitions=keys).to_pylist(),
+        config.max_steps_per_session,
+    )
+    pool = teachers.pool_spec()
+    budget = config.budget_usd if config.budget_usd is not None else pool.budget_usd
+    context.log.info(
+        f"teacher replay: {len(steps)} steps x {len(pool.teachers)} teachers "
+        f"({', '.join(t.name for t in pool.teachers)}) over {len(keys)} partition(s), "
+        f"budget {'unlimited' if budget is None else f'${budget:.2f}'}"
+    )
+    cache = DeltaResponseCache(
+        lake, flush_seconds=pool.cache.flush_seconds, flush_rows=pool.cache.flush_rows,
+        compact_min_files=pool.cache.compact_min_files,
+    )
+
+    async def run() -> ReplayOutput:
+        async with teachers.open(pool) as tset:
+            return await replay(steps, tset, cache, Budget(budget),
+                                reserve_bytes_per_token=pool.reserve_bytes_per_token,
+                                run_id=context.run_id, log=context.log)
+
+    out = asyncio.run(run())
+    if out.cache_stats.get("unflushed"):
+        context.log.warning(f"{out.cache_stats['unflushed']} answers could not be written to the cache")
+    if out.errors_by_kind:
+        context.log.warning(f"teacher errors by kind: {orjson.dumps(dict(out.errors_by_kind)).decode()}")
+    res = lake.replace_partitions(TEACHER_RESPONSES, out.rows, keys)
+    md = res.metadata()
+    md.update(replay_metadata(out, len(steps), len(pool.teachers)))
+    md["teacher_pool"] = teachers.source()
+    md["cache_table"] = dg.MetadataValue.path(lake.uri(TEACHER_CACHE))
+    return dg.MaterializeResult(metadata=md)

@@ -1,0 +1,255 @@
+"""Codex CLI rollouts (``~/.codex/sessions/YYYY/MM/DD/rollout-*.jsonl``).
+
+Lines are ``{timestamp, type, payload}`` with type ``session_meta``, ``turn_context``,
+``response_item``, ``event_msg`` or ``compacted``; legacy (pre-0.30) rollouts write
+bare response items (``{"type": "message", ...}``) after an ``{id, timestamp,
+instructions}`` first line, and ``{"record_type": "state"}`` lines. Both are read.
+
+* ``response_item`` runs of assistant output -- ``reasoning``, assistant ``message``,
+  ``function_call``, ``custom_tool_call`` (apply_patch), ``local_shell_call``,
+  ``web_search_call`` -- not interrupted by a user message or a tool output form ONE
+  assistant turn (one model response): reasoning summaries → ``thinking``, output text
+  → ``content``, calls → OpenAI ``tool_calls`` (a custom tool's free-form input becomes
+  ``{"input": "..."}``; a local shell action its own JSON).
+* ``function_call_output`` / ``custom_tool_call_output`` → ``role="tool"`` rows. The
+  ``content`` is the output string exactly as the model saw it. It is a failure when
+  the output JSON has ``metadata.exit_code != 0``, the text starts ``Exit code: N``
+  with N != 0, an output object says ``success: false``, or the text is a Codex
+  harness error ("failed to parse function arguments", "aborted", ...).
+* user / developer ``message`` items → user / system rows (developer → ``system``,
+  ``extra.original_role``); the environment-context and AGENTS.md messages are kept,
+  the model saw them.
+* ``event_msg`` ``token_count`` (``last_token_usage``) fills the token columns of the
+  assistant turn it follows; every ``event_msg`` / ``turn_context`` /
+  ``session_meta`` line is also kept as a ``role="meta"`` row (extra = raw).
+  ``turn_context.model`` sets ``model`` of later assistant turns.
+* ``compacted`` → a ``compaction`` boundary row plus a ``summary`` user row holding
+  the compacted history's summary (``is_compact_summary``).
+* ``parent_turn_id`` = the previous row (a rollout is linear).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from assets.traces.errors import classify_error
+from assets.traces.formats._common import (
+    TurnIds,
+    as_int,
+    dumps,
+    extra_json,
+    finalize,
+    iter_records,
+    link_linear,
+    new_turn,
+    parse_ts,
+    text_of,
+    tool_call,
+)
+
+FORMAT = "codex"
+
+ASSISTANT_ITEMS = {"reasoning", "function_call", "custom_tool_call", "local_shell_call", "web_search_call"}
+OUTPUT_ITEMS = {"function_call_output", "custom_tool_call_output"}
+ITEM_TYPES = ASSISTANT_ITEMS | OUTPUT_ITEMS | {"message"}
+_EXIT_RE = re.compile(r"^(?:Exit code|exit_code|Process exited with code):? ?(-?\d+)", re.I)
+_HARNESS_ERR = re.compile(
+    r"^(?:failed to parse function arguments|aborted|execution error|error:|sandbox (?:error|denied)"
+    r"|unsupported call|unknown tool|patch rejected|apply_patch verification failed)",
+    re.I,
+)
+
+
+def _split(obj: dict) -> tuple[str, dict, Any]:
+    """(line type, payload, timestamp) for new and legacy rollout lines."""
+    if isinstance(obj.get("type"), str) and "payload" in obj:
+        p = obj["payload"]
+        return obj["type"], p if isinstance(p, dict) else {"value": p}, obj.get("timestamp")
+    if obj.get("type") in ITEM_TYPES:
+        return "response_item", obj, obj.get("timestamp")
+    if isinstance(obj.get("record_type"), str):
+        return str(obj["record_type"]), obj, obj.get("timestamp")
+    if "instructions" in obj and "id" in obj:
+        return "session_meta", obj, obj.get("timestamp")
+    return str(obj.get("type") or "unknown"), obj, obj.get("timestamp")
+
+
+def _tool_output(out: Any) -> tuple[str, str, int | None, bool, dict]:
+    """(content as the model saw it, text to classify, exit code, failed?, extra)."""
+    extra: dict[str, Any] = {}
+    exit_code: int | None = None
+    failed = False
+    if isinstance(out, dict):
+        content = text_of(out.get("content")) if "content" in out else dumps(out)
+        if out.get("success") is False:
+            failed = True
+        return content, content, None, failed, extra
+    content = out if isinstance(out, str) else text_of(out)
+    inner = content
+    if content.startswith("{"):
+        try:
+            j = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            j = None
+        if isinstance(j, dict) and "output" in j:
+            inner = j["output"] if isinstance(j["output"], str) else dumps(j["output"])
+            md = j.get("metadata") if isinstance(j.get("metadata"), dict) else {}
+            exit_code = as_int(md.get("exit_code"))
+            if md.get("duration_seconds") is not None:
+                extra["duration_seconds"] = md.get("duration_seconds")
+    if exit_code is None:
+        m = _EXIT_RE.match(content)
+        if m:
+            exit_code = int(m.group(1))
+    if exit_code is not None:
+        extra["exit_code"] = exit_code
+        failed = exit_code != 0
+    elif _HARNESS_ERR.match(content.lstrip()):
+        failed = True
+    return content, inner, exit_code, failed, extra
+
+
+def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
+    ids = TurnIds(session_key)
+    rows: list[dict] = []
+    order: list[tuple] = []
+    session_id: str | None = None
+    model: str | None = None
+    call_names: dict[str, str] = {}
+    pending: list[tuple[int, dict, Any]] = []
+    last_assistant: dict | None = None
+
+    def add(row: dict, key: tuple) -> dict:
+        rows.append(row)
+        order.append(key)
+        return row
+
+    def flush() -> None:
+        nonlocal pending, last_assistant
+        if not pending:
+            return
+        texts, thinks, calls, other = [], [], [], []
+        message_id = None
+        for _, p, _ in pending:
+            pt = p.get("type")
+            if pt == "message":
+                texts.append(text_of(p.get("content")))
+                message_id = message_id or p.get("id")
+            elif pt == "reasoning":
+                thinks.append(text_of(p.get("summary")))
+                if p.get("content"):
+                    thinks.append(text_of(p.get("content")))
+            elif pt == "function_call":
+                calls.append(tool_call(str(p.get("call_id") or p.get("id") or ""), str(p.get("name") or ""),
+                                       p.get("arguments")))
+            elif pt == "custom_tool_call":
+                calls.append(tool_call(str(p.get("call_id") or p.get("id") or ""), str(p.get("name") or ""),
+                                       {"input": p.get("input")}))
+            elif pt == "local_shell_call":
+                calls.append(tool_call(str(p.get("call_id") or p.get("id") or ""), "local_shell", p.get("action")))
+            else:
+                other.append({"type": pt, "action": p.get("action")})
+        first_line, _, ts = pending[0]
+        row = new_turn(
+            session_key, FORMAT, ids.make(f"L{first_line}", first_line), "assistant", "message",
+            content="\n\n".join(t for t in texts if t) or None,
+            thinking="\n\n".join(t for t in thinks if t) or None,
+            tool_calls=dumps(calls) if calls else None,
+            model=model, message_id=message_id, timestamp=parse_ts(ts), record_type="response_item",
+            source_lines=sorted({ln for ln, _, _ in pending}),
+        )
+        row["_extra"] = {"other_items": other}
+        add(row, (first_line, 0))
+        last_assistant = row
+        pending = []
+
+    for line_no, obj, raw_row in iter_records(raw_rows):
+        t, p, ts = _split(obj)
+        if t == "response_item":
+            pt = p.get("type")
+            role = p.get("role")
+            if pt in ASSISTANT_ITEMS or (pt == "message" and role == "assistant"):
+                if pt in ("function_call", "custom_tool_call", "local_shell_call"):
+                    cid = str(p.get("call_id") or p.get("id") or "")
+                    call_names[cid] = "local_shell" if pt == "local_shell_call" else str(p.get("name") or "")
+                pending.append((line_no, p, ts))
+                continue
+            if pt in OUTPUT_ITEMS:
+                flush()
+                cid = p.get("call_id") if isinstance(p.get("call_id"), str) else None
+                name = call_names.get(cid) if cid else None
+                content, inner, exit_code, failed, ex = _tool_output(p.get("output"))
+                row = new_turn(
+                    session_key, FORMAT, ids.make(f"L{line_no}", line_no), "tool", "tool_result",
+                    content=content, tool_call_id=cid, tool_name=name, tool_error=failed,
+                    error_kind=classify_error(inner, name, exit_code=exit_code) if failed else None,
+                    timestamp=parse_ts(ts), record_type=pt, source_lines=[line_no],
+                )
+                if cid not in call_names:
+                    ex["orphan"] = True
+                row["_extra"] = ex
+                add(row, (line_no, 0))
+                continue
+            if pt == "message":
+                flush()
+                r = "system" if role in ("developer", "system") else "user"
+                row = new_turn(session_key, FORMAT, ids.make(f"L{line_no}", line_no), r, "message",
+                               content=text_of(p.get("content")), timestamp=parse_ts(ts),
+                               record_type="message", source_lines=[line_no])
+                row["_extra"] = {"original_role": role if role not in ("user", "system") else None}
+                add(row, (line_no, 0))
+                continue
+            # an item type we do not know: keep it, do not break the running response
+            row = new_turn(session_key, FORMAT, ids.make(f"L{line_no}", line_no), "meta", "unknown",
+                           timestamp=parse_ts(ts), record_type=str(pt), source_lines=[line_no],
+                           extra=raw_row.get("raw"))
+            add(row, (line_no, 0))
+            continue
+
+        if t == "compacted":
+            flush()
+            summary = p.get("message") if isinstance(p.get("message"), str) else text_of(p.get("message"))
+            add(new_turn(session_key, FORMAT, ids.make(f"L{line_no}", line_no), "meta", "compaction",
+                         is_compaction_boundary=True, timestamp=parse_ts(ts), record_type=t,
+                         source_lines=[line_no]), (line_no, 0))
+            add(new_turn(session_key, FORMAT, ids.make(f"L{line_no}#summary", line_no), "user", "summary",
+                         content=summary, is_compact_summary=True, timestamp=parse_ts(ts), record_type=t,
+                         source_lines=[line_no]), (line_no, 1))
+            continue
+
+        if t == "session_meta":
+            session_id = session_id or (p.get("id") if isinstance(p.get("id"), str) else None)
+        elif t == "turn_context":
+            if isinstance(p.get("model"), str):
+                model = p["model"]
+        elif t == "event_msg" and p.get("type") == "token_count":
+            info = p.get("info") if isinstance(p.get("info"), dict) else {}
+            last = info.get("last_token_usage") if isinstance(info.get("last_token_usage"), dict) else None
+            target = None
+            if pending:
+                flush()  # the response is complete once its token count arrives
+            if last_assistant is not None and last_assistant.get("input_tokens") is None:
+                target = last_assistant
+            if last and target is not None:
+                cached = as_int(last.get("cached_input_tokens"))
+                inp = as_int(last.get("input_tokens"))
+                target["input_tokens"] = inp - cached if (inp is not None and cached is not None) else inp
+                target["cache_read_tokens"] = cached
+                target["output_tokens"] = as_int(last.get("output_tokens"))
+        kind = "event" if t == "event_msg" else ("meta" if t in ("session_meta", "turn_context", "state") else "unknown")
+        add(new_turn(session_key, FORMAT, ids.make(f"L{line_no}", line_no), "meta", kind,
+                     timestamp=parse_ts(ts), record_type=t,
+                     source_lines=[line_no], extra=raw_row.get("raw")), (line_no, 0))
+    flush()
+
+    out = finalize(rows, order)
+    for r in out:
+        r["session_id"] = session_id or session_key
+        ex = r.pop("_extra", None)
+        if ex is not None and r.get("extra") is None:
+            r["extra"] = extra_json(ex)
+    link_linear(out)
+    return out

@@ -1,0 +1,309 @@
+"""Bronze layer: a session file → one RAW_TRACES row per physical line, lossless.
+
+Nothing is dropped: every physical line (split on ``\\n``) becomes a row, and the byte
+ranges ``[byte_offset, byte_offset + byte_len)`` tile the file exactly (``byte_len``
+counts the line's terminating ``\\n`` when it has one, so ``sum(byte_len) == file
+size``). ``raw`` holds the scrubbed line text without its ``\\n`` (a ``\\r`` of a CRLF
+line stays). Lines a parser must not read are kept but *quarantined*, with a reason:
+
+==================  ===============================================================
+``oversized``       longer than ``max_line_bytes``: kept, scrubbed, never parsed
+``binary``          holds NUL bytes
+``invalid_utf8``    not UTF-8: ``raw`` = backslash-escaped text, ``raw_bytes`` = the
+                    original bytes (scrubbed through a latin-1 round trip)
+``blank``           empty or whitespace only (kept so line numbers stay contiguous)
+``truncated``       the last line, without a trailing newline, is not valid JSON: a
+                    live session being appended to. The sensor re-ingests the file
+                    when it grows, and the line is then complete
+``invalid_json: …`` any other line that is not valid JSON (with orjson's message)
+``not_object``      valid JSON that is neither an object nor an array of objects
+==================  ===============================================================
+
+``.json`` files holding one JSON document (a ShareGPT / OpenAI export as a JSON
+array, possibly pretty-printed over many lines) are detected: every physical line
+becomes a row with ``record_type = "json_fragment"`` (not quarantined) and the parser
+rebuilds the document by joining the rows' ``raw`` in line order. JSON strings cannot
+span lines, so per-line scrubbing keeps the document valid.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from assets.traces.secrets import scrub_bytes, scrub_many, scrub_obj
+from assets.traces.util import without_gc
+
+__all__ = ["read_raw_lines", "rows_from_bytes", "detect_format", "record_type_of", "document_of", "FORMATS"]
+
+FORMATS = ("claude_code", "codex", "openai_messages", "sharegpt", "unknown")
+
+JSON_FRAGMENT = "json_fragment"  # a line of a multi-line JSON document (.json export)
+JSON_ARRAY = "json_array"  # a line that is by itself a JSON array of conversations
+
+_CODEX_TYPES = {"session_meta", "turn_context", "response_item", "event_msg", "compacted"}
+_CODEX_ITEM_TYPES = {
+    "message", "reasoning", "function_call", "function_call_output", "custom_tool_call",
+    "custom_tool_call_output", "local_shell_call", "web_search_call",
+}
+_CC_TYPES = {
+    "user", "assistant", "system", "summary", "file-history-snapshot", "queue-operation",
+    "progress", "last-prompt", "attachment", "pr-link", "agent-name", "custom-title",
+    "permission-mode", "ai-title",
+}
+
+
+def record_type_of(obj: Any) -> str | None:
+    """The record type of one parsed line."""
+    if isinstance(obj, dict):
+        t = obj.get("type")
+        if isinstance(t, str):
+            return t
+        if isinstance(obj.get("messages"), list):
+            return "messages"
+        if isinstance(obj.get("conversations"), list):
+            return "conversations"
+        rt = obj.get("record_type")  # legacy Codex rollouts: {"record_type": "state"}
+        if isinstance(rt, str):
+            return rt
+        if "instructions" in obj and "id" in obj:  # legacy Codex first line
+            return "session_meta"
+        return None
+    if isinstance(obj, list):
+        return JSON_ARRAY
+    return None
+
+
+def _format_of(obj: Any) -> str | None:
+    if isinstance(obj, list):
+        for item in obj[:5]:
+            f = _format_of(item)
+            if f in ("openai_messages", "sharegpt"):
+                return f
+        return None
+    if not isinstance(obj, dict):
+        return None
+    if isinstance(obj.get("messages"), list):
+        return "openai_messages"
+    if isinstance(obj.get("conversations"), list):
+        return "sharegpt"
+    t = obj.get("type")
+    if t in _CODEX_TYPES and "payload" in obj:
+        return "codex"
+    if t in _CC_TYPES and ("sessionId" in obj or "uuid" in obj or "message" in obj or "leafUuid" in obj
+                           or "messageId" in obj):
+        return "claude_code"
+    if ("record_type" in obj) or (t in _CODEX_ITEM_TYPES and "message" not in obj):
+        return "codex"  # legacy (pre-0.30) rollout lines are bare response items
+    if "instructions" in obj and "id" in obj and "timestamp" in obj:
+        return "codex"
+    return None
+
+
+def detect_format(objs: list[Any], path: str | Path | None = None) -> str:
+    """The transcript format of a file, from its first parsed records (and its name)."""
+    votes: Counter = Counter()
+    for o in objs:
+        f = _format_of(o)
+        if f:
+            votes[f] += 1
+    if votes:
+        return votes.most_common(1)[0][0]
+    if path is not None:
+        name = Path(path).name
+        if name.startswith("rollout-") or "/.codex/" in str(path):
+            return "codex"
+    return "unknown"
+
+
+def _utc(now: datetime | None) -> datetime:
+    if now is None:
+        return datetime.now(timezone.utc)
+    return now if now.tzinfo else now.replace(tzinfo=timezone.utc)
+
+
+def read_raw_lines(
+    path: str | Path,
+    session_key: str,
+    *,
+    max_line_bytes: int = 8 * 1024 * 1024,
+    now: datetime | None = None,
+    source_file: str | None = None,
+) -> tuple[list[dict], dict]:
+    """Read a session file into RAW_TRACES rows. Returns ``(rows, stats)``.
+
+    stats: ``lines``, ``bytes``, ``quarantined`` ({reason: n}), ``secrets``
+    ({kind: n}), ``record_types`` ({type: n}), ``source_format``.
+    """
+    p = Path(path)
+    return rows_from_bytes(
+        p.read_bytes(),
+        session_key,
+        source_file=source_file if source_file is not None else str(p),
+        max_line_bytes=max_line_bytes,
+        now=now,
+        json_document=p.suffix.lower() == ".json",
+    )
+
+
+@without_gc
+def rows_from_bytes(
+    data: bytes,
+    session_key: str,
+    *,
+    source_file: str = "",
+    max_line_bytes: int = 8 * 1024 * 1024,
+    now: datetime | None = None,
+    json_document: bool = False,
+) -> tuple[list[dict], dict]:
+    """:func:`read_raw_lines` over bytes already in memory."""
+    ingested_at = _utc(now)
+    parts = data.split(b"\n")
+    trailing_nl = data.endswith(b"\n")
+    if trailing_nl or not data:
+        parts.pop()  # the empty piece after the last newline (or of an empty file)
+    n = len(parts)
+
+    # Pass 1: classify bytes, decode. (reason, text, raw_bytes) per line.
+    reasons: list[str | None] = [None] * n
+    texts: list[str] = [""] * n
+    bad_bytes: dict[int, bytes] = {}
+    for i, b in enumerate(parts):
+        if len(b) > max_line_bytes:
+            reasons[i] = "oversized"
+        elif b"\x00" in b:
+            reasons[i] = "binary"
+        try:
+            texts[i] = b.decode("utf-8")
+        except UnicodeDecodeError:
+            texts[i] = b.decode("utf-8", "backslashreplace")
+            bad_bytes[i] = b
+            if reasons[i] is None:
+                reasons[i] = "invalid_utf8"
+        if reasons[i] is None and (not b or b.isspace()):
+            reasons[i] = "blank"
+
+    # Pass 2: scrub (vectorized pre-filter, Python rules only on suspicious lines).
+    scrubbed, counts = scrub_many(texts)
+    raw_bytes: dict[int, bytes] = {}
+    for i, b in bad_bytes.items():
+        raw_bytes[i], _ = scrub_bytes(b)  # counted once, through the text above
+
+    # Pass 3: parse what may be parsed. Only the first parsed records are kept (for the
+    # format vote); holding every parsed line would only feed the garbage collector.
+    record_types: list[str | None] = [None] * n
+    sample: list[Any] = []
+    for i in range(n):
+        if reasons[i] is not None:
+            continue
+        try:
+            # unchanged lines parse from bytes (no str -> UTF-8 round trip)
+            obj = orjson.loads(parts[i] if not counts[i] else scrubbed[i])
+        except orjson.JSONDecodeError as e:
+            obj = _recover(texts[i], scrubbed, counts, i)
+            if obj is _FAIL:
+                last_open = i == n - 1 and not trailing_nl
+                reasons[i] = "truncated" if last_open else f"invalid_json: {e}"
+                continue
+        if not isinstance(obj, (dict, list)) or (isinstance(obj, list) and not all(isinstance(x, dict) for x in obj)):
+            reasons[i] = "not_object"
+            continue
+        record_types[i] = record_type_of(obj)
+        if len(sample) < 200:
+            sample.append(obj)
+    fmt = detect_format(sample, source_file or None)
+
+    # A .json export that is one (multi-line) JSON document.
+    if json_document or (fmt == "unknown" and n > 1):
+        doc = _as_document(scrubbed, reasons)
+        if doc is not None:
+            fmt = detect_format([doc], source_file or None)
+            reasons = [None] * n
+            record_types = [JSON_FRAGMENT] * n
+
+    rows: list[dict] = []
+    offset = 0
+    secrets_total: Counter = Counter()
+    quarantined: Counter = Counter()
+    rtypes: Counter = Counter()
+    for i in range(n):
+        blen = len(parts[i]) + (1 if (i < n - 1 or trailing_nl) else 0)
+        reason = reasons[i]
+        c = counts[i]
+        if c:
+            secrets_total.update(c)
+        if reason is not None:
+            quarantined[reason.split(":", 1)[0]] += 1
+        if record_types[i]:
+            rtypes[record_types[i]] += 1
+        rows.append(
+            {
+                "session_key": session_key,
+                "source_file": source_file,
+                "source_format": fmt,
+                "line_no": i + 1,
+                "byte_offset": offset,
+                "byte_len": blen,
+                "record_type": record_types[i],
+                "raw": scrubbed[i],
+                "raw_bytes": raw_bytes.get(i),
+                "quarantined": reason is not None,
+                "quarantine_reason": reason,
+                "secrets_scrubbed": sum(c.values()) if c else 0,
+                "ingested_at": ingested_at,
+            }
+        )
+        offset += blen
+    stats = {
+        "lines": n,
+        "bytes": len(data),
+        "quarantined": dict(quarantined),
+        "secrets": dict(secrets_total),
+        "record_types": dict(rtypes),
+        "source_format": fmt,
+    }
+    return rows, stats
+
+
+_FAIL = object()
+
+
+def _recover(original: str, scrubbed: list[str], counts: list[dict], i: int) -> Any:
+    """The line did not parse after scrubbing. If the *original* parses, scrubbing broke it
+    (a rule bug): scrub the parsed object instead and store its re-serialization."""
+    if scrubbed[i] == original:
+        return _FAIL
+    try:
+        obj = orjson.loads(original)
+    except orjson.JSONDecodeError:
+        return _FAIL
+    obj, c = scrub_obj(obj)
+    scrubbed[i] = orjson.dumps(obj).decode()
+    counts[i] = c
+    return obj
+
+
+def _as_document(scrubbed: list[str], reasons: list[str | None]) -> Any:
+    """Parse all lines joined as one JSON document, or None."""
+    if any(r in ("oversized", "binary", "invalid_utf8") for r in reasons):
+        return None
+    try:
+        doc = orjson.loads("\n".join(scrubbed))
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(doc, list) and doc and all(isinstance(x, dict) for x in doc):
+        return doc
+    if isinstance(doc, dict) and (isinstance(doc.get("messages"), list) or isinstance(doc.get("conversations"), list)):
+        return doc
+    return None
+
+
+def document_of(raw_rows: list[dict]) -> Any:
+    """Rebuild the JSON document of a file stored as ``json_fragment`` rows."""
+    rows = sorted(raw_rows, key=lambda r: r["line_no"])
+    return orjson.loads("\n".join(r["raw"] or "" for r in rows))
+

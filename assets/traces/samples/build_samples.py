@@ -1,0 +1,642 @@
+"""Writes the sample sessions of this folder (deterministic; re-run after editing).
+
+    python assets/traces/samples/build_samples.py
+
+The samples are invented (a developer fixing bugs in a small ``invoicer`` package);
+they are not copied from any real transcript. They carry on purpose: multi-line
+assistant messages, tool errors of several kinds, an inline sidechain (Task tool), a
+separate agent file, a compaction, a ``<synthetic>`` API-error message, unknown record
+types, one malformed line, and planted FAKE secrets (so the demo shows scrubbing).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent  # where main() writes (tests point it elsewhere)
+SEED = 20260115
+RNG = random.Random(SEED)
+B62 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def rid(prefix: str, n: int = 24) -> str:
+    return prefix + "".join(RNG.choice(B62) for _ in range(n))
+
+
+def ruuid() -> str:
+    return str(uuid.UUID(int=RNG.getrandbits(128), version=4))
+
+
+def dump(obj) -> str:
+    # Claude Code writes compact JSON with non-ASCII kept as is
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+# --------------------------------------------------------------------------- Claude Code
+class CC:
+    def __init__(self, session_id: str, cwd: str, version: str, start: datetime, *, agent_id: str | None = None,
+                 model: str = "claude-sonnet-4-5-20250929", branch: str = "main"):
+        self.sid, self.cwd, self.version, self.t = session_id, cwd, version, start
+        self.agent_id, self.model, self.branch = agent_id, model, branch
+        self.lines: list[str] = []
+        self.parent: str | None = None
+        self.side = agent_id is not None
+
+    def _ts(self, secs: float = 2.0) -> str:
+        self.t += timedelta(seconds=secs)
+        return self.t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{self.t.microsecond // 1000:03d}Z"
+
+    def _env(self, **kw) -> dict:
+        d = {"parentUuid": self.parent, "isSidechain": self.side, "userType": "external", "cwd": self.cwd,
+             "sessionId": self.sid, "version": self.version, "gitBranch": self.branch}
+        if self.agent_id:
+            d["agentId"] = self.agent_id
+        d.update(kw)
+        return d
+
+    def emit(self, rec: dict) -> None:
+        self.lines.append(dump(rec))
+
+    def user(self, content, *, secs: float = 8.0, **extra) -> str:
+        u = ruuid()
+        self.emit({**self._env(type="user", message={"role": "user", "content": content}, uuid=u,
+                               timestamp=self._ts(secs)), **extra})
+        self.parent = u
+        return u
+
+    def assistant(self, *, thinking: str | None = None, text: str | None = None, tools=(), stop: str | None = None,
+                  model: str | None = None, usage_in: int = 6, cache_read: int = 15000, out: int = 120,
+                  **extra) -> list[str]:
+        """One API message written one content block per line (sharing message.id)."""
+        mid, req = rid("msg_01", 22), rid("req_011C", 20)
+        blocks = []
+        if thinking:
+            blocks.append({"type": "thinking", "thinking": thinking, "signature": rid("Eq", 60)})
+        if text:
+            blocks.append({"type": "text", "text": text})
+        ids = []
+        for name, inp in tools:
+            tid = rid("toolu_01", 22)
+            ids.append(tid)
+            blocks.append({"type": "tool_use", "id": tid, "name": name, "input": inp})
+        if stop is None:
+            stop = "tool_use" if tools else "end_turn"
+        for k, b in enumerate(blocks):
+            last = k == len(blocks) - 1
+            u = ruuid()
+            msg = {"model": model or self.model, "id": mid, "type": "message", "role": "assistant", "content": [b],
+                   "stop_reason": stop if last else None, "stop_sequence": None,
+                   "usage": {"input_tokens": usage_in, "cache_creation_input_tokens": 240 if last else 0,
+                             "cache_read_input_tokens": cache_read, "output_tokens": out if last else 1,
+                             "service_tier": "standard"}}
+            self.emit({**self._env(message=msg, requestId=req, type="assistant", uuid=u,
+                                   timestamp=self._ts(1.5 if k else 3.0)), **extra})
+            self.parent = u
+        return ids
+
+    def result(self, tool_id: str, content, *, error: bool = False, tur=None, secs: float = 1.0) -> str:
+        block = {"tool_use_id": tool_id, "type": "tool_result", "content": content}
+        if error:
+            block["is_error"] = True
+        rec = self._env(type="user", message={"role": "user", "content": [block]}, uuid=ruuid(),
+                        timestamp=self._ts(secs))
+        if tur is not None:
+            rec["toolUseResult"] = tur
+        self.emit(rec)
+        self.parent = rec["uuid"]
+        return rec["uuid"]
+
+    def system(self, subtype: str, **kw) -> str:
+        u = ruuid()
+        self.emit(self._env(type="system", subtype=subtype, uuid=u, timestamp=self._ts(0.3), **kw))
+        self.parent = u
+        return u
+
+    def snapshot(self, message_id: str, files: dict) -> None:
+        self.emit({"type": "file-history-snapshot", "messageId": message_id,
+                   "snapshot": {"messageId": message_id, "trackedFileBackups": files, "timestamp": self._ts(0.1)},
+                   "isSnapshotUpdate": False})
+
+    def raw(self, text: str) -> None:
+        self.lines.append(text)
+
+    def write(self, rel: str) -> None:
+        p = HERE / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("\n".join(self.lines) + "\n", encoding="utf-8")
+
+
+def cat_n(text: str) -> str:
+    return "\n".join(f"{i:>6}→{line}" for i, line in enumerate(text.split("\n"), 1))
+
+
+TOTALS_PY = '''from decimal import Decimal
+
+CENT = Decimal("0.01")
+
+
+def line_total(qty, unit_price, discount="0"):
+    gross = Decimal(qty) * Decimal(unit_price)
+    return gross - gross * Decimal(discount)
+
+
+def invoice_total(lines, tax_rate):
+    subtotal = sum((line_total(**line) for line in lines), Decimal("0"))
+    tax = subtotal * Decimal(tax_rate)
+    return (subtotal + tax).quantize(CENT)
+'''
+
+PARSE_PY = '''import csv
+import io
+
+
+def parse_csv(text):
+    rows = list(csv.reader(io.StringIO(text)))
+    header = rows[0]
+    return [dict(zip(header, row)) for row in rows[1:] if row]
+'''
+
+PYTEST_FAIL = '''Exit code 1
+F...........                                                             [100%]
+=================================== FAILURES ===================================
+__________________________ test_total_rounds_half_up ___________________________
+
+    def test_total_rounds_half_up():
+        lines = [{"qty": 1, "unit_price": "10.25"}]
+>       assert invoice_total(lines, "0.06") == Decimal("10.87")
+E       AssertionError: assert Decimal('10.86') == Decimal('10.87')
+E        +  where Decimal('10.86') = invoice_total([{'qty': 1, 'unit_price': '10.25'}], '0.06')
+
+tests/test_totals.py:14: AssertionError
+=========================== short test summary info ============================
+FAILED tests/test_totals.py::test_total_rounds_half_up - AssertionError: assert Decimal('10.86') == Decimal('10.87')
+1 failed, 11 passed in 0.09s'''
+
+# FAKE credentials, planted so the demo shows scrubbing. None of them is real.
+FAKE_ANTHROPIC = "sk-ant-api03-DEMO0nlyFAKEkey" + "x7Qp2Lm9Rt4Vw8Yz3Bn6Cd1Fg5Hj0Kl2Mn4Pq7Rs9Tu3Vw6Xy8Za1Bc4De7Fg0Hi2Jk5Lm8No-DEMO0AA"
+FAKE_AWS_ID = "AKIAIOSFODNN7EXAMPLE"
+FAKE_AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+
+def session_main() -> None:
+    """Bug fixing with test failure, edit mismatch, missing file, secret, compaction."""
+    s = CC("5b1e9f2a-7c3d-4e8f-9a0b-1c2d3e4f5a6b", "/home/dev/invoicer", "2.0.31",
+           datetime(2026, 1, 14, 9, 2, 11, 250000, tzinfo=timezone.utc))
+    s.emit({"type": "queue-operation", "operation": "enqueue", "timestamp": "2026-01-14T09:02:11.100Z",
+            "content": "test_totals is failing on main, can you fix it?", "sessionId": s.sid})
+    u1 = s.user("test_totals is failing on main, can you fix it?")
+    s.snapshot(u1, {})
+    [t] = s.assistant(thinking="Let me run the test suite first to see the actual failure.",
+                      text="I'll run the tests to see what's failing.",
+                      tools=[("Bash", {"command": "pytest -q", "description": "Run the test suite"})])
+    s.result(t, PYTEST_FAIL, error=True, tur="Error: " + PYTEST_FAIL, secs=3.2)
+    [t] = s.assistant(thinking="The total is rounded half-even (Decimal's default); the test expects half-up. "
+                               "Let me look at totals.py.",
+                      tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/totals.py"})])
+    s.result(t, cat_n(TOTALS_PY), tur={"type": "text", "file": {"filePath": "/home/dev/invoicer/invoicer/totals.py",
+                                                                  "numLines": 14, "startLine": 1, "totalLines": 14}})
+    [t] = s.assistant(text="`quantize` uses ROUND_HALF_EVEN by default, so 10.865 becomes 10.86. "
+                           "I'll switch it to ROUND_HALF_UP.",
+                      tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/totals.py",
+                                       "old_string": "    return round(subtotal + tax, 2)",
+                                       "new_string": "    return (subtotal + tax).quantize(CENT, rounding=ROUND_HALF_UP)"})])
+    s.result(t, "<tool_use_error>String to replace not found in file.\nString:     return round(subtotal + tax, 2)"
+                "</tool_use_error>", error=True, tur="Error: String to replace not found in file.")
+    [t1, t2] = s.assistant(
+        thinking="I misremembered the line; the file uses quantize(CENT). Edit that line and the import.",
+        tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/totals.py",
+                         "old_string": "    return (subtotal + tax).quantize(CENT)",
+                         "new_string": "    return (subtotal + tax).quantize(CENT, rounding=ROUND_HALF_UP)"}),
+               ("Edit", {"file_path": "/home/dev/invoicer/invoicer/totals.py",
+                         "old_string": "from decimal import Decimal\n",
+                         "new_string": "from decimal import ROUND_HALF_UP, Decimal\n"})])
+    s.result(t1, "The file /home/dev/invoicer/invoicer/totals.py has been updated. Here's the result of running "
+                 "`cat -n` on a snippet of the edited file:\n    13→    tax = subtotal * Decimal(tax_rate)\n"
+                 "    14→    return (subtotal + tax).quantize(CENT, rounding=ROUND_HALF_UP)")
+    s.result(t2, "The file /home/dev/invoicer/invoicer/totals.py has been updated. Here's the result of running "
+                 "`cat -n` on a snippet of the edited file:\n     1→from decimal import ROUND_HALF_UP, Decimal\n     2→")
+    [t] = s.assistant(tools=[("Bash", {"command": "pytest -q", "description": "Re-run the test suite"})])
+    # a progress record the client was writing when it crashed: one malformed line
+    s.raw('{"type":"progress","data":{"type":"bash_progress","output":"............","elapsedTimeSeconds":0.4},'
+          '"toolUseID":"' + t + '","parentToolUseID":"' + t + '","uuid":"' + ruuid() + '","timest')
+    s.result(t, "............                                                             [100%]\n12 passed in 0.08s",
+             tur={"stdout": "12 passed in 0.08s", "stderr": "", "interrupted": False, "isImage": False}, secs=2.4)
+    s.assistant(text="Fixed. `invoice_total` now rounds half-up (`ROUND_HALF_UP`), which is what the test and "
+                     "normal invoicing expect: 10.865 → 10.87. All 12 tests pass.")
+    s.system("stop_hook_summary", hookCount=1, hookInfos=[{"command": "ruff check --quiet"}], hookErrors=[],
+             preventedContinuation=False, stopReason="", hasOutput=False, level="suggestion")
+
+    u2 = s.user("Another one: `invoicer import empty.csv` crashes with an IndexError. Can you look?", secs=40)
+    s.snapshot(u2, {"invoicer/totals.py": {"backupFileName": "3c1f0a9e2b7d4c55@v2", "version": 2,
+                                           "backupTime": "2026-01-14T09:03:40.000Z"}})
+    [t] = s.assistant(tools=[("Grep", {"pattern": "def parse_csv", "path": "/home/dev/invoicer", "output_mode": "content",
+                                       "-n": True})])
+    s.result(t, "/home/dev/invoicer/invoicer/parse.py:5:def parse_csv(text):")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/parsing.py"})])
+    s.result(t, "<tool_use_error>File does not exist. Did you mean parse.py?</tool_use_error>", error=True,
+             tur="Error: File does not exist. Did you mean parse.py?")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/parse.py"})])
+    s.result(t, cat_n(PARSE_PY))
+    [t] = s.assistant(text="`rows[0]` fails when the file is empty. I'll return an empty list for empty input.",
+                      tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/parse.py",
+                                       "old_string": "    rows = list(csv.reader(io.StringIO(text)))\n    header = rows[0]",
+                                       "new_string": "    rows = list(csv.reader(io.StringIO(text)))\n    if not rows:\n"
+                                                     "        return []\n    header = rows[0]"})])
+    s.result(t, "The file /home/dev/invoicer/invoicer/parse.py has been updated.")
+    [t] = s.assistant(tools=[("Bash", {"command": "printf '' > /tmp/empty.csv && python -m invoicer import /tmp/empty.csv",
+                                       "description": "Reproduce with an empty CSV"})])
+    s.result(t, "Imported 0 invoices.")
+    s.assistant(text="Fixed: `parse_csv` now returns `[]` for empty input, and `invoicer import` on an empty file "
+                     "reports 0 invoices instead of crashing.")
+
+    s.user("Before you commit: check that the app picks up the API key from .env", secs=65)
+    [t] = s.assistant(tools=[("Bash", {"command": "cat .env", "description": "Show the env file"})])
+    s.result(t, f"INVOICER_ENV=dev\nANTHROPIC_API_KEY={FAKE_ANTHROPIC}\nAWS_ACCESS_KEY_ID={FAKE_AWS_ID}\n"
+                f"AWS_SECRET_ACCESS_KEY={FAKE_AWS_SECRET}\nINVOICER_DB_PASSWORD=hunter2-but-longer\n")
+    [t] = s.assistant(text="The key is there (`ANTHROPIC_API_KEY`). Since `.env` holds live credentials, let me make "
+                           "sure git ignores it.",
+                      tools=[("Bash", {"command": "git check-ignore -v .env", "description": "Is .env ignored?"})])
+    s.result(t, ".gitignore:3:.env\t.env")
+    s.assistant(text="`.env` is ignored by `.gitignore` (line 3), so the key will not be committed. The app loads it "
+                     "through `python-dotenv` at startup.")
+    s.emit({"type": "ai-title", "sessionId": s.sid, "title": "Fix rounding and empty CSV import"})
+    s.emit({"type": "x-telemetry-flush", "sessionId": s.sid, "events": 14})  # a record type nobody knows yet
+
+    # manual compaction
+    before = s.parent
+    s.parent = None
+    s.system("compact_boundary", content="Conversation compacted", isMeta=False, level="info",
+             logicalParentUuid=before, compactMetadata={"trigger": "manual", "preTokens": 23817})
+    s.user("This session is being continued from a previous conversation that ran out of context. The conversation "
+           "is summarized below:\nSummary:\n1. Fixed invoice_total rounding: quantize now uses ROUND_HALF_UP "
+           "(test_total_rounds_half_up passes).\n2. Fixed parse_csv crashing on empty input (returns []).\n3. Checked "
+           ".env is git-ignored.\nPending: run the full suite and commit.", isCompactSummary=True,
+           isVisibleInTranscriptOnly=True, secs=1)
+    s.user("<command-name>/compact</command-name>\n<command-message>compact</command-message>\n<command-args></command-args>",
+           secs=0.1)
+    s.user("Now run the whole suite once more and commit.", secs=20)
+    s.assistant(text="API Error: 529 {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}",
+                model="<synthetic>", usage_in=0, cache_read=0, out=0, isApiErrorMessage=True)
+    s.user("continue", secs=30)
+    [t] = s.assistant(tools=[("Bash", {"command": "pytest -q", "description": "Run the full suite"})])
+    s.result(t, "..................                                                       [100%]\n18 passed in 0.11s")
+    [t] = s.assistant(tools=[("Bash", {"command": "git add invoicer/totals.py invoicer/parse.py && git commit -m "
+                                                  "\"Round totals half-up; accept empty CSV\"",
+                                       "description": "Commit the fixes"})])
+    s.result(t, "[main 4e1c2ab] Round totals half-up; accept empty CSV\n 2 files changed, 4 insertions(+), 2 deletions(-)")
+    s.assistant(text="Committed as 4e1c2ab: rounding fix and empty-CSV fix, 18 tests passing.")
+    s.write("claude-code/-home-dev-invoicer/5b1e9f2a-7c3d-4e8f-9a0b-1c2d3e4f5a6b.jsonl")
+
+
+def session_sidechain() -> None:
+    """1.0.x style: an inline Task sidechain, a rejected edit, a timeout."""
+    s = CC("c0ffee00-1d2e-4f3a-8b9c-0d1e2f3a4b5c", "/home/dev/invoicer", "1.0.98",
+           datetime(2026, 1, 12, 16, 40, 3, 500000, tzinfo=timezone.utc), model="claude-sonnet-4-20250514")
+    s.user("Where do we round money values? I want them all to go through one helper.")
+    prompt = ("Find every place in /home/dev/invoicer that rounds or quantizes money values (round(, quantize(, "
+              "format(..., '.2f')). Report file:line and what each does. Do not edit anything.")
+    [task] = s.assistant(text="I'll have an agent search the codebase for rounding sites.",
+                         tools=[("Task", {"description": "Find money rounding sites", "prompt": prompt,
+                                          "subagent_type": "general-purpose"})])
+    main_parent = s.parent
+    # --- inline sidechain: written into the same file, its own chain
+    s.side, s.parent = True, None
+    s.user(prompt, secs=1)
+    [g] = s.assistant(tools=[("Grep", {"pattern": "round\\(|quantize\\(|:\\.2f", "path": "/home/dev/invoicer",
+                                       "output_mode": "content", "-n": True})])
+    s.result(g, "/home/dev/invoicer/invoicer/totals.py:14:    return (subtotal + tax).quantize(CENT, "
+                "rounding=ROUND_HALF_UP)\n/home/dev/invoicer/invoicer/report.py:22:    return f\"{amount:.2f}\"\n"
+                "/home/dev/invoicer/invoicer/export.py:31:        row[\"total\"] = round(float(inv.total), 2)")
+    [r] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/export.py", "offset": 25, "limit": 12})])
+    s.result(r, cat_n("def to_rows(invoices):\n    out = []\n    for inv in invoices:\n        row = {\"id\": inv.id}\n"
+                      "        row[\"customer\"] = inv.customer\n        row[\"total\"] = round(float(inv.total), 2)\n"
+                      "        out.append(row)\n    return out"))
+    summary = ("Three rounding sites:\n1. invoicer/totals.py:14 — quantize(CENT, ROUND_HALF_UP) on Decimal (correct).\n"
+               "2. invoicer/report.py:22 — f\"{amount:.2f}\" for display only.\n3. invoicer/export.py:31 — "
+               "round(float(inv.total), 2): converts to float and rounds half-even; can disagree with totals.py.")
+    s.assistant(text=summary)
+    # --- back to the main chain
+    s.side, s.parent = False, main_parent
+    s.result(task, [{"type": "text", "text": summary}],
+             tur={"content": [{"type": "text", "text": summary}], "totalDurationMs": 14211, "totalTokens": 9120,
+                  "totalToolUseCount": 2})
+    [e] = s.assistant(text="I'll add a `money()` helper in totals.py and use it in report.py and export.py.",
+                      tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/report.py",
+                                       "old_string": "    return f\"{amount:.2f}\"",
+                                       "new_string": "    return f\"{money(amount)}\""})])
+    s.result(e, "The user doesn't want to proceed with this tool use. The tool use was rejected (eg. if it was a file "
+                "edit, the new_string was NOT written to the file). STOP what you are doing and wait for the user to "
+                "tell you how to proceed.", error=True, tur="Error: The user doesn't want to proceed with this tool use.")
+    s.user([{"type": "text", "text": "[Request interrupted by user for tool use]"}], secs=0.5)
+    s.user("Leave report.py alone, it only formats for display. Fix export.py only.", secs=25)
+    [r] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/export.py"})])
+    s.result(r, cat_n("import csv\n\nfrom invoicer.totals import CENT\n\n\ndef to_rows(invoices):\n    ..."))
+    [e] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/export.py",
+                                       "old_string": "        row[\"total\"] = round(float(inv.total), 2)",
+                                       "new_string": "        row[\"total\"] = str(inv.total.quantize(CENT, "
+                                                     "rounding=ROUND_HALF_UP))"})])
+    s.result(e, "The file /home/dev/invoicer/invoicer/export.py has been updated.")
+    [b] = s.assistant(tools=[("Bash", {"command": "python -m pytest -q tests/", "description": "Run tests",
+                                       "timeout": 120000})])
+    s.result(b, "Command timed out after 2m 0.0s\n..........", error=True, tur="Error: Command timed out after 2m 0.0s",
+             secs=120)
+    [b] = s.assistant(thinking="Probably the network-marked test hitting the exchange-rate API. Skip network tests.",
+                      tools=[("Bash", {"command": "python -m pytest -q -m 'not network' tests/",
+                                       "description": "Run tests without network"})])
+    s.result(b, "...................                                                      [100%]\n"
+                "19 passed, 1 deselected in 0.14s")
+    s.assistant(text="export.py now writes totals as Decimal strings rounded half-up, like totals.py. report.py is "
+                     "unchanged. 19 tests pass (the network test was deselected; it timed out against the live API).")
+    s.write("claude-code/-home-dev-invoicer/c0ffee00-1d2e-4f3a-8b9c-0d1e2f3a4b5c.jsonl")
+
+
+def session_agent_file() -> None:
+    """2.0.x style: the subagent's transcript lives in agent-<id>.jsonl."""
+    start = datetime(2026, 1, 15, 11, 5, 0, tzinfo=timezone.utc)
+    sid, agent = "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a", "a3f9c21"
+    prompt = ("Review the tests for invoicer/parse.py (tests/test_parse.py). List which behaviours of parse_csv are "
+              "covered and which are not (quoted fields, embedded commas, blank lines, BOM). Read-only.")
+    summary = ("Covered: header mapping, trailing blank line, empty input. Not covered: quoted fields with "
+               "embedded commas, a UTF-8 BOM before the header.")
+    a = CC(sid, "/home/dev/invoicer", "2.0.31", start + timedelta(seconds=12), agent_id=agent,
+           model="claude-haiku-4-5-20251001")
+    a.user(prompt, secs=0)
+    [g] = a.assistant(tools=[("Glob", {"pattern": "tests/test_parse*.py"})])
+    a.result(g, "/home/dev/invoicer/tests/test_parse.py")
+    [r] = a.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/tests/test_parse.py"})])
+    a.result(r, cat_n("from invoicer.parse import parse_csv\n\n\ndef test_header_mapping():\n"
+                      "    assert parse_csv(\"id,total\\n1,9.50\\n\") == [{\"id\": \"1\", \"total\": \"9.50\"}]\n\n\n"
+                      "def test_trailing_blank_line():\n    assert len(parse_csv(\"id\\n1\\n\\n\")) == 1\n\n\n"
+                      "def test_empty():\n    assert parse_csv(\"\") == []"))
+    [q] = a.assistant(tools=[("Grep", {"pattern": "quote|BOM|\\\\ufeff", "path": "/home/dev/invoicer/tests"})])
+    a.result(q, "No matches found")
+    a.assistant(text=summary)
+    a.write(f"claude-code/-home-dev-invoicer/agent-{agent}.jsonl")
+
+    s = CC(sid, "/home/dev/invoicer", "2.0.31", start)
+    s.user("Can you check how well parse.py is tested? Use a subagent so your context stays small.")
+    [task] = s.assistant(tools=[("Task", {"description": "Review parse_csv tests", "prompt": prompt,
+                                          "subagent_type": "Explore"})])
+    s.result(task, [{"type": "text", "text": summary}], secs=30,
+             tur={"status": "completed", "prompt": prompt, "agentId": agent,
+                  "content": [{"type": "text", "text": summary}], "totalDurationMs": 28110, "totalTokens": 11873,
+                  "totalToolUseCount": 3})
+    s.assistant(text="The tests cover header mapping, a trailing blank line and empty input. Missing: quoted fields "
+                     "with embedded commas and a UTF-8 BOM.")
+    s.user("ok, add a test for the quoted-comma case", secs=30)
+    [w] = s.assistant(tools=[("Write", {"file_path": "/home/dev/invoicer/tests/test_parse_quotes.py",
+                                        "content": "from invoicer.parse import parse_csv\n\n\ndef test_quoted_comma():\n"
+                                                   "    rows = parse_csv('id,customer\\n1,\"Acme, Inc.\\n')\n"
+                                                   "    assert rows[0][\"customer\"] == \"Acme, Inc.\"\n"})])
+    s.result(w, "File created successfully at: /home/dev/invoicer/tests/test_parse_quotes.py")
+    [b] = s.assistant(tools=[("Bash", {"command": "pytest -q tests/test_parse_quotes.py", "description": "Run new test"})])
+    s.result(b, "Exit code 2\n\n==================================== ERRORS ====================================\n"
+                "________________ ERROR collecting tests/test_parse_quotes.py _________________\n"
+                "E     File \"/home/dev/invoicer/tests/test_parse_quotes.py\", line 5\n"
+                "E       rows = parse_csv('id,customer\\n1,\"Acme, Inc.\\n')\n"
+                "E                                                    ^\n"
+                "E   SyntaxError: unterminated string literal (detected at line 5)\n"
+                "=========================== short test summary info ============================\n"
+                "ERROR tests/test_parse_quotes.py\n!!!!!!!!!!!!!!!!!!!! Interrupted: 1 error during collection "
+                "!!!!!!!!!!!!!!!!!!!!\n1 error in 0.05s", error=True, tur="Error: Exit code 2")
+    [e] = s.assistant(text="The closing quote of the CSV field got lost. Fixing the literal.",
+                      tools=[("Edit", {"file_path": "/home/dev/invoicer/tests/test_parse_quotes.py",
+                                       "old_string": "'id,customer\\n1,\"Acme, Inc.\\n'",
+                                       "new_string": "'id,customer\\n1,\"Acme, Inc.\"\\n'"})])
+    s.result(e, "The file /home/dev/invoicer/tests/test_parse_quotes.py has been updated.")
+    [b] = s.assistant(tools=[("Bash", {"command": "pytest -q tests/test_parse_quotes.py", "description": "Run new test"})])
+    s.result(b, ".                                                                        [100%]\n1 passed in 0.02s")
+    s.assistant(text="Added tests/test_parse_quotes.py::test_quoted_comma; it passes (csv handles the quoted comma).")
+    s.write(f"claude-code/-home-dev-invoicer/{sid}.jsonl")
+
+
+# --------------------------------------------------------------------------- Codex CLI
+def codex_rollout() -> None:
+    sid = "0199a0f4-3b1c-7e2d-9c4b-5a6f7e8d9c0b"
+    t = [datetime(2026, 1, 15, 10, 12, 3, tzinfo=timezone.utc)]
+    lines: list[str] = []
+
+    def ts(secs: float = 1.0) -> str:
+        t[0] += timedelta(seconds=secs)
+        return t[0].strftime("%Y-%m-%dT%H:%M:%S.") + f"{t[0].microsecond // 1000:03d}Z"
+
+    def put(typ: str, payload: dict, secs: float = 1.0) -> None:
+        lines.append(json.dumps({"timestamp": ts(secs), "type": typ, "payload": payload}, ensure_ascii=False))
+
+    def msg(role: str, text: str, kind: str) -> None:
+        put("response_item", {"type": "message", "role": role, "content": [{"type": kind, "text": text}]})
+
+    def shell(cmd: str, out: str, code: int = 0, secs: float = 0.4) -> None:
+        cid = rid("call_", 24)
+        put("response_item", {"type": "function_call", "name": "shell",
+                              "arguments": json.dumps({"command": ["bash", "-lc", cmd], "workdir": "/home/dev/invoicer",
+                                                       "timeout_ms": 120000}), "call_id": cid})
+        usage()
+        put("response_item", {"type": "function_call_output", "call_id": cid,
+                              "output": json.dumps({"output": out, "metadata": {"exit_code": code,
+                                                                                "duration_seconds": secs}})}, secs)
+
+    def patch(body: str, out: str, code: int = 0) -> None:
+        cid = rid("call_", 24)
+        put("response_item", {"type": "custom_tool_call", "status": "completed", "call_id": cid, "name": "apply_patch",
+                              "input": body})
+        usage()
+        put("response_item", {"type": "custom_tool_call_output", "call_id": cid,
+                              "output": json.dumps({"output": out, "metadata": {"exit_code": code,
+                                                                                "duration_seconds": 0.0}})})
+
+    total = [0]
+
+    def usage(inp: int = 9000, cached: int = 7680, out: int = 180) -> None:
+        total[0] += inp + out
+        put("event_msg", {"type": "token_count", "info": {
+            "total_token_usage": {"input_tokens": total[0], "cached_input_tokens": cached, "output_tokens": out,
+                                  "reasoning_output_tokens": 64, "total_tokens": total[0]},
+            "last_token_usage": {"input_tokens": inp, "cached_input_tokens": cached, "output_tokens": out,
+                                 "reasoning_output_tokens": 64, "total_tokens": inp + out},
+            "model_context_window": 272000}, "rate_limits": {"primary": {"used_percent": 3.0}}}, 0.1)
+
+    def reason(text: str) -> None:
+        put("response_item", {"type": "reasoning", "summary": [{"type": "summary_text", "text": text}],
+                              "content": None, "encrypted_content": "gAAAAAB" + rid("", 80)})
+        put("event_msg", {"type": "agent_reasoning", "text": text}, 0.1)
+
+    put("session_meta", {"id": sid, "timestamp": ts(0), "cwd": "/home/dev/invoicer", "originator": "codex_cli_rs",
+                         "cli_version": "0.46.0", "instructions": None,
+                         "git": {"commit_hash": "4e1c2ab9f03d51c7a2b8e6d4f0a9c3b1e7d5f2a8", "branch": "main",
+                                 "repository_url": "git@example.com:dev/invoicer.git"}}, 0)
+    msg("user", "<user_instructions>\n\nRun `pytest -q` before finishing. Keep changes minimal.\n\n</user_instructions>",
+        "input_text")
+    msg("user", "<environment_context>\n  <cwd>/home/dev/invoicer</cwd>\n  <approval_policy>on-request</approval_policy>\n"
+                "  <sandbox_mode>workspace-write</sandbox_mode>\n  <network_access>restricted</network_access>\n"
+                "  <shell>bash</shell>\n</environment_context>", "input_text")
+    put("turn_context", {"cwd": "/home/dev/invoicer", "approval_policy": "on-request",
+                         "sandbox_policy": {"mode": "workspace-write", "network_access": False},
+                         "model": "gpt-5-codex", "effort": "medium", "summary": "auto"})
+    task = "`invoicer export --format json` prints Decimal('12.50') instead of 12.50. Fix it."
+    msg("user", task, "input_text")
+    put("event_msg", {"type": "user_message", "message": task, "kind": "plain"}, 0.1)
+    reason("**Locating the JSON export path**")
+    shell("rg -n \"format == .json.|json.dumps\" invoicer", "invoicer/cli.py:41:        print(json.dumps(rows, default=repr))\n")
+    reason("**Inspecting the CLI export code**")
+    shell("sed -n 30,50p invoicer/cli.py",
+          "def export(args):\n    invoices = load(args.path)\n    rows = to_rows(invoices)\n    if args.format == \"json\":\n"
+          "        print(json.dumps(rows, default=repr))\n    else:\n        write_csv(rows, sys.stdout)\n")
+    patch("*** Begin Patch\n*** Update File: invoicer/cli.py\n@@\n-        print(json.dumps(rows, default=repr))\n"
+          "+        print(json.dumps(rows, default=str))\n*** End Patch\n",
+          "Success. Updated the following files:\nM invoicer/cli.py\n")
+    shell("pytest -q", "F..................                                                      [100%]\n"
+          "=================================== FAILURES ===================================\n"
+          "___________________________ test_export_json_numbers ___________________________\n"
+          ">       assert json.loads(out)[0][\"total\"] == 12.5\nE       AssertionError: assert '12.50' == 12.5\n\n"
+          "tests/test_cli.py:27: AssertionError\n=========================== short test summary info "
+          "============================\nFAILED tests/test_cli.py::test_export_json_numbers - AssertionError\n"
+          "1 failed, 19 passed in 0.21s\n", code=1, secs=1.3)
+    reason("**Emitting numbers, not strings**")
+    patch("*** Begin Patch\n*** Update File: invoicer/cli.py\n@@\n-        print(json.dumps(rows, default=repr))\n"
+          "+        print(json.dumps(rows, default=float))\n*** End Patch\n",
+          "apply_patch verification failed: Failed to find expected lines in invoicer/cli.py:\n"
+          "        print(json.dumps(rows, default=repr))", code=1)
+    patch("*** Begin Patch\n*** Update File: invoicer/cli.py\n@@\n-        print(json.dumps(rows, default=str))\n"
+          "+        print(json.dumps(rows, default=float))\n*** End Patch\n",
+          "Success. Updated the following files:\nM invoicer/cli.py\n")
+    shell("pytest -q", "....................                                                     [100%]\n20 passed in 0.19s\n",
+          secs=1.2)
+    msg("assistant", "Fixed `invoicer/cli.py`: JSON export now serializes Decimal values as numbers "
+                     "(`default=float`), so totals print as `12.5`. `pytest -q`: 20 passed.", "output_text")
+    usage(out=60)
+    put("event_msg", {"type": "agent_message", "message": "Fixed invoicer/cli.py: JSON export now serializes Decimal "
+                                                          "values as numbers."}, 0.1)
+    put("event_msg", {"type": "task_complete", "last_agent_message": "Fixed invoicer/cli.py."}, 0.1)
+    p = HERE / "codex/2026/01/15/rollout-2026-01-15T10-12-03-0199a0f4-3b1c-7e2d-9c4b-5a6f7e8d9c0b.jsonl"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- OpenAI messages
+SUPPORT_TOOLS = [
+    {"type": "function", "function": {"name": "lookup_invoice", "description": "Fetch an invoice by id.",
+                                      "parameters": {"type": "object", "properties": {"invoice_id": {"type": "string"}},
+                                                     "required": ["invoice_id"]}}},
+    {"type": "function", "function": {"name": "refund_invoice", "description": "Refund a paid invoice, fully or partly.",
+                                      "parameters": {"type": "object", "properties": {
+                                          "invoice_id": {"type": "string"}, "amount": {"type": "string"}},
+                                          "required": ["invoice_id"]}}},
+    {"type": "function", "function": {"name": "send_email", "description": "Email the customer.",
+                                      "parameters": {"type": "object", "properties": {
+                                          "to": {"type": "string"}, "subject": {"type": "string"},
+                                          "body": {"type": "string"}}, "required": ["to", "subject", "body"]}}},
+]
+SUPPORT_SYSTEM = "You are the billing assistant of Invoicer. Use the tools; never invent invoice data."
+
+
+def _call(cid: str, name: str, args: dict) -> dict:
+    return {"id": cid, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+
+
+def openai_file() -> None:
+    inv42 = json.dumps({"id": "INV-1042", "customer": "Acme, Inc.", "status": "paid", "total": "240.00",
+                        "paid_at": "2026-01-09"})
+    convs = [
+        [{"role": "system", "content": SUPPORT_SYSTEM},
+         {"role": "user", "content": "What's the status of invoice INV-1042?"},
+         {"role": "assistant", "content": None, "tool_calls": [_call("call_a1", "lookup_invoice", {"invoice_id": "INV-1042"})]},
+         {"role": "tool", "tool_call_id": "call_a1", "content": inv42},
+         {"role": "assistant", "content": "INV-1042 (Acme, Inc.) was paid in full on 2026-01-09: 240.00."}],
+        [{"role": "system", "content": SUPPORT_SYSTEM},
+         {"role": "user", "content": "Please refund 40 on INV-1042, the customer was overcharged."},
+         {"role": "assistant", "content": "Let me check the invoice first.",
+          "tool_calls": [_call("call_b1", "lookup_invoice", {"invoice_id": "INV-1042"})]},
+         {"role": "tool", "tool_call_id": "call_b1", "content": inv42},
+         {"role": "assistant", "content": None,
+          "tool_calls": [_call("call_b2", "refund_invoice", {"invoice_id": "INV-1042", "amount": "40.00"})]},
+         {"role": "tool", "tool_call_id": "call_b2", "content": json.dumps({"refund_id": "RF-311", "amount": "40.00"})},
+         {"role": "assistant", "content": "Refunded 40.00 on INV-1042 (refund RF-311)."}],
+        [{"role": "system", "content": SUPPORT_SYSTEM},
+         {"role": "user", "content": "Look up INV-0042 for me"},
+         {"role": "assistant", "content": None, "tool_calls": [_call("call_c1", "lookup_invoice", {"invoice_id": "INV-0042"})]},
+         {"role": "tool", "tool_call_id": "call_c1", "content": json.dumps({"error": "invoice INV-0042 does not exist"})},
+         {"role": "assistant", "content": "I can't find INV-0042. Invoice ids have four digits after INV-, e.g. INV-1042. "
+                                          "Could you double-check the number?"}],
+        [{"role": "system", "content": SUPPORT_SYSTEM},
+         {"role": "user", "content": "Refund INV-1042 completely."},
+         {"role": "assistant", "content": None, "tool_calls": [_call("call_d1", "refund_invoice", {"invoice_id": "INV-1042"})]},
+         {"role": "tool", "tool_call_id": "call_d1",
+          "content": "Error: permission denied: full refunds above 200.00 need a supervisor"},
+         {"role": "assistant", "content": "I'm not allowed to issue a full refund above 200.00. I've noted the request; "
+                                          "a supervisor has to approve it."}],
+        [{"role": "system", "content": SUPPORT_SYSTEM},
+         {"role": "user", "content": "Email Acme that their refund went through."},
+         {"role": "assistant", "content": None, "tool_calls": [
+             _call("call_e1", "send_email", {"to": "billing@acme.example", "subject": "Refund RF-311 processed",
+                                             "body": "Hello, we refunded 40.00 on invoice INV-1042. Regards, Invoicer"})]},
+         {"role": "tool", "tool_call_id": "call_e1", "content": "{\"queued\": true}"},
+         {"role": "assistant", "content": "Done — the email to billing@acme.example is queued."}],
+        [{"role": "system", "content": SUPPORT_SYSTEM},
+         {"role": "user", "content": "How do I change the currency on my account?"},
+         {"role": "assistant", "content": "Go to Settings → Billing → Currency. The change applies to new invoices only."}],
+    ]
+    out = [json.dumps({"messages": c, "tools": SUPPORT_TOOLS, "id": f"support-{i:03d}"}, ensure_ascii=False)
+           for i, c in enumerate(convs, 1)]
+    p = HERE / "openai/support-bot-2026-01.jsonl"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text("\n".join(out) + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- ShareGPT
+def sharegpt_file() -> None:
+    tools = json.dumps([t["function"] for t in SUPPORT_TOOLS[:1]])
+    convs = [
+        {"conversations": [
+            {"from": "human", "value": "How do I round a Decimal to cents, half-up, in Python?"},
+            {"from": "gpt", "value": "Use quantize with ROUND_HALF_UP:\n\n```python\nfrom decimal import Decimal, "
+                                     "ROUND_HALF_UP\nDecimal('10.865').quantize(Decimal('0.01'), rounding=ROUND_HALF_UP)"
+                                     "  # Decimal('10.87')\n```"},
+            {"from": "human", "value": "And why does round(10.865, 2) give 10.86?"},
+            {"from": "gpt", "value": "10.865 is not exactly representable as a float (it is stored as "
+                                     "10.86499999...), and round() also rounds half-to-even. Use Decimal for money."}]},
+        {"system": "You are a helpful assistant for the Invoicer CLI.", "tools": tools, "conversations": [
+            {"from": "human", "value": "Is INV-1042 paid?"},
+            {"from": "function_call", "value": json.dumps({"name": "lookup_invoice", "arguments": {"invoice_id": "INV-1042"}})},
+            {"from": "observation", "value": json.dumps({"id": "INV-1042", "status": "paid", "total": "240.00"})},
+            {"from": "gpt", "value": "Yes, INV-1042 is paid (240.00)."}]},
+        {"system": "You are a helpful assistant for the Invoicer CLI.", "tools": tools, "conversations": [
+            {"from": "human", "value": "Show me INV-77"},
+            {"from": "gpt", "value": "Looking it up."},
+            {"from": "function_call", "value": json.dumps({"name": "lookup_invoice", "arguments": {"invoice_id": "INV-77"}})},
+            {"from": "observation", "value": "Error: invoice INV-77 not found"},
+            {"from": "gpt", "value": "There is no invoice INV-77. Invoice ids look like INV-1042."}]},
+        {"conversations": [
+            {"from": "system", "value": "Answer briefly."},
+            {"from": "human", "value": "What does `invoicer import` accept?"},
+            {"from": "gpt", "value": "A CSV file with a header row: id, customer, qty, unit_price, and optional discount."}]},
+        {"conversations": [
+            {"from": "human", "value": "My CSV has a BOM and the first column name comes out as '\\ufeffid'."},
+            {"from": "gpt", "value": "Open the file with encoding='utf-8-sig'; it strips the BOM."},
+            {"from": "human", "value": "Thanks, that worked."},
+            {"from": "gpt", "value": "Glad it helped!"}]},
+    ]
+    p = HERE / "sharegpt/invoicer-helpdesk.jsonl"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text("\n".join(json.dumps(c, ensure_ascii=False) for c in convs) + "\n", encoding="utf-8")
+
+
+def main(out: Path | None = None) -> None:
+    global HERE
+    if out is not None:
+        HERE = Path(out)
+    RNG.seed(SEED)
+    session_main()
+    session_sidechain()
+    session_agent_file()
+    codex_rollout()
+    openai_file()
+    sharegpt_file()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Ingest throughput: raw_traces → trace_turns, against a bare JSON decode of the same lines.
+
+    .venv/bin/python benchmarks/bench_ingest.py [--mb 40] [--repeats 5]
+
+Builds a corpus by repeating the real transcripts in ../shared/realdata (falling back to
+the bundled samples), then times, in the same run and interleaved:
+  baseline: split the bytes into lines and orjson-decode each line;
+  tracelake: read_raw_lines (split, decode, scrub secrets, classify, quarantine) +
+             parse_turns (normalize into trace_turns rows).
+Prints medians, MB/s and the ratio (goal ≥ 0.5×).
+"""
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from assets.traces.formats import parse_turns  # noqa: E402
+from assets.traces.raw import read_raw_lines  # noqa: E402
+
+
+def corpus_sources() -> list[Path]:
+    real = ROOT.parent / "shared" / "realdata" / "claude-code"
+    files = sorted(real.glob("*.jsonl")) if real.is_dir() else []
+    if not files:
+        files = sorted((ROOT / "assets" / "traces" / "samples" / "claude-code").rglob("*.jsonl"))
+    return files
+
+
+def build(dst: Path, mb: float) -> list[Path]:
+    out = []
+    for src in corpus_sources():
+        data = src.read_bytes()
+        if not data.endswith(b"\n"):
+            data += b"\n"
+        reps = max(1, int(mb * 1e6 / len(corpus_sources()) / len(data)))
+        p = dst / f"{src.stem}.jsonl"
+        p.write_bytes(data * reps)
+        out.append(p)
+    return out
+
+
+def baseline(files: list[Path]) -> int:
+    n = 0
+    for p in files:
+        for line in p.read_bytes().split(b"\n"):
+            if line:
+                orjson.loads(line)
+                n += 1
+    return n
+
+
+def tracelake(files: list[Path]) -> int:
+    n = 0
+    for p in files:
+        rows, _ = read_raw_lines(p, p.stem)
+        turns = parse_turns(rows, p.stem)
+        n += len(turns)
+    return n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mb", type=float, default=40)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        files = build(Path(d), args.mb)
+        size = sum(p.stat().st_size for p in files) / 1e6
+        base, ours = [], []
+        for _ in range(args.repeats):
+            t = time.perf_counter(); lines = baseline(files); base.append(time.perf_counter() - t)
+            t = time.perf_counter(); turns = tracelake(files); ours.append(time.perf_counter() - t)
+        b, o = statistics.median(base), statistics.median(ours)
+        print(f"corpus: {size:.1f} MB, {lines} lines, {turns} turns, {len(files)} files, {args.repeats} repeats")
+        print(f"bare orjson decode       : {size / b:8.1f} MB/s  (median {b:.3f} s)")
+        print(f"raw_traces → trace_turns : {size / o:8.1f} MB/s  (median {o:.3f} s)")
+        print(f"ratio (ours / bare decode): {b / o:.2f}x   goal ≥ 0.5x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""Replay sampling benchmark: draw 10k rows from a 1M-snapshot corpus vs reading it all.
+
+    .venv/bin/python benchmarks/bench_replay.py [--rows 1000000] [--k 10000] [--runs 5] [--evict]
+
+Builds the corpus through the lake layer in large batches (realistic TRL content of
+~300-1000 bytes; the last batch goes through ``lake.merge`` like a real materialization),
+then prints the median time of ``draw_sample`` (index columns -> A-Res -> content of the
+chosen rows only -> TRL rows) next to the median time of reading the whole corpus, and
+the ratio. The temp dir is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from assets.replay.corpus import section_id_for  # noqa: E402
+from assets.replay.store import draw_sample, evict  # noqa: E402
+from assets.replay.tables import INDEX_COLUMNS, REPLAY_CORPUS  # noqa: E402
+from resources.lake import DeltaLake  # noqa: E402
+
+REF = datetime(2026, 11, 1, tzinfo=timezone.utc)
+WORDS = np.array(
+    ("the a of to in and is for on with that this file error test function return value import "
+     "class def run build fix path data table row column index merge delta lake sample config "
+     "assert raise except yield async await lambda dict list tuple string bytes parse write read "
+     "open close commit branch rebase diff patch lint format type check module package").split())
+
+
+def build_batch(rng: np.random.Generator, start: int, n: int, pool: str) -> pa.Table:
+    """n snapshots with canonical TRL JSON content (~300-1000 bytes), ages 0-365 days."""
+    lens = rng.integers(230, 900, n)
+    offs = rng.integers(0, len(pool) - 1000, n)
+    kinds = rng.choice(np.array(["instruction", "preference", "prose"]), n, p=[0.6, 0.3, 0.1])
+    contents, ids = [], []
+    for j in range(n):
+        i = start + j
+        o, L = int(offs[j]), int(lens[j])
+        kind = kinds[j]
+        if kind == "preference":
+            a, b = L // 3, (2 * L) // 3
+            c = ('{"chosen":[{"content":"%s","role":"assistant"}],"prompt":[{"content":"#%d %s","role":"user"}],'
+                 '"rejected":[{"content":"%s","role":"assistant"}]}' % (pool[o + a:o + b], i, pool[o:o + a], pool[o + b:o + L]))
+        elif kind == "instruction":
+            a = L // 3
+            c = ('{"messages":[{"content":"#%d %s","role":"user"},{"content":"%s","role":"assistant"}]}'
+                 % (i, pool[o:o + a], pool[o + a:o + L]))
+        else:
+            c = '{"messages":[{"content":"#%d %s","role":"assistant"}]}' % (i, pool[o:o + L])
+        contents.append(c)
+        ids.append(section_id_for(kind, c))
+    age_us = (rng.random(n) * 365 * 86_400e6).astype(np.int64)
+    ref_us = int(REF.timestamp() * 1_000_000)
+    ts = pa.timestamp("us", tz="UTC")
+    content = pa.array(contents, pa.string())
+    return pa.table({
+        "section_id": pa.array(ids, pa.string()),
+        "section_type": pa.array(kinds.tolist(), pa.string()),
+        "content": content,
+        "source": pa.array(np.where(kinds == "preference", "gold/normalized_pairs", "gold/sft_examples").tolist()),
+        "source_id": pa.array([f"x{start + j}" for j in range(n)]),
+        "added_at": pa.array(ref_us - age_us - (rng.random(n) * 30 * 86_400e6).astype(np.int64), ts),
+        "last_seen_at": pa.array(ref_us - age_us, ts),
+        "weight": pa.array(np.ones(n)),
+        "auto_mined": pa.array(kinds == "preference"),
+        "byte_size": pa.array([len(c) for c in contents], pa.int64()),  # ASCII content
+    }).sort_by("section_id")
+
+
+def layout(lake: DeltaLake, chosen: pa.ChunkedArray, n_rows: int, k: int) -> None:
+    """How much of the content a data-skipping reader could skip for this sample.
+
+    Checks every row group's section_id min/max (parquet footer) against the chosen ids,
+    and prints the expected share of row groups holding a chosen row for smaller groups
+    (sorted by section_id): 1 - (1 - k/N)^G.
+    """
+    import pyarrow.parquet as pq
+
+    ids = np.sort(np.array(chosen.to_pylist()))
+    groups = touched = 0
+    for uri in lake.table(REPLAY_CORPUS).file_uris():
+        md = pq.ParquetFile(uri.removeprefix("file://")).metadata
+        col = md.schema.names.index("section_id")
+        for g in range(md.num_row_groups):
+            st = md.row_group(g).column(col).statistics
+            groups += 1
+            lo, hi = np.searchsorted(ids, st.min, "left"), np.searchsorted(ids, st.max, "right")
+            touched += hi > lo
+    f = k / n_rows
+    model = ", ".join(f"G={g:,}: {1 - (1 - f) ** g:.0%}" for g in (250_000, 10_000, 1_000, 100, 10))
+    print(f"layout    row groups holding a chosen id: {touched} of {groups} (sorted by section_id per file); "
+          f"expected share for row groups of G rows: {model}")
+
+
+def du(path: str) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def median_time(fn, runs: int) -> tuple[float, list[float], object]:
+    times, out = [], None
+    for r in range(runs):
+        t0 = time.perf_counter()
+        out = fn(r)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--k", type=int, default=10_000)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=250_000)
+    ap.add_argument("--evict", action="store_true", help="also time evicting the oldest 1%% (rewrites files)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    args = ap.parse_args()
+
+    tmp = tempfile.mkdtemp(prefix="bench_replay_")
+    try:
+        lake = DeltaLake(root=tmp)
+        rng = np.random.default_rng(0)
+        pool = " ".join(rng.choice(WORDS, size=300_000))
+        t0 = time.perf_counter()
+        gen_s = merge_s = 0.0
+        for start in range(0, args.rows, args.batch):
+            n = min(args.batch, args.rows - start)
+            g0 = time.perf_counter()
+            batch = build_batch(rng, start, n, pool)
+            gen_s += time.perf_counter() - g0
+            if start + n >= args.rows and start > 0:  # last batch: a real upsert
+                m0 = time.perf_counter()
+                lake.merge(REPLAY_CORPUS, batch, keys=["section_id"], update_columns=["last_seen_at"])
+                merge_s = time.perf_counter() - m0
+            else:
+                lake.append(REPLAY_CORPUS, batch)
+        build_s = time.perf_counter() - t0
+        dt = lake.table(REPLAY_CORPUS)
+        n_rows = dt.to_pyarrow_dataset().count_rows()
+        disk = du(lake.uri(REPLAY_CORPUS))
+        print(f"corpus: {n_rows:,} rows, {len(dt.file_uris())} files, {disk / 1e6:,.0f} MB on disk; "
+              f"built in {build_s:.1f} s (generate {gen_s:.1f} s, last-batch merge {merge_s:.1f} s)")
+
+        full_s, full_runs, full = median_time(lambda r: lake.read(REPLAY_CORPUS), min(args.runs, 3))
+        print(f"baseline  read whole corpus (lake.read):           median {full_s:6.3f} s  "
+              f"runs {[round(x, 2) for x in full_runs]}  ({full.num_rows:,} rows, {full.nbytes / 1e6:,.0f} MB in memory)")
+        del full
+
+        idx_s, _, idx = median_time(lambda r: lake.read(REPLAY_CORPUS, columns=list(INDEX_COLUMNS)), args.runs)
+        print(f"          read index columns only:                 median {idx_s:6.3f} s  ({idx.nbytes / 1e6:,.0f} MB)")
+        del idx
+
+        samples = []
+
+        def one(r):
+            s = draw_sample(lake, k=args.k, seed=r, scheme="recency", reference_time=REF)
+            samples.append(s)
+            return s
+
+        samp_s, samp_runs, s = median_time(one, args.runs)
+        parts = {k: statistics.median(x.timings[k] for x in samples) for k in samples[0].timings}
+        print(f"sample    draw_sample k={args.k:,} (recency):        median {samp_s:6.3f} s  "
+              f"runs {[round(x, 2) for x in samp_runs]}")
+        print("          parts (median s): " + ", ".join(f"{k}={v:.3f}" for k, v in parts.items()))
+        seen = s.table.column("last_seen_at").cast(pa.int64()).to_numpy()
+        ages = (REF.timestamp() * 1e6 - seen) / 86_400e6
+        print(f"          rows={s.table.num_rows:,}  median age {np.median(ages):.1f} d (corpus median ~182 d); "
+              f"ids like {s.table.column('id')[0]}")
+        layout(lake, s.table.column("section_id"), n_rows, args.k)
+        print(f"RESULT sample {samp_s:.3f} s vs full read {full_s:.3f} s -> ratio {full_s / samp_s:.1f}x faster "
+              f"(goal < 1 s: {'met' if samp_s < 1 else 'NOT met'})")
+
+        if args.evict:
+            e0 = time.perf_counter()
+            out = evict(lake, max_bytes=None, max_rows=n_rows - n_rows // 100, protected=[], now=REF, log=False)
+            print(f"evict     oldest 1% ({out.rows_deleted:,} rows) via {out.mode} in {out.commits} commit(s): "
+                  f"{time.perf_counter() - e0:.2f} s")
+    finally:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("POLARS_MAX_THREADS", "2")
+    main()

@@ -1,0 +1,136 @@
+"""The GPU resource: the verifier model that capture runs, on CUDA when present, else CPU.
+
+``GpuResource`` is configuration plus a loader; the model itself is loaded once per
+process (``resources.models.load_causal_lm`` caches it). A ``.gguf`` verifier (the embedded
+default SmolLM2-135M included) is dequantized by transformers at every load, which costs
+~30-50 s on a small CPU; so the first load writes the dequantized weights + tokenizer to
+``<cache_dir>/<name>-<key>/`` (safetensors, bit-identical weights) and later loads — every
+Dagster run is a new process — read that directory in well under a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from resources.models import DEFAULT_MODEL, ModelRef, load_causal_lm, pick_device, pick_dtype
+
+_CACHE_LOCK = threading.Lock()
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("TRACELAKE_MODEL_CACHE") or str(
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tracelake" / "models"
+    )
+
+
+def dequantized_gguf_dir(gguf_path: str | Path, cache_dir: str | Path) -> Path:
+    """A HF-format directory holding the GGUF's dequantized weights (created once)."""
+    import transformers
+
+    p = Path(gguf_path).resolve()
+    st = p.stat()
+    key = hashlib.sha256(
+        f"{p}|{st.st_size}|{st.st_mtime_ns}|{transformers.__version__}".encode()
+    ).hexdigest()[:12]
+    out = Path(cache_dir) / f"{p.stem}-{key}"
+    if (out / ".complete").exists():
+        return out
+    with _CACHE_LOCK:
+        if (out / ".complete").exists():
+            return out
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, local_files_only=True)
+        # the weights are plain float tensors after dequantization; drop the GGUF marker
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / ".complete").write_text(str(p))
+        try:
+            tmp.rename(out)  # atomic; another process may have won the race
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out
+
+
+@dataclass
+class LoadedVerifier:
+    """A loaded verifier and what identifies its capture tables."""
+
+    tokenizer: Any
+    model: Any
+    verifier_id: str
+    dtype: str  # compute dtype name: float32 | float16 | bfloat16
+    device: str
+    path: str
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+
+class GpuResource(dg.ConfigurableResource):
+    """The verifier model used by capture, placed on a GPU when one is present.
+
+    ``verifier`` is a local HF-format directory, a ``.gguf`` file, or ``smollm2-135m`` (the
+    embedded default). ``batch_tokens`` bounds a forward batch as (longest sequence ×
+    sequences), padding included; ``max_length`` bounds one sequence (prompt + generated).
+    """
+
+    device: str = Field(default="auto", description="auto (cuda > mps > cpu), cuda, cuda:1, cpu…")
+    dtype: str = Field(default="auto", description="auto (fp16 on CUDA, fp32 else), float32, float16, bfloat16")
+    batch_tokens: int = Field(default=8192, description="Token budget of one forward batch, padding included.")
+    max_length: int = Field(default=2048, description="Maximum tokens of one captured sequence.")
+    verifier: str = Field(default=DEFAULT_MODEL, description="HF directory, .gguf file, or smollm2-135m.")
+    verifier_id: str | None = Field(default=None, description="Override the id that names the tables.")
+    top_k: int = Field(default=8, description="Next-token candidates stored per position.")
+    hidden_layer: int = Field(default=-1, description="Index into hidden_states (-1 = last, after the final norm).")
+    cache_dir: str | None = Field(default=None, description="Where dequantized GGUF verifiers are cached.")
+
+    def resolved_device(self) -> str:
+        return pick_device(self.device)
+
+    def resolved_dtype(self) -> str:
+        return str(pick_dtype(self.dtype, self.resolved_device())).removeprefix("torch.")
+
+    def resolved_verifier_id(self) -> str:
+        return self.verifier_id or ModelRef(self.verifier).model_id
+
+    def identity(self) -> tuple[str, str]:
+        """(verifier id, compute dtype) — names the capture table, without loading the model."""
+        return self.resolved_verifier_id(), self.resolved_dtype()
+
+    def load(self) -> LoadedVerifier:
+        directory, gguf = ModelRef(self.verifier).resolve()
+        path = directory
+        if gguf:
+            path = str(dequantized_gguf_dir(Path(directory) / gguf, self.cache_dir or default_cache_dir()))
+        device = self.resolved_device()
+        tok, model = load_causal_lm(path, device=device, dtype=self.dtype)
+        return LoadedVerifier(
+            tokenizer=tok,
+            model=model,
+            verifier_id=self.resolved_verifier_id(),
+            dtype=str(model.dtype).removeprefix("torch."),
+            device=device,
+            path=self.verifier,
+        )

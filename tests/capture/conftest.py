@@ -1,0 +1,24 @@
+"""Fixtures of the capture tests: a tiny Llama verifier and a real lake in tmp_path."""
+
+from pathlib import Path
+
+import pytest
+
+from resources.gpu import GpuResource
+from resources.lake import DeltaLake
+from resources.models import build_tiny_llama
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture
+def lake(tmp_path) -> DeltaLake:
+    return DeltaLake(root=str(tmp_path / "lake"))
+
+
+@pytest.fixture
+def tiny_gpu(tiny_dir) -> GpuResource:
+    return GpuResource(verifier=str(tiny_dir), device="auto", top_k=4, batch_tokens=512, max_length=256)

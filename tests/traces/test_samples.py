@@ -1,0 +1,68 @@
+"""The bundled sample sessions (what the demo ingests): counts we planted on purpose."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from assets.traces.ingest import sample_files
+from tests.traces.conftest import check_openai_messages, ingest
+
+# relative path -> (source_format, steps, tool error kinds, quarantined, secrets)
+# The numbers follow from build_samples.py, which wrote each of these on purpose.
+EXPECTED = {
+    "claude-code/-home-dev-invoicer/5b1e9f2a-7c3d-4e8f-9a0b-1c2d3e4f5a6b.jsonl": (
+        "claude_code", 18,  # 19 assistant turns, one of them the <synthetic> API error
+        {"test_failure": 1, "edit_mismatch": 1, "file_not_found": 1},
+        {"invalid_json": 1},  # the progress record cut mid-line
+        {"anthropic_key": 1, "aws_access_key_id": 1, "aws_secret_key": 1, "env_secret": 1}),  # `cat .env`
+    "claude-code/-home-dev-invoicer/9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a.jsonl": (
+        "claude_code", 7, {"syntax_error": 1}, {}, {}),
+    "claude-code/-home-dev-invoicer/agent-a3f9c21.jsonl": ("claude_code", 4, {}, {}, {}),
+    "claude-code/-home-dev-invoicer/c0ffee00-1d2e-4f3a-8b9c-0d1e2f3a4b5c.jsonl": (
+        "claude_code", 10, {"user_rejected": 1, "timeout": 1}, {}, {}),
+    "codex/2026/01/15/rollout-2026-01-15T10-12-03-0199a0f4-3b1c-7e2d-9c4b-5a6f7e8d9c0b.jsonl": (
+        "codex", 8, {"test_failure": 1, "edit_mismatch": 1}, {}, {}),
+    "openai/support-bot-2026-01.jsonl": ("openai_messages", 12, {"not_found": 1, "permission_denied": 1}, {}, {}),
+    "sharegpt/invoicer-helpdesk.jsonl": ("sharegpt", 9, {"not_found": 1}, {}, {}),
+}
+
+
+def test_sample_set(samples):
+    assert sorted(str(p.relative_to(samples)) for p in sample_files()) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("rel", sorted(EXPECTED))
+def test_sample(samples, rel):
+    fmt, n_steps, kinds, quarantined, secrets = EXPECTED[rel]
+    raw, turns, steps, stats = ingest(samples / rel, rel.replace("/", "~"))
+    assert stats["source_format"] == fmt
+    assert stats["quarantined"] == quarantined
+    assert stats["secrets"] == secrets
+    assert {k: v for k, v in stats["tool_errors_by_kind"].items()} == kinds
+    assert len(steps) == n_steps
+    calls = {c["id"] for t in turns for c in orjson.loads(t["tool_calls"] or "[]")}
+    assert all(t["tool_call_id"] in calls for t in turns if t["role"] == "tool")
+    for s in steps:
+        check_openai_messages(orjson.loads(s["messages"]))
+        names = {t.get("function", t).get("name") for t in orjson.loads(s["tools"])}
+        used = {c["function"]["name"] for c in orjson.loads(s["response"]).get("tool_calls", [])}
+        assert used <= names  # every tool the step calls is among the tools offered
+    for r in raw:  # the planted secrets are gone from the stored text
+        assert "DEMO0nly" not in r["raw"] and "wJalrXUtnFEMI" not in r["raw"]
+
+
+def test_total_steps_fit_the_demo():
+    assert 60 <= sum(v[1] for v in EXPECTED.values()) <= 100
+
+
+def test_samples_are_what_the_builder_writes(samples, tmp_path):
+    """The committed samples are exactly the output of build_samples.py (no hand edits drift)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_samples", samples / "build_samples.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(tmp_path)
+    for rel in EXPECTED:
+        assert (tmp_path / rel).read_bytes() == (samples / rel).read_bytes(), rel
