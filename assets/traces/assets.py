@@ -5,6 +5,8 @@ import time
 from collections import Counter
 
 import dagster as dg
+import orjson
+import polars as pl
 import pyarrow.compute as pc
 
 from assets.partitions import SESSION_BACKFILL, SESSIONS
@@ -147,25 +149,24 @@ def replay_steps(context: dg.AssetExecutionContext, lake: DeltaLake):
 # ------------------------------------------------------------------ asset checks
 @dg.asset_check(asset=TRACE_TURNS.asset_key, description="Every tool result answers a tool call of its session.")
 def tool_results_have_tool_use(lake: DeltaLake) -> dg.AssetCheckResult:
-    t = lake.read(TRACE_TURNS, columns=["session_key", "session_id", "role", "tool_calls", "tool_call_id"])
-    calls = set()
-    import orjson
-
-    for key, sid, tc in zip(t["session_key"].to_pylist(), t["session_id"].to_pylist(),
-                            t["tool_calls"].to_pylist()):
-        if tc:
-            for c in orjson.loads(tc):
-                calls.add((key, c.get("id")))
-    orphans = [
-        (k, cid)
-        for k, role, cid in zip(t["session_key"].to_pylist(), t["role"].to_pylist(),
-                                t["tool_call_id"].to_pylist())
-        if role == "tool" and (k, cid) not in calls
-    ]
+    """Fails on a tool result whose call is missing; results the parser marked as orphans
+    (a session resumed from another file answers calls made there) only warn."""
+    t = lake.read(TRACE_TURNS, columns=["session_key", "role", "tool_calls", "tool_call_id", "extra"])
+    keys, roles = t["session_key"].to_pylist(), t["role"].to_pylist()
+    calls = {(k, c.get("id")) for k, tc in zip(keys, t["tool_calls"].to_pylist()) if tc
+             for c in orjson.loads(tc)}
+    orphans, marked = [], 0
+    for k, role, cid, extra in zip(keys, roles, t["tool_call_id"].to_pylist(), t["extra"].to_pylist()):
+        if role == "tool" and (k, cid) not in calls:
+            if extra and orjson.loads(extra).get("orphan"):
+                marked += 1
+            else:
+                orphans.append((k, cid))
     return dg.AssetCheckResult(
-        passed=not orphans,
-        metadata={"tool_results": sum(1 for r in t["role"].to_pylist() if r == "tool"),
-                  "orphans": len(orphans), "orphan_sample": str(orphans[:5])},
+        passed=not orphans and not marked,
+        severity=dg.AssetCheckSeverity.ERROR if orphans else dg.AssetCheckSeverity.WARN,
+        metadata={"tool_results": roles.count("tool"), "unlinked": len(orphans),
+                  "marked_orphans": marked, "unlinked_sample": str(orphans[:5])},
     )
 
 
@@ -185,8 +186,6 @@ def every_session_has_turns(lake: DeltaLake) -> dg.AssetCheckResult:
 @dg.asset_check(asset=RAW_TRACES.asset_key, description="No line was lost: line numbers are contiguous per file.")
 def no_lost_lines(lake: DeltaLake) -> dg.AssetCheckResult:
     t = lake.read(RAW_TRACES, columns=["session_key", "line_no"])
-    import polars as pl
-
     g = pl.from_arrow(t).group_by("session_key").agg(
         pl.len().alias("n"), pl.col("line_no").max().alias("last"), pl.col("line_no").n_unique().alias("u")
     )

@@ -166,3 +166,21 @@ def test_scrub_never_breaks_json(tmp_path):
     rows, stats = read_raw_lines(write_lines(tmp_path, "t.jsonl", lines), "k")
     assert stats["quarantined"] == {} and rows[-1]["secrets_scrubbed"] == 1
     assert orjson.loads(rows[-1]["raw"])["c"] == "\nAPI_KEY=[REDACTED:env_secret]\n"
+
+
+def test_rule_that_breaks_json_falls_back_to_object_scrubbing(tmp_path):
+    """A (user-registered) rule that eats a quote would break the line; the reader then
+    scrubs the parsed object instead and stores its re-serialization."""
+    from assets.traces import secrets
+
+    rule = secrets.register("greedy", ["zzsecret"], r'zzsecret[^,]*')
+    try:
+        p = write_lines(tmp_path, "s.jsonl", [{"type": "user", "a": "x zzsecret", "b": 1}])
+        rows, stats = read_raw_lines(p, "k")
+        assert stats["quarantined"] == {}
+        assert orjson.loads(rows[0]["raw"]) == {"type": "user", "a": "x [REDACTED:greedy]", "b": 1}
+        assert rows[0]["secrets_scrubbed"] == 1
+    finally:
+        secrets.RULES.remove(rule)
+        secrets._EXTRA_GATES.clear()
+        secrets._bulk_gate_pattern.cache_clear()

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import random
-import re
-import time
 
 import orjson
 
@@ -114,45 +111,12 @@ def _long_session(n_rounds: int) -> list[dict]:
     return lines
 
 
-def test_500_turn_session_is_fast(tmp_path):
+def test_500_turn_session_builds_full_context(tmp_path):
+    """Context of the last step holds the whole chain (speed: benchmarks/bench_ingest.py)."""
     p = write_lines(tmp_path, "long.jsonl", _long_session(250))  # 501 turns, 250 steps
-    t0 = time.perf_counter()
     rows, _ = read_raw_lines(p, "k")
     turns = parse_turns(rows, "k")
     steps = build_replay_steps(turns)
-    elapsed = time.perf_counter() - t0
     assert len(turns) == 501 and len(steps) == 250
     assert steps[-1]["n_context_messages"] == 1 + 2 * 249
     check_openai_messages(orjson.loads(steps[-1]["messages"]))
-    assert elapsed < 2.0, f"{elapsed:.2f}s for a 500-turn session"
-
-
-def test_raw_to_turns_throughput_vs_json_decode(tmp_path, samples):
-    """Whole raw->turns path vs a bare json.loads of every line, on a realistic session
-    (the main sample, repeated with fresh ids: ~1,700 lines). The goal is >= 0.5x; the
-    bound asserted is loose because this machine is shared -- it catches a path that
-    turned quadratic or a per-line slow path. The measured ratio is printed."""
-    src = "".join(x for x in (samples / MAIN).read_text().splitlines(True) if not x.startswith('{"type":"progress"'))
-    ids = sorted(set(re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|(?:msg|toolu)_01\w+", src)))
-    parts = []
-    for k in range(30):
-        text = src
-        for i in ids:
-            text = text.replace(i, f"{i}x{k}")
-        parts.append(text)
-    p = tmp_path / "big.jsonl"
-    p.write_text("".join(parts))
-    lines = p.read_bytes().split(b"\n")[:-1]
-    best_json = best_path = 1e9
-    for _ in range(3):
-        t0 = time.process_time()
-        decoded = [json.loads(x) for x in lines]
-        best_json = min(best_json, time.process_time() - t0)
-        del decoded
-        t0 = time.process_time()
-        turns = parse_turns(read_raw_lines(p, "k")[0], "k")
-        best_path = min(best_path, time.process_time() - t0)
-    ratio = best_json / best_path
-    print(f"raw->turns throughput = {ratio:.2f}x json.loads ({len(lines)} lines, {len(turns)} turns)")
-    assert len(turns) == 30 * 48  # the sample's 48 turns, without its malformed line
-    assert ratio > 0.2

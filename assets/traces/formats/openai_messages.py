@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from assets.traces.errors import classify_error
 from assets.traces.formats._common import (
     TurnIds,
@@ -74,10 +76,8 @@ def header_row(session_key: str, fmt: str, ids: TurnIds, conv: str, sid: str, li
     tools = meta.get("tools")
     if isinstance(tools, str):  # some exports store the schema list as a JSON string
         try:
-            import orjson
-
             meta["tools"] = orjson.loads(tools)
-        except Exception:
+        except orjson.JSONDecodeError:
             pass
     return new_turn(session_key, fmt, ids.make(f"{conv}:h", line_no), "meta", "conversation", session_id=sid,
                     record_type="conversation", source_lines=[line_no], extra=dumps(meta) if meta else None,
