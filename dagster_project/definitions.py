@@ -64,16 +64,25 @@ core = dg.Definitions(
     sensors=[build_session_sensor(ingest_job)],
 )
 
-# The datasets follow new sessions on their own: once any upstream partition updates
-# (a sensor run or a backfill) and nothing upstream is still running.
-defs = dg.Definitions.merge(
-    core,
-    family_defs.map_resolved_asset_specs(
-        func=lambda spec: spec.replace_attributes(automation_condition=dg.AutomationCondition.eager()),
-        selection=DATASET_ASSETS,
-    )
-    if DATASET_ASSETS
-    else family_defs,
+
+def _eager(a):
+    """The datasets follow new sessions on their own: once any upstream partition updates
+    (a sensor run or a backfill) and nothing upstream is still running."""
+    if isinstance(a, dg.AssetsDefinition) and set(a.keys) & set(DATASET_ASSETS):
+        return a.map_asset_specs(
+            lambda spec: spec.replace_attributes(automation_condition=dg.AutomationCondition.eager())
+        )
+    return a
+
+
+_merged = dg.Definitions.merge(core, family_defs)
+defs = dg.Definitions(
+    assets=[_eager(a) for a in _merged.assets or []],
+    asset_checks=_merged.asset_checks,
+    jobs=_merged.jobs,
+    sensors=_merged.sensors,
+    schedules=_merged.schedules,
+    resources=_merged.resources,
 )
 
 

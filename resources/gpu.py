@@ -105,6 +105,9 @@ class GpuResource(dg.ConfigurableResource):
     top_k: int = Field(default=8, description="Next-token candidates stored per position.")
     hidden_layer: int = Field(default=-1, description="Index into hidden_states (-1 = last, after the final norm).")
     cache_dir: str | None = Field(default=None, description="Where dequantized GGUF verifiers are cached.")
+    cpu_threads: int | None = Field(
+        default=None, description="torch intra-op threads when running on CPU (None = torch default). "
+        "On a CPU shared with other jobs, 1 avoids OpenMP oversubscription stalls.")
 
     def resolved_device(self) -> str:
         return pick_device(self.device)
@@ -125,6 +128,10 @@ class GpuResource(dg.ConfigurableResource):
         if gguf:
             path = str(dequantized_gguf_dir(Path(directory) / gguf, self.cache_dir or default_cache_dir()))
         device = self.resolved_device()
+        if device == "cpu" and self.cpu_threads:
+            import torch
+
+            torch.set_num_threads(int(self.cpu_threads))
         tok, model = load_causal_lm(path, device=device, dtype=self.dtype)
         return LoadedVerifier(
             tokenizer=tok,

@@ -80,7 +80,7 @@ class TeacherSpec(BaseModel):
     extra_body: dict[str, Any] = Field(default_factory=dict)  # extra sampling params sent as-is
     system_prompt: Optional[str] = None
     system_prompt_mode: Literal["prepend", "replace"] = "prepend"
-    timeout: float = Field(default=60.0, gt=0)  # seconds per attempt
+    timeout: float = Field(default=60.0, gt=0)  # seconds per attempt (whole request)
     max_attempts: int = Field(default=5, ge=1)
     backoff_base: float = Field(default=0.5, ge=0)  # seconds; doubled each retry, full jitter
     backoff_max: float = Field(default=30.0, ge=0)
@@ -90,6 +90,9 @@ class TeacherSpec(BaseModel):
     max_context_tokens: int = Field(default=2048, ge=32)
     device: str = "cpu"
     dtype: str = "float32"
+    # torch intra-op threads while this teacher generates (process-wide, restored after);
+    # 1 is ~5x faster than 2 on a CPU shared with other busy processes. None: leave as is.
+    torch_threads: Optional[int] = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> "TeacherSpec":
@@ -125,6 +128,8 @@ class PoolSpec(BaseModel):
 
     teachers: list[TeacherSpec]
     budget_usd: Optional[float] = Field(default=None, ge=0)  # per run; None = unlimited
+    # replay only the first N steps of each session (a demo pool's cap); None = all
+    max_steps_per_session: Optional[int] = Field(default=None, ge=1)
     # worst-case input tokens are reserved as (request bytes / this); 1.0 is a true upper
     # bound for byte-level BPE tokenizers, larger values reserve less (and may overshoot).
     reserve_bytes_per_token: float = Field(default=1.0, gt=0)
@@ -422,10 +427,9 @@ class HttpTeacher(Teacher):
         self._slots = None
 
     def _scrub(self, text: str, key: str | None) -> str:
-        text = text[:500]
         if key:
             text = text.replace(key, "***")
-        return text
+        return text[:500]
 
     async def complete(self, req: TeacherRequest) -> CallOutcome:
         await self.start()
@@ -462,7 +466,8 @@ class HttpTeacher(Teacher):
             t0 = time.perf_counter()
             retry_after = None
             try:
-                resp = await client.post(self.url, content=payload, headers=headers)
+                async with asyncio.timeout(s.timeout):  # whole attempt, not per read
+                    resp = await client.post(self.url, content=payload, headers=headers)
                 latency = (time.perf_counter() - t0) * 1000
                 sc = resp.status_code
                 if sc in self.RETRY_STATUS or sc >= 500:
@@ -478,7 +483,7 @@ class HttpTeacher(Teacher):
                 return out
             except _Retry as r:
                 kind, detail, retry_after = r.kind, r.detail, r.retry_after
-            except httpx.TimeoutException as exc:
+            except (httpx.TimeoutException, TimeoutError) as exc:
                 kind, detail = "timeout", f"{type(exc).__name__} after {s.timeout}s"
             except httpx.TransportError as exc:
                 kind, detail = "connection", self._scrub(f"{type(exc).__name__}: {exc}", key)
@@ -535,6 +540,26 @@ class HttpTeacher(Teacher):
         )
 
 
+def _dequantized_path(model: str) -> str:
+    """A GGUF model (the embedded SmolLM2 included) as its dequantized HF copy.
+
+    transformers dequantizes a GGUF at every load (~30-50 s on a small CPU); the capture
+    family's ``resources.gpu.dequantized_gguf_dir`` writes the weights once to
+    ``$TRACELAKE_MODEL_CACHE`` (default ~/.cache/tracelake/models) and later loads take ~1 s.
+    """
+    from resources.models import ModelRef
+
+    try:
+        directory, gguf = ModelRef(model).resolve()
+        if gguf is None:
+            return model
+        from resources.gpu import default_cache_dir, dequantized_gguf_dir
+
+        return str(dequantized_gguf_dir(Path(directory) / gguf, default_cache_dir()))
+    except Exception:  # no cache possible (read-only home, API change): load the GGUF itself
+        return model
+
+
 class LocalTeacher(Teacher):
     """An in-process causal LM (SmolLM2 GGUF by default), generating in batches on a thread."""
 
@@ -556,8 +581,8 @@ class LocalTeacher(Teacher):
             if self._loaded is None:
                 from resources.models import load_causal_lm
 
-                self._loaded = load_causal_lm(self.spec.model, device=self.spec.device,
-                                              dtype=self.spec.dtype)
+                self._loaded = load_causal_lm(_dequantized_path(self.spec.model),
+                                              device=self.spec.device, dtype=self.spec.dtype)
             return self._loaded
 
     async def complete_batch(self, reqs: Sequence[TeacherRequest]) -> list[CallOutcome]:
@@ -626,9 +651,16 @@ class LocalTeacher(Teacher):
                 torch.manual_seed(s.seed)
         else:
             kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        with torch.inference_mode():
-            out = model.generate(input_ids=input_ids.to(model.device),
-                                 attention_mask=attn.to(model.device), **kw)
+        prev_threads = torch.get_num_threads()
+        if s.torch_threads:
+            torch.set_num_threads(s.torch_threads)
+        try:
+            with torch.inference_mode():
+                out = model.generate(input_ids=input_ids.to(model.device),
+                                     attention_mask=attn.to(model.device), **kw)
+        finally:
+            if s.torch_threads:
+                torch.set_num_threads(prev_threads)
         latency = (time.perf_counter() - t0) * 1000 / len(reqs)
         results = []
         for i, (ids, truncated) in enumerate(encoded):

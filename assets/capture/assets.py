@@ -208,6 +208,9 @@ def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lak
                                 max_length=gpu.max_length, max_new_tokens=config.max_new_tokens,
                                 block_size=config.block_size)
     H, K = verifier.hidden_size, gpu.top_k
+    if not -(verifier.num_layers + 1) <= gpu.hidden_layer <= verifier.num_layers:
+        raise ValueError(f"hidden_layer {gpu.hidden_layer} outside the verifier's "
+                         f"{verifier.num_layers + 1} hidden states (embeddings + layers)")
     props = table_properties(verifier_id=verifier_id, dtype=verifier.dtype, top_k=K, hidden_size=H,
                              hidden_layer=gpu.hidden_layer, block_size=config.block_size)
     ensure_shard_table(lake, spec, props)
@@ -225,7 +228,7 @@ def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lak
     t0 = time.perf_counter()
     for group in iter_chunks(rows, max(1, config.prompts_per_commit)):
         caps = capture_prompts(verifier, [PromptIn.from_row(r) for r in group], settings_)
-        reasons, rejections, keep, keep_reasons = [], [], [], []
+        rejections, keep, keep_reasons = [], [], []
         now = datetime.now(timezone.utc)
         for c in caps:
             rs, st = postfilter.evaluate(c.token_ids, c.top1, c.n_prompt_tokens, c.generated,

@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 
 from assets.pairs.tables import NORMALIZED_PAIRS, SFT_EXAMPLES
 from assets.rag.config import RagConfig, load_rag_config
+from assets.rag.embed import embed_texts
 from assets.rag.playbooks import DeriveStats, derive_playbooks, reuse_embeddings
 from assets.rag.report import markdown, report_rows
 from assets.rag.retrieval import playbook_text
@@ -102,7 +103,8 @@ def rag_playbooks(context: dg.AssetExecutionContext, lake: DeltaLake, rag_embedd
     todo = reuse_embeddings(records, previous, EMBEDDING_MODEL)
     t1 = time.perf_counter()
     if todo:
-        vecs = rag_embeddings.embed([playbook_text(records[i])[:2000] for i in todo])
+        vecs = embed_texts([playbook_text(records[i])[:2000] for i in todo],
+                           batch_size=rag_embeddings.batch_size, device=rag_embeddings.device)
         for i, v in zip(todo, vecs):
             records[i]["embedding"] = v.tolist()
             records[i]["embedding_model"] = EMBEDDING_MODEL

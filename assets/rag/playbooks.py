@@ -116,6 +116,8 @@ def describe_call(name: str, args: Mapping[str, Any]) -> tuple[str, str | None, 
         return f"Ran `{clip(cmd, 200)}`", cmd, []
     target = next((args[k] for k in ("file_path", "path", "pattern", "query", "url", "description")
                    if isinstance(args.get(k), str)), None)
+    if target is None and args:
+        target = json.dumps(dict(args), ensure_ascii=False, sort_keys=True, default=str)
     return (f"{name} {clip(target, 120)}" if target else name), None, []
 
 
@@ -154,7 +156,10 @@ def is_task_turn(t: Mapping[str, Any]) -> bool:
         return False
     if t.get("kind") not in (None, "message"):
         return False
-    text = _clean_user_text(t.get("content"))
+    raw = t.get("content") or ""
+    if "<command-name>" in raw or "<local-command-stdout>" in raw:  # /compact, /clear ... and their output
+        return False
+    text = _clean_user_text(raw)
     return len(text) >= 3 and not text.lower().startswith("caveat:")
 
 

@@ -37,7 +37,8 @@ def build_local_model(cfg: RagConfig) -> ChatModel:
                                   timeout=cfg.timeout_s, max_retries=cfg.max_retries, backoff_s=cfg.backoff_s,
                                   max_tokens=cfg.max_new_tokens)
     return LocalChatModel(cfg.local_model, max_new_tokens=cfg.max_new_tokens, device=cfg.local_device,
-                          max_input_tokens=cfg.max_input_tokens)
+                          max_input_tokens=cfg.max_input_tokens, threads=cfg.local_threads,
+                          gguf_cache=cfg.local_gguf_cache)
 
 
 def build_escalation_model(cfg: RagConfig) -> ChatModel | None:
@@ -50,7 +51,7 @@ def build_escalation_model(cfg: RagConfig) -> ChatModel | None:
 
 def default_embedder(device: str = "cpu") -> Embedder:
     def embed(texts: Sequence[str]) -> np.ndarray:
-        from resources.embeddings import embed_texts
+        from assets.rag.embed import embed_texts
 
         return embed_texts(texts, device=device)
 

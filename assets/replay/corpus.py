@@ -10,8 +10,8 @@
   predicate that deletes exactly the plan in one Delta commit.
 * **Sampling** — Efraimidis–Spirakis A-Res: key ``u^(1/w)`` (compared as ``log(u)/w``), top-k
   keys win. ``u`` is a counter-based draw from ``(seed, section_id)``: a numpy Generator seeded
-  with ``seed`` draws a 64-bit salt, each row's 64-bit content hash is mixed with it
-  (splitmix64). The draw is therefore vectorized, needs no sort of the corpus, does not depend
+  with ``seed`` draws a 64-bit salt, mixed (splitmix64) with a 64-bit hash of the row's
+  section_id computed straight from Arrow's string buffer. The draw is therefore vectorized, needs no sort of the corpus, does not depend
   on the order files are read in, and a row keeps its key when other rows are added.
   Recency weight: ``max(weight / (1 + age_days), 0.01)`` with age since ``last_seen_at``.
 """
@@ -387,13 +387,6 @@ def plan_eviction(
 
 
 # --------------------------------------------------------------------------- sampling
-_HEX = np.full(256, 255, np.uint8)
-for _i, _c in enumerate(b"0123456789abcdef"):
-    _HEX[_c] = _i
-for _i, _c in enumerate(b"ABCDEF"):
-    _HEX[_c] = 10 + _i
-
-
 def _mix64(z: np.ndarray) -> np.ndarray:
     """splitmix64 finalizer (a bijection on uint64), vectorized."""
     with np.errstate(over="ignore"):
@@ -403,17 +396,11 @@ def _mix64(z: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
-def _hex_words(digits: np.ndarray) -> np.ndarray:
-    """(n, 16) hex digit values -> n uint64 (big-endian), via bytes, no wide temporaries."""
-    b = np.ascontiguousarray((digits[:, 0::2] << np.uint8(4)) | digits[:, 1::2])
-    return b.view(">u8")[:, 0].astype(np.uint64)
-
-
 def id_hash64(ids: pa.Array | pa.ChunkedArray | Sequence[str]) -> np.ndarray:
-    """64-bit hash of each id, vectorized over Arrow's string buffers.
+    """64-bit hash of each id, vectorized over Arrow's string buffer.
 
-    Section ids are 32 hex chars (a sha256 prefix): both 64-bit halves are parsed and
-    mixed. Any other id falls back to blake2b (slow path, per row).
+    Section ids are 32 chars: their bytes are read as four uint64 words and folded with
+    splitmix64 (no per-row Python). Ids of any other length fall back to blake2b (per row).
     """
     if not isinstance(ids, (pa.Array, pa.ChunkedArray)):
         ids = pa.array(list(ids), pa.string())
@@ -429,18 +416,22 @@ def id_hash64(ids: pa.Array | pa.ChunkedArray | Sequence[str]) -> np.ndarray:
     offsets = np.frombuffer(ids.buffers()[1], dtype=np.int32)[ids.offset: ids.offset + n + 1]
     buf = ids.buffers()[2]
     data = np.frombuffer(buf, dtype=np.uint8) if buf is not None else np.zeros(0, np.uint8)
-    lengths = np.diff(offsets)
-    ok = lengths == 32
-    digits = np.full((n, 32), 255, np.uint8)
+    ok = np.diff(offsets) == _ID_LEN
     if ok.all():  # contiguous fixed-width ids: a reshape, no gather
-        digits = _HEX[data[offsets[0]: offsets[0] + 32 * n].reshape(n, 32)]
-    elif ok.any():
-        digits[ok] = _HEX[data[offsets[:-1][ok, None] + np.arange(32)]]
-    valid = ok & (digits < 16).all(axis=1)
-    out = _mix64(_hex_words(digits[:, :16])) ^ _hex_words(digits[:, 16:])
-    for i in np.flatnonzero(~valid):
-        out[i] = int.from_bytes(hashlib.blake2b(ids[int(i)].as_py().encode(), digest_size=8).digest(), "big")
-    return out
+        raw = data[offsets[0]: offsets[0] + _ID_LEN * n]
+    else:
+        raw = np.zeros((n, _ID_LEN), np.uint8)
+        raw[ok] = data[offsets[:-1][ok, None] + np.arange(_ID_LEN)]
+    words = np.ascontiguousarray(raw).view("<u8").reshape(n, _ID_LEN // 8)
+    h = _mix64(words[:, 0].copy())
+    for j in range(1, _ID_LEN // 8):
+        h = _mix64(h ^ words[:, j])
+    for i in np.flatnonzero(~ok):
+        h[i] = int.from_bytes(hashlib.blake2b(ids[int(i)].as_py().encode(), digest_size=8).digest(), "big")
+    return h
+
+
+_ID_LEN = 32
 
 
 def seeded_uniform(ids: pa.Array | pa.ChunkedArray | Sequence[str], seed: int) -> np.ndarray:
@@ -543,14 +534,23 @@ def to_trl_table(
     n = selection.num_rows
     got = content.take(pos) if n else content.slice(0, 0)
 
-    parsed = [orjson.loads(c) for c in got.column("content").to_pylist()]
+    keys = ("messages", "prompt", "chosen", "rejected", "tools")
+    parts: dict[str, list] = {k: [] for k in keys}
+    loads, dumps, opt = orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS
+    for text in got.column("content").to_pylist():
+        row = loads(text)
+        for k in keys:
+            v = row.get(k)
+            parts[k].append(dumps(v, option=opt) if v else None)
 
     def col(key: str) -> pa.Array:
-        return pa.array([canonical_json(r[key]) if r.get(key) else None for r in parsed], pa.string())
+        return pa.array(parts[key], pa.binary()).cast(pa.string())
 
+    # ids: replay:<section_id>:<last_seen_at as 2026-11-01T12:00:00.000000Z> (UTC wall time;
+    # strftime on the tz-naive view is ~10x faster than on the tz-aware column)
     seen = selection.column("last_seen_at")
-    ids = pc.binary_join_element_wise("replay:", selection.column("section_id"), ":", "")
-    ids = pc.binary_join_element_wise(ids, pc.strftime(seen, format="%Y-%m-%dT%H:%M:%SZ"), "")
+    stamp = pc.strftime(seen.cast(pa.timestamp("us")), format="%Y-%m-%dT%H:%M:%SZ")
+    ids = pc.binary_join_element_wise("replay:", selection.column("section_id"), ":", stamp, "")
     ts_type = REPLAY_SAMPLE.schema.field("reference_time").type
     data = {
         "id": ids,

@@ -137,7 +137,13 @@ def draw_sample(
     reference_time: datetime | str | None = None,
     preference_only: bool = False,
 ) -> SampleOutcome:
-    """Select k snapshots on the index columns, then read only their content."""
+    """Select k snapshots on the index columns, then read only their content.
+
+    The content read filters on ``section_id IN chosen``. For k << N the chosen ids are
+    spread uniformly over the id space (they are hashes), so Delta file skipping and
+    row-group pushdown skip nothing unless row groups hold fewer than ~N/k rows; the cost
+    is one scan of the content column (measured in benchmarks/bench_replay.py).
+    """
     ref = utc(reference_time)
     t = {}
     t0 = time.perf_counter()

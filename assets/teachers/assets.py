@@ -22,7 +22,8 @@ STEP_COLUMNS = ["session_key", "step_id", "step_index", "messages", "tools"]
 
 class TeacherReplayConfig(dg.Config):
     max_steps_per_session: Optional[int] = Field(
-        default=None, description="Replay only the first N steps of each session (demo / smoke runs)."
+        default=None,
+        description="Replay only the first N steps of each session (0: all; unset: the pool's cap).",
     )
     budget_usd: Optional[float] = Field(
         default=None, description="Per-run budget in USD (overrides the pool's)."
@@ -75,15 +76,17 @@ def teacher_responses(
     teachers: TeacherPool,
 ) -> dg.MaterializeResult:
     keys = partition_keys_of(context)
-    steps = select_steps(
-        lake.read(REPLAY_STEPS, columns=STEP_COLUMNS, partitions=keys).to_pylist(),
-        config.max_steps_per_session,
-    )
     pool = teachers.pool_spec()
+    cap = config.max_steps_per_session
+    cap = pool.max_steps_per_session if cap is None else (cap or None)
+    steps = select_steps(
+        lake.read(REPLAY_STEPS, columns=STEP_COLUMNS, partitions=keys).to_pylist(), cap
+    )
     budget = config.budget_usd if config.budget_usd is not None else pool.budget_usd
     context.log.info(
         f"teacher replay: {len(steps)} steps x {len(pool.teachers)} teachers "
         f"({', '.join(t.name for t in pool.teachers)}) over {len(keys)} partition(s), "
+        f"{'all steps' if cap is None else f'first {cap} steps'} per session, "
         f"budget {'unlimited' if budget is None else f'${budget:.2f}'}"
     )
     cache = DeltaResponseCache(

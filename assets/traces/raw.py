@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from assets.traces.secrets import scrub_bytes, scrub_many, scrub_obj
+from assets.traces.secrets import _scrub_sparse, scrub_bytes, scrub_obj
 from assets.traces.util import without_gc
 
 __all__ = ["read_raw_lines", "rows_from_bytes", "detect_format", "record_type_of", "document_of", "FORMATS"]
@@ -170,25 +170,36 @@ def rows_from_bytes(
 
     # Pass 1: classify bytes, decode. (reason, text, raw_bytes) per line.
     reasons: list[str | None] = [None] * n
-    texts: list[str] = [""] * n
     bad_bytes: dict[int, bytes] = {}
-    for i, b in enumerate(parts):
-        if len(b) > max_line_bytes:
-            reasons[i] = "oversized"
-        elif b"\x00" in b:
-            reasons[i] = "binary"
+    texts: list[str] | None = None
+    # Fast path (the usual file): no line can be oversized or binary, every line is UTF-8.
+    # Blank lines are then found in pass 3 (they never parse as JSON).
+    lazy_blank = len(data) <= max_line_bytes and b"\x00" not in data
+    if lazy_blank:
         try:
-            texts[i] = b.decode("utf-8")
+            texts = list(map(bytes.decode, parts))
         except UnicodeDecodeError:
-            texts[i] = b.decode("utf-8", "backslashreplace")
-            bad_bytes[i] = b
-            if reasons[i] is None:
-                reasons[i] = "invalid_utf8"
-        if reasons[i] is None and (not b or b.isspace()):
-            reasons[i] = "blank"
+            lazy_blank = False
+    if not lazy_blank:
+        texts = [""] * n
+        for i, b in enumerate(parts):
+            if len(b) > max_line_bytes:
+                reasons[i] = "oversized"
+            elif b"\x00" in b:
+                reasons[i] = "binary"
+            try:
+                texts[i] = b.decode("utf-8")
+            except UnicodeDecodeError:
+                texts[i] = b.decode("utf-8", "backslashreplace")
+                bad_bytes[i] = b
+                if reasons[i] is None:
+                    reasons[i] = "invalid_utf8"
+            if reasons[i] is None and (not b or b.isspace()):
+                reasons[i] = "blank"
 
     # Pass 2: scrub (vectorized pre-filter, Python rules only on suspicious lines).
-    scrubbed, counts = scrub_many(texts)
+    # counts: {line index: {kind: n}} of the lines that changed.
+    scrubbed, counts = _scrub_sparse(texts)
     raw_bytes: dict[int, bytes] = {}
     for i, b in bad_bytes.items():
         raw_bytes[i], _ = scrub_bytes(b)  # counted once, through the text above
@@ -197,24 +208,44 @@ def rows_from_bytes(
     # format vote); holding every parsed line would only feed the garbage collector.
     record_types: list[str | None] = [None] * n
     sample: list[Any] = []
-    for i in range(n):
+    sample_left = 200
+    loads = orjson.loads
+    JSONDecodeError = orjson.JSONDecodeError
+    if counts:  # changed lines parse from their scrubbed text
+        srcs: list = list(parts)
+        for i in counts:
+            srcs[i] = scrubbed[i]
+    else:  # unchanged lines parse from bytes (no str -> UTF-8 round trip)
+        srcs = parts
+    for i, src in enumerate(srcs):
         if reasons[i] is not None:
             continue
         try:
-            # unchanged lines parse from bytes (no str -> UTF-8 round trip)
-            obj = orjson.loads(parts[i] if not counts[i] else scrubbed[i])
-        except orjson.JSONDecodeError as e:
+            obj = loads(src)
+        except JSONDecodeError as e:
+            b = parts[i]
+            if lazy_blank and (not b or b.isspace()):
+                reasons[i] = "blank"
+                continue
             obj = _recover(texts[i], scrubbed, counts, i)
             if obj is _FAIL:
                 last_open = i == n - 1 and not trailing_nl
                 reasons[i] = "truncated" if last_open else f"invalid_json: {e}"
                 continue
-        if not isinstance(obj, (dict, list)) or (isinstance(obj, list) and not all(isinstance(x, dict) for x in obj)):
+        cls = obj.__class__
+        if cls is dict:
+            t = obj.get("type")
+            record_types[i] = t if t.__class__ is str else record_type_of(obj)
+        elif cls is list and all(x.__class__ is dict for x in obj):
+            record_types[i] = JSON_ARRAY
+        elif isinstance(obj, dict) or (isinstance(obj, list) and all(isinstance(x, dict) for x in obj)):
+            record_types[i] = record_type_of(obj)  # subclasses (not produced by orjson)
+        else:
             reasons[i] = "not_object"
             continue
-        record_types[i] = record_type_of(obj)
-        if len(sample) < 200:
+        if sample_left:
             sample.append(obj)
+            sample_left -= 1
     fmt = detect_format(sample, source_file or None)
 
     # A .json export that is one (multi-line) JSON document.
@@ -226,38 +257,58 @@ def rows_from_bytes(
             record_types = [JSON_FRAGMENT] * n
 
     rows: list[dict] = []
+    append = rows.append
     offset = 0
+    if not counts and not raw_bytes:  # the usual file: no secret, every line UTF-8
+        for line_no, (b, raw, rtype, reason) in enumerate(zip(parts, scrubbed, record_types, reasons), 1):
+            blen = len(b) + 1
+            append(
+                {
+                    "session_key": session_key,
+                    "source_file": source_file,
+                    "source_format": fmt,
+                    "line_no": line_no,
+                    "byte_offset": offset,
+                    "byte_len": blen,
+                    "record_type": rtype,
+                    "raw": raw,
+                    "raw_bytes": None,
+                    "quarantined": reason is not None,
+                    "quarantine_reason": reason,
+                    "secrets_scrubbed": 0,
+                    "ingested_at": ingested_at,
+                }
+            )
+            offset += blen
+    else:
+        for i, (b, raw, rtype, reason) in enumerate(zip(parts, scrubbed, record_types, reasons)):
+            blen = len(b) + 1
+            c = counts.get(i)
+            append(
+                {
+                    "session_key": session_key,
+                    "source_file": source_file,
+                    "source_format": fmt,
+                    "line_no": i + 1,
+                    "byte_offset": offset,
+                    "byte_len": blen,
+                    "record_type": rtype,
+                    "raw": raw,
+                    "raw_bytes": raw_bytes.get(i),
+                    "quarantined": reason is not None,
+                    "quarantine_reason": reason,
+                    "secrets_scrubbed": sum(c.values()) if c else 0,
+                    "ingested_at": ingested_at,
+                }
+            )
+            offset += blen
+    if rows and not trailing_nl:
+        rows[-1]["byte_len"] -= 1  # the last line has no terminating newline
     secrets_total: Counter = Counter()
-    quarantined: Counter = Counter()
-    rtypes: Counter = Counter()
-    for i in range(n):
-        blen = len(parts[i]) + (1 if (i < n - 1 or trailing_nl) else 0)
-        reason = reasons[i]
-        c = counts[i]
-        if c:
-            secrets_total.update(c)
-        if reason is not None:
-            quarantined[reason.split(":", 1)[0]] += 1
-        if record_types[i]:
-            rtypes[record_types[i]] += 1
-        rows.append(
-            {
-                "session_key": session_key,
-                "source_file": source_file,
-                "source_format": fmt,
-                "line_no": i + 1,
-                "byte_offset": offset,
-                "byte_len": blen,
-                "record_type": record_types[i],
-                "raw": scrubbed[i],
-                "raw_bytes": raw_bytes.get(i),
-                "quarantined": reason is not None,
-                "quarantine_reason": reason,
-                "secrets_scrubbed": sum(c.values()) if c else 0,
-                "ingested_at": ingested_at,
-            }
-        )
-        offset += blen
+    for i in sorted(counts):
+        secrets_total.update(counts[i])
+    quarantined = Counter(r.split(":", 1)[0] for r in reasons if r is not None)
+    rtypes = Counter(filter(None, record_types))
     stats = {
         "lines": n,
         "bytes": len(data),
@@ -272,7 +323,7 @@ def rows_from_bytes(
 _FAIL = object()
 
 
-def _recover(original: str, scrubbed: list[str], counts: list[dict], i: int) -> Any:
+def _recover(original: str, scrubbed: list[str], counts: dict[int, dict], i: int) -> Any:
     """The line did not parse after scrubbing. If the *original* parses, scrubbing broke it
     (a rule bug): scrub the parsed object instead and store its re-serialization."""
     if scrubbed[i] == original:

@@ -8,8 +8,8 @@ import pyarrow.compute as pc
 from assets.capture import defs
 from assets.capture.assets import GPU_OP_TAGS, capture_shards, capture_shards_contract, prompt_pool
 from assets.capture.reader import load_batch
-from resources.gpu import GpuResource
 from assets.capture.tables import CAPTURE_ASSET_KEY, CAPTURE_REJECTIONS, PROMPT_POOL, capture_spec
+from resources.gpu import GpuResource
 from tests.capture.capture_fixtures import write_inputs, write_quotas
 
 QUOTAS = {"chat-en": 3, "chat-zh": 3, "code": 2, "math": 1, "tool-call": 1, "multi-turn": 1, "long-context": 1}

@@ -3,8 +3,6 @@
 import json
 import random
 
-from tests.capture.capture_fixtures import pair_rows, sft_rows, write_quotas
-
 from assets.capture.pool import (
     Candidate,
     PoolConfig,
@@ -16,6 +14,7 @@ from assets.capture.pool import (
     detect_language,
     load_pool_config,
 )
+from tests.capture.capture_fixtures import pair_rows, sft_rows, write_quotas
 
 CFG = PoolConfig(quotas={}, long_context_chars=500)
 

@@ -13,7 +13,7 @@ from resources.gpu import GpuResource
 
 @pytest.mark.slow
 def test_smollm2_capture_equals_direct_forward(lake):
-    gpu = GpuResource(device="cpu", top_k=8, batch_tokens=1, max_length=128)  # embedded smollm2-135m
+    gpu = GpuResource(device="cpu", top_k=8, batch_tokens=1, max_length=128, cpu_threads=1)  # embedded smollm2-135m
     v = gpu.load()  # first load on a machine converts the GGUF once (~30-50 s), later ~1 s
     assert (v.verifier_id, v.dtype, v.hidden_size) == ("smollm2-135m", "float32", 576)
     prompts = [

@@ -1,4 +1,4 @@
-"""Shared, expensive set-up of the pairs tests, built once per session."""
+"""Shared, expensive set-up of the pairs tests, built once."""
 
 import pytest
 
@@ -6,9 +6,18 @@ from resources.models import build_tiny_llama
 
 
 @pytest.fixture(scope="session")
-def tiny_tokenizer(tmp_path_factory) -> str:
-    """A tiny Llama (ChatML template) built on the fly: the verifier tokenizer of the tests."""
-    return str(build_tiny_llama(tmp_path_factory.mktemp("tiny-llama")))
+def tiny_tokenizer(request, tmp_path_factory) -> str:
+    """A tiny Llama (ChatML template) built on the fly: the verifier tokenizer of the tests.
+
+    Kept in pytest's cache dir between runs (build_tiny_llama reuses a built directory)."""
+    try:
+        base = request.config.cache.mkdir("tracelake-tiny-llama")
+    except (AttributeError, OSError):  # -p no:cacheprovider
+        base = tmp_path_factory.mktemp("tiny-llama")
+    out = base / "v1"
+    if (out / "config.json").exists() and (out / "tokenizer.json").exists():
+        return str(out)  # build_tiny_llama would import torch just to find it built
+    return str(build_tiny_llama(out))
 
 
 @pytest.fixture(scope="session")

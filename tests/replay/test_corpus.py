@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -15,8 +14,8 @@ from assets.replay.corpus import (
     id_hash64,
     plan_eviction,
     recency_weights,
-    seeded_uniform,
     sample_weights,
+    seeded_uniform,
     select_sample,
     snapshots_from_kto,
     snapshots_from_pairs,
@@ -109,7 +108,7 @@ def test_eviction_noop_within_budget():
 def test_id_hash_vectorized_matches_hex_and_fallback():
     ids = ["0123456789abcdef" + "0" * 16, "0123456789abcdef" + "0" * 15 + "1", "F" * 32]
     h = id_hash64(ids)
-    assert len(set(h.tolist())) == 3  # both halves count, upper case is hex too
+    assert len(set(h.tolist())) == 3  # every byte counts
     assert id_hash64(pa.array(ids).slice(1)).tolist() == h[1:].tolist()  # array offsets
     mixed = id_hash64(pa.array([ids[0], "not-hex-id", "zz", ids[2]]))
     assert mixed[0] == h[0] and mixed[3] == h[2] and len(set(mixed.tolist())) == 4

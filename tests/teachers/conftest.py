@@ -36,7 +36,7 @@ def replay_step_row(i: int, content: str, session: str = "s1") -> dict:
 
 def http_teacher(url: str, name: str = "remote", **kw) -> dict:
     d = {"name": name, "provider": "openai_compatible", "base_url": url, "model": f"model-{name}",
-         "timeout": 0.5, "max_attempts": 3, "backoff_base": 0.01, "backoff_max": 0.05,
+         "timeout": 1.0, "max_attempts": 3, "backoff_base": 0.01, "backoff_max": 0.05,
          "max_concurrency": 8, "price_input_per_mtok": 1.0, "price_output_per_mtok": 2.0}
     d.update(kw)
     return d
@@ -48,7 +48,7 @@ def pool_yaml(teachers: list[dict], **kw) -> str:
 
 @pytest.fixture
 def server():
-    with FakeOpenAI(retry_after="1", slow_seconds=1.5) as srv:
+    with FakeOpenAI(retry_after="1", slow_seconds=2.5) as srv:
         yield srv
 
 

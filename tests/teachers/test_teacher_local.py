@@ -15,7 +15,7 @@ from tests.teachers.conftest import http_teacher, step
 
 def local(model: str, name: str = "tiny", **kw) -> dict:
     d = {"name": name, "provider": "local", "model": model, "max_tokens": 8,
-         "max_context_tokens": 256, "batch_size": 4}
+         "max_context_tokens": 256, "batch_size": 4, "torch_threads": 1}
     d.update(kw)
     return d
 
@@ -84,7 +84,7 @@ def test_local_generation_does_not_block_http_teachers(tiny_llama, server):
 def test_embedded_smollm2_answers_through_the_default_pool():
     """The one test on the real SmolLM2-135M GGUF (first load converts the GGUF: slow on CPU)."""
     pool = TeacherPool(only=["smol-greedy"]).pool_spec()
-    pool.teachers[0] = pool.teachers[0].model_copy(update={"max_tokens": 10})
+    pool.teachers[0] = pool.teachers[0].model_copy(update={"max_tokens": 8, "torch_threads": 1})
     msg = json.dumps([{"role": "user", "content": "What is the capital of France?"}])
     out = run([{"session_key": "s", "step_id": "s:0", "messages": msg, "tools": None}], pool)
     row = out.rows[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from operator import itemgetter
 from typing import Any, Iterator
 
 import orjson
@@ -39,8 +40,12 @@ def new_turn(session_key: str, source_format: str, turn_id: str, role: str, kind
     return row
 
 
+_dumps = orjson.dumps
+_NON_STR_KEYS = orjson.OPT_NON_STR_KEYS
+
+
 def dumps(obj: Any) -> str:
-    return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS).decode()
+    return _dumps(obj, option=_NON_STR_KEYS).decode()
 
 
 def extra_json(d: dict | None) -> str | None:
@@ -48,10 +53,12 @@ def extra_json(d: dict | None) -> str | None:
     if not d:
         return None
     d = {k: v for k, v in d.items() if v or v.__class__ in (int, float)}  # keeps 0, drops False
-    return dumps(d) if d else None
+    return _dumps(d, option=_NON_STR_KEYS).decode() if d else None
 
 
 _ZERO = timedelta(0)
+_UTC = timezone.utc
+_fromisoformat = datetime.fromisoformat
 
 
 def parse_ts(value: Any) -> datetime | None:
@@ -60,9 +67,11 @@ def parse_ts(value: Any) -> datetime | None:
         return None
     if isinstance(value, str):
         try:
-            d = datetime.fromisoformat(value)
+            d = _fromisoformat(value)
         except ValueError:
             return None
+        if d.tzinfo is _UTC:  # the usual "...Z"
+            return d
         off = d.utcoffset()
         if off is None:
             return d.replace(tzinfo=timezone.utc)
@@ -138,13 +147,16 @@ def text_of(content: Any, *, join: str = "\n") -> str:
     return join.join(out)
 
 
+_LINE_NO = itemgetter("line_no")
+
+
 def iter_records(raw_rows: list[dict]) -> Iterator[tuple[int, dict, dict]]:
     """(line_no, parsed object, raw row) of every parseable row, in line order.
 
     Quarantined rows are skipped; a ``json_array`` line yields each element (line_no of
     the line); ``json_fragment`` rows are rebuilt into one document first.
     """
-    rows = sorted(raw_rows, key=lambda r: r["line_no"])
+    rows = sorted(raw_rows, key=_LINE_NO)
     frags = [r for r in rows if r.get("record_type") == JSON_FRAGMENT]
     if frags:
         doc = document_of(frags)
@@ -171,6 +183,44 @@ def iter_records(raw_rows: list[dict]) -> Iterator[tuple[int, dict, dict]]:
                     yield r["line_no"], {"__index__": idx, **item}, r
 
 
+def records(raw_rows: list[dict]) -> list[tuple[int, dict, dict]]:
+    """``list(iter_records(raw_rows))``, built in one loop (the hot path of the parsers)."""
+    rows = sorted(raw_rows, key=_LINE_NO)
+    out: list[tuple[int, dict, dict]] = []
+    append = out.append
+    frags: list[dict] = []
+    loads = orjson.loads
+    JSONDecodeError = orjson.JSONDecodeError
+    for r in rows:
+        rt = r.get("record_type")
+        if rt == JSON_FRAGMENT:
+            frags.append(r)
+            continue
+        if r.get("quarantined"):
+            continue
+        raw = r.get("raw")
+        if not raw:
+            continue
+        try:
+            obj = loads(raw)
+        except JSONDecodeError:
+            continue
+        if obj.__class__ is dict or isinstance(obj, dict):
+            append((r["line_no"], obj, r))
+        elif isinstance(obj, list) and rt == JSON_ARRAY:
+            line_no = r["line_no"]
+            for idx, item in enumerate(obj):
+                if isinstance(item, dict):
+                    append((line_no, {"__index__": idx, **item}, r))
+    if frags:
+        doc = document_of(frags)
+        items = doc if isinstance(doc, list) else [doc]
+        head = frags[0]
+        out[:0] = [(head["line_no"], {"__index__": idx, **item}, head)
+                   for idx, item in enumerate(items) if isinstance(item, dict)]
+    return out
+
+
 class TurnIds:
     """Hands out turn ids unique within a file (a duplicate gets a line suffix)."""
 
@@ -180,24 +230,23 @@ class TurnIds:
 
     def make(self, local: str, line_no: int | None = None) -> str:
         tid = self.prefix + local
-        if tid in self.used:
+        used = self.used
+        if tid in used:
             base = tid + (f"~L{line_no}" if line_no is not None else "~dup")
             tid, k = base, 1
-            while tid in self.used:
+            while tid in used:
                 k += 1
                 tid = f"{base}.{k}"
-        self.used.add(tid)
+        used.add(tid)
         return tid
 
 
 def finalize(rows: list[dict], order: list[tuple]) -> list[dict]:
     """Sort rows by their order keys and number them (turn_index = position in file)."""
-    idx = sorted(range(len(rows)), key=lambda i: order[i])
-    out = []
-    for n, i in enumerate(idx):
-        r = rows[i]
+    idx = sorted(range(len(rows)), key=order.__getitem__)
+    out = [rows[i] for i in idx]
+    for n, r in enumerate(out):
         r["turn_index"] = n
-        out.append(r)
     return out
 
 

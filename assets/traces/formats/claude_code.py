@@ -45,7 +45,7 @@ from assets.traces.formats._common import (
     dumps,
     extra_json,
     finalize,
-    iter_records,
+    records,
     new_turn,
     parse_ts,
     text_of,
@@ -68,7 +68,7 @@ def _blocks(content: Any) -> list:
 
 
 def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
-    recs = list(iter_records(raw_rows))
+    recs = records(raw_rows)
     ids = TurnIds(session_key)
 
     # ---- pre-pass: message groups, tool names, Task prompts, duplicates, session id
@@ -130,6 +130,8 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
         order.append(key)
         return row
 
+    template = new_turn(session_key, FORMAT, "", "", "")
+
     for line_no, obj, raw_row in recs:
         uuid = obj.get("uuid")
         if uuid.__class__ is not str:
@@ -159,10 +161,15 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
         if parent_uuid.__class__ is not str:
             parent_uuid = None
 
-        if line_no in duplicate_lines:
-            row = new_turn(session_key, FORMAT, ids.make(base, line_no), "meta", "duplicate", base=common)
-            row["_extra"] = {"duplicate_of_uuid": uuid}
-            add(row, (line_no, 0))
+        if line_no in duplicate_lines:  # (new_turn inlined: the hot path of a re-written file)
+            row = template.copy()
+            row.update(common)
+            row["turn_id"] = ids.make(base, line_no)
+            row["role"] = "meta"
+            row["kind"] = "duplicate"
+            row["extra"] = extra_json({"duplicate_of_uuid": uuid})
+            rows.append(row)
+            order.append((line_no, 0))
             continue
 
         if t == "assistant":

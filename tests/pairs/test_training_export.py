@@ -1,0 +1,124 @@
+"""SFT / KTO / SDPO rows from plain steps, and exports that `datasets` loads unchanged."""
+
+import json
+
+import pyarrow as pa
+import pytest
+
+from assets.pairs.export import export_table, main, trl_rows, write_rows
+from assets.pairs.strategies import build_pairs, make_strategy, steps_from_rows
+from assets.pairs.tables import KTO_EXAMPLES, PREFERENCE_PAIRS, SDPO_EXAMPLES, SFT_EXAMPLES
+from assets.pairs.training import kto_rows, make_hint, sdpo_rows, sft_rows
+from resources.lake import DeltaLake
+from tests.pairs.data import TS, session
+
+
+@pytest.fixture(scope="module")
+def rows():
+    steps, teachers = session("s1")
+    pairs, _ = build_pairs(steps_from_rows(steps, teachers),
+                           [make_strategy("error_site"), make_strategy("consensus")], TS)
+    return {
+        "steps": steps,
+        "pairs": pairs,
+        "sft": sft_rows(steps, TS),
+        "kto": kto_rows(steps, pairs, TS),
+        "sdpo": sdpo_rows(steps, TS),
+    }
+
+
+def test_sft_skips_error_steps_and_keeps_tool_calls(rows):
+    sft, skipped = rows["sft"]
+    assert [r["step_id"] for r in sft] == ["s1:0", "s1:2", "s1:3"] and skipped == {"caused_error": 1}
+    msgs = json.loads(sft[0]["messages"])
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant"]
+    assert msgs[-1]["tool_calls"][0]["function"] == {"name": "Bash",
+                                                     "arguments": '{"command": "pytest tests/test_utils.py -q"}'}
+    last = json.loads(sft[2]["messages"])
+    assert [m["role"] for m in last][-3:] == ["assistant", "tool", "assistant"]
+    assert json.loads(sft[0]["tools"])[0]["function"]["name"] == "Bash"
+    SFT_EXAMPLES.conform(sft)
+
+
+def test_kto_labels_originals_and_adds_chosen_teacher_answers(rows):
+    kto, counts = rows["kto"]
+    by = {(r["step_id"], r["source"]): r for r in kto}
+    assert by[("s1:1", "original")]["label"] is False  # caused an error
+    assert by[("s1:0", "original")]["label"] is True
+    assert by[("s1:1", "smol-a")]["label"] is True  # the chosen teacher answer of the error-site pair
+    assert counts == {"desirable": 4, "undesirable": 1}
+    KTO_EXAMPLES.conform(kto)
+
+
+def test_sdpo_injects_the_failure_as_a_hint_before_the_step(rows):
+    sdpo, counts = rows["sdpo"]
+    assert len(sdpo) == 1 and counts == {"with_error_text": 1}
+    r = sdpo[0]
+    assert r["step_id"] == "s1:1" and r["error_kind"] == "invalid_input"
+    prompt, hinted = json.loads(r["prompt"]), json.loads(r["hinted_prompt"])
+    assert hinted[:-1] == prompt and hinted[-1]["role"] == "user"
+    assert hinted[-1]["content"].startswith("Hint: the previous attempt at this step failed with invalid_input: "
+                                            "InputValidationError: offset must be a non-negative number")
+    assert json.loads(r["completion"])[0]["tool_calls"][0]["function"]["name"] == "Read"
+    assert make_hint("timeout", "x" * 2000, max_chars=10).endswith("xxxxxxxxxx… Do not repeat it; take a "
+                                                                    "different approach.")
+    assert make_hint(None, None) == "Hint: the previous attempt at this step failed with an error. " \
+                                    "Do not repeat it; take a different approach."
+    SDPO_EXAMPLES.conform(sdpo)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_exports_load_with_datasets_unchanged(tmp_path, rows, fmt):
+    import datasets
+
+    lake = DeltaLake(root=str(tmp_path / "lake"))
+    lake.replace_partitions(SFT_EXAMPLES, rows["sft"][0], ["s1"])
+    lake.replace_partitions(KTO_EXAMPLES, rows["kto"][0], ["s1"])
+    lake.replace_partitions(SDPO_EXAMPLES, rows["sdpo"][0], ["s1"])
+    lake.replace_partitions(PREFERENCE_PAIRS, rows["pairs"], ["s1"])
+    out = tmp_path / "out"
+    loaded = {}
+    for table in ("sft_examples", "kto_examples", "sdpo_examples", "preference_pairs"):
+        path, n = export_table(lake, table, fmt, out)
+        builder = "json" if fmt == "jsonl" else "parquet"
+        ds = datasets.load_dataset(builder, data_files=str(path), split="train")
+        assert len(ds) == n > 0
+        loaded[table] = ds
+    sft = loaded["sft_examples"][0]
+    assert set(loaded["sft_examples"].column_names) == {"example_id", "messages", "tools"}
+    assert isinstance(sft["messages"], list) and sft["messages"][-1]["role"] == "assistant"
+    call = sft["messages"][-1]["tool_calls"][0]
+    assert isinstance(call["function"]["arguments"], str)  # TRL: arguments stay a JSON string
+    assert json.loads(call["function"]["arguments"]) == {"command": "pytest tests/test_utils.py -q"}
+    assert isinstance(sft["tools"], list) and sft["tools"][0]["function"]["name"] == "Bash"
+    kto = loaded["kto_examples"]
+    assert set(kto.column_names) >= {"prompt", "completion", "label"} and set(kto["label"]) == {True, False}
+    assert kto[0]["completion"][0]["role"] == "assistant"
+    dpo = loaded["preference_pairs"][0]
+    assert dpo["prompt"][0]["role"] == "system"
+    assert len(dpo["chosen"]) == len(dpo["rejected"]) == 1 and dpo["chosen"] != dpo["rejected"]
+    sdpo = loaded["sdpo_examples"][0]
+    assert sdpo["hinted_prompt"][-1]["content"].startswith("Hint:")
+
+
+def test_heterogeneous_tool_schemas_fall_back_to_json_strings(tmp_path):
+    t1 = [{"type": "function", "function": {"name": "a", "parameters": {"properties": {"x": {"default": 1}}}}}]
+    t2 = [{"type": "function", "function": {"name": "b", "parameters": {"properties": {"x": {"default": "s"}}}}}]
+    table_rows = [{"example_id": str(i), "messages": json.dumps([{"role": "user", "content": "hi"}]),
+                   "tools": json.dumps(t)} for i, t in enumerate((t1, t2))]
+    auto = trl_rows("sft_examples", table_rows)
+    assert isinstance(auto[0]["tools"], str) and json.loads(auto[1]["tools"]) == t2
+    assert isinstance(auto[0]["messages"], list)
+    with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError)):
+        write_rows(trl_rows("sft_examples", table_rows, tools_format="objects"), "parquet", tmp_path / "x.parquet")
+
+
+def test_cli_writes_the_export(tmp_path, rows, capsys):
+    lake = DeltaLake(root=str(tmp_path / "lake"))
+    lake.replace_partitions(SFT_EXAMPLES, rows["sft"][0], ["s1"])
+    assert main(["--table", "sft_examples", "--format", "jsonl", "--out", str(tmp_path / "o"),
+                 "--lake-root", str(tmp_path / "lake"), "--all-columns"]) == 0
+    lines = (tmp_path / "o" / "sft_examples.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    assert len(lines) == 3 and first["session_key"] == "s1" and isinstance(first["messages"], list)
+    assert "wrote 3 rows" in capsys.readouterr().out
