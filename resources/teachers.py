@@ -42,13 +42,6 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-try:  # httpcore calls `import sniffio` on every pool operation; when sniffio is not
-    import sniffio  # noqa: F401  installed each failed import rescans sys.path (~1 ms).
-except ImportError:  # Same outcome (ImportError -> asyncio), minus the scan.
-    import sys
-
-    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
-
 HASH_VERSION = "tl-teacher-v1"
 DEFAULT_TEACHERS_FILE = Path(__file__).resolve().parents[1] / "recipes" / "teachers.yaml"
 TEACHERS_FILE_ENV = "TRACELAKE_TEACHERS_FILE"
@@ -386,7 +379,7 @@ class HttpTeacher(Teacher):
     """An OpenAI-compatible chat-completions endpoint."""
 
     kind = "openai_compatible"
-    RETRY_STATUS = {408, 409, 425, 429}
+    RETRY_STATUS = frozenset({408, 409, 425, 429})
 
     def __init__(self, spec: TeacherSpec) -> None:
         super().__init__(spec)

@@ -48,6 +48,12 @@ class ReplaySampleConfig(dg.Config):
     preference_only: bool = False
 
 
+def _type_mix(col) -> dict[str, int]:
+    counts = {d["values"]: d["counts"] for d in pc.value_counts(col).to_pylist()} if len(col) else {}
+    return composition([]) | {t: counts[t] for t in ("prose", "instruction", "preference") if t in counts} | {
+        t: n for t, n in sorted(counts.items()) if t not in ("prose", "instruction", "preference")}
+
+
 def _json(obj) -> dg.MetadataValue:
     return dg.MetadataValue.json(obj)
 
@@ -116,7 +122,7 @@ def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig,
         "budget": _json({"max_bytes": config.max_bytes, "max_rows": config.max_rows}),
         "within_budget": dg.MetadataValue.bool(plan.within_budget),
         "protected_rows": dg.MetadataValue.int(plan.protected_rows),
-        "section_types": _json(composition(index.column("section_type").to_pylist())),
+        "section_types": _json(_type_mix(index.column("section_type"))),
         "new_by_type": _json(composition(r["section_type"] for r in snaps.rows if r["section_id"] in added)),
         "timings_s": _json({"build": round(build_s, 3), "merge": round(merge_s, 3),
                             "evict": round(ev.seconds, 3)}),

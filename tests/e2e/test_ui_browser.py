@@ -203,6 +203,16 @@ def test_materialize_from_the_ui_and_read_metadata_back(tmp_path):
                 shown = _metadata(page)
                 page.get_by_text("Metadata", exact=True).first.scroll_into_view_if_needed()
                 page.screenshot(path=shots / "asset-metadata.png")
+
+                # 4. the graph again, for the README: the held sensor runs are canceled first
+                for r in instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED])):
+                    instance.report_run_canceled(r.dagster_run)
+                page.goto(f"{url}/locations/dagster_project.definitions/asset-groups/traces",
+                          wait_until="domcontentloaded")
+                page.get_by_text("replay_steps", exact=True).first.wait_for()
+                wait_for(lambda: page.get_by_text("Loading…").count() == 0, 60, 0.5, "graph statuses")
+                page.wait_for_timeout(1500)
+                page.screenshot(path=shots / "asset-graph.png")
             finally:
                 page.screenshot(path=shots / "last-page.png")
                 browser.close()

@@ -118,19 +118,28 @@ def test_batch_job_runs_an_ab_batch(rag_lake, tmp_path):
     assert "Check: build_pairs" in json.loads(first["validation"])["details"]["checklist"]
 
 
-def test_closing_the_loop_mines_accepted_runs_and_reports(rag_lake):
+def test_closing_the_loop_mines_accepted_runs_and_reports(rag_lake, tmp_path):
     """Runs of the tests above are in rag_runs: the next materialization mines the accepted
-    ones, and the report splits pass / escalation rates by retrieval and by day."""
+    ones, and the report splits pass / escalation rates by retrieval and by day.
+    (On a copy of the shared lake, so the other tests keep retrieving the trace playbooks.)"""
     from assets.rag.assets import rag_playbooks, rag_report
+    from assets.rag.samples import sample_trace_rows
+    from assets.traces.tables import TRACE_TURNS
     from resources.embeddings import EmbeddingsResource
 
     runs = rag_lake.read(RAG_RUNS).to_pylist()
     passed = [r for r in runs if r["gate_passed"]]
     assert passed and len(passed) < len(runs)
+    lake = DeltaLake(root=str(tmp_path / "lake"))
+    rows = sample_trace_rows()
+    lake.replace_partitions(TRACE_TURNS, rows, sorted({r["session_key"] for r in rows}))
+    lake.overwrite(RAG_PLAYBOOKS, rag_lake.read(RAG_PLAYBOOKS))
+    lake.append(RAG_RUNS, rag_lake.read(RAG_RUNS))
     res = dg.materialize([rag_playbooks, rag_report],
-                         resources={"lake": rag_lake, "rag_embeddings": EmbeddingsResource()},
+                         resources={"lake": lake, "rag_embeddings": EmbeddingsResource()},
                          instance=dg.DagsterInstance.ephemeral())
     assert res.success
+    rag_lake = lake
     pbs = rag_lake.read(RAG_PLAYBOOKS).to_pylist()
     mined = [p for p in pbs if p["mined"]]
     assert len(mined) == len({r["task_hash"] for r in passed})

@@ -17,7 +17,8 @@ from resources.teachers import TeacherSet, load_pool_spec
 
 async def main(root: str, steps_file: str, pool_file: str) -> None:
     pool = load_pool_spec(pool_file)
-    steps = json.loads(open(steps_file, encoding="utf-8").read())
+    with open(steps_file, encoding="utf-8") as f:
+        steps = json.load(f)
     cache = DeltaResponseCache(DeltaLake(root=root), flush_seconds=pool.cache.flush_seconds,
                                flush_rows=pool.cache.flush_rows)
     async with TeacherSet(pool) as teachers:
