@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from pydantic import Field
@@ -355,7 +356,7 @@ class DeltaLake(dg.ConfigurableResource):
         if dt is None:
             empty = spec.empty()
             return empty.select(list(columns)) if columns else empty
-        ds = dt.to_pyarrow_dataset()
+        ds = self._dataset(spec, dt)
         expr = filter
         if partitions is not None:
             col = spec.partition_by[0]
@@ -364,12 +365,25 @@ class DeltaLake(dg.ConfigurableResource):
                 return empty.select(list(columns)) if columns else empty
             pexpr = pc.field(col).isin(sorted(set(partitions)))
             expr = pexpr if expr is None else (expr & pexpr)
-        out = ds.to_table(columns=list(columns) if columns else None, filter=expr)
+        cols = list(columns) if columns else None
+        try:
+            out = ds.to_table(columns=cols, filter=expr)
+        except pa.ArrowNotImplementedError:
+            # delta-rs merges write strings as string_view, and pyarrow's statistics
+            # pruning cannot compare them to string literals: filter batch by batch.
+            out = _filter_by_batches(ds, cols, expr)
         if columns is None:
             # table may hold columns of an older spec order; present the spec's order
             names = [n for n in spec.schema.names if n in out.column_names]
             out = out.select(names)
         return out
+
+    def _dataset(self, spec: TableSpec, dt: DeltaTable):
+        if "://" in self.root and not self.root.startswith("file://"):
+            return dt.to_pyarrow_dataset()
+        # pyarrow's native local filesystem reads ~1.5-2x faster than the object-store adapter
+        fs = pafs.SubTreeFileSystem(self.uri(spec), pafs.LocalFileSystem())
+        return dt.to_pyarrow_dataset(filesystem=fs)
 
     def read_polars(self, spec: TableSpec, **kw):
         import polars as pl
@@ -383,6 +397,27 @@ class DeltaLake(dg.ConfigurableResource):
 
 def count_rows(dt: DeltaTable) -> int:
     return dt.to_pyarrow_dataset().count_rows()
+
+
+def _filter_by_batches(ds, columns, expr) -> pa.Table:
+    if expr is None:
+        return ds.to_table(columns=columns)
+    batches = []
+    for batch in ds.to_batches():
+        t = pa.Table.from_batches([batch])
+        t = t.cast(pa.schema([f.with_type(_unview(f.type)) for f in t.schema])).filter(expr)
+        batches.append(t.select(columns) if columns else t)
+    if not batches:
+        return ds.schema.empty_table() if not columns else ds.schema.empty_table().select(columns)
+    return pa.concat_tables(batches)
+
+
+def _unview(t: pa.DataType) -> pa.DataType:
+    if t == pa.string_view():
+        return pa.string()
+    if t == pa.binary_view():
+        return pa.binary()
+    return t
 
 
 def _is_conflict(exc: Exception) -> bool:

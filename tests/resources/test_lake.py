@@ -121,3 +121,14 @@ def test_two_writer_processes_both_land(tmp_path):
 
 def test_in_predicate_quotes():
     assert in_predicate("k", ["b", "a'x"]) == "k IN ('a''x', 'b')"
+
+
+def test_filtered_read_after_merge(lake):
+    """delta-rs merges write string_view columns; filtered reads must still work."""
+    import pyarrow.compute as pc
+
+    spec = replace(SPEC, partition_by=(), name="merged")
+    lake.merge(spec, rows("a", 3))
+    lake.merge(spec, rows("a", 5, v=1))
+    got = lake.read(spec, columns=["id", "v"], filter=pc.field("id").isin(["a-1", "a-4"]))
+    assert sorted(got.to_pylist(), key=lambda r: r["id"]) == [{"id": "a-1", "v": 1}, {"id": "a-4", "v": 1}]

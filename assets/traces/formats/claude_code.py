@@ -38,6 +38,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from assets.traces.errors import classify_error
 from assets.traces.formats._common import (
     TurnIds,
@@ -53,6 +55,7 @@ from assets.traces.formats._common import (
 )
 
 FORMAT = "claude_code"
+_dumps = orjson.dumps
 
 KNOWN_META = {
     "file-history-snapshot", "queue-operation", "progress", "last-prompt", "attachment", "pr-link",
@@ -167,7 +170,8 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
             row["turn_id"] = ids.make(base, line_no)
             row["role"] = "meta"
             row["kind"] = "duplicate"
-            row["extra"] = extra_json({"duplicate_of_uuid": uuid})
+            # = extra_json({"duplicate_of_uuid": uuid}) (uuid is a str here)
+            row["extra"] = '{"duplicate_of_uuid":' + _dumps(uuid).decode() + "}" if uuid else None
             rows.append(row)
             order.append((line_no, 0))
             continue
