@@ -12,6 +12,7 @@ Prints medians, MB/s and the ratio (goal ≥ 0.5×).
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -35,15 +36,21 @@ def corpus_sources() -> list[Path]:
     return files
 
 
+ID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|(?:msg|toolu|req)_[0-9A-Za-z]+")
+
+
 def build(dst: Path, mb: float) -> list[Path]:
+    """Each source file repeated to ~mb/len(files) MB, every copy with fresh ids
+    (so the copies are distinct messages and tool calls, as in a real long session)."""
     out = []
     for src in corpus_sources():
         data = src.read_bytes()
         if not data.endswith(b"\n"):
             data += b"\n"
         reps = max(1, int(mb * 1e6 / len(corpus_sources()) / len(data)))
+        copies = [ID.sub(lambda m, k=k: m.group(0)[:-4] + b"%04x" % k, data) for k in range(reps)]
         p = dst / f"{src.stem}.jsonl"
-        p.write_bytes(data * reps)
+        p.write_bytes(b"".join(copies))
         out.append(p)
     return out
 

@@ -83,13 +83,13 @@ def materialize_all(instance=None, log=print) -> dict:
 
 
 def print_tables(log=print) -> None:
-    from dagster_project.definitions import TABLES
+    from dagster_project.definitions import all_tables
     from resources.lake import DeltaLake
     from dagster_project import settings
 
     lake = DeltaLake(root=settings.LAKE_ROOT)
     log(f"\nlake: {lake.root}")
-    for spec in TABLES:
+    for spec in all_tables():
         dt = lake.table(spec)
         if dt is None:
             continue

@@ -355,8 +355,24 @@ def code_ratio(text: str) -> tuple[float, str]:
     return min(1.0, code_chars / total), "\n".join(prose)
 
 
+_RAYON_PID: int | None = None  # the process whose rayon thread pool lingua started
+
+
+def _confidences(languages: tuple[str, ...], texts: list[str]) -> list:
+    """lingua confidence values; in parallel unless this is a fork of the process that
+    started lingua's thread pool (a forked child has no pool threads: it would hang, e.g.
+    under data-juicer's executor, whose datasets map forks even for num_proc=1)."""
+    global _RAYON_PID
+    det = _detector(languages, os.getpid())
+    with _LINGUA_LOCK:
+        if _RAYON_PID in (None, os.getpid()):
+            _RAYON_PID = os.getpid()
+            return det.compute_language_confidence_values_in_parallel(texts)
+        return [det.compute_language_confidence_values(t) for t in texts]
+
+
 @functools.lru_cache(maxsize=8)
-def _detector(languages: tuple[str, ...]):
+def _detector(languages: tuple[str, ...], pid: int | None = None):
     from lingua import IsoCode639_1, LanguageDetectorBuilder
 
     codes = [getattr(IsoCode639_1, c.upper()) for c in languages]
@@ -408,9 +424,7 @@ class OfflineLanguageIdFilter(Filter):
             if prose is not None:
                 todo.append((i, prose))
         if todo:
-            det = _detector(self.languages)
-            with _LINGUA_LOCK:
-                values = det.compute_language_confidence_values_in_parallel([p for _, p in todo])
+            values = _confidences(self.languages, [p for _, p in todo])
             for (i, _), vals in zip(todo, values):
                 top = vals[0] if vals else None
                 if top is not None:

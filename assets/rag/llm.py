@@ -9,17 +9,17 @@ call time; the key never leaves the Authorization header (not in errors, logs or
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import os
 import random
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 import httpx
+
+log = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
 
@@ -46,69 +46,33 @@ class ChatModel(Protocol):
     def chat(self, messages: Sequence[dict], max_tokens: int | None = None) -> ChatResult: ...
 
 
-def model_cache_dir() -> Path:
-    env = os.environ.get("TRACELAKE_MODEL_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "tracelake" / "models"
-
-
-def hf_copy_of_gguf(path: str, cache_dir: str | os.PathLike | None = None) -> str:
-    """Directory of an HF-format (safetensors) copy of a GGUF model, made once and reused.
+def dequantized_path(model: str) -> str:
+    """A GGUF model (the embedded SmolLM2 included) as its dequantized HF-format copy.
 
     Loading SmolLM2 from its GGUF dequantizes every tensor and rebuilds the tokenizer
-    (~70 s on a busy 2-core machine); the same weights saved as safetensors load in ~2 s.
-    The copy is keyed by the GGUF's size and a hash of its head, written to a temporary
-    directory and renamed into place (safe with concurrent first runs). Non-GGUF paths are
-    returned unchanged.
+    (~70 s on a busy 2-core machine); ``resources.gpu.dequantized_gguf_dir`` writes the
+    weights once to $TRACELAKE_MODEL_CACHE (default ~/.cache/tracelake/models) and later
+    loads take ~2 s. Non-GGUF paths are returned unchanged; if no copy can be made
+    (read-only home...), the GGUF itself is loaded.
     """
-    from resources.models import ModelRef, load_causal_lm
+    from resources.models import ModelRef
 
-    directory, gguf = ModelRef(path).resolve()
+    directory, gguf = ModelRef(model).resolve()
     if gguf is None:
-        return directory
-    src = Path(directory) / gguf
-    h = hashlib.sha256()
-    with src.open("rb") as f:
-        h.update(f.read(1 << 20))
-    key = f"{src.stem}-{src.stat().st_size}-{h.hexdigest()[:12]}"
-    root = Path(cache_dir) if cache_dir else model_cache_dir()
-    out = root / key
-    if (out / "config.json").is_file() and (out / "tokenizer_config.json").is_file():
-        return str(out)
-    root.mkdir(parents=True, exist_ok=True)
-    tok, model = load_causal_lm(path, device="cpu", dtype="float32")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
+        return model
     try:
-        # transformers dequantizes GGUF tensors on load; the in-memory model is plain fp32, but
-        # it keeps a GGUF "quantizer" marker that refuses save_pretrained. Save without it.
-        quantizer = getattr(model, "hf_quantizer", None)
-        qcfg = getattr(model.config, "quantization_config", None)
-        try:
-            model.hf_quantizer = None
-            if qcfg is not None:
-                del model.config.quantization_config
-            model.save_pretrained(tmp, safe_serialization=True)
-        finally:
-            model.hf_quantizer = quantizer
-            if qcfg is not None:
-                model.config.quantization_config = qcfg
-        tok.save_pretrained(tmp)
-        try:
-            os.rename(tmp, out)
-        except OSError:  # another process won the race: its copy is identical
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return str(out)
+        from resources.gpu import default_cache_dir, dequantized_gguf_dir
+
+        return str(dequantized_gguf_dir(Path(directory) / gguf, default_cache_dir()))
+    except Exception as exc:  # noqa: BLE001 - a cache is an optimization, never a failure
+        log.warning("no dequantized copy of %s (%s: %s); loading the GGUF", model, type(exc).__name__, exc)
+        return model
 
 
 class LocalChatModel:
     """A local causal LM (transformers, offline). ``path``: "smollm2-135m", an HF dir or a .gguf.
 
-    A GGUF model is loaded from its cached HF-format copy (see :func:`hf_copy_of_gguf`)
+    A GGUF model is loaded from its cached HF-format copy (see :func:`dequantized_path`)
     unless ``gguf_cache`` is off.
     """
 
@@ -129,7 +93,7 @@ class LocalChatModel:
     def load(self):
         from resources.models import load_causal_lm
 
-        path = hf_copy_of_gguf(self.path) if self.gguf_cache else self.path
+        path = dequantized_path(self.path) if self.gguf_cache else self.path
         return load_causal_lm(path, device=self.device)
 
     def chat(self, messages: Sequence[dict], max_tokens: int | None = None) -> ChatResult:
