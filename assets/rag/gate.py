@@ -30,7 +30,7 @@ HEDGE_PATTERNS = (
     r"\bwithout more (?:context|information)\b",
 )
 
-RULES = ("empty", "too_short", "refusal", "hedge", "no_checklist_overlap")
+RULES = ("empty", "too_short", "refusal", "hedge", "no_checklist_overlap", "missed_required_check")
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,15 @@ def checklist_tokens(checklist: Sequence[str]) -> frozenset[str]:
     return frozenset(toks - CHECK_VERBS - GENERIC)
 
 
-def validate(response: str | None, checklist: Sequence[str] = (), cfg: GateConfig = GateConfig()) -> GateResult:
-    """Run every rule; the answer passes when none fails. Each failure is named."""
+def validate(response: str | None, checklist: Sequence[str] = (), cfg: GateConfig = GateConfig(),
+             required: Sequence[str] = ()) -> GateResult:
+    """Run every rule; the answer passes when none fails. Each failure is named.
+
+    ``checklist``: the validation steps the bundle extracted; the answer must share at
+    least ``min_checklist_overlap`` content tokens with them, taken together.
+    ``required``: checks the caller requires (e.g. a task file's ``checks``); the answer must
+    cover EACH of them (``min_checklist_overlap`` of its content tokens, or all if fewer).
+    """
     text = (response or "").strip()
     failed: list[str] = []
     details: dict = {"chars": len(text), "min_chars": cfg.min_chars}
@@ -90,4 +97,15 @@ def validate(response: str | None, checklist: Sequence[str] = (), cfg: GateConfi
         details["checklist_overlap"] = shared[:20]
         if want and len(shared) < cfg.min_checklist_overlap:
             failed.append("no_checklist_overlap")
+    if required and cfg.min_checklist_overlap > 0:
+        have = token_set(text)
+        missed = []
+        for line in required:
+            want = checklist_tokens([line])
+            if want and len(have & want) < min(cfg.min_checklist_overlap, len(want)):
+                missed.append(line)
+        details["required"] = list(required)
+        if missed:
+            failed.append("missed_required_check")
+            details["missed_required"] = missed
     return GateResult(passed=not failed, failed_rules=failed, details=details)

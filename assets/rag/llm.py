@@ -61,7 +61,7 @@ def dequantized_path(model: str) -> str:
     if gguf is None:
         return model
     try:
-        from resources.gpu import default_cache_dir, dequantized_gguf_dir
+        from resources.models import default_cache_dir, dequantized_gguf_dir
 
         return str(dequantized_gguf_dir(Path(directory) / gguf, default_cache_dir()))
     except Exception as exc:  # noqa: BLE001 - a cache is an optimization, never a failure

@@ -180,7 +180,7 @@ class RagRuntime:
             no_retrieval: bool = False, source: str = "api", run_id: str | None = None,
             checks: Sequence[str] = ()) -> RunOutcome:
         """Answer one task. ``checks``: validation lines the caller requires (e.g. from a task
-        file), added to the checklist the bundle extracted; the gate applies to both."""
+        file); the gate requires the answer to cover each of them, with or without retrieval."""
         cfg = self.config
         task = normalize_task(task)
         if not task:
@@ -208,7 +208,7 @@ class RagRuntime:
             bundle = build_bundle(task, [(self.index.records[h.index], h.score) for h in hits], cfg.bundle())
         messages = assemble_prompt(task, bundle)
         checklist = list(bundle.validation_steps if bundle else [])
-        checklist += [c for c in checks if c not in checklist]
+        required = [c for c in checks if c and c.strip()]
         bundle_ms = (time.perf_counter() - t0) * 1000
 
         # 3. local model
@@ -227,7 +227,7 @@ class RagRuntime:
 
         # 4. the gate (code, never a model)
         t0 = time.perf_counter()
-        gate = validate(response, checklist, cfg.gate())
+        gate = validate(response, checklist, cfg.gate(), required)
         gate_ms = (time.perf_counter() - t0) * 1000
         attempts[-1]["gate"] = gate.to_dict()
 
@@ -244,7 +244,7 @@ class RagRuntime:
                     res = self.escalation.chat(messages)
                     escalation_ms = (time.perf_counter() - t0) * 1000
                     t1 = time.perf_counter()
-                    esc_gate = validate(res.text, checklist, cfg.gate())
+                    esc_gate = validate(res.text, checklist, cfg.gate(), required)
                     gate_ms += (time.perf_counter() - t1) * 1000
                     attempts.append(_attempt("escalation", self.escalation.name, res=res, gate=esc_gate.to_dict()))
                     response, model_used, gate = res.text, self.escalation.name, esc_gate

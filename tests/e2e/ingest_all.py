@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     if set(inside) != set(ordered):
         raise SystemExit("the keys are not a contiguous range of the registered partitions")
     res = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
-    from dagster_project.definitions import TABLES
+    from dagster_project import definitions as d
 
+    TABLES = d.all_tables()
     job_keys = sorted(k.to_user_string() for k in job.asset_layer.executable_asset_keys)
     tables = {s.asset_key.to_user_string(): s.path for s in TABLES}
     out = {"run_id": res.run_id, "success": res.success, "partitions": len(ordered),

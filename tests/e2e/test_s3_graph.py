@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 
 def table_specs() -> dict[str, TableSpec]:
-    """Every family's TableSpecs by asset key (what definitions.TABLES collects)."""
+    """Every family's TableSpecs by asset key (what definitions.all_tables() collects)."""
     import importlib
 
     out = {}

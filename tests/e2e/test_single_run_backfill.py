@@ -26,8 +26,9 @@ RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_ra
 
 
 def _session_tables(job_keys):
-    from dagster_project.definitions import TABLES
+    from dagster_project import definitions as d
 
+    TABLES = d.all_tables()
     return [s for s in TABLES if s.asset_key in job_keys and s.partition_by == ("session_key",)]
 
 
@@ -42,18 +43,13 @@ def _snapshot(lake: DeltaLake, spec, keys) -> dict[str, list]:
 
 
 def test_single_run_backfill_replaces_only_its_range(tmp_path, monkeypatch):
-    from dagster_project.definitions import INGEST_JOB, defs
+    from dagster_project.definitions import INGEST_JOB, build_definitions
 
     sessions_dir = tmp_path / "sessions"
     files = copy_samples(sessions_dir)
     lake = DeltaLake(root=str(tmp_path / "lake"))
     source = SessionSource(root=str(sessions_dir))
-    test_defs = dg.Definitions(
-        assets=list(defs.assets or []),
-        asset_checks=list(defs.asset_checks or []),
-        jobs=[j for j in (defs.jobs or []) if j.name == INGEST_JOB],
-        resources={**(defs.resources or {}), "lake": lake, "sessions": source},
-    )
+    test_defs = build_definitions(lake=lake, sessions=source)  # definitions.py's graph, tmp storage
     job = test_defs.resolve_job_def(INGEST_JOB)
     job_keys = set(job.asset_layer.executable_asset_keys)
     specs = _session_tables(job_keys)

@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,7 +37,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = os.environ.get("TRACELAKE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-DAGSTER = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin" / "dagster"
+DAGSTER = Path(sys.executable).parent / "dagster"  # the venv running the tests
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 SESSION_FILES = [  # (relative path under the samples, has secrets)
     "claude-code/-home-dev-invoicer/5b1e9f2a-7c3d-4e8f-9a0b-1c2d3e4f5a6b.jsonl",

@@ -94,3 +94,15 @@ def test_gate_checklist_overlap_ignores_generic_words():
     # no checklist, or the rule disabled: no overlap needed
     assert validate("Run the tests and check that it passes.", []).passed
     assert validate("Run the tests and check that it passes.", checklist, GateConfig(min_checklist_overlap=0)).passed
+
+
+def test_gate_required_checks_are_each_covered():
+    required = ["Verify: replace_partitions with a session_key IN predicate", "Check: SESSION_BACKFILL"]
+    ok = validate("Use DeltaLake.replace_partitions and SESSION_BACKFILL on the asset.", [], GateConfig(),
+                  required)
+    assert ok.passed
+    r = validate("Use DeltaLake.replace_partitions with a predicate.", [], GateConfig(), required)
+    assert r.failed_rules == ["missed_required_check"] and r.details["missed_required"] == ["Check: SESSION_BACKFILL"]
+    # the bundle's checklist (any overlap) and the required checks (each) are separate rules
+    both = validate("Run it and see what happens now.", ["Verify: pytest -q passes"], GateConfig(), required)
+    assert both.failed_rules == ["no_checklist_overlap", "missed_required_check"]

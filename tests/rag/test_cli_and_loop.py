@@ -46,12 +46,12 @@ def test_cli_local_only_failing_run_makes_no_http_call(rag_lake, escalation_serv
     out = capsys.readouterr().out
     assert code == 1 and escalation_server.count == before  # gate failed, and no escalation call
     row = _last_run(rag_lake)
-    assert f"run_id: {row['run_id']}" in out and "gate: FAIL (" in out and "no_checklist_overlap" in out
+    assert f"run_id: {row['run_id']}" in out and "gate: FAIL (" in out and "missed_required_check" in out
     assert "escalation path: local:smollm2-135m" in out and "model: smollm2-135m" in out
     assert row["retrieved_ids"][0] in out and "answer:" in out
     assert row["local_only"] and not row["allow_escalation"] and not row["escalated"]
     assert row["escalation_path"] == ["local:smollm2-135m"] and row["source"] == "cli"
-    assert "no_checklist_overlap" in row["failed_rules"] and row["retrieval_mode"] == "lexical"
+    assert "missed_required_check" in row["failed_rules"] and row["retrieval_mode"] == "lexical"
     assert json.loads(row["config"])["escalation_api_key_env"] == KEY_ENV and KEY_VALUE not in out
 
 
@@ -115,7 +115,7 @@ def test_batch_job_runs_an_ab_batch(rag_lake, tmp_path):
     mats = res.asset_materializations_for_node("rag_batch")
     assert mats and mats[0].asset_key == RAG_RUNS.asset_key and mats[0].metadata["runs"].value == 4
     first = [r for r in rows if r["task"] == "Fix the pair builder test" and not r["no_retrieval"]][0]
-    assert "Check: build_pairs" in json.loads(first["validation"])["details"]["checklist"]
+    assert json.loads(first["validation"])["details"]["required"] == ["Check: build_pairs"] and first["gate_passed"]
 
 
 def test_closing_the_loop_mines_accepted_runs_and_reports(rag_lake, tmp_path):

@@ -81,7 +81,7 @@ def test_failing_run_escalates(rag_lake, escalation_server, tmp_path, api_key):
     assert row["model_used"] == "loopback-large" and row["gate_passed"] and row["failed_rules"] == []
     assert "zanzibar_quux_frobnicator" in row["response"]
     local, esc = json.loads(row["attempts"])
-    assert not local["gate"]["passed"] and "no_checklist_overlap" in local["gate"]["failed_rules"]
+    assert not local["gate"]["passed"] and "missed_required_check" in local["gate"]["failed_rules"]
     assert local["response"] and local["output_tokens"] <= 6  # the local answer is kept (provenance)
     assert esc["status"] == "ok" and esc["gate"]["passed"] and row["escalation_ms"] > 0
 

@@ -36,6 +36,7 @@ Mapping (one TRACE_TURNS row per message; see PROVENANCE.md of the real test dat
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -45,9 +46,8 @@ from assets.traces.formats._common import (
     TurnIds,
     as_int,
     dumps,
-    extra_json,
     finalize,
-    records,
+    iter_records,
     new_turn,
     parse_ts,
     text_of,
@@ -64,279 +64,401 @@ KNOWN_META = {
 TASK_TOOLS = {"Task", "Agent"}
 
 
-def _blocks(content: Any) -> list:
-    if isinstance(content, list):
-        return content
-    return []
+
+_UTC = timezone.utc
+_fromisoformat = datetime.fromisoformat
+_OPT = orjson.OPT_NON_STR_KEYS
+_NUM = (int, float)  # extra_json keeps 0 / 0.0 (and drops False, None, empty values)
+
+
+def _ts(value: Any) -> Any:
+    """:func:`parse_ts` with the usual ``"...Z"`` string inlined."""
+    if value.__class__ is str:
+        try:
+            d = _fromisoformat(value)
+        except ValueError:
+            return None
+        return d if d.tzinfo is _UTC else parse_ts(value)
+    return None if value is None else parse_ts(value)
+
+
+def _int(v: Any) -> int | None:
+    return v if v.__class__ is int else as_int(v)
 
 
 def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
-    recs = records(raw_rows)
+    """One streaming pass: each record is decoded, turned into rows and released while it
+    is still in the CPU cache (holding every parsed record for a second pass costs more
+    than the parsing itself). What needs the whole file -- tool names, Task prompts, the
+    session id of records before the first one naming it, parents -- is resolved at the end.
+    """
     ids = TurnIds(session_key)
+    used = ids.used
+    used_add = used.add
+    prefix = ids.prefix
+    make = ids.make
 
-    # ---- pre-pass: message groups, tool names, Task prompts, duplicates, session id
-    groups: dict[str, list[tuple[int, dict]]] = {}
-    continuation: dict[int, str] = {}  # line of a message's 2nd.. line -> its group
     tool_names: dict[str, str] = {}
     task_prompts: dict[str, str] = {}
     seen: set[str] = set()
-    duplicate_lines: set[int] = set()
+    seen_add = seen.add
     file_session_id = None
-    for line_no, obj, _ in recs:
-        u = obj.get("uuid")
-        if u.__class__ is str:
-            if u in seen:
-                duplicate_lines.add(line_no)
-                continue
-            seen.add(u)
-        if file_session_id is None:
-            sid = obj.get("sessionId")
-            if sid.__class__ is str:
-                file_session_id = sid
-        if obj.get("type") != "assistant":
-            continue
-        msg = obj.get("message")
-        if msg.__class__ is not dict:
-            msg = {}
-        mid = msg.get("id")
-        gkey = mid if mid.__class__ is str else f"L{line_no}"
-        group = groups.get(gkey)
-        if group is None:
-            groups[gkey] = [(line_no, obj)]
-        else:
-            group.append((line_no, obj))
-            continuation[line_no] = gkey
-        content = msg.get("content")
-        if content.__class__ is not list:
-            continue
-        for b in content:
-            if b.__class__ is dict and b.get("type") == "tool_use":
-                tid = b.get("id")
-                if tid.__class__ is not str:
-                    continue
-                name = b.get("name")
-                tool_names[tid] = str(name or "")
-                if name in TASK_TOOLS:
-                    inp = b.get("input")
-                    if inp.__class__ is dict and isinstance(inp.get("prompt"), str):
-                        task_prompts.setdefault(inp["prompt"], tid)
+    no_sid: list[tuple[dict, Any]] = []  # rows of records before the file's session id is known
+
+    # message group -> [row, extra, texts, thinks, calls, other, source_lines, first line's model]
+    groups: dict[str, list] = {}
+    tool_use_turn: dict[str, list[tuple[int, str]]] = {}  # tool_use id -> [(group's first line, turn)]
+    tool_rows: list[tuple[dict, dict, Any, Any]] = []  # (row, extra, call_id, toolUseResult.agentId)
+    spawn_rows: list[tuple[dict, dict, int]] = []  # inline sidechain first prompts
 
     rows: list[dict] = []
     order: list[tuple] = []
+    rows_append = rows.append
+    order_append = order.append
     uuid_turn: dict[str, str] = {}  # record uuid -> turn id of the last row it produced
-    pending_parent: list[tuple[dict, str | None]] = []  # (first row of a record, parentUuid)
-    emitted: dict[str, str] = {}  # message group -> turn id
-    tool_use_turn: dict[str, str] = {}
+    # (first row of a record, parentUuid, the row's extra fields or None)
+    pending_parent: list[tuple[dict, str | None, dict | None]] = []
+    pending_append = pending_parent.append
+    extras: list[tuple[dict, dict]] = []  # (row, its extra fields): row["extra"] = their JSON
+    extras_append = extras.append
 
-    def add(row: dict, key: tuple) -> dict:
-        rows.append(row)
-        order.append(key)
-        return row
+    # Every row starts as a copy of this (the TURN_COLUMNS, in order, with their defaults).
+    copy = new_turn(session_key, FORMAT, "", "", "").copy
 
-    template = new_turn(session_key, FORMAT, "", "", "")
-
-    for line_no, obj, raw_row in recs:
-        uuid = obj.get("uuid")
+    for line_no, obj, raw_row in iter_records(raw_rows):
+        get = obj.get
+        uuid = get("uuid")
         if uuid.__class__ is not str:
             uuid = None
-        if line_no in continuation:  # a later line of a message merged at its first line
-            if uuid:
-                uuid_turn[uuid] = emitted[continuation[line_no]]
-            continue
-        t = obj.get("type")
+            dup = False
+        elif uuid in seen:
+            dup = True
+        else:
+            dup = False
+            seen_add(uuid)
+        t = get("type")
+        if t == "assistant" and not dup:
+            msg = get("message")
+            mid = msg.get("id") if msg.__class__ is dict else None
+            gkey = mid if mid.__class__ is str else f"L{line_no}"
+            st = groups.get(gkey)
+            if st is not None:  # a later line of a message: merged into its first line's turn
+                if file_session_id is None:
+                    sid = get("sessionId")
+                    if sid.__class__ is str:
+                        file_session_id = sid
+                row = st[0]
+                if uuid is not None:
+                    uuid_turn[uuid] = row["turn_id"]
+                st[6].append(line_no)
+                _assistant_line(obj, st, tool_names, task_prompts, tool_use_turn)
+                continue
+
         base = uuid or f"L{line_no}"
-        sid = obj.get("sessionId")
+        sid = get("sessionId")
         if sid.__class__ is not str:
             sid = file_session_id
-        agent_id = obj.get("agentId")
+        elif file_session_id is None and not dup:
+            file_session_id = sid
+        agent_id = get("agentId")
         if agent_id.__class__ is not str:
             agent_id = None
-        common = {
-            "session_id": sid,
-            "is_sidechain": bool(obj.get("isSidechain")),
-            "agent_id": agent_id,
-            "parent_session_id": sid if agent_id else None,
-            "timestamp": parse_ts(obj.get("timestamp")),
-            "record_type": t if t.__class__ is str else None,
-            "source_lines": [line_no],
-        }
-        parent_uuid = obj.get("parentUuid")
+        is_sidechain = bool(get("isSidechain"))
+        ts = _ts(get("timestamp"))
+        record_type = t if t.__class__ is str else None
+        parent_uuid = get("parentUuid")
         if parent_uuid.__class__ is not str:
             parent_uuid = None
+        row = copy()
+        row["session_id"] = sid
+        row["is_sidechain"] = is_sidechain
+        row["agent_id"] = agent_id
+        row["parent_session_id"] = sid if agent_id else None
+        row["record_type"] = record_type
+        row["timestamp"] = ts
+        row["source_lines"] = [line_no]
+        if sid is None:
+            no_sid.append((row, agent_id))
 
-        if line_no in duplicate_lines:  # (new_turn inlined: the hot path of a re-written file)
-            row = template.copy()
-            row.update(common)
-            row["turn_id"] = ids.make(base, line_no)
+        if dup:  # a record written twice
+            row["turn_id"] = make(base, line_no)
             row["role"] = "meta"
             row["kind"] = "duplicate"
             # = extra_json({"duplicate_of_uuid": uuid}) (uuid is a str here)
             row["extra"] = '{"duplicate_of_uuid":' + _dumps(uuid).decode() + "}" if uuid else None
-            rows.append(row)
-            order.append((line_no, 0))
+            rows_append(row)
+            order_append((line_no, 0))
             continue
 
-        if t == "assistant":
-            msg = obj.get("message")
-            mid = msg.get("id") if msg.__class__ is dict else None
-            gkey = mid if mid.__class__ is str else f"L{line_no}"
-            row = _assistant_turn(session_key, ids, groups[gkey], common)
-            emitted[gkey] = row["turn_id"]
-            for ln, o in groups[gkey]:
-                u = o.get("uuid")
-                if u.__class__ is str:
-                    uuid_turn[u] = row["turn_id"]
-            for c in row["_calls"]:
-                tool_use_turn[c["id"]] = row["turn_id"]
-            add(row, (line_no, 0))
-            pending_parent.append((row, parent_uuid))
+        if t == "assistant":  # the first line of a message
+            # (an empty-string uuid is kept as the turn's local id here)
+            local = uuid if uuid is not None else f"L{line_no}"
+            tid = prefix + local
+            if tid in used:
+                tid = make(local, line_no)
+            else:
+                used_add(tid)
+            row["turn_id"] = tid
+            row["role"] = "assistant"
+            row["kind"] = "message"
+            ex: dict = {}
+            m = get("message") or {}
+            st = [row, ex, [], [], [], [], row["source_lines"], m.get("model")]
+            groups[gkey] = st
+            if uuid is not None:
+                uuid_turn[uuid] = tid
+            _assistant_line(obj, st, tool_names, task_prompts, tool_use_turn)
+            extras_append((row, ex))
+            rows_append(row)
+            order_append((line_no, 0))
+            pending_append((row, parent_uuid, ex))
             continue
 
         if t == "user":
-            msg = obj.get("message") or {}
+            msg = get("message") or {}
             content = msg.get("content")
-            produced: list[dict] = []
+            first = last_row = first_ex = None
             text_parts: list[str] = []
-            tur = obj.get("toolUseResult")
+            tur = get("toolUseResult")
             for k, b in enumerate(content if isinstance(content, list) else [content]):
-                if isinstance(b, dict) and b.get("type") == "tool_result":
-                    call_id = b.get("tool_use_id") if isinstance(b.get("tool_use_id"), str) else None
-                    name = tool_names.get(call_id) if call_id else None
-                    text = text_of(b.get("content"))
-                    err = bool(b.get("is_error"))
-                    row = new_turn(
-                        session_key, FORMAT, ids.make(f"{base}/{call_id or k}", line_no), "tool", "tool_result",
-                        content=text, tool_call_id=call_id, tool_name=name, tool_error=err,
-                        error_kind=classify_error(text, name) if err else None, base=common,
-                    )
-                    ex: dict[str, Any] = {}
-                    if call_id not in tool_names:
-                        ex["orphan"] = True
-                    if isinstance(tur, dict) and isinstance(tur.get("agentId"), str):
-                        ex["agent_id"] = tur["agentId"]
-                    row["_extra"] = ex
-                    produced.append(add(row, (line_no, k)))
+                if b.__class__ is str:
+                    text_parts.append(b)
+                elif isinstance(b, dict) and b.get("type") == "tool_result":
+                    call_id = b.get("tool_use_id")
+                    if not isinstance(call_id, str):
+                        call_id = None
+                    text = b.get("content")
+                    if text.__class__ is not str:
+                        text = text_of(text)
+                    local = f"{base}/{call_id or k}"
+                    tid = prefix + local
+                    if tid in used:
+                        tid = make(local, line_no)
+                    else:
+                        used_add(tid)
+                    trow = row.copy()
+                    trow["turn_id"] = tid
+                    trow["role"] = "tool"
+                    trow["kind"] = "tool_result"
+                    trow["content"] = text
+                    trow["tool_call_id"] = call_id
+                    trow["tool_error"] = bool(b.get("is_error"))
+                    trow["source_lines"] = [line_no]
+                    if sid is None:
+                        no_sid.append((trow, agent_id))
+                    ex = {}
+                    a = tur.get("agentId") if isinstance(tur, dict) else None
+                    tool_rows.append((trow, ex, call_id, a))  # tool_name, error_kind: at the end
+                    extras_append((trow, ex))
+                    rows_append(trow)
+                    order_append((line_no, k))
+                    if first is None:
+                        first = trow
+                        first_ex = ex
+                    else:
+                        trow["parent_turn_id"] = last_row["turn_id"]
+                    last_row = trow
                 elif isinstance(b, str):
                     text_parts.append(b)
                 elif b is not None:
                     text_parts.append(text_of([b]))
-            if text_parts or not produced:
-                is_cs = bool(obj.get("isCompactSummary"))
-                row = new_turn(
-                    session_key, FORMAT, ids.make(base, line_no), "user", "summary" if is_cs else "message",
-                    content="\n".join(p for p in text_parts if p), is_compact_summary=is_cs, base=common,
-                )
-                ex = {"is_meta": bool(obj.get("isMeta"))}
-                if common["is_sidechain"] and parent_uuid is None and not agent_id:
-                    spawned = task_prompts.get(row["content"])
-                    if spawned:
-                        ex["spawned_by_tool_call_id"] = spawned
-                        ex["spawned_by_turn_id"] = tool_use_turn.get(spawned)
-                row["_extra"] = ex
-                produced.append(add(row, (line_no, 10_000)))
-            for k in range(1, len(produced)):
-                produced[k]["parent_turn_id"] = produced[k - 1]["turn_id"]
-            pending_parent.append((produced[0], parent_uuid))
+            if text_parts or first is None:
+                is_cs = bool(get("isCompactSummary"))
+                tid = prefix + base
+                if tid in used:
+                    tid = make(base, line_no)
+                else:
+                    used_add(tid)
+                row["turn_id"] = tid
+                row["role"] = "user"
+                row["kind"] = "summary" if is_cs else "message"
+                if len(text_parts) == 1:
+                    text = text_parts[0]
+                else:
+                    text = "\n".join([p for p in text_parts if p])
+                row["content"] = text
+                row["is_compact_summary"] = is_cs
+                ex = {"is_meta": True} if get("isMeta") else {}
+                if is_sidechain and parent_uuid is None and not agent_id:
+                    spawn_rows.append((row, ex, line_no))
+                extras_append((row, ex))
+                rows_append(row)
+                order_append((line_no, 10_000))
+                if first is None:
+                    first = row
+                    first_ex = ex
+                else:
+                    row["parent_turn_id"] = last_row["turn_id"]
+                last_row = row
+            pending_append((first, parent_uuid, first_ex))
             if uuid:
-                uuid_turn[uuid] = produced[-1]["turn_id"]
+                uuid_turn[uuid] = last_row["turn_id"]
             continue
 
         # ---- non-message records: kept as meta rows
-        if t == "system" and obj.get("subtype") == "compact_boundary":
-            row = new_turn(
-                session_key, FORMAT, ids.make(base, line_no), "meta", "compaction",
-                content=obj.get("content") if isinstance(obj.get("content"), str) else None,
-                is_compaction_boundary=True, base=common,
-            )
-            row["_extra"] = {"compact_metadata": obj.get("compactMetadata"),
-                             "logical_parent_uuid": obj.get("logicalParentUuid")}
+        row["role"] = "meta"
+        ex = None
+        if t == "system" and get("subtype") == "compact_boundary":
+            row["turn_id"] = make(base, line_no)
+            row["kind"] = "compaction"
+            c = get("content")
+            row["content"] = c if isinstance(c, str) else None
+            row["is_compaction_boundary"] = True
+            ex = {}
+            v = get("compactMetadata")
+            if v or v.__class__ in _NUM:
+                ex["compact_metadata"] = v
+            v = get("logicalParentUuid")
+            if v or v.__class__ in _NUM:
+                ex["logical_parent_uuid"] = v
+            extras_append((row, ex))
         elif t == "system":
-            row = new_turn(
-                session_key, FORMAT, ids.make(base, line_no), "meta", "system_event",
-                content=obj.get("content") if isinstance(obj.get("content"), str) else None, base=common,
-            )
+            row["turn_id"] = make(base, line_no)
+            row["kind"] = "system_event"
+            c = get("content")
+            row["content"] = c if isinstance(c, str) else None
             row["extra"] = raw_row.get("raw")
         elif t == "summary":
-            row = new_turn(session_key, FORMAT, ids.make(base, line_no), "meta", "summary",
-                           content=obj.get("summary") if isinstance(obj.get("summary"), str) else None, base=common)
-            row["_extra"] = {"leaf_uuid": obj.get("leafUuid")}
+            row["turn_id"] = make(base, line_no)
+            row["kind"] = "summary"
+            c = get("summary")
+            row["content"] = c if isinstance(c, str) else None
+            ex = {}
+            v = get("leafUuid")
+            if v or v.__class__ in _NUM:
+                ex["leaf_uuid"] = v
+            extras_append((row, ex))
         else:
-            if common["timestamp"] is None and isinstance(obj.get("snapshot"), dict):
-                common["timestamp"] = parse_ts(obj["snapshot"].get("timestamp"))
-            row = new_turn(session_key, FORMAT, ids.make(base, line_no), "meta",
-                           "meta" if t in KNOWN_META else "unknown", base=common)
+            if ts is None and isinstance(get("snapshot"), dict):
+                row["timestamp"] = parse_ts(obj["snapshot"].get("timestamp"))
+            tid = prefix + base
+            if tid in used:
+                tid = make(base, line_no)
+            else:
+                used_add(tid)
+            row["turn_id"] = tid
+            row["kind"] = "meta" if t in KNOWN_META else "unknown"
             row["extra"] = raw_row.get("raw")
-        add(row, (line_no, 0))
+        rows_append(row)
+        order_append((line_no, 0))
         if uuid:
             uuid_turn[uuid] = row["turn_id"]
-            pending_parent.append((row, parent_uuid))
+            pending_append((row, parent_uuid, ex))
 
-    # ---- resolve parents now that every uuid is known
-    for row, pu in pending_parent:
+    # ---- what needs the whole file
+    if no_sid and file_session_id is not None:
+        for row, agent_id in no_sid:
+            row["session_id"] = file_session_id
+            if agent_id:
+                row["parent_session_id"] = file_session_id
+    for row, ex, call_id, agent in tool_rows:
+        name = tool_names.get(call_id) if call_id else None
+        row["tool_name"] = name
+        if row["tool_error"]:
+            row["error_kind"] = classify_error(row["content"], name)
+        if call_id not in tool_names:
+            ex["orphan"] = True
+        if isinstance(agent, str) and agent:
+            ex["agent_id"] = agent
+    for row, ex, line_no in spawn_rows:
+        spawned = task_prompts.get(row["content"])
+        if spawned:
+            ex["spawned_by_tool_call_id"] = spawned
+            # the turn of the message holding that call, as known when this line is reached
+            best = None
+            for first_line, tid in tool_use_turn.get(spawned, ()):
+                if first_line < line_no and (best is None or first_line >= best[0]):
+                    best = (first_line, tid)
+            if best is not None and best[1]:
+                ex["spawned_by_turn_id"] = best[1]
+    for row, pu, ex in pending_parent:  # parents, now that every uuid is known
         if pu is None:
             continue
         target = uuid_turn.get(pu)
-        if target is not None and target != row["turn_id"]:
-            row["parent_turn_id"] = target
-        elif target is None:
-            row.setdefault("_extra", {})["parent_uuid"] = pu
+        if target is not None:
+            if target != row["turn_id"]:
+                row["parent_turn_id"] = target
+        elif pu:  # (extra_json drops an empty string)
+            if ex is None:
+                ex = {}
+                extras_append((row, ex))
+            ex["parent_uuid"] = pu
 
-    for row in rows:
-        row.pop("_calls", None)
-        ex = row.pop("_extra", None)
-        if ex is not None and row.get("extra") is None:  # meta rows already carry their raw record
-            row["extra"] = extra_json(ex)
+    for row, ex in extras:
+        if ex and row["extra"] is None:  # meta rows already carry their raw record
+            row["extra"] = _dumps(ex, option=_OPT).decode()
     return finalize(rows, order)
 
 
-def _assistant_turn(session_key: str, ids: TurnIds, lines: list[tuple[int, dict]], common: dict) -> dict:
-    texts: list[str] = []
-    thinks: list[str] = []
-    calls: list[dict] = []
-    other: list[str] = []
-    for _, o in lines:
-        content = (o.get("message") or {}).get("content")
-        if isinstance(content, str):
-            texts.append(content)
-            continue
-        for b in _blocks(content):
+def _assistant_line(o: dict, st: list, tool_names: dict, task_prompts: dict, tool_use_turn: dict) -> None:
+    """Merge one line of an assistant message into its turn ``st`` (see :func:`parse`);
+    the turn's fields are (re)computed from the blocks so far and this (last) line."""
+    row, ex, texts, thinks, calls, other = st[0], st[1], st[2], st[3], st[4], st[5]
+    m = o.get("message")
+    if m.__class__ is dict:  # tool names and Task prompts (of every line, as in a pre-pass)
+        content = m.get("content")
+        if content.__class__ is list:
+            for b in content:
+                if b.__class__ is dict and b.get("type") == "tool_use":
+                    tid = b.get("id")
+                    if tid.__class__ is not str:
+                        continue
+                    name = b.get("name")
+                    tool_names[tid] = str(name or "")
+                    if name in TASK_TOOLS:
+                        inp = b.get("input")
+                        if inp.__class__ is dict and isinstance(inp.get("prompt"), str):
+                            task_prompts.setdefault(inp["prompt"], tid)
+    content = (m or {}).get("content")
+    n_calls = len(calls)
+    if isinstance(content, str):
+        texts.append(content)
+    elif isinstance(content, list):
+        for b in content:
             if not isinstance(b, dict):
                 continue
             bt = b.get("type")
             if bt == "text":
                 texts.append(b.get("text") or "")
+            elif bt == "tool_use":
+                calls.append(tool_call(str(b.get("id") or ""), str(b.get("name") or ""), b.get("input")))
             elif bt == "thinking":
                 thinks.append(b.get("thinking") or "")
             elif bt == "redacted_thinking":
                 thinks.append("[redacted thinking]")
-            elif bt == "tool_use":
-                calls.append(tool_call(str(b.get("id") or ""), str(b.get("name") or ""), b.get("input")))
             else:
                 other.append(str(bt))
-    first_line, first = lines[0]
-    last = lines[-1][1]
-    msg = last.get("message") or {}
-    usage = msg.get("usage") if isinstance(msg.get("usage"), dict) else {}
-    row = new_turn(
-        session_key, FORMAT, ids.make(first.get("uuid") if isinstance(first.get("uuid"), str) else f"L{first_line}",
-                                      first_line),
-        "assistant", "message",
-        content="\n\n".join(t for t in texts if t) or None,
-        thinking="\n\n".join(t for t in thinks if t) or None,
-        tool_calls=dumps(calls) if calls else None,
-        model=msg.get("model") or (first.get("message") or {}).get("model"),
-        message_id=msg.get("id"),
-        input_tokens=as_int(usage.get("input_tokens")),
-        output_tokens=as_int(usage.get("output_tokens")),
-        cache_read_tokens=as_int(usage.get("cache_read_input_tokens")),
-        cache_creation_tokens=as_int(usage.get("cache_creation_input_tokens")),
-        base=common, source_lines=[ln for ln, _ in lines],
-    )
-    row["_calls"] = calls
-    row["_extra"] = {
-        "stop_reason": msg.get("stop_reason"),
-        "request_id": last.get("requestId"),
-        "api_error": bool(last.get("isApiErrorMessage")),
-        "other_blocks": other,
-    }
-    return row
+    tid = row["turn_id"]
+    first_line = st[6][0]
+    for c in calls[n_calls:]:
+        tool_use_turn.setdefault(c["id"], []).append((first_line, tid))
+    if len(texts) == 1 and texts[0].__class__ is str:
+        row["content"] = texts[0] or None
+    elif texts:
+        row["content"] = "\n\n".join([x for x in texts if x]) or None
+    if thinks:
+        row["thinking"] = "\n\n".join([x for x in thinks if x]) or None
+    if calls:
+        row["tool_calls"] = dumps(calls)
+    msg = m or {}
+    usage = msg.get("usage")
+    if not isinstance(usage, dict):
+        usage = {}
+    ugets = usage.get
+    row["model"] = msg.get("model") or st[7]
+    row["message_id"] = msg.get("id")
+    row["input_tokens"] = _int(ugets("input_tokens"))
+    row["output_tokens"] = _int(ugets("output_tokens"))
+    row["cache_read_tokens"] = _int(ugets("cache_read_input_tokens"))
+    row["cache_creation_tokens"] = _int(ugets("cache_creation_input_tokens"))
+    ex.clear()
+    v = msg.get("stop_reason")
+    if v or v.__class__ in _NUM:
+        ex["stop_reason"] = v
+    v = o.get("requestId")
+    if v or v.__class__ in _NUM:
+        ex["request_id"] = v
+    if o.get("isApiErrorMessage"):
+        ex["api_error"] = True
+    if other:
+        ex["other_blocks"] = other

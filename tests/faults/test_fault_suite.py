@@ -1,0 +1,70 @@
+"""The reduced fault suite (benchmarks/fault_suite.py --quick) as a CI test.
+
+One run of the suite (module fixture): bad session files, planted secrets of every kind,
+a teacher that fails in every way, a run killed with SIGKILL during the teacher replay
+and re-run, two runs writing the same tables at once. Full suite and figures table:
+``.venv/bin/python benchmarks/fault_suite.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from tests.e2e.support import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory):
+    spec = importlib.util.spec_from_file_location("fault_suite", ROOT / "benchmarks" / "fault_suite.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    work = tmp_path_factory.mktemp("faults")
+    f = mod.run_suite(work, quick=True, log=print)
+    mod.print_table(f)
+    return f
+
+
+def test_no_crash_and_no_lost_row(figures):
+    assert figures["crashes"] == 0, figures["crash_details"]
+    assert figures["lost_rows"] == 0
+    assert figures["extra_rows"] == 0 and figures["duplicate_rows"] == 0
+    assert figures["raw_rows"] == figures["lines_in_files"]
+    assert figures["partitions"] == figures["files"]
+
+
+def test_every_kind_of_bad_line_is_quarantined_with_its_reason(figures):
+    assert {"binary", "blank", "invalid_json", "invalid_utf8", "not_object", "oversized",
+            "truncated"} <= set(figures["quarantined"])
+
+
+def test_teacher_faults_are_survived_and_nothing_is_paid_twice_without_cause(figures):
+    st = figures["teacher_statuses"]
+    assert st.get("429") and st.get("500") and st.get("dropped") and st.get("200-unusable")
+    assert figures["auth_failures"] == 0
+    assert figures["killed_mid_replay"], "the kill landed after the teacher replay"
+    # duplicates are only (a) answers the server sent after the client timed out and
+    # (b) answers received in the cache's last flush window before kill -9
+    assert not figures["repeated_paid_by_cause"].get("other"), figures["repeated_paid_by_cause"]
+    assert figures["repeated_paid_by_cause"].get("unflushed_before_kill", 0) <= figures["paid_before_kill"]
+    errors = {k for k in figures["teacher_responses"] if k.startswith("error")}
+    assert errors and figures["teacher_responses"].get("ok")
+
+
+def test_no_secret_in_logs_or_teacher_requests(figures):
+    assert not figures["secrets_in_logs"], figures["secrets_in_logs"]
+    assert not figures["secrets_in_teacher_bodies"], figures["secrets_in_teacher_bodies"]
+
+
+def test_no_secret_in_tables_except_utf16(figures):
+    leaks = {k: [p for p in v if "utf16" not in p] for k, v in figures["secrets_in_tables"].items()}
+    assert not {k: v for k, v in leaks.items() if v}, leaks
+
+
+@pytest.mark.xfail(strict=True, reason="raw.py scrubs UTF-8 text only: a UTF-16 session file is stored "
+                                        "as 'binary' lines with its secrets intact (fix in assets/traces/raw.py)")
+def test_no_secret_in_tables_of_utf16_sessions(figures):
+    assert not figures["secrets_in_tables"], figures["secrets_in_tables"]
