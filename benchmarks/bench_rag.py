@@ -24,7 +24,6 @@ with vs without retrieval on the bundled sample tasks.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -102,7 +101,7 @@ def bench_retrieval(n: int, n_queries: int, n_brute: int, k: int) -> dict:
     for fast, brute in zip(emb_out, bemb_out):
         assert [h.index for h in fast] == [i for i, _ in brute], "embedding top-k differs from brute force"
     # what embedding a query costs (MiniLM, CPU)
-    from assets.rag.embed import embed_texts
+    from resources.embeddings import embed_texts
 
     embed_texts(["warm up"])
     q_embed_ms, _ = _median_ms(lambda q: embed_texts([q]), ["How do I fix the failing pair builder test?"] * 10)
@@ -119,7 +118,7 @@ def bench_retrieval(n: int, n_queries: int, n_brute: int, k: int) -> dict:
 
 def ab_playbooks() -> tuple[list[dict], dict]:
     """Playbooks from the bundled sample sessions + the rag sample-like sessions, embedded."""
-    from assets.rag.embed import embed_texts
+    from resources.embeddings import embed_texts
     from assets.rag.playbooks import DeriveStats, derive_playbooks
     from assets.rag.retrieval import playbook_text
     from assets.rag.samples import sample_trace_rows

@@ -409,7 +409,7 @@ def run_suite(work: Path, quick: bool = False, log=print) -> dict[str, Any]:
             ingest("reingest")
             figures["new_paid_calls_on_rerun"] = sum(srv.paid.values()) - paid_after_1
         else:
-            figures["new_paid_calls_on_rerun"] = 0
+            figures["new_paid_calls_on_rerun"] = None  # not measured
 
         log("3. new sessions arrive; kill -9 the run during the teacher replay; run again")
         add_kill_phase_sessions(sessions, 24 if quick else 60, "arrival-1")
@@ -484,7 +484,8 @@ def print_table(f: dict[str, Any], log=print) -> None:
         ("teacher requests (incl. faults)", f["teacher_requests"]),
         ("teacher server statuses", ", ".join(f"{k}={v}" for k, v in sorted(f["teacher_statuses"].items()))),
         ("teacher_responses rows by status", ", ".join(f"{k}={v}" for k, v in sorted(f["teacher_responses"].items()))),
-        ("new paid calls on an unchanged re-run", f["new_paid_calls_on_rerun"]),
+        ("new paid calls on an unchanged re-run",
+         "n/a (--quick)" if f["new_paid_calls_on_rerun"] is None else f["new_paid_calls_on_rerun"]),
         ("run killed mid-replay (answers paid before kill)", f"{f['killed_mid_replay']} ({f['paid_before_kill']})"),
         ("repeated paid calls (server side)", f"{f['repeated_paid_calls']}  " + ", ".join(
             f"{k}={v}" for k, v in sorted(f["repeated_paid_by_cause"].items()) if not k.startswith("other:"))),

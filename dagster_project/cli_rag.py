@@ -79,8 +79,9 @@ def cmd_rag_run(args) -> int:
     if row["no_retrieval"]:
         print("retrieval: off (--no-retrieval)")
     else:
-        print(f"retrieval: {row['retrieval_mode']}, {len(out.hits)} hit(s) "
-              f"from rag_playbooks v{row['playbooks_version']}")
+        src = (f"rag_playbooks v{row['playbooks_version']}" if row["playbooks_version"] is not None
+               else "rag_playbooks (not materialized yet)")
+        print(f"retrieval: {row['retrieval_mode']}, {len(out.hits)} hit(s) from {src}")
         for h in out.hits:
             title = runtime.index.records[h.index].get("title", "")
             label = runtime.index.records[h.index].get("label", "")

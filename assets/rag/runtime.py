@@ -51,7 +51,7 @@ def build_escalation_model(cfg: RagConfig) -> ChatModel | None:
 
 def default_embedder(device: str = "cpu") -> Embedder:
     def embed(texts: Sequence[str]) -> np.ndarray:
-        from assets.rag.embed import embed_texts
+        from resources.embeddings import embed_texts
 
         return embed_texts(texts, device=device)
 
@@ -116,7 +116,7 @@ class RunLog:
             if self.lake is None:
                 raise RuntimeError("no lake configured")
             self.lake.append(RAG_RUNS, pending + rows)
-        except Exception as exc:  # the run must not be lost: keep it on local disk
+        except Exception as exc:  # noqa: BLE001 - the run must not be lost: keep it on local disk
             self.spool.mkdir(parents=True, exist_ok=True)
             with self.spool_file.open("a") as f:
                 for r in rows:
@@ -172,7 +172,7 @@ class RagRuntime:
         embed = self.embedder or default_embedder(self.config.embedding_device)
         try:
             return np.asarray(embed([task]), dtype=np.float32)[0]
-        except Exception as exc:  # retrieval degrades to lexical; the run says so
+        except Exception as exc:  # noqa: BLE001 - retrieval degrades to lexical; the run says so
             errors.append(f"query embedding failed, lexical retrieval used: {type(exc).__name__}: {exc}"[:300])
             return None
 
@@ -220,7 +220,7 @@ class RagRuntime:
             res = self.local.chat(messages)
             response = res.text
             attempts.append(_attempt("local", self.local.name, res=res))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failing local model is a logged, failed run
             errors.append(f"local model failed: {type(exc).__name__}: {exc}"[:500])
             attempts.append(_attempt("local", self.local.name, error=errors[-1]))
         local_ms = (time.perf_counter() - t0) * 1000
@@ -248,7 +248,7 @@ class RagRuntime:
                     gate_ms += (time.perf_counter() - t1) * 1000
                     attempts.append(_attempt("escalation", self.escalation.name, res=res, gate=esc_gate.to_dict()))
                     response, model_used, gate = res.text, self.escalation.name, esc_gate
-                except Exception as exc:  # the run is still logged, with the error
+                except Exception as exc:  # noqa: BLE001 - the run is still logged, with the error
                     escalation_ms = (time.perf_counter() - t0) * 1000
                     errors.append(f"escalation failed: {type(exc).__name__}: {exc}"[:500])
                     attempts.append(_attempt("escalation", self.escalation.name, error=errors[-1]))

@@ -71,21 +71,6 @@ _OPT = orjson.OPT_NON_STR_KEYS
 _NUM = (int, float)  # extra_json keeps 0 / 0.0 (and drops False, None, empty values)
 
 
-def _ts(value: Any) -> Any:
-    """:func:`parse_ts` with the usual ``"...Z"`` string inlined."""
-    if value.__class__ is str:
-        try:
-            d = _fromisoformat(value)
-        except ValueError:
-            return None
-        return d if d.tzinfo is _UTC else parse_ts(value)
-    return None if value is None else parse_ts(value)
-
-
-def _int(v: Any) -> int | None:
-    return v if v.__class__ is int else as_int(v)
-
-
 def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
     """One streaming pass: each record is decoded, turned into rows and released while it
     is still in the CPU cache (holding every parsed record for a second pass costs more
@@ -107,7 +92,6 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
 
     # message group -> [row, extra, texts, thinks, calls, other, source_lines, first line's model]
     groups: dict[str, list] = {}
-    tool_use_turn: dict[str, list[tuple[int, str]]] = {}  # tool_use id -> [(group's first line, turn)]
     tool_rows: list[tuple[dict, dict, Any, Any]] = []  # (row, extra, call_id, toolUseResult.agentId)
     spawn_rows: list[tuple[dict, dict, int]] = []  # inline sidechain first prompts
 
@@ -151,7 +135,7 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
                 if uuid is not None:
                     uuid_turn[uuid] = row["turn_id"]
                 st[6].append(line_no)
-                _assistant_line(obj, st, tool_names, task_prompts, tool_use_turn)
+                _assistant_more(obj, st, tool_names, task_prompts)
                 continue
 
         base = uuid or f"L{line_no}"
@@ -164,7 +148,17 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
         if agent_id.__class__ is not str:
             agent_id = None
         is_sidechain = bool(get("isSidechain"))
-        ts = _ts(get("timestamp"))
+        v = get("timestamp")
+        if v.__class__ is str:  # (parse_ts with the usual "...Z" inlined)
+            try:
+                ts = _fromisoformat(v)
+            except ValueError:
+                ts = None
+            else:
+                if ts.tzinfo is not _UTC:
+                    ts = parse_ts(v)
+        else:
+            ts = None if v is None else parse_ts(v)
         record_type = t if t.__class__ is str else None
         parent_uuid = get("parentUuid")
         if parent_uuid.__class__ is not str:
@@ -201,13 +195,75 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
             row["turn_id"] = tid
             row["role"] = "assistant"
             row["kind"] = "message"
-            ex: dict = {}
             m = get("message") or {}
-            st = [row, ex, [], [], [], [], row["source_lines"], m.get("model")]
-            groups[gkey] = st
+            texts: list = []
+            thinks: list = []
+            calls: list = []
+            other: list = []
+            content = m.get("content")
+            if content.__class__ is str:
+                texts.append(content)
+            elif isinstance(content, list):
+                # the blocks, and (as a pre-pass over every line would) tool names and Task prompts
+                names = m.__class__ is dict and content.__class__ is list
+                for b in content:
+                    if b.__class__ is not dict and not isinstance(b, dict):
+                        continue
+                    bt = b.get("type")
+                    if bt == "text":
+                        texts.append(b.get("text") or "")
+                    elif bt == "tool_use":
+                        cid = b.get("id")
+                        name = b.get("name")
+                        if names and cid.__class__ is str and b.__class__ is dict:
+                            tool_names[cid] = str(name or "")
+                            if name in TASK_TOOLS:
+                                _task_prompt(b, cid, task_prompts)
+                        calls.append(tool_call(str(cid or ""), str(name or ""), b.get("input")))
+                    elif bt == "thinking":
+                        thinks.append(b.get("thinking") or "")
+                    elif bt == "redacted_thinking":
+                        thinks.append("[redacted thinking]")
+                    else:
+                        other.append(str(bt))
+            elif isinstance(content, str):
+                texts.append(content)
+            if texts:
+                if len(texts) == 1 and texts[0].__class__ is str:
+                    row["content"] = texts[0] or None
+                else:
+                    row["content"] = "\n\n".join([x for x in texts if x]) or None
+            if thinks:
+                row["thinking"] = "\n\n".join([x for x in thinks if x]) or None
+            if calls:
+                row["tool_calls"] = dumps(calls)
+            model = m.get("model")
+            row["model"] = model
+            row["message_id"] = m.get("id")
+            usage = m.get("usage")
+            if usage.__class__ is dict or isinstance(usage, dict):
+                v = usage.get("input_tokens")
+                row["input_tokens"] = v if v.__class__ is int else as_int(v)
+                v = usage.get("output_tokens")
+                row["output_tokens"] = v if v.__class__ is int else as_int(v)
+                v = usage.get("cache_read_input_tokens")
+                row["cache_read_tokens"] = v if v.__class__ is int else as_int(v)
+                v = usage.get("cache_creation_input_tokens")
+                row["cache_creation_tokens"] = v if v.__class__ is int else as_int(v)
+            ex: dict = {}
+            v = m.get("stop_reason")
+            if v or v.__class__ in _NUM:
+                ex["stop_reason"] = v
+            v = get("requestId")
+            if v or v.__class__ in _NUM:
+                ex["request_id"] = v
+            if get("isApiErrorMessage"):
+                ex["api_error"] = True
+            if other:
+                ex["other_blocks"] = other
+            groups[gkey] = [row, ex, texts, thinks, calls, other, row["source_lines"], model]
             if uuid is not None:
                 uuid_turn[uuid] = tid
-            _assistant_line(obj, st, tool_names, task_prompts, tool_use_turn)
             extras_append((row, ex))
             rows_append(row)
             order_append((line_no, 0))
@@ -360,6 +416,12 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
             ex["orphan"] = True
         if isinstance(agent, str) and agent:
             ex["agent_id"] = agent
+    tool_use_turn: dict[str, list[tuple[int, str]]] = {}  # tool_use id -> [(message's first line, turn)]
+    if spawn_rows:
+        for st in groups.values():
+            first_line, tid = st[6][0], st[0]["turn_id"]
+            for c in st[4]:
+                tool_use_turn.setdefault(c["id"], []).append((first_line, tid))
     for row, ex, line_no in spawn_rows:
         spawned = task_prompts.get(row["content"])
         if spawned:
@@ -390,9 +452,15 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
     return finalize(rows, order)
 
 
-def _assistant_line(o: dict, st: list, tool_names: dict, task_prompts: dict, tool_use_turn: dict) -> None:
-    """Merge one line of an assistant message into its turn ``st`` (see :func:`parse`);
-    the turn's fields are (re)computed from the blocks so far and this (last) line."""
+def _task_prompt(b: dict, cid: str, task_prompts: dict) -> None:
+    inp = b.get("input")
+    if inp.__class__ is dict and isinstance(inp.get("prompt"), str):
+        task_prompts.setdefault(inp["prompt"], cid)
+
+
+def _assistant_more(o: dict, st: list, tool_names: dict, task_prompts: dict) -> None:
+    """Merge a later line of an assistant message into its turn ``st`` (see :func:`parse`):
+    the turn's fields are recomputed from all its blocks so far and this (last) line."""
     row, ex, texts, thinks, calls, other = st[0], st[1], st[2], st[3], st[4], st[5]
     m = o.get("message")
     if m.__class__ is dict:  # tool names and Task prompts (of every line, as in a pre-pass)
@@ -400,17 +468,14 @@ def _assistant_line(o: dict, st: list, tool_names: dict, task_prompts: dict, too
         if content.__class__ is list:
             for b in content:
                 if b.__class__ is dict and b.get("type") == "tool_use":
-                    tid = b.get("id")
-                    if tid.__class__ is not str:
+                    cid = b.get("id")
+                    if cid.__class__ is not str:
                         continue
                     name = b.get("name")
-                    tool_names[tid] = str(name or "")
+                    tool_names[cid] = str(name or "")
                     if name in TASK_TOOLS:
-                        inp = b.get("input")
-                        if inp.__class__ is dict and isinstance(inp.get("prompt"), str):
-                            task_prompts.setdefault(inp["prompt"], tid)
+                        _task_prompt(b, cid, task_prompts)
     content = (m or {}).get("content")
-    n_calls = len(calls)
     if isinstance(content, str):
         texts.append(content)
     elif isinstance(content, list):
@@ -420,21 +485,15 @@ def _assistant_line(o: dict, st: list, tool_names: dict, task_prompts: dict, too
             bt = b.get("type")
             if bt == "text":
                 texts.append(b.get("text") or "")
-            elif bt == "tool_use":
-                calls.append(tool_call(str(b.get("id") or ""), str(b.get("name") or ""), b.get("input")))
             elif bt == "thinking":
                 thinks.append(b.get("thinking") or "")
             elif bt == "redacted_thinking":
                 thinks.append("[redacted thinking]")
+            elif bt == "tool_use":
+                calls.append(tool_call(str(b.get("id") or ""), str(b.get("name") or ""), b.get("input")))
             else:
                 other.append(str(bt))
-    tid = row["turn_id"]
-    first_line = st[6][0]
-    for c in calls[n_calls:]:
-        tool_use_turn.setdefault(c["id"], []).append((first_line, tid))
-    if len(texts) == 1 and texts[0].__class__ is str:
-        row["content"] = texts[0] or None
-    elif texts:
+    if texts:
         row["content"] = "\n\n".join([x for x in texts if x]) or None
     if thinks:
         row["thinking"] = "\n\n".join([x for x in thinks if x]) or None
@@ -444,13 +503,12 @@ def _assistant_line(o: dict, st: list, tool_names: dict, task_prompts: dict, too
     usage = msg.get("usage")
     if not isinstance(usage, dict):
         usage = {}
-    ugets = usage.get
     row["model"] = msg.get("model") or st[7]
     row["message_id"] = msg.get("id")
-    row["input_tokens"] = _int(ugets("input_tokens"))
-    row["output_tokens"] = _int(ugets("output_tokens"))
-    row["cache_read_tokens"] = _int(ugets("cache_read_input_tokens"))
-    row["cache_creation_tokens"] = _int(ugets("cache_creation_input_tokens"))
+    row["input_tokens"] = as_int(usage.get("input_tokens"))
+    row["output_tokens"] = as_int(usage.get("output_tokens"))
+    row["cache_read_tokens"] = as_int(usage.get("cache_read_input_tokens"))
+    row["cache_creation_tokens"] = as_int(usage.get("cache_creation_input_tokens"))
     ex.clear()
     v = msg.get("stop_reason")
     if v or v.__class__ in _NUM:
