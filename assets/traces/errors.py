@@ -130,7 +130,25 @@ def classify_error(text: str | None, tool_name: str | None = None, *, exit_code:
         t = t[:_WINDOW] + "\n" + t[-_WINDOW:]
     low = t.lower()
     for rule in RULES if rules is None else rules:
-        if rule.test(t, tool_name, low):
+        if rule.__class__ is not ErrorRule:  # (a subclass may override test)
+            if rule.test(t, tool_name, low):
+                return rule.name
+            continue
+        # = rule.test(t, tool_name, low), inlined (runs on every failed tool result)
+        if rule.tools is not None and tool_name not in rule.tools:
+            continue
+        gates = rule.gates
+        if gates:
+            for g in gates:
+                if g in low:
+                    break
+            else:
+                continue
+        match = rule.match
+        if isinstance(match, re.Pattern):
+            if match.search(t) is not None:
+                return rule.name
+        elif match(t, tool_name):
             return rule.name
     if exit_code not in (None, 0):
         return "nonzero_exit"
