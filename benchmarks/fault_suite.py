@@ -78,6 +78,7 @@ class RecordingTeacher(FakeOpenAI):
 
     async def handle(self, request):
         raw = await request.read()  # aiohttp caches the body: the parent reads it again
+        phase = self.phase  # the phase the request was *sent* in (it may be answered after a kill)
         try:
             resp = await super().handle(request)
         except BaseException:
@@ -94,7 +95,7 @@ class RecordingTeacher(FakeOpenAI):
             if ok:
                 h = hashlib.sha256(raw).hexdigest()
                 self.paid[h] += 1
-                self.paid_by[h].append(self.phase)
+                self.paid_by[h].append(phase)
                 try:
                     from tests.teachers.fake_openai import content_key
 
@@ -118,11 +119,11 @@ class RecordingTeacher(FakeOpenAI):
                     continue
                 if "[[slow" in self.paid_key.get(h, ""):
                     out["client_timeout"] += n - 1
-                elif self.paid_by[h][0] == "killed":
+                elif self.paid_by[h][0] == "killed":  # answered in flight or unflushed at the kill
                     out["unflushed_before_kill"] += n - 1
                 else:
                     out["other"] += n - 1
-                    out["other: " + self.paid_key.get(h, "?")[:60]] += n - 1
+                    out["other: " + "/".join(self.paid_by[h]) + " " + self.paid_key.get(h, "?")[:60]] += n - 1
         return dict(out)
 
 
@@ -349,7 +350,8 @@ def lake_facts(lake_root: Path, sessions: Path) -> dict[str, Any]:
         (r or "").split(":", 1)[0] for r, q in zip(raw["quarantine_reason"].to_pylist(), raw["quarantined"].to_pylist()) if q)
     return {"lines_in_files": sum(expected.values()), "raw_rows": raw.num_rows, "lost_rows": lost,
             "extra_rows": extra, "duplicate_rows": dup, "quarantined": dict(reasons),
-            "files": len(expected), "partitions": len(got)}
+            "files": len(expected), "nonempty_files": sum(1 for n in expected.values() if n),
+            "partitions": len(got)}
 
 
 def teacher_table_facts(lake_root: Path) -> dict[str, Any]:
@@ -424,6 +426,7 @@ def run_suite(work: Path, quick: bool = False, log=print) -> dict[str, Any]:
             killed_while_running = proc.poll() is None
             kill9(proc)
         figures["killed_mid_replay"] = killed_while_running
+        time.sleep(1.0)  # requests in flight at the kill are still answered (and billed)
         figures["paid_before_kill"] = sum(srv.paid.values()) - before
         srv.latency = 0.0
         ingest("after_kill")
@@ -507,6 +510,9 @@ def print_table(f: dict[str, Any], log=print) -> None:
         log(f"  LEAK teacher body: {kind}")
     for c in f["crash_details"]:
         log(f"  CRASH {c}")
+    for k, v in f["repeated_paid_by_cause"].items():
+        if k.startswith("other:"):
+            log(f"  REPEATED PAID CALL x{v} (phases that paid / step): {k[7:]}")
 
 
 def main(argv: list[str] | None = None) -> int:

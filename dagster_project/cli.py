@@ -66,7 +66,9 @@ def materialize_all(instance=None, log=print) -> dict:
     summary = {"sessions": len(present)}
     t0 = time.perf_counter()
     log(f"ingest + replay + pairs over {len(present)} sessions (one run)")
+    quiet = {"loggers": {"console": {"config": {"log_level": os.environ.get("TRACELAKE_LOG_LEVEL", "INFO")}}}}
     res = defs.resolve_job_def(INGEST_JOB).execute_in_process(
+        run_config=quiet,
         instance=instance,
         tags={"dagster/asset_partition_range_start": present[0],
               "dagster/asset_partition_range_end": present[-1]},
@@ -77,7 +79,7 @@ def materialize_all(instance=None, log=print) -> dict:
         raise SystemExit(f"ingest run {res.run_id} failed")
     t0 = time.perf_counter()
     log("datasets: normalized pairs, replay corpus, prompt pool, capture shards, playbooks")
-    res = defs.resolve_job_def(DATASETS_JOB).execute_in_process(instance=instance)
+    res = defs.resolve_job_def(DATASETS_JOB).execute_in_process(run_config=quiet, instance=instance)
     summary["datasets_run"] = res.run_id
     summary["datasets_s"] = round(time.perf_counter() - t0, 1)
     if not res.success:
@@ -92,12 +94,19 @@ def print_tables(log=print) -> None:
 
     lake = DeltaLake(root=settings.LAKE_ROOT)
     log(f"\nlake: {lake.root}")
-    for spec in all_tables():
-        dt = lake.table(spec)
-        if dt is None:
+    paths = [spec.path for spec in all_tables()]
+    root = Path(lake.root)
+    if root.is_dir():  # tables created on demand (one capture table per verifier/dtype/version)
+        paths += sorted({p.parent.relative_to(root).as_posix() for p in root.glob("*/*/_delta_log")} - set(paths))
+    from deltalake import DeltaTable
+
+    for path in paths:
+        try:
+            dt = DeltaTable(f"{lake.root.rstrip('/')}/{path}", storage_options=lake.options())
+        except Exception:  # noqa: BLE001 - not written yet
             continue
         n = dt.to_pyarrow_dataset().count_rows()
-        log(f"  {spec.path:<32} v{dt.version():<4} {n:>8} rows")
+        log(f"  {path:<44} v{dt.version():<4} {n:>8} rows")
 
 
 def cmd_demo(args) -> int:

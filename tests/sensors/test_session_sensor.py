@@ -1,5 +1,6 @@
 """The session sensor through a real Dagster instance, and the chain it triggers."""
 
+import contextvars
 import json
 import os
 import shutil
@@ -37,9 +38,14 @@ def make_defs(root, lake_root, max_files=25):
 
 
 def tick(sensor, defs, instance, cursor=None):
-    ctx = dg.build_sensor_context(instance_ref=instance.get_ref(), cursor=cursor, definitions=defs,
-                                  resources={"sessions": defs.resources["sessions"]})
-    data = sensor.evaluate_tick(ctx)
+    def evaluate():
+        ctx = dg.build_sensor_context(instance_ref=instance.get_ref(), cursor=cursor, definitions=defs,
+                                      resources={"sessions": defs.resources["sessions"]})
+        return sensor.evaluate_tick(ctx)
+
+    # the sensor context leaves a partition-loading context variable pointing at its own
+    # instance; evaluate in a copied context so it cannot leak into later tests
+    data = contextvars.copy_context().run(evaluate)
     # apply the partition requests like the daemon does
     for req in data.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
@@ -47,9 +53,13 @@ def tick(sensor, defs, instance, cursor=None):
 
 
 @pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
+def instance(tmp_path):
+    # a persistent instance in tmp (instance_for_test leaves global state behind that breaks
+    # later DagsterInstance.ephemeral() users in the same process)
+    (tmp_path / "dagster_home").mkdir()
+    inst = dg.DagsterInstance.local_temp(tempdir=str(tmp_path / "dagster_home"))
+    yield inst
+    inst.dispose()
 
 
 def test_new_files_become_partitions_and_runs(tmp_path, instance):

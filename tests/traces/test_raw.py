@@ -6,6 +6,7 @@ import json
 from datetime import datetime, timezone
 
 import orjson
+import pytest
 
 from assets.traces.formats import parse_turns
 from assets.traces.raw import detect_format, read_raw_lines
@@ -184,3 +185,23 @@ def test_rule_that_breaks_json_falls_back_to_object_scrubbing(tmp_path):
         secrets.RULES.remove(rule)
         secrets._EXTRA_GATES.clear()
         secrets._bulk_gate_pattern.cache_clear()
+
+
+@pytest.mark.parametrize("encoding,bom", [("utf-16-le", b"\xff\xfe"), ("utf-16-le", b""), ("utf-16-be", b"\xfe\xff")])
+def test_utf16_files_are_decoded_scrubbed_and_offsets_match_the_file(tmp_path, encoding, bom):
+    """Windows shells write redirected output as UTF-16: such a session is ingested like any
+    other, secrets included, with byte offsets into the original file."""
+    import json as _json
+
+    lines = [_json.dumps({"type": "user", "uuid": "u1", "sessionId": "s", "message": {
+                 "role": "user", "content": "token hf_abcdefghijklmnopqrstuvwxyz0123456789 here"}}),
+             _json.dumps({"type": "assistant", "uuid": "u2", "sessionId": "s", "message": {
+                 "id": "m", "role": "assistant", "content": [{"type": "text", "text": "hi"}]}})]
+    data = bom + ("\n".join(lines) + "\n").encode(encoding)
+    p = tmp_path / "w.jsonl"
+    p.write_bytes(data)
+    rows, stats = read_raw_lines(p, "k")
+    assert [r["quarantine_reason"] for r in rows] == [None, None]
+    assert [r["record_type"] for r in rows] == ["user", "assistant"]
+    assert sum(r["byte_len"] for r in rows) == len(data) and rows[1]["byte_offset"] == rows[0]["byte_len"]
+    assert "hf_abcdefghij" not in str(rows) and stats["secrets"] == {"hf_token": 1}
