@@ -112,6 +112,9 @@ class CacheSettings(BaseModel):
     flush_seconds: float = Field(default=0.5, gt=0)  # max age of an unpersisted answer
     flush_rows: int = Field(default=256, ge=1)  # or flush as soon as this many are waiting
     compact_min_files: int = Field(default=64, ge=2)  # compact the cache table past this
+    # every answer is also appended to a local write-ahead spool at once (survives kill -9);
+    # fsync each line too (survives a power loss, costs a disk sync per answer)
+    spool_fsync: bool = False
 
 
 class PoolSpec(BaseModel):

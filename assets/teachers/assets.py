@@ -91,7 +91,7 @@ def teacher_responses(
     )
     cache = DeltaResponseCache(
         lake, flush_seconds=pool.cache.flush_seconds, flush_rows=pool.cache.flush_rows,
-        compact_min_files=pool.cache.compact_min_files,
+        compact_min_files=pool.cache.compact_min_files, spool_fsync=pool.cache.spool_fsync,
     )
 
     async def run() -> ReplayOutput:

@@ -8,9 +8,17 @@ writer task while the replay is running:
 * the writer commits what is queued as soon as the oldest queued answer is
   ``flush_seconds`` old, or ``flush_rows`` are waiting, whichever comes first (the commit
   runs on a thread, so calls keep flowing and the next batch builds up meanwhile);
-* a ``kill -9`` therefore loses at most the answers of the last ``flush_seconds`` (plus the
-  commit in flight) — those few are asked again on the next run; every answer committed
-  before is never requested again.
+* before it is queued, every answer is also appended as one JSON line to this run's local
+  write-ahead spool file and flushed to the OS (``fsync`` optional), so a ``kill -9`` of the
+  process loses nothing that has arrived: the next run's cache load (and every run's end)
+  folds the spool files of dead runs into the Delta table and deletes them. Only an answer
+  still on the wire at the kill is asked again.
+
+Spool location: ``$TRACELAKE_SPOOL_DIR/<sha of lake root>/``, else
+``<lake root>/_spool/teacher_cache/`` for a local lake, else
+``~/.cache/tracelake/spool/<sha of lake root>/``. A live run holds an ``flock`` on its own
+file, so recovery never folds in (and deletes) the spool of a run still in flight. A spool
+line holds exactly the teacher_cache row (no API key, no header).
 
 Errors are not cached (the next run retries them). Concurrent runs (an overlapping
 backfill) only append, which Delta commits without conflict; a hash held twice is read
@@ -20,11 +28,22 @@ once (the newest row wins).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import os
 import time
+import uuid
+from datetime import datetime
+from pathlib import Path
 from typing import Any, Iterable, Protocol
 
+import orjson
 import pyarrow.compute as pc
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - non-POSIX: no liveness lock, recovery at start only
+    fcntl = None  # type: ignore[assignment]
 
 from assets.teachers.tables import TEACHER_CACHE
 from resources.lake import DeltaLake
@@ -66,11 +85,97 @@ class MemoryResponseCache:
 _STOP = object()
 
 
+def default_spool_dir(lake: DeltaLake) -> Path:
+    root = lake.root.rstrip("/")
+    local = "://" not in root or root.startswith("file://")
+    if local:
+        root = os.path.abspath(root.removeprefix("file://"))
+    sha = hashlib.sha256(root.encode()).hexdigest()[:16]
+    env = os.environ.get("TRACELAKE_SPOOL_DIR")
+    if env:
+        return Path(env).expanduser() / sha
+    if local:
+        return Path(root) / "_spool" / "teacher_cache"
+    return Path.home() / ".cache" / "tracelake" / "spool" / sha
+
+
+def _lock(f, blocking: bool = False) -> bool:
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        return True
+    except OSError:
+        return False
+
+
+def read_spool(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The rows of one spool file and the number of unreadable lines (a line cut by a kill)."""
+    rows, bad = [], 0
+    with open(path, "rb") as f:
+        data = f.read()
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            bad += 1
+            continue
+        if not isinstance(row, dict) or not row.get("request_hash") or row.get("status") != "ok" \
+                or not row.get("created_at"):
+            bad += 1
+            continue
+        if isinstance(row.get("created_at"), str):
+            row["created_at"] = datetime.fromisoformat(row["created_at"])
+        rows.append(row)
+    return rows, bad
+
+
+class Spool:
+    """One run's write-ahead file: one JSON line per answer, flushed as it is written."""
+
+    def __init__(self, directory: Path, names: Iterable[str], fsync: bool = False) -> None:
+        self.dir = Path(directory)
+        self.names = tuple(names)
+        self.fsync = fsync
+        self.path: Path | None = None
+        self._f = None
+        self.lines = 0
+
+    def open(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        name = f"{os.getpid()}-{uuid.uuid4().hex}"
+        tmp = self.dir / f"{name}.open"
+        self._f = open(tmp, "ab", buffering=0)
+        _lock(self._f)  # held until close (or the process dies): "this run is alive"
+        self.path = self.dir / f"{name}.jsonl"
+        os.rename(tmp, self.path)  # visible to recovery only once locked
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = orjson.dumps({k: record.get(k) for k in self.names},
+                            option=orjson.OPT_NAIVE_UTC) + b"\n"
+        self._f.write(line)  # unbuffered: one write(2), in the OS page cache at once
+        if self.fsync:
+            os.fsync(self._f.fileno())
+        self.lines += 1
+
+    def close(self, delete: bool) -> None:
+        if self._f is None:
+            return
+        if delete and self.path is not None:
+            self.path.unlink(missing_ok=True)  # unlink while still locked
+        self._f.close()
+        self._f = None
+
+
 class DeltaResponseCache:
     """The Delta-backed response cache (one writer task, batched commits)."""
 
     def __init__(self, lake: DeltaLake, *, flush_seconds: float = 0.5, flush_rows: int = 256,
-                 compact_min_files: int | None = 64, spec=TEACHER_CACHE) -> None:
+                 compact_min_files: int | None = 64, spec=TEACHER_CACHE,
+                 spool_dir: str | os.PathLike | None = None, spool_fsync: bool = False,
+                 spool: bool = True) -> None:
         self.lake = lake
         self.spec = spec
         self.flush_seconds = flush_seconds
@@ -84,6 +189,52 @@ class DeltaResponseCache:
         self.write_errors = 0
         self.commit_seconds = 0.0
         self.unflushed = 0  # rows still not persisted after close() (a storage failure)
+        self.spool: Spool | None = None
+        if spool:
+            self.spool = Spool(Path(spool_dir) if spool_dir else default_spool_dir(lake),
+                               spec.schema.names, fsync=spool_fsync)
+        self.recovered = 0  # spooled answers of killed runs folded into the table
+        self._recovered_once = False
+
+    # --------------------------------------------------------------- recovery
+    def recover(self) -> int:
+        """Fold every dead run's spool file into the table; delete the files folded in."""
+        if self.spool is None or not self.spool.dir.is_dir():
+            return 0
+        own = self.spool.path
+        files, rows = [], {}
+        for p in sorted(self.spool.dir.glob("*.jsonl")):
+            if p == own:
+                continue
+            try:
+                f = open(p, "rb")
+            except FileNotFoundError:
+                continue
+            if not _lock(f):  # a live run owns it
+                f.close()
+                continue
+            got, bad = read_spool(p)
+            if bad:
+                log.warning("teacher cache spool %s: %s unreadable line(s) skipped", p.name, bad)
+            for r in got:
+                rows[r["request_hash"]] = r
+            files.append((p, f))
+        try:
+            if rows:
+                held = self._lookup_sync(sorted(rows))
+                new = [r for h, r in rows.items() if h not in held]
+                if new:
+                    self.lake.append(self.spec, new)
+                    self.recovered += len(new)
+                    log.info("teacher cache: %s spooled answers of a killed run recovered", len(new))
+            for p, _ in files:
+                p.unlink(missing_ok=True)
+        except Exception as exc:  # keep the files, the next run tries again
+            log.warning("teacher cache spool recovery failed: %s", type(exc).__name__)
+        finally:
+            for _, f in files:
+                f.close()
+        return self.recovered
 
     # ------------------------------------------------------------------ reads
     def _lookup_sync(self, hashes: list[str]) -> dict[str, dict[str, Any]]:
@@ -99,16 +250,26 @@ class DeltaResponseCache:
         return held
 
     async def lookup(self, hashes: Iterable[str]) -> dict[str, dict[str, Any]]:
+        if not self._recovered_once:
+            self._recovered_once = True
+            await asyncio.to_thread(self.recover)
         return await asyncio.to_thread(self._lookup_sync, sorted(set(hashes)))
 
     # ----------------------------------------------------------------- writes
     async def start(self) -> None:
         if self._task is None:
             self._queue = asyncio.Queue()
+            if self.spool is not None and self.spool._f is None:
+                self.spool.open()
             self._task = asyncio.create_task(self._writer(), name="teacher-cache-writer")
 
     def put(self, record: dict[str, Any]) -> None:
         assert self._queue is not None, "start() the cache first"
+        if self.spool is not None:
+            try:
+                self.spool.write(record)  # durable (to the OS) before anything else
+            except OSError as exc:
+                log.warning("teacher cache spool write failed: %s", type(exc).__name__)
         self._queue.put_nowait(record)
 
     async def _writer(self) -> None:
@@ -170,6 +331,11 @@ class DeltaResponseCache:
         await self._task
         self._task = None
         self.unflushed = len(self._pending)
+        if self.spool is not None:
+            # every spooled row is in the table unless a commit failed: then keep the file
+            self.spool.close(delete=not self.unflushed)
+            if not self.unflushed:
+                await asyncio.to_thread(self.recover)
         if self.compact_min_files and self.commits:
             await asyncio.to_thread(self._maybe_compact)
 

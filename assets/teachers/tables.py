@@ -43,8 +43,9 @@ TEACHER_CACHE = TableSpec(
     merge_keys=("request_hash",),
     description=(
         "Content-addressed response cache of the teacher replay: request_hash -> answer, usage "
-        "and cost. Append-only, written in small batches while a run is in flight so that a "
-        "killed run loses at most one unflushed batch; only successful answers are stored."
+        "and cost. Append-only, written in small batches while a run is in flight; each answer is "
+        "also spooled locally as it arrives (folded in after a kill -9); only successful answers "
+        "are stored."
     ),
     schema=pa.schema(
         [

@@ -20,7 +20,7 @@ async def main(root: str, steps_file: str, pool_file: str) -> None:
     with open(steps_file, encoding="utf-8") as f:
         steps = json.load(f)
     cache = DeltaResponseCache(DeltaLake(root=root), flush_seconds=pool.cache.flush_seconds,
-                               flush_rows=pool.cache.flush_rows)
+                               flush_rows=pool.cache.flush_rows, spool_fsync=pool.cache.spool_fsync)
     async with TeacherSet(pool) as teachers:
         out = await replay(steps, teachers, cache, pool.budget_usd)
     print(json.dumps({"calls": out.calls, "cached": out.cached}), flush=True)
