@@ -37,8 +37,12 @@ def copy_samples(dest: Path, limit: int | None = None) -> list[Path]:
 
 
 def physical_lines(path: Path) -> int:
-    """Lines as raw_traces counts them: split on \\n, a final unterminated piece counts."""
+    """Lines of the file in its encoding: split on \\n, a final unterminated piece counts.
+    A file with a UTF-16 byte-order mark is counted in UTF-16 (its newline is two bytes)."""
     data = path.read_bytes()
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        text = data.decode("utf-16")
+        return text.count("\n") + (0 if text.endswith("\n") or not text else 1)
     if not data:
         return 0
     return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
