@@ -7,6 +7,7 @@ its dequantized copy, see ``resources.models.dequantized_gguf_dir``).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,3 +86,28 @@ class GpuResource(dg.ConfigurableResource):
             device=device,
             path=self.verifier,
         )
+
+
+def gpu_k8s_config(gpus: int | None = None) -> dict[str, Any]:
+    """The ``dagster-k8s/config`` of a GPU step: GPU request/limit, a toleration for tainted
+    GPU nodes, an optional node selector. Tunable by environment, read at definition load:
+    TRACELAKE_K8S_GPUS_PER_STEP (1), TRACELAKE_K8S_GPU_RESOURCE (nvidia.com/gpu),
+    TRACELAKE_K8S_GPU_NODE_LABEL (key=value, empty: none)."""
+    gpus = int(gpus if gpus is not None else os.environ.get("TRACELAKE_K8S_GPUS_PER_STEP", "1"))
+    resource = os.environ.get("TRACELAKE_K8S_GPU_RESOURCE", "nvidia.com/gpu")
+    cfg: dict[str, Any] = {
+        "container_config": {
+            "resources": {
+                "requests": {"cpu": "4", "memory": "24Gi", resource: str(gpus)},
+                "limits": {"memory": "32Gi", resource: str(gpus)},
+            },
+        },
+        "pod_spec_config": {
+            "tolerations": [{"key": resource, "operator": "Exists", "effect": "NoSchedule"}],
+        },
+    }
+    label = os.environ.get("TRACELAKE_K8S_GPU_NODE_LABEL", "")
+    if "=" in label:
+        k, v = label.split("=", 1)
+        cfg["pod_spec_config"]["node_selector"] = {k: v}
+    return cfg

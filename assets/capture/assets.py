@@ -50,17 +50,13 @@ from assets.capture.tables import (
 )
 from assets.pairs.tables import NORMALIZED_PAIRS, SFT_EXAMPLES
 from dagster_project import settings
-from resources.gpu import GpuResource
+from resources.gpu import GpuResource, gpu_k8s_config
 from resources.lake import DeltaLake, count_rows
 
 GROUP = "capture"
 
 # What a Kubernetes executor / run launcher needs to put the step on a GPU node.
-GPU_OP_TAGS = {
-    "dagster-k8s/config": {
-        "container_config": {"resources": {"limits": {"nvidia.com/gpu": 1}}},
-    }
-}
+GPU_OP_TAGS = {"dagster-k8s/config": gpu_k8s_config()}
 
 
 def _md_table(header: tuple[str, ...], rows) -> dg.MetadataValue:

@@ -20,7 +20,7 @@ from dagster_k8s import k8s_job_executor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `deploy` importable from a file target
 
-from deploy.k8s.gpu import cpu_step_k8s_config, with_gpu_pods  # noqa: E402
+from deploy.k8s.gpu import cpu_step_k8s_config  # noqa: E402
 
 K8S_EXECUTOR = k8s_job_executor.configured(
     {
@@ -40,7 +40,7 @@ def build_defs() -> dg.Definitions:
     # Built in a function: a module that Dagster loads may hold only ONE Definitions object.
     from dagster_project import definitions as base
 
-    gpu = with_gpu_pods(base.defs)
+    gpu = base.defs  # GPU steps carry their dagster-k8s/config op tag (resources.gpu)
     return dg.Definitions(
         assets=list(gpu.assets or []),
         asset_checks=list(gpu.asset_checks or []),

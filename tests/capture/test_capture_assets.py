@@ -30,8 +30,10 @@ def _run(lake, gpu, instance, quotas_path=None, selection=None, **capture_cfg):
 def test_definitions_gpu_pool_and_k8s_tags(lake):
     dg.Definitions.validate_loadable(dg.Definitions.merge(defs, dg.Definitions(resources={"lake": lake})))
     assert capture_shards.op.pool == "gpu"
-    assert json.loads(capture_shards.op.tags["dagster-k8s/config"]) == {
-        "container_config": {"resources": {"limits": {"nvidia.com/gpu": 1}}}} == GPU_OP_TAGS["dagster-k8s/config"]
+    k8s = json.loads(capture_shards.op.tags["dagster-k8s/config"])
+    assert k8s == GPU_OP_TAGS["dagster-k8s/config"]
+    res = k8s["container_config"]["resources"]
+    assert res["limits"]["nvidia.com/gpu"] == res["requests"]["nvidia.com/gpu"] == "1"
     assert capture_shards.key == dg.AssetKey(["gold", "capture_shards"]) == CAPTURE_ASSET_KEY
 
 
