@@ -18,6 +18,7 @@ import dagster as dg
 import numpy as np
 import pyarrow.compute as pc
 
+from assets.metadata import md_table
 from assets.capture import postfilter
 from assets.capture.capture import (
     CaptureSettings,
@@ -57,12 +58,6 @@ GROUP = "capture"
 
 # What a Kubernetes executor / run launcher needs to put the step on a GPU node.
 GPU_OP_TAGS = {"dagster-k8s/config": gpu_k8s_config()}
-
-
-def _md_table(header: tuple[str, ...], rows) -> dg.MetadataValue:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return dg.MetadataValue.md("\n".join(lines) if rows else "_none_")
 
 
 # ------------------------------------------------------------------------- prompt pool
@@ -113,7 +108,7 @@ def prompt_pool(context: dg.AssetExecutionContext, config: PromptPoolConfig, lak
             f"prompt_pool: quota of {q.domain} not met: {q.selected}/{q.quota} "
             f"({q.available} candidates after filters and dedup)"
         )
-    quota_md = _md_table(("domain", "quota", "available", "selected", "shortfall"),
+    quota_md = md_table(("domain", "quota", "available", "selected", "shortfall"),
                          [(q.domain, q.quota, q.available, q.selected, q.shortfall) for q in report.quotas])
     check = dg.AssetCheckResult(
         check_name="quotas_met",
@@ -132,13 +127,13 @@ def prompt_pool(context: dg.AssetExecutionContext, config: PromptPoolConfig, lak
             "config_hash": cfg.config_hash,
             "seed": cfg.seed,
             "candidates": report.candidates,
-            "candidates_by_source": _md_table(("source", "rows"), sorted(per_source.items())),
+            "candidates_by_source": md_table(("source", "rows"), sorted(per_source.items())),
             "bad_file_lines": bad_lines,
-            "dropped_by_reason": _md_table(("reason", "count"), sorted(report.dropped.items())),
-            "unassigned_by_domain": _md_table(("domain (no quota)", "candidates"), sorted(report.unassigned.items())),
+            "dropped_by_reason": md_table(("reason", "count"), sorted(report.dropped.items())),
+            "unassigned_by_domain": md_table(("domain (no quota)", "candidates"), sorted(report.unassigned.items())),
             "quotas": quota_md,
             "quota_shortfall_total": sum(q.shortfall for q in shortfalls),
-            "languages": _md_table(("language", "prompts"), sorted(report.languages.items(), key=lambda kv: -kv[1])),
+            "languages": md_table(("language", "prompts"), sorted(report.languages.items(), key=lambda kv: -kv[1])),
         },
         check_results=[check],
     )
@@ -164,7 +159,7 @@ def _histogram_md(counts: np.ndarray) -> dg.MetadataValue:
     total = int(counts.sum()) or 1
     rows = [(f"{HIST_EDGES[i]:.1f}–{HIST_EDGES[i + 1]:.1f}", int(c), f"{100 * c / total:.1f}%",
              "█" * int(round(20 * c / total))) for i, c in enumerate(counts)]
-    return _md_table(("top-1 prob", "tokens", "share", ""), rows)
+    return md_table(("top-1 prob", "tokens", "share", ""), rows)
 
 
 @dg.asset(
@@ -300,7 +295,7 @@ def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lak
         "bytes_per_token_vs_2H_plus_6K": round(bpt / target, 3) if tokens else 0.0,
         "mean_top1_prob": round(top1_sum / tokens, 4) if tokens else 0.0,
         "top1_prob_histogram": _histogram_md(hist),
-        "postfilter": _md_table(("reason", "sequences"), sorted(reasons_count.items())),
+        "postfilter": md_table(("reason", "sequences"), sorted(reasons_count.items())),
         "postfilter_flagged": flagged,
         "postfilter_dropped": dropped,
         "model_load_s": round(load_s, 2),

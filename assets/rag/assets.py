@@ -8,6 +8,7 @@ from typing import Optional
 import dagster as dg
 import pyarrow.compute as pc
 
+from assets.metadata import md_counts
 from assets.pairs.tables import NORMALIZED_PAIRS, SFT_EXAMPLES
 from assets.rag.config import RagConfig, load_rag_config
 from resources.embeddings import embed_texts
@@ -63,14 +64,6 @@ class RagResource(dg.ConfigurableResource):
         return RagRuntime(cfg, lake=lake, run_log=RunLog(lake, cfg.spool_dir), **kw)
 
 
-def _md_counts(title: str, counts: dict) -> dg.MetadataValue:
-    if not counts:
-        return dg.MetadataValue.md(f"_no {title}_")
-    lines = [f"| {title} | count |", "|---|---:|"]
-    lines += [f"| {k} | {v} |" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
-    return dg.MetadataValue.md("\n".join(lines))
-
-
 rag_runs = dg.AssetSpec(
     key=RAG_RUNS.asset_key,
     group_name=GROUP,
@@ -119,8 +112,8 @@ def rag_playbooks(context: dg.AssetExecutionContext, lake: DeltaLake, rag_embedd
         "accepted": labels["accepted"],
         "partially_accepted": labels["partially_accepted"],
         "rejected": labels["rejected"],
-        "by_source_and_label": _md_counts("source/label", dict(stats.playbooks)),
-        "dropped_by_reason": _md_counts("reason", dict(stats.dropped)),
+        "by_source_and_label": md_counts("source/label", dict(stats.playbooks)),
+        "dropped_by_reason": md_counts("reason", dict(stats.dropped)),
         "embedded_new": len(todo),
         "embeddings_reused": len(records) - len(todo),
         "read_s": round(read_s, 2),

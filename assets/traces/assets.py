@@ -9,6 +9,7 @@ import orjson
 import polars as pl
 import pyarrow.compute as pc
 
+from assets.metadata import md_counts
 from assets.partitions import SESSION_BACKFILL, SESSIONS
 from assets.traces.tables import RAW_TRACES, REPLAY_STEPS, TRACE_TURNS
 from assets.traces.raw import read_raw_lines
@@ -18,14 +19,6 @@ from resources.lake import DeltaLake, partition_keys_of
 from sensors.sessions import SessionSource
 
 GROUP = "traces"
-
-
-def _md_counts(title: str, counts: dict) -> dg.MetadataValue:
-    if not counts:
-        return dg.MetadataValue.md(f"_no {title}_")
-    lines = [f"| {title} | count |", "|---|---:|"]
-    lines += [f"| {k} | {v} |" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
-    return dg.MetadataValue.md("\n".join(lines))
 
 
 def _rows_by_key(table, keys):
@@ -72,9 +65,9 @@ def raw_traces(context: dg.AssetExecutionContext, lake: DeltaLake, sessions: Ses
             "lines": len(rows),
             "bytes_read": nbytes,
             "lines_quarantined": sum(quarantined.values()),
-            "quarantined_by_reason": _md_counts("reason", dict(quarantined)),
+            "quarantined_by_reason": md_counts("reason", dict(quarantined)),
             "secrets_scrubbed": sum(secrets.values()),
-            "secrets_by_kind": _md_counts("secret kind", dict(secrets)),
+            "secrets_by_kind": md_counts("secret kind", dict(secrets)),
             "missing_files": len(missing),
             "read_mb_per_s": round(nbytes / 1e6 / parse_s, 2) if parse_s > 0 else 0.0,
         }
@@ -103,15 +96,15 @@ def trace_turns(context: dg.AssetExecutionContext, lake: DeltaLake):
             **result.metadata(),
             "sessions": len({r["session_key"] for r in rows}),
             "turns": len(rows),
-            "turns_by_role": _md_counts("role", dict(roles)),
+            "turns_by_role": md_counts("role", dict(roles)),
             "tool_errors": sum(1 for r in rows if r.get("tool_error")),
-            "tool_errors_by_kind": _md_counts(
+            "tool_errors_by_kind": md_counts(
                 "error kind", dict(Counter(r["error_kind"] for r in rows if r.get("tool_error")))
             ),
             "sidechain_turns": sum(1 for r in rows if r.get("is_sidechain")),
             "compactions": sum(1 for r in rows if r.get("is_compaction_boundary")),
             "unknown_records_kept": sum(1 for r in rows if r.get("role") == "meta"),
-            "formats": _md_counts("format", dict(Counter(r["source_format"] for r in rows))),
+            "formats": md_counts("format", dict(Counter(r["source_format"] for r in rows))),
         }
     )
 
