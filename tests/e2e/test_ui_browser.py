@@ -47,6 +47,9 @@ KEY = "claude-code~-home-dev-invoicer~5b1e9f2a-7c3d-4e8f-9a0b-1c2d3e4f5a6b.jsonl
 INSTANCE_YAML = """\
 telemetry:
   enabled: false
+# no "Join the Dagster community" dialog: it pops up ~1s after a page loads, over menus
+nux:
+  enabled: false
 concurrency:
   runs:
     max_concurrent_runs: 2
@@ -104,11 +107,48 @@ def _metadata(page) -> dict[str, str]:
     return out
 
 
+def _pick_partition(page, dialog, attempts: int = 3):
+    """Filter the dialog's partition dropdown down to KEY and select it.
+
+    The menu re-renders while the filter applies (and whenever the partition list
+    refetches), so the item can detach between resolving and clicking: wait for it to be
+    visible, click with a short timeout, and retry from a fresh locator until the dialog
+    says one partition is selected (its launch button reads "Launch 1 run").
+    """
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import expect
+
+    launch = dialog.get_by_role("button", name="Launch 1 run")
+    for attempt in range(attempts):
+        if launch.count():
+            break
+        opener = dialog.get_by_text("Select a partition or create one").first
+        if opener.is_visible():
+            opener.click()
+        item = page.locator(f'li:has([title="{KEY}"])').first
+        try:
+            if not item.is_visible():
+                page.keyboard.type("5b1e9f2a")
+            expect(item).to_be_visible(timeout=15_000)
+            page.wait_for_timeout(300)  # let the filtered menu settle
+            item.click(timeout=10_000)
+            expect(launch).to_be_visible(timeout=10_000)
+        except (AssertionError, PlaywrightError):
+            if attempt == attempts - 1:
+                raise
+            page.keyboard.press("Escape") if not page.get_by_role("dialog").count() else None
+            page.wait_for_timeout(500)
+    # close the dropdown (clicking the dialog's title), it can hide the launch button
+    dialog.get_by_text("Launch runs to materialize").first.click()
+    expect(launch).to_be_visible()
+
+
 def test_materialize_from_the_ui_and_read_metadata_back(tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     import dagster as dg
+    from playwright.sync_api import expect
 
     from assets.traces.tables import RAW_TRACES
     from resources.lake import DeltaLake
@@ -120,6 +160,8 @@ def test_materialize_from_the_ui_and_read_metadata_back(tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(INSTANCE_YAML)
+    (home / ".nux").mkdir()  # "seen" marker: belt and braces with nux.enabled=false
+    (home / ".nux" / "nux.yaml").write_text("seen: 1\n")
     lake_root = tmp_path / "lake"
     shots = tmp_path / "screenshots"
     shots.mkdir()
@@ -147,9 +189,14 @@ def test_materialize_from_the_ui_and_read_metadata_back(tmp_path):
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.set_default_timeout(60_000)
-            # the first-visit "Join the Dagster community" dialog can cover any page
-            page.add_locator_handler(page.get_by_text("Join the Dagster community"),
-                                     lambda: page.get_by_role("button", name="Skip").click())
+            # the community dialog is off on the server (nux.enabled=false); also mark it seen
+            # in localStorage, and should it still show up, dismiss it without waiting on it
+            page.add_init_script("try { localStorage.setItem('communityNux', JSON.stringify('1')) }"
+                                 " catch (e) {}")
+            page.add_locator_handler(
+                page.get_by_text("Join the Dagster community"),
+                lambda: page.get_by_role("button", name="Skip").click(timeout=5_000),
+                no_wait_after=True)
             try:
                 # 1. the asset graph of the trace chain
                 page.goto(f"{url}/locations/dagster_project.definitions/asset-groups/traces",
@@ -162,14 +209,16 @@ def test_materialize_from_the_ui_and_read_metadata_back(tmp_path):
                 # 2. launch raw_traces for one partition from the asset page's partition dialog
                 runs_before = {r.dagster_run.run_id for r in instance.get_run_records()}
                 page.goto(f"{url}/assets/bronze/raw_traces", wait_until="domcontentloaded")
-                page.get_by_role("button", name="Materialize…").click()
-                dialog = page.get_by_role("dialog")
-                dialog.get_by_text("Select a partition or create one").click()
-                page.keyboard.type("5b1e9f2a")
-                page.locator(f'li:has([title="{KEY}"])').click()
-                dialog.get_by_text("Launch runs to materialize").click()  # close the dropdown
-                dialog.get_by_role("button", name="Launch 1 run").click()
-                dialog.wait_for(state="hidden")
+                materialize = page.get_by_role("button", name="Materialize…").first
+                expect(materialize).to_be_enabled()
+                materialize.click()
+                dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+                expect(dialog).to_be_visible()
+                _pick_partition(page, dialog)
+                launch = dialog.get_by_role("button", name="Launch 1 run")
+                expect(launch).to_be_enabled()
+                launch.click()
+                expect(dialog).to_be_hidden()
 
                 def ui_run():
                     for r in instance.get_run_records():
