@@ -127,7 +127,8 @@ def _pick_partition(page, dialog, attempts: int = 3):
             opener.click()
         item = page.locator(f'li:has([title="{KEY}"])').first
         try:
-            if not item.is_visible():
+            if not item.is_visible():  # type the filter (replacing a previous attempt's)
+                page.keyboard.press("Control+A")
                 page.keyboard.type("5b1e9f2a")
             expect(item).to_be_visible(timeout=15_000)
             page.wait_for_timeout(300)  # let the filtered menu settle
@@ -136,7 +137,6 @@ def _pick_partition(page, dialog, attempts: int = 3):
         except (AssertionError, PlaywrightError):
             if attempt == attempts - 1:
                 raise
-            page.keyboard.press("Escape") if not page.get_by_role("dialog").count() else None
             page.wait_for_timeout(500)
     # close the dropdown (clicking the dialog's title), it can hide the launch button
     dialog.get_by_text("Launch runs to materialize").first.click()
