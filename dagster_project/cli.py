@@ -129,6 +129,12 @@ def cmd_materialize(args) -> int:
     return 0
 
 
+def export_main(argv: list[str]) -> int:
+    from assets.pairs.export import main as export
+
+    return export(argv) or 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tracelake", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,15 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("demo", help="run the whole graph on the bundled sample sessions").set_defaults(fn=cmd_demo)
     sub.add_parser("materialize", help="materialize all session files under TRACELAKE_SESSIONS_DIR"
                    ).set_defaults(fn=cmd_materialize)
-    for name in ("add_export_commands", "add_rag_commands"):
-        try:
-            if name == "add_export_commands":
-                from assets.pairs.export import add_export_commands as add
-            else:
-                from dagster_project.cli_rag import add_rag_commands as add
-        except ImportError:
-            continue
-        add(sub)
+    # `tracelake export ...` hands its arguments to assets.pairs.export (see `tracelake export -h`)
+    sub.add_parser("export", help="write a training set as JSONL/Parquet for datasets.load_dataset")
+    from dagster_project.cli_rag import add_rag_commands
+
+    add_rag_commands(sub)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["export"]:
+        return export_main(argv[1:])
     args = parser.parse_args(argv)
     return args.fn(args)
 

@@ -9,8 +9,9 @@ in process, op by op, with its runtime pip installer blocked and op errors never
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import dagster as dg
 from pydantic import Field

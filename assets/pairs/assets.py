@@ -4,7 +4,6 @@ replay_steps + teacher_responses ─▶ preference_pairs ─▶ normalized_pairs
 replay_steps (+ preference_pairs) ─▶ sft_examples, kto_examples, sdpo_examples
 """
 
-
 import datetime as dt
 import json
 import time
@@ -61,7 +60,7 @@ def _counts_md(title: str, counts: dict) -> dg.MetadataValue:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _read_steps(lake: DeltaLake, keys: list[str]) -> list[dict]:

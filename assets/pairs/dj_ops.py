@@ -23,17 +23,18 @@ import re
 import shutil
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from assets.pairs.dj_env import block_runtime_installs
 
 block_runtime_installs()
 
-from data_juicer.ops.base_op import OPERATORS, Filter  # noqa: E402
-from data_juicer.utils.constant import Fields  # noqa: E402
+from data_juicer.ops.base_op import OPERATORS, Filter
+from data_juicer.utils.constant import Fields
 
-from assets.pairs.messages import ROLES, loads  # noqa: E402
+from assets.pairs.messages import ROLES, loads
 
 _TOK_LOCK = threading.Lock()
 
@@ -63,7 +64,7 @@ class ChatTokenizer:
         self.tk, self.chat_template, self.special = tk, chat_template, special
 
     @classmethod
-    def from_dir(cls, directory: str | Path) -> "ChatTokenizer | None":
+    def from_dir(cls, directory: str | Path) -> ChatTokenizer | None:
         from tokenizers import Tokenizer
 
         d = Path(directory)
@@ -84,7 +85,7 @@ class ChatTokenizer:
         return cls(Tokenizer.from_file(str(d / "tokenizer.json")), template or "", special)
 
     @classmethod
-    def from_hf(cls, tok) -> "ChatTokenizer":
+    def from_hf(cls, tok) -> ChatTokenizer:
         from tokenizers import Tokenizer
 
         backend = getattr(tok, "backend_tokenizer", None) or getattr(tok, "_tokenizer", None)
@@ -309,7 +310,7 @@ class ChatTemplateValidationFilter(Filter):
 
 # --------------------------------------------------------------- language ID op
 
-_FENCE = re.compile(r"```.*?(?:```|$)", re.S)
+_FENCE = re.compile(r"```.*?(?:```|$)", re.DOTALL)
 _INLINE_CODE = re.compile(r"`[^`\n]+`")
 _CODE_LINE = re.compile(
     r"""^\s*(?:
@@ -320,7 +321,7 @@ _CODE_LINE = re.compile(
       | \w+\s*(?:=|\+=|:=|==)\s*\S   # assignment
       | \w+(?:\.\w+)*\([^)]*\)\s*[;:{]?\s*$   # call
     )|[;{}]\s*$""",
-    re.X,
+    re.VERBOSE,
 )
 _HEADING = re.compile(r"^\s*#{1,6}\s+[^\W\d_]")  # markdown heading, not code
 _LINGUA_LOCK = threading.Lock()
@@ -447,17 +448,8 @@ _TORCH_PID: int | None = None  # the process that first ran the embedder
 
 
 def _embed(texts: list[str]):
-    global _TORCH_PID
     from resources.embeddings import embed_texts
 
-    if _TORCH_PID is None:
-        _TORCH_PID = os.getpid()
-    elif _TORCH_PID != os.getpid():
-        # a fork of a process whose torch thread pool already ran (data-juicer's executor
-        # forks for num_proc=1): more than one intra-op thread would deadlock here
-        import torch
-
-        torch.set_num_threads(1)
     return embed_texts(texts)
 
 

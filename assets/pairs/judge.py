@@ -17,7 +17,7 @@ and pass ``pair_judge=PoolJudge(teacher="big-model", teachers=pool)`` in the res
 from __future__ import annotations
 
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import dagster as dg
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 ROLES = ("system", "user", "assistant", "tool")
 _WS = re.compile(r"\s+")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-TS = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+TS = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
 SYSTEM = "You are Claude Code, an interactive CLI tool that helps users with software engineering tasks."
 TOOLS = [

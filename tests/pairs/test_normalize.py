@@ -42,7 +42,7 @@ def test_runtime_installs_are_blocked():
         LazyLoader._install_package("some-package")
     lazy = LazyLoader("tracelake_no_such_module_xyz", "tracelake-no-such-dist")
     with pytest.raises(ImportError):
-        lazy.anything
+        _ = lazy.anything
 
 
 def test_default_recipe_drops_and_records_why(default_recipe, default_ops):
@@ -131,7 +131,7 @@ def test_realistic_sessions_keep_pairs_and_dedup_replayed_sessions(default_recip
         s, t = session(key)
         steps += s
         teachers += t
-    rows, rep = build_pairs(steps_from_rows(steps, teachers),
+    rows, _ = build_pairs(steps_from_rows(steps, teachers),
                             [make_strategy("error_site"), make_strategy("consensus")])
     assert len(rows) == 9
     res = normalize_pairs(rows, default_recipe, ops=default_ops)
@@ -184,3 +184,14 @@ def test_op_errors_are_not_swallowed(tmp_path, tiny_tokenizer):
 def test_recipes_dir_is_the_repos():
     assert RECIPES_DIR == Path(__file__).resolve().parents[2] / "recipes" / "replaysim"
     assert Normalizer().recipes_dir == str(RECIPES_DIR)
+
+
+@pytest.mark.slow  # converts the GGUF tokenizer once (~40 s on a fresh machine), then cached
+def test_default_verifier_is_the_embedded_smollm2_tokenizer():
+    from assets.pairs.dj_ops import ChatTemplateValidationFilter
+
+    ensure_data_juicer()
+    op = ChatTemplateValidationFilter()  # tokenizer="smollm2-135m"
+    row = pair_row(0, "I'll run the tests.", asst("", call("a", "Bash", command="pytest")))
+    st = op.check(row["prompt"], row["chosen"], row["rejected"], row["tools"])
+    assert op.keep(st) and st["ct_tokens"] > 20 and st["ct_prefix_ok"] and st["ct_distinct"]

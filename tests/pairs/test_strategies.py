@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from assets.pairs.judge import llm_scorer, parse_score
 from assets.pairs.strategies import (
     STRATEGIES,
     Candidate,
@@ -19,7 +20,6 @@ from assets.pairs.strategies import (
     steps_from_rows,
     text_similarity,
 )
-from assets.pairs.judge import llm_scorer, parse_score
 from tests.pairs.data import asst, call, session
 
 
@@ -49,7 +49,7 @@ def test_steps_from_rows_keeps_only_ok_teachers_and_normalizes(steps):
     tc = s1.original.message["tool_calls"][0]
     assert isinstance(tc["function"]["arguments"], str)  # TRL keeps arguments as a JSON string
     assert json.loads(tc["function"]["arguments"]) == {"file_path": "/repo/src/utils.py", "offset": -5}
-    assert dict((t.source, t.flags) for t in s1.teachers)["smol-c"] == ("refusal",)
+    assert {t.source: t.flags for t in s1.teachers}["smol-c"] == ("refusal",)
 
 
 def test_error_site_rejects_the_failed_call_and_chooses_a_different_clean_action(steps):
@@ -169,7 +169,7 @@ def test_registry_accepts_a_new_strategy():
 
     try:
         s = make_strategy("always_first_teacher", blocking_flags=())
-        rows, rep = build_pairs([_step(_cand("original", "x"), _cand("a", "y"))], [s])
+        rows, _ = build_pairs([_step(_cand("original", "x"), _cand("a", "y"))], [s])
         assert rows[0]["strategy"] == "always_first_teacher"
     finally:
         STRATEGIES.pop("always_first_teacher")

@@ -7,7 +7,12 @@ import pytest
 
 from assets.pairs.export import export_table, main, trl_rows, write_rows
 from assets.pairs.strategies import build_pairs, make_strategy, steps_from_rows
-from assets.pairs.tables import KTO_EXAMPLES, PREFERENCE_PAIRS, SDPO_EXAMPLES, SFT_EXAMPLES
+from assets.pairs.tables import (
+    KTO_EXAMPLES,
+    PREFERENCE_PAIRS,
+    SDPO_EXAMPLES,
+    SFT_EXAMPLES,
+)
 from assets.pairs.training import kto_rows, make_hint, sdpo_rows, sft_rows
 from resources.lake import DeltaLake
 from tests.pairs.data import TS, session
