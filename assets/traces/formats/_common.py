@@ -187,44 +187,6 @@ def iter_records(raw_rows: list[dict]) -> Iterator[tuple[int, dict, dict]]:
                     yield line_no, {"__index__": idx, **item}, r
 
 
-def records(raw_rows: list[dict]) -> list[tuple[int, dict, dict]]:
-    """``list(iter_records(raw_rows))``, built in one loop (the hot path of the parsers)."""
-    rows = sorted(raw_rows, key=_LINE_NO)
-    out: list[tuple[int, dict, dict]] = []
-    append = out.append
-    frags: list[dict] = []
-    loads = orjson.loads
-    JSONDecodeError = orjson.JSONDecodeError
-    for r in rows:
-        rt = r.get("record_type")
-        if rt == JSON_FRAGMENT:
-            frags.append(r)
-            continue
-        if r.get("quarantined"):
-            continue
-        raw = r.get("raw")
-        if not raw:
-            continue
-        try:
-            obj = loads(raw)
-        except JSONDecodeError:
-            continue
-        if obj.__class__ is dict or isinstance(obj, dict):
-            append((r["line_no"], obj, r))
-        elif isinstance(obj, list) and rt == JSON_ARRAY:
-            line_no = r["line_no"]
-            for idx, item in enumerate(obj):
-                if isinstance(item, dict):
-                    append((line_no, {"__index__": idx, **item}, r))
-    if frags:
-        doc = document_of(frags)
-        items = doc if isinstance(doc, list) else [doc]
-        head = frags[0]
-        out[:0] = [(head["line_no"], {"__index__": idx, **item}, head)
-                   for idx, item in enumerate(items) if isinstance(item, dict)]
-    return out
-
-
 class TurnIds:
     """Hands out turn ids unique within a file (a duplicate gets a line suffix)."""
 
