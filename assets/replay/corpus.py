@@ -207,13 +207,20 @@ def snapshots_from_sft(rows: Any, *, now: datetime, weight: float = 1.0,
         if not _messages_ok(messages):
             out.dropped["invalid_messages_json"] += 1
             continue
-        origin = r.get("source")
-        kind = classify_messages(messages, origin)
-        w = prose_weight if (kind == "prose" and prose_weight is not None) else weight
-        row = {"messages": messages, "tools": _tools(r.get("tools"))}
-        out.rows.append(make_snapshot(kind, row, now=now, source=source, source_id=r.get("example_id"),
-                                      weight=w, auto_mined=origin not in (None, "original", "prose")))
+        out.rows.append(_conversation_snapshot(messages, r, now=now, weight=weight,
+                                               prose_weight=prose_weight, source=source))
     return out
+
+
+def _conversation_snapshot(messages: list, r: dict, *, now: datetime, weight: float,
+                           prose_weight: float | None, source: str) -> dict:
+    """The snapshot of one conversation row (SFT, or a desirable KTO row as messages)."""
+    origin = r.get("source")
+    kind = classify_messages(messages, origin)
+    w = prose_weight if (kind == "prose" and prose_weight is not None) else weight
+    row = {"messages": messages, "tools": _tools(r.get("tools"))}
+    return make_snapshot(kind, row, now=now, source=source, source_id=r.get("example_id"),
+                         weight=w, auto_mined=origin not in (None, "original", "prose"))
 
 
 def snapshots_from_kto(rows: Any, *, now: datetime, weight: float = 1.0,
@@ -233,12 +240,8 @@ def snapshots_from_kto(rows: Any, *, now: datetime, weight: float = 1.0,
             out.dropped["invalid_kto_json"] += 1
             continue
         messages = list(prompt) + list(completion)
-        origin = r.get("source")
-        kind = classify_messages(messages, origin)
-        w = prose_weight if (kind == "prose" and prose_weight is not None) else weight
-        row = {"messages": messages, "tools": _tools(r.get("tools"))}
-        out.rows.append(make_snapshot(kind, row, now=now, source=source, source_id=r.get("example_id"),
-                                      weight=w, auto_mined=origin not in (None, "original", "prose")))
+        out.rows.append(_conversation_snapshot(messages, r, now=now, weight=weight,
+                                               prose_weight=prose_weight, source=source))
     return out
 
 
