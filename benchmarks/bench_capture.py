@@ -17,7 +17,6 @@ Size: bytes of the parquet files each append added / tokens, against 2·H + 6·K
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
@@ -28,27 +27,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-REALDATA = ROOT.parent / "shared" / "realdata" / "claude-code"
+from benchmarks._corpus import transcript_texts  # noqa: E402
 
 
 def corpus_texts() -> list[str]:
     """Text of real agent transcripts when present (code, prose, tool output), else synthetic."""
-    texts: list[str] = []
-    for f in sorted(REALDATA.glob("*.jsonl")) if REALDATA.is_dir() else []:
-        for line in f.read_text(errors="replace").splitlines():
-            try:
-                content = json.loads(line).get("message", {}).get("content")
-            except (ValueError, AttributeError):
-                continue
-            parts = content if isinstance(content, list) else [content]
-            for p in parts:
-                if isinstance(p, str):
-                    texts.append(p)
-                elif isinstance(p, dict):
-                    t = p.get("text") or p.get("content")
-                    if isinstance(t, str):
-                        texts.append(t)
-    texts = [t for t in texts if len(t) > 40]
+    texts = transcript_texts(min_len=40)
     if not texts:
         rng = random.Random(0)
         words = "the model reads a file and writes tests def return import class error value list".split()

@@ -16,7 +16,6 @@ same rows.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics
@@ -27,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-REALDATA = ROOT.parent / "shared" / "realdata" / "claude-code"
+from benchmarks._corpus import transcript_texts  # noqa: E402
 
 SHORT = [  # answers like the tiny local teacher gives: short, often alike
     "I'll run the tests first.", "Let me look at the file.", "I will check the error message.",
@@ -43,18 +42,7 @@ CODE = ["```python\ndef slugify(s):\n    return re.sub(r'\\W+', '-', s.lower()).
 
 def corpus_texts() -> list[str]:
     """Prose, code and tool output of the real agent transcripts (when present)."""
-    texts: list[str] = []
-    for f in sorted(REALDATA.glob("*.jsonl")) if REALDATA.is_dir() else []:
-        for line in f.read_text(errors="replace").splitlines():
-            try:
-                content = json.loads(line).get("message", {}).get("content")
-            except (ValueError, AttributeError):
-                continue
-            for block in content if isinstance(content, list) else [content]:
-                text = block if isinstance(block, str) else (block or {}).get("text") or (
-                    (block or {}).get("content") if isinstance((block or {}).get("content"), str) else None)
-                if text and 20 < len(text) < 4000:
-                    texts.append(text)
+    texts = transcript_texts(min_len=20, max_len=4000)
     return texts or ["FAILED tests/test_utils.py::test_slugify - AssertionError"] * 10
 
 

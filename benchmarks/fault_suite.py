@@ -42,7 +42,6 @@ import base64
 import collections
 import hashlib
 import json
-import os
 import random
 import shutil
 import string
