@@ -4,16 +4,16 @@
 
 Builds the corpus through the lake layer in large batches (realistic TRL content of
 ~300-1000 bytes; the last batch goes through ``lake.merge`` like a real materialization),
-then prints the median time of ``draw_sample`` (index columns -> A-Res -> content of the
-chosen rows only -> TRL rows) next to the median time of reading the whole corpus, and
-the ratio. The temp dir is removed at the end.
+then prints the median time of ``draw_sample`` (index columns -> A-Res -> the chosen
+rows only -> TRL rows) next to the median time of reading the whole corpus, and the
+ratio, with the bytes each one read from disk (/proc/self/io). The temp dir is removed
+at the end.
 
-What it shows (see the ``layout`` line): choosing the k ids touches only the index
-columns, but a weighted sample of 1% is spread over the whole id space and over every
-age, so every row group of any practical size holds a chosen row (share 1-(1-k/N)^G) and
-fetching their content decodes the content column once — sorting / Z-ordering by
-section_id cannot change that. Readers available here (pyarrow datasets, delta-rs
-DataFusion, polars ``prefiltered``) gained nothing from 8 KB pages + page index either.
+A weighted 1% sample touches every row group of any practical size (share
+1-(1-k/N)^G), so skipping row groups cannot help; what does is the corpus' layout of
+small data pages with an offset index (REPLAY_CORPUS.writer) read by
+``DeltaLake.read_keys``, which fetches only the pages holding a chosen row. The line
+"via a filtered scan instead" shows the same rows read the way that decodes every page.
 """
 
 from __future__ import annotations
@@ -35,9 +35,10 @@ import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from assets.replay.corpus import id_hash64  # noqa: E402
 from assets.replay.store import draw_sample, evict  # noqa: E402
 from assets.replay.tables import INDEX_COLUMNS, REPLAY_CORPUS  # noqa: E402
-from resources.lake import DeltaLake  # noqa: E402
+from resources.lake import DeltaLake, process_bytes_read, string_field  # noqa: E402
 
 REF = datetime(2026, 11, 1, tzinfo=timezone.utc)
 WORDS = np.array(
@@ -102,32 +103,13 @@ def build_batch(rng: np.random.Generator, start: int, n: int, frags: pa.Array,
         "weight": pa.array(np.ones(n)),
         "auto_mined": pc.equal(kind_arr, "preference"),
         "byte_size": pc.binary_length(content).cast(pa.int64()),
+        "id_hash": pa.array(id_hash64(pa.array(ids, pa.string())).view(np.int64)),
     }).sort_by([("last_seen_at", "ascending")])
 
 
-def layout(lake: DeltaLake, chosen: pa.ChunkedArray, n_rows: int, k: int) -> None:
-    """How much of the content a data-skipping reader could skip for this sample.
-
-    Checks every row group's section_id min/max (parquet footer) against the chosen ids,
-    and prints the expected share of row groups holding a chosen row for smaller groups
-    (sorted by section_id): 1 - (1 - k/N)^G.
-    """
-    import pyarrow.parquet as pq
-
-    ids = np.sort(np.array(chosen.to_pylist()))
-    groups = touched = 0
-    for uri in lake.table(REPLAY_CORPUS).file_uris():
-        md = pq.ParquetFile(uri.removeprefix("file://")).metadata
-        col = md.schema.names.index("section_id")
-        for g in range(md.num_row_groups):
-            st = md.row_group(g).column(col).statistics
-            groups += 1
-            lo, hi = np.searchsorted(ids, st.min, "left"), np.searchsorted(ids, st.max, "right")
-            touched += hi > lo
-    f = k / n_rows
-    model = ", ".join(f"G={g:,}: {1 - (1 - f) ** g:.0%}" for g in (250_000, 10_000, 1_000, 100, 10))
-    print(f"layout    row groups holding a chosen id: {touched} of {groups} (files = periods, by last_seen_at); "
-          f"expected share for row groups of G rows: {model}")
+def mb_read(since: int | None, runs: int) -> str:
+    now = process_bytes_read()
+    return "?" if since is None or now is None else f"{(now - since) / runs / 1e6:,.0f}"
 
 
 def du(path: str) -> int:
@@ -181,9 +163,12 @@ def main() -> None:
         print(f"corpus: {n_rows:,} rows, {len(dt.file_uris())} files, {disk / 1e6:,.0f} MB on disk; "
               f"built in {build_s:.1f} s (generate {gen_s:.1f} s, last-batch merge {merge_s:.1f} s)")
 
+        io0 = process_bytes_read()
         full_s, full_runs, full = median_time(lambda r: lake.read(REPLAY_CORPUS), min(args.runs, 3))
+        full_io = mb_read(io0, len(full_runs))
         print(f"baseline  read whole corpus (lake.read):           median {full_s:6.3f} s  "
-              f"runs {[round(x, 2) for x in full_runs]}  ({full.num_rows:,} rows, {full.nbytes / 1e6:,.0f} MB in memory)")
+              f"runs {[round(x, 2) for x in full_runs]}  ({full.num_rows:,} rows, {full.nbytes / 1e6:,.0f} MB in memory, "
+              f"{full_io} MB read per run)")
         del full
 
         idx_s, _, idx = median_time(lambda r: lake.read(REPLAY_CORPUS, columns=list(INDEX_COLUMNS)), args.runs)
@@ -197,16 +182,24 @@ def main() -> None:
             samples.append(s)
             return s
 
+        io0 = process_bytes_read()
         samp_s, samp_runs, s = median_time(one, args.runs)
+        samp_io = mb_read(io0, len(samp_runs))
         parts = {k: statistics.median(x.timings[k] for x in samples) for k in samples[0].timings}
         print(f"sample    draw_sample k={args.k:,} (recency):        median {samp_s:6.3f} s  "
-              f"runs {[round(x, 2) for x in samp_runs]}")
+              f"runs {[round(x, 2) for x in samp_runs]}  ({samp_io} MB read per run)")
         print("          parts (median s): " + ", ".join(f"{k}={v:.3f}" for k, v in parts.items()))
         seen = s.table.column("last_seen_at").cast(pa.int64()).to_numpy()
         ages = (REF.timestamp() * 1e6 - seen) / 86_400e6
         print(f"          rows={s.table.num_rows:,}  median age {np.median(ages):.1f} d (corpus median ~182 d); "
               f"ids like {s.table.column('id')[0]}")
-        layout(lake, s.table.column("section_id"), n_rows, args.k)
+        # the same k rows through a filtered scan (what read_keys replaces)
+        chosen = pa.array(s.table.column("section_id").to_pylist(), pa.string())
+        scan_s, _, scanned = median_time(lambda r: lake.read(
+            REPLAY_CORPUS, columns=["section_id", "content"], filter=string_field("section_id").isin(chosen)),
+            min(args.runs, 3))
+        print(f"          the chosen rows' content via a filtered scan instead: median {scan_s:.3f} s "
+              f"({scanned.num_rows:,} rows) vs read_rows_s {parts['read_rows_s']:.3f} s")
         sel_s = parts["read_index_s"] + parts["select_s"]
         print(f"RESULT sample {samp_s:.3f} s vs full read {full_s:.3f} s -> ratio full/sample {full_s / samp_s:.2f}x "
               f"(goal < 1 s: {'met' if samp_s < 1 else 'NOT met'}); choosing the k ids alone (index read + A-Res) "

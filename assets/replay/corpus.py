@@ -151,8 +151,9 @@ def make_snapshot(
         raise ValueError(f"unknown section type {section_type!r}")
     content = canonical_json({k: v for k, v in trl_row.items() if v is not None})
     now = utc(now)
+    section_id = section_id_for(section_type, content)
     return {
-        "section_id": section_id_for(section_type, content),
+        "section_id": section_id,
         "section_type": section_type,
         "content": content,
         "source": source,
@@ -162,6 +163,7 @@ def make_snapshot(
         "weight": float(weight),
         "auto_mined": bool(auto_mined),
         "byte_size": len(content.encode()),
+        "id_hash": int(id_hash64([section_id]).view(np.int64)[0]),
     }
 
 
@@ -446,6 +448,15 @@ def seeded_uniform(ids: pa.Array | pa.ChunkedArray | Sequence[str], seed: int) -
     return uniform_from_hash(id_hash64(ids), seed)
 
 
+def row_hashes(index: pa.Table) -> np.ndarray:
+    """:func:`id_hash64` of each row: the stored ``id_hash`` column, or, if any row lacks
+    it (written before the column existed), computed from ``section_id`` (same values)."""
+    if "id_hash" in index.column_names and index.column("id_hash").null_count == 0:
+        col = index.column("id_hash")
+        return (col.to_numpy() if index.num_rows else np.zeros(0, np.int64)).view(np.uint64)
+    return id_hash64(index.column("section_id"))
+
+
 def uniform_from_hash(h: np.ndarray, seed: int) -> np.ndarray:
     """u in (0, 1) from precomputed :func:`id_hash64` values (see :func:`seeded_uniform`)."""
     salt = np.random.default_rng(seed).integers(0, 2**64, dtype=np.uint64)
@@ -494,7 +505,8 @@ def select_sample(
 ) -> pa.Table:
     """Pick k snapshots from the index columns only (no content).
 
-    Returns the chosen index rows in rank order with ``sample_weight`` and ``rank``.
+    Returns the chosen index rows in rank order with ``sample_weight`` and ``rank``. Each
+    row's draw depends only on (seed, section_id): :func:`row_hashes`.
     """
     if scheme not in SCHEMES:
         raise ValueError(f"unknown scheme {scheme!r}; expected one of {SCHEMES}")
@@ -502,7 +514,7 @@ def select_sample(
     if preference_only and index.num_rows:
         index = index.filter(pc.equal(index.column("section_type"), "preference"))
     w = sample_weights(index, scheme, ref)
-    u = seeded_uniform(index.column("section_id"), seed)
+    u = uniform_from_hash(row_hashes(index), seed)
     picked = a_res_top_k(u, w, k)
     out = index.take(pa.array(picked, pa.int64()))
     out = out.append_column("sample_weight", pa.array(w[picked], pa.float64()))
@@ -592,7 +604,7 @@ def composition(section_types: Iterable[str]) -> dict[str, int]:
 __all__ = [
     "REPLAY_CORPUS", "RECENCY_FLOOR", "SCHEMES", "Snapshots", "EvictionPlan", "a_res_top_k",
     "apply_sightings", "canonical_json", "classify_messages", "composition", "id_hash64", "iso",
-    "make_snapshot", "plan_eviction", "recency_weights", "replay_id", "sample_weights",
+    "make_snapshot", "plan_eviction", "recency_weights", "replay_id", "row_hashes", "sample_weights",
     "section_id_for", "seeded_uniform", "select_sample", "snapshots_from_kto",
     "snapshots_from_pairs", "snapshots_from_sft", "to_trl_rows", "to_trl_table", "uniform_from_hash", "utc",
 ]

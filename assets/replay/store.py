@@ -1,7 +1,7 @@
 """Replay corpus I/O through the lake (Dagster-free; the assets and the benchmark share it).
 
 Upsert, eviction and sampling read only the index columns of the corpus; the content
-column is read for the sampled rows only (``section_id IN chosen``).
+column is read for the sampled rows only (``DeltaLake.read_keys`` on ``id_hash``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from resources.lake import DeltaLake, WriteResult
+from resources.lake import DeltaLake, WriteResult, string_field
 
 from .corpus import (
     EvictionPlan,
@@ -25,18 +25,17 @@ from .corpus import (
     to_trl_table,
     utc,
 )
-from .tables import EVICTION_COLUMNS, INDEX_COLUMNS, REPLAY_CORPUS, REPLAY_EVICTIONS, REPLAY_SAMPLE
+from .tables import (
+    EVICTION_COLUMNS,
+    INDEX_COLUMNS,
+    REPLAY_CORPUS,
+    REPLAY_EVICTIONS,
+    REPLAY_SAMPLE,
+)
 
-
-def _col(name: str) -> pc.Expression:
-    """A string column in a read filter.
-
-    Files written by ``lake.merge`` (delta-rs / DataFusion) store strings as ``string_view``
-    and their Delta stats become string_view literals: a plain ``pc.field(c) == "x"`` or
-    ``.isin(...)`` then fails in pyarrow ("no kernel matching input types (string,
-    string_view)"). Casting the field to the table type works on every file.
-    """
-    return pc.field(name).cast(pa.string())
+# What the sample needs of each chosen row.
+SAMPLE_COLUMNS = ("section_id", "id_hash", "section_type", "weight", "last_seen_at",
+                  "content", "source", "added_at")
 
 
 # --------------------------------------------------------------------------- upsert
@@ -137,36 +136,40 @@ def draw_sample(
     reference_time: datetime | str | None = None,
     preference_only: bool = False,
 ) -> SampleOutcome:
-    """Select k snapshots on the index columns, then read only their content.
+    """Select k snapshots on the index columns, then read only the chosen rows.
 
-    The content read filters on ``section_id IN chosen``. For k << N the chosen ids are
-    spread uniformly over the id space (they are hashes), so Delta file skipping and
-    row-group pushdown skip nothing unless row groups hold fewer than ~N/k rows; the cost
-    is one scan of the content column (measured in benchmarks/bench_replay.py).
+    Both reads see one Delta version. The index (id_hash, type, weight, last_seen_at)
+    decides the sample; ``lake.read_keys`` then fetches the k rows by id_hash, decoding
+    only the data pages that hold them. The draw is recomputed on the fetched rows, so a
+    64-bit hash collision (a row that shares a chosen id_hash) cannot enter the sample.
+    Rows written before id_hash existed are keyed by section_id instead (same draw).
     """
     ref = utc(reference_time)
     t = {}
     t0 = time.perf_counter()
-    flt = _col("section_type") == "preference" if preference_only else None
-    index = lake.read(REPLAY_CORPUS, columns=list(INDEX_COLUMNS), filter=flt)
+    version = lake.ensure(REPLAY_CORPUS).version()  # (a table from before id_hash gains the column)
+    flt = string_field("section_type") == "preference" if preference_only else None
+    index = lake.read(REPLAY_CORPUS, columns=list(INDEX_COLUMNS), filter=flt, version=version)
+    key = "id_hash"
+    if index.column("id_hash").null_count:
+        key = "section_id"
+        index = lake.read(REPLAY_CORPUS, columns=[*INDEX_COLUMNS, key], filter=flt, version=version)
     t["read_index_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    selection = select_sample(index, k=k, seed=seed, scheme=scheme, reference_time=ref,
-                              preference_only=preference_only)
+    draw = {"k": k, "seed": seed, "scheme": scheme, "reference_time": ref, "preference_only": preference_only}
+    chosen = select_sample(index, **draw)
     t["select_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    if selection.num_rows == 0:
-        content = pa.table({"section_id": pa.array([], pa.string()), "content": pa.array([], pa.string())})
-    else:
-        ids = selection.column("section_id").combine_chunks()
-        content = lake.read(REPLAY_CORPUS, columns=["section_id", "content", "source", "added_at"],
-                            filter=_col("section_id").isin(ids))
-    t["read_content_s"] = time.perf_counter() - t0
+    rows = REPLAY_CORPUS.empty().select(list(SAMPLE_COLUMNS))
+    if chosen.num_rows:
+        rows = lake.read_keys(REPLAY_CORPUS, key, chosen.column(key), columns=SAMPLE_COLUMNS, version=version)
+    t["read_rows_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    table = to_trl_table(selection, content, scheme=scheme, seed=seed, reference_time=ref)
+    selection = select_sample(rows, **draw)
+    table = to_trl_table(selection, selection, scheme=scheme, seed=seed, reference_time=ref)
     t["to_trl_s"] = time.perf_counter() - t0
     return SampleOutcome(table=table, corpus_rows=index.num_rows, reference_time=ref, timings=t)
 

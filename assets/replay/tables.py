@@ -6,6 +6,7 @@ draw from it in TRL shape; ``replay_evictions`` logs every snapshot that was evi
 """
 
 import pyarrow as pa
+from deltalake import ColumnProperties
 
 from resources.lake import TableSpec
 
@@ -35,12 +36,24 @@ REPLAY_CORPUS = TableSpec(
             pa.field("weight", pa.float64(), nullable=False),  # base sampling weight
             pa.field("auto_mined", pa.bool_(), nullable=False),  # produced by the pipeline, not verbatim
             pa.field("byte_size", pa.int64(), nullable=False),  # UTF-8 bytes of content
+            # 64-bit hash of section_id (corpus.id_hash64, as int64): the sampler draws each
+            # row's random key from it and fetches the chosen rows by it
+            pa.field("id_hash", pa.int64(), nullable=False),
         ]
     ),
+    # Small zstd data pages (~8 rows of content each) with an offset index: a reader can
+    # fetch a sample's rows without decompressing the rest of the content column
+    # (DeltaLake.read_keys). Content pages carry no min/max (useless for JSON, and large).
+    writer={
+        "compression": "ZSTD",
+        "write_batch_size": 8,
+        "data_page_size_limit": 4096,
+        "column_properties": {"content": ColumnProperties(statistics_enabled="CHUNK", dictionary_enabled=False)},
+    },
 )
 
 # The columns the sampler selects on (never the content).
-INDEX_COLUMNS = ("section_id", "section_type", "weight", "last_seen_at")
+INDEX_COLUMNS = ("id_hash", "section_type", "weight", "last_seen_at")
 # The columns eviction plans on.
 EVICTION_COLUMNS = ("section_id", "section_type", "byte_size", "added_at", "last_seen_at")
 

@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 from assets.replay.corpus import Snapshots, snapshots_from_pairs, snapshots_from_sft
 from assets.replay.store import draw_sample, evict, upsert_snapshots, write_sample
 from assets.replay.tables import REPLAY_CORPUS, REPLAY_EVICTIONS, REPLAY_SAMPLE
+from resources.lake import DeltaLake
 
 from .conftest import T0, corpus_row, pair_row, sft_row
 
@@ -95,7 +96,7 @@ def test_draw_sample_reads_content_of_chosen_rows_only(lake):
     assert rows == b.table.to_pylist() and len(rows) == 12
     assert all(r["id"] == f"replay:{r['section_id']}:{r['last_seen_at'].strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
                for r in rows)
-    assert {"read_index_s", "select_s", "read_content_s", "to_trl_s"} <= set(a.timings)
+    assert {"read_index_s", "select_s", "read_rows_s", "to_trl_s"} <= set(a.timings)
     res = write_sample(lake, a)
     t = lake.read(REPLAY_SAMPLE)
     assert res.table_rows == 12 and t.column("rank").to_pylist() == list(range(12))
@@ -118,3 +119,20 @@ def test_snapshots_dedupe_before_merge(lake):
     s.extend(snapshots_from_pairs([pair_row(1), pair_row(1, session="s9")], now=T0))
     out = upsert_snapshots(lake, s)  # two identical source rows must not break the merge
     assert len(out.added) == 1 and len(_corpus(lake)) == 1
+
+
+def test_draw_sample_on_rows_written_before_id_hash(lake, tmp_path):
+    """A corpus written before the id_hash column existed samples the same rows."""
+    from deltalake import write_deltalake
+
+    rows = [corpus_row(i, age_days=i % 9) for i in range(50)]
+    lake.append(REPLAY_CORPUS, rows)
+    want = draw_sample(lake, k=10, seed=3, reference_time=T0).table
+
+    old = DeltaLake(root=str(tmp_path / "old"))
+    legacy = REPLAY_CORPUS.conform(rows).drop_columns(["id_hash"])
+    write_deltalake(old.uri(REPLAY_CORPUS), legacy.slice(0, 30))
+    write_deltalake(old.uri(REPLAY_CORPUS), legacy.slice(30), mode="append")
+    got = draw_sample(old, k=10, seed=3, reference_time=T0).table
+    assert got.drop_columns(["base_weight"]).equals(want.drop_columns(["base_weight"]))
+    assert old.read(REPLAY_CORPUS, columns=["id_hash"]).column("id_hash").null_count == 50
