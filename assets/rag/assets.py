@@ -185,7 +185,7 @@ def rag_batch(context: dg.OpExecutionContext, config: RagBatchConfig, lake: Delt
     for t in tasks:
         for variant in config.variants:
             out = runtime.run(t["task"], local_only=config.local_only, allow_escalation=config.allow_escalation,
-                              no_retrieval=variant == "no_retrieval", source=f"batch:{context.run_id}",
+                              no_retrieval=variant == "no_retrieval", source=f"batch:{context.run.run_id}",
                               checks=t.get("checks") or ())
             c = counts[variant]
             c["runs"] += 1

@@ -98,7 +98,7 @@ def teacher_responses(
         async with teachers.open(pool) as tset:
             return await replay(steps, tset, cache, Budget(budget),
                                 reserve_bytes_per_token=pool.reserve_bytes_per_token,
-                                run_id=context.run_id, log=context.log)
+                                run_id=context.run.run_id, log=context.log)
 
     out = asyncio.run(run())
     if out.cache_stats.get("unflushed"):
