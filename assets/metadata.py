@@ -1,8 +1,9 @@
 """Markdown tables for materialization metadata (what users read in the Dagster UI)."""
 
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import dagster as dg
+import numpy as np
 
 
 def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]], empty: str = "_none_") -> dg.MetadataValue:
@@ -10,7 +11,8 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]], empty: str = 
     if not rows:
         return dg.MetadataValue.md(empty)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in r) + " |"
+              for r in rows]
     return dg.MetadataValue.md("\n".join(lines))
 
 
@@ -18,3 +20,43 @@ def md_counts(title: str, counts: Mapping[Any, int]) -> dg.MetadataValue:
     """A count per key, largest first."""
     ordered = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
     return md_table([title, "count"], ordered, empty=f"_no {title}_")
+
+
+def md_per_session(
+    keys: Sequence[str],
+    rows: Iterable[Mapping[str, Any]],
+    columns: Mapping[str, Callable[[Mapping[str, Any]], Any]],
+    limit: int = 100,
+) -> dg.MetadataValue:
+    """One line per session partition of the run, summing ``columns`` over its rows.
+
+    A run over several partitions records the same metadata on each of them; this table is
+    where each partition's own figures stand. Each column maps a row to a number (a bool
+    counts as 0/1); keys of the run with no rows get zeros.
+    """
+    sums = {k: [0] * len(columns) for k in keys}
+    fns = list(columns.values())
+    for r in rows:
+        acc = sums.setdefault(r["session_key"], [0] * len(columns))
+        for i, fn in enumerate(fns):
+            acc[i] += fn(r) or 0
+    lines = [[k, *v] for k, v in sorted(sums.items())]
+    more = len(lines) - limit
+    table = md_table(["session", *columns], lines[:limit], empty="_no sessions_")
+    if more > 0:
+        return dg.MetadataValue.md(table.value + f"\n\n_… and {more} more sessions_")
+    return table
+
+
+def percentiles(values: Sequence[float], qs: Sequence[float]) -> list[float | None]:
+    """Linear-interpolated percentiles of ``values``, rounded (None for each q when empty)."""
+    if not len(values):
+        return [None] * len(qs)
+    return [round(float(x), 1) for x in np.percentile(values, qs)]
+
+
+def md_sizes(values: Sequence[float]) -> dg.MetadataValue:
+    """Distribution of a size (chars, messages, tokens...) over a table's rows."""
+    p50, p95 = percentiles(values, (50, 95))
+    return dg.MetadataValue.json({"rows": len(values), "min": min(values, default=None), "p50": p50,
+                                  "p95": p95, "max": max(values, default=None)})

@@ -8,12 +8,12 @@ import datetime as dt
 import json
 import time
 from collections import Counter
-from typing import Any
 
 import dagster as dg
 import pyarrow.compute as pc
 from pydantic import Field
 
+from assets.metadata import md_counts, md_sizes, md_table
 from assets.pairs.dj_env import ensure_data_juicer
 from assets.pairs.judge import PairJudge
 from assets.pairs.strategies import (
@@ -43,20 +43,6 @@ STEP_COLUMNS = ["session_key", "step_id", "step_index", "messages", "tools", "re
                 "response_text", "is_error_site", "error_kind", "error_text", "caused_error",
                 "caused_error_kind", "model", "is_sidechain"]
 TEACHER_COLUMNS = ["session_key", "step_id", "teacher", "model", "status", "message", "text", "flags"]
-
-
-def _md_table(headers: list[str], rows: list[list[Any]], empty: str = "_none_") -> dg.MetadataValue:
-    if not rows:
-        return dg.MetadataValue.md(empty)
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in r) + " |"
-              for r in rows]
-    return dg.MetadataValue.md("\n".join(lines))
-
-
-def _counts_md(title: str, counts: dict) -> dg.MetadataValue:
-    return _md_table([title, "count"], [[k, v] for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))],
-                     f"_no {title}_")
 
 
 def _now() -> dt.datetime:
@@ -127,8 +113,8 @@ def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, lak
         "steps": dg.MetadataValue.int(report.steps),
         "steps_with_teacher_answers": dg.MetadataValue.int(report.steps_with_teachers),
         "teacher_answers_ok": dg.MetadataValue.int(len(teacher_rows)),
-        "pairs_by_strategy": _counts_md("strategy", dict(report.by_strategy)),
-        "pairs_by_source": _counts_md("chosen > rejected", dict(by_source)),
+        "pairs_by_strategy": md_counts("strategy", dict(report.by_strategy)),
+        "pairs_by_source": md_counts("chosen > rejected", dict(by_source)),
         "merged_duplicates": dg.MetadataValue.int(report.merged_duplicates),
         "strategies": ", ".join(s.name for s in strategies) + (f" (skipped: {', '.join(skipped)})" if skipped else ""),
         "seconds": dg.MetadataValue.float(round(time.perf_counter() - t0, 3)),
@@ -167,7 +153,7 @@ def normalized_pairs(context: dg.AssetExecutionContext, config: NormalizeConfig,
     examples: dict[str, str] = {}
     for r in res.rejections:
         examples.setdefault(r["op"], r["reason"])
-    ops_md = _md_table(
+    ops_md = md_table(
         ["op", "rows in", "dropped", "seconds", "example reason"],
         [[o.name, o.rows_in, o.dropped, f"{o.seconds:.2f}", examples.get(o.name, "")[:120]] for o in res.ops])
     common = {
@@ -183,8 +169,8 @@ def normalized_pairs(context: dg.AssetExecutionContext, config: NormalizeConfig,
     strategies = Counter(r["strategy"] for r in res.kept)
     return dg.MaterializeResult(metadata=metadata_for({"kept": w_kept, "pair_rejections": w_rej}) | common | {
         "drops_by_op": ops_md,
-        "kept_by_strategy": _counts_md("strategy", dict(strategies)),
-        "kept_by_language": _counts_md("language", dict(langs)),
+        "kept_by_strategy": md_counts("strategy", dict(strategies)),
+        "kept_by_language": md_counts("language", dict(langs)),
         "seconds": dg.MetadataValue.float(round(res.seconds, 3)),
     })
 
@@ -204,7 +190,9 @@ def sft_examples(context: dg.AssetExecutionContext, lake: DeltaLake) -> dg.Mater
     w = lake.replace_partitions(SFT_EXAMPLES, rows, keys)
     return dg.MaterializeResult(metadata=w.metadata() | {
         "examples": dg.MetadataValue.int(len(rows)),
-        "skipped_steps": _counts_md("reason", dict(skipped)),
+        "skipped_steps": md_counts("reason", dict(skipped)),
+        "messages_per_example": md_sizes([len(json.loads(r["messages"])) for r in rows]),
+        "chars_per_example": md_sizes([len(r["messages"]) for r in rows]),
     })
 
 
@@ -217,8 +205,10 @@ def kto_examples(context: dg.AssetExecutionContext, lake: DeltaLake) -> dg.Mater
     w = lake.replace_partitions(KTO_EXAMPLES, rows, keys)
     return dg.MaterializeResult(metadata=w.metadata() | {
         "examples": dg.MetadataValue.int(len(rows)),
-        "labels": _counts_md("label", dict(counts)),
-        "by_source": _counts_md("source", dict(Counter(r["source"] for r in rows))),
+        "labels": md_counts("label", dict(counts)),
+        "by_source": md_counts("source", dict(Counter(r["source"] for r in rows))),
+        "prompt_messages": md_sizes([len(json.loads(r["prompt"])) for r in rows]),
+        "chars_per_example": md_sizes([len(r["prompt"]) + len(r["completion"]) for r in rows]),
     })
 
 
@@ -235,8 +225,10 @@ def sdpo_examples(context: dg.AssetExecutionContext, config: SdpoConfig, lake: D
     w = lake.replace_partitions(SDPO_EXAMPLES, rows, keys)
     return dg.MaterializeResult(metadata=w.metadata() | {
         "examples": dg.MetadataValue.int(len(rows)),
-        "hints": _counts_md("hint", dict(counts)),
-        "by_error_kind": _counts_md("error_kind", dict(Counter(r["error_kind"] or "n/a" for r in rows))),
+        "hints": md_counts("hint", dict(counts)),
+        "by_error_kind": md_counts("error_kind", dict(Counter(r["error_kind"] or "n/a" for r in rows))),
+        "prompt_messages": md_sizes([len(json.loads(r["prompt"])) for r in rows]),
+        "hint_chars": md_sizes([len(r["hint"] or "") for r in rows]),
     })
 
 
@@ -264,7 +256,7 @@ def preference_pairs_valid(lake: DeltaLake) -> dg.AssetCheckResult:
     bad = [(r["pair_id"], p) for r in rows if (p := pair_problems(r))]
     return dg.AssetCheckResult(passed=not bad, metadata={
         "pairs": len(rows), "invalid": len(bad),
-        "examples": _md_table(["pair_id", "problem"], [list(b) for b in bad[:10]]),
+        "examples": md_table(["pair_id", "problem"], [list(b) for b in bad[:10]]),
     })
 
 
@@ -317,7 +309,7 @@ def normalized_pairs_render(lake: DeltaLake, normalizer: Normalizer) -> dg.Asset
             bad.append([r["pair_id"], op.drop_reason(st)])
     return dg.AssetCheckResult(passed=not bad, metadata={
         "checked": len(sample), "of": len(rows), "tokenizer": op.tokenizer, "failed": len(bad),
-        "examples": _md_table(["pair_id", "problem"], bad[:10]),
+        "examples": md_table(["pair_id", "problem"], bad[:10]),
     })
 
 

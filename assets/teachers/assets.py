@@ -57,6 +57,7 @@ def replay_metadata(out: ReplayOutput, n_steps: int, n_teachers: int) -> dict:
         "per_teacher": dg.MetadataValue.md(out.markdown()),
         "cache_writes": dg.MetadataValue.json(out.cache_stats),
         "replay_seconds": dg.MetadataValue.float(round(out.wall_seconds, 3)),
+        "latency_ms": dg.MetadataValue.json(out.latency_ms()),
     }
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import statistics
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,6 +30,7 @@ from typing import Any, Iterable, Sequence
 
 import orjson
 
+from assets.metadata import percentiles
 from assets.teachers.cache import MemoryResponseCache, ResponseCache
 from assets.teachers.checks import answer_flags
 from resources.teachers import CallOutcome, LocalTeacher, Teacher, TeacherRequest
@@ -113,7 +113,7 @@ class TeacherTotals:
 
     def as_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k != "latencies_ms"}
-        d["p50_latency_ms"] = statistics.median(self.latencies_ms) if self.latencies_ms else None
+        d["p50_latency_ms"], d["p95_latency_ms"] = percentiles(self.latencies_ms, (50, 95))
         return d
 
 
@@ -138,17 +138,23 @@ class ReplayOutput:
 
     def markdown(self) -> str:
         head = ("| teacher | provider | model | rows | calls | cached | ok | errors | skipped_budget "
-                "| tokens in | tokens out | cost USD (run) | p50 latency ms |")
-        lines = [head, "|" + "---|" * 13]
+                "| tokens in | tokens out | cost USD (run) | p50 latency ms | p95 latency ms |")
+        lines = [head, "|" + "---|" * 14]
         for t in self.totals.values():
             d = t.as_dict()
-            p50 = f"{d['p50_latency_ms']:.0f}" if d["p50_latency_ms"] is not None else "–"
+            p50, p95 = (f"{d[k]:.0f}" if d[k] is not None else "–" for k in ("p50_latency_ms", "p95_latency_ms"))
             lines.append(
                 f"| {t.teacher} | {t.provider} | {t.model} | {t.rows} | {t.calls} | {t.cached} "
                 f"| {t.ok} | {t.errors} | {t.skipped_budget} | {t.input_tokens} | {t.output_tokens} "
-                f"| {t.cost_usd:.6f} | {p50} |"
+                f"| {t.cost_usd:.6f} | {p50} | {p95} |"
             )
         return "\n".join(lines)
+
+    def latency_ms(self) -> dict[str, float | None]:
+        """p50 / p95 / max latency of this run's calls over all teachers (None: no call)."""
+        lat = [x for t in self.totals.values() for x in t.latencies_ms]
+        p50, p95 = percentiles(lat, (50, 95))
+        return {"p50": p50, "p95": p95, "max": max(lat) if lat else None}
 
 
 def _now() -> datetime:

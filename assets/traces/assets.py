@@ -9,7 +9,7 @@ import orjson
 import polars as pl
 import pyarrow.compute as pc
 
-from assets.metadata import md_counts
+from assets.metadata import md_counts, md_per_session
 from assets.partitions import SESSION_BACKFILL, SESSIONS
 from assets.traces.tables import RAW_TRACES, REPLAY_STEPS, TRACE_TURNS
 from assets.traces.raw import read_raw_lines
@@ -69,6 +69,9 @@ def raw_traces(context: dg.AssetExecutionContext, lake: DeltaLake, sessions: Ses
             "secrets_scrubbed": sum(secrets.values()),
             "secrets_by_kind": md_counts("secret kind", dict(secrets)),
             "missing_files": len(missing),
+            "per_session": md_per_session(keys, rows, {
+                "lines": lambda r: 1, "quarantined": lambda r: r["quarantined"],
+                "secrets_scrubbed": lambda r: r["secrets_scrubbed"]}),
             "read_mb_per_s": round(nbytes / 1e6 / parse_s, 2) if parse_s > 0 else 0.0,
         }
     )
@@ -105,6 +108,13 @@ def trace_turns(context: dg.AssetExecutionContext, lake: DeltaLake):
             "compactions": sum(1 for r in rows if r.get("is_compaction_boundary")),
             "unknown_records_kept": sum(1 for r in rows if r.get("role") == "meta"),
             "formats": md_counts("format", dict(Counter(r["source_format"] for r in rows))),
+            "input_tokens": sum(r.get("input_tokens") or 0 for r in rows),
+            "output_tokens": sum(r.get("output_tokens") or 0 for r in rows),
+            "cache_read_tokens": sum(r.get("cache_read_tokens") or 0 for r in rows),
+            "per_session": md_per_session(keys, rows, {
+                "turns": lambda r: 1, "tool_errors": lambda r: r.get("tool_error"),
+                "input_tokens": lambda r: r.get("input_tokens"),
+                "output_tokens": lambda r: r.get("output_tokens")}),
         }
     )
 
@@ -135,6 +145,9 @@ def replay_steps(context: dg.AssetExecutionContext, lake: DeltaLake):
             "sidechain_steps": sum(1 for r in rows if r.get("is_sidechain")),
             "mean_context_messages": round(
                 sum(r.get("n_context_messages") or 0 for r in rows) / len(rows), 1) if rows else 0.0,
+            "per_session": md_per_session(keys, rows, {
+                "steps": lambda r: 1, "error_sites": lambda r: r["is_error_site"],
+                "caused_errors": lambda r: r["caused_error"]}),
         }
     )
 

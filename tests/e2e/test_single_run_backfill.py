@@ -94,3 +94,17 @@ def test_single_run_backfill_replaces_only_its_range(tmp_path, monkeypatch):
         mats = [e for e in second.get_asset_materialization_events()
                 if e.asset_key == dg.AssetKey(["bronze", "raw_traces"])]
         assert sorted(e.partition for e in mats) == sorted(inside)
+
+        # each partition's own figures stand in the per-session table of the run's metadata
+        turns = lake.read(specs[[s.path for s in specs].index("silver/trace_turns")], partitions=inside)
+        md = next(e.materialization.metadata for e in second.get_asset_materialization_events()
+                  if e.asset_key == dg.AssetKey(["silver", "trace_turns"]))
+        lines = {cells[0]: cells[1:] for cells in (
+            [c.strip() for c in line.strip("|").split("|")] for line in md["per_session"].value.splitlines()[2:])}
+        assert sorted(lines) == sorted(inside)
+        for k in inside:
+            mine = turns.filter(pc.equal(turns["session_key"], k))
+            n_turns, _, tokens_in, _ = (int(x) for x in lines[k])
+            assert n_turns == mine.num_rows > 0
+            assert tokens_in == (pc.sum(mine["input_tokens"]).as_py() or 0)
+        assert md["input_tokens"].value == (pc.sum(turns["input_tokens"]).as_py() or 0) > 0

@@ -75,6 +75,12 @@ def test_pairs_to_normalized_pairs_through_dagster(lake, tiny_tokenizer):
         md = r1.asset_materializations_for_node("gold__preference_pairs")[0].metadata
         assert md["pairs"].value == 6 and "error_site" in md["pairs_by_strategy"].value
         assert "judge (pair_judge resource off)" in md["strategies"].value
+        md = r1.asset_materializations_for_node("gold__sft_examples")[0].metadata
+        sft = lake.read(SFT_EXAMPLES).to_pylist()
+        sizes = sorted(len(json.loads(r["messages"])) for r in sft)
+        v = md["messages_per_example"].value
+        assert (v["rows"], v["min"], v["max"]) == (6, sizes[0], sizes[-1])
+        assert v["min"] <= v["p50"] <= v["p95"] <= v["max"]
 
         r2 = dg.materialize([normalized_pairs, pair_drop_accounting, normalized_pairs_render],
                             resources=resources, instance=instance)

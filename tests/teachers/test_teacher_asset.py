@@ -60,6 +60,9 @@ def test_materialize_one_partition_then_rerun_from_cache(server, tmp_path):
     assert md["cost_usd_run"].value > 0
     assert "| t1 | openai_compatible |" in md["per_teacher"].value
     assert server.calls == 6
+    lat = md["latency_ms"].value  # the 6 calls' latencies as recorded in the table
+    recorded = sorted(table.column("latency_ms").to_pylist())
+    assert lat["max"] == recorded[-1] and recorded[0] <= lat["p50"] <= lat["p95"] <= lat["max"]
 
     server.reset()
     res = dg.materialize([teacher_responses], partition_key="sA", resources=resources,
