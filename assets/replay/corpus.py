@@ -395,10 +395,13 @@ def plan_eviction(
 def _mix64(z: np.ndarray) -> np.ndarray:
     """splitmix64 finalizer (a bijection on uint64), vectorized."""
     with np.errstate(over="ignore"):
-        z = z + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
+        z = z + np.uint64(0x9E3779B97F4A7C15)  # a new array; the rest works in place
+        z ^= z >> np.uint64(30)
+        z *= np.uint64(0xBF58476D1CE4E5B9)
+        z ^= z >> np.uint64(27)
+        z *= np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+        return z
 
 
 def id_hash64(ids: pa.Array | pa.ChunkedArray | Sequence[str]) -> np.ndarray:
@@ -460,14 +463,19 @@ def row_hashes(index: pa.Table) -> np.ndarray:
 def uniform_from_hash(h: np.ndarray, seed: int) -> np.ndarray:
     """u in (0, 1) from precomputed :func:`id_hash64` values (see :func:`seeded_uniform`)."""
     salt = np.random.default_rng(seed).integers(0, 2**64, dtype=np.uint64)
-    z = _mix64(h ^ salt)
-    return ((z >> np.uint64(11)).astype(np.float64) + 0.5) * (2.0 ** -53)
+    u = (_mix64(h ^ salt) >> np.uint64(11)).astype(np.float64)
+    u += 0.5
+    u *= 2.0 ** -53
+    return u
 
 
 def recency_weights(base: np.ndarray, last_seen_us: np.ndarray, reference_us: int) -> np.ndarray:
     """``max(weight / (1 + age_days), 0.01)``; rows seen after the reference time have age 0."""
-    age_days = np.maximum(reference_us - last_seen_us, 0) / _US_PER_DAY
-    return np.maximum(np.asarray(base, np.float64) / (1.0 + age_days), RECENCY_FLOOR)
+    age = np.maximum(reference_us - last_seen_us, 0).astype(np.float64)
+    age /= _US_PER_DAY
+    age += 1.0  # 1 + age_days
+    w = np.asarray(base, np.float64) / age
+    return np.maximum(w, RECENCY_FLOOR, out=w)
 
 
 def sample_weights(index: pa.Table, scheme: str, reference_time: datetime) -> np.ndarray:
@@ -483,9 +491,12 @@ def a_res_top_k(u: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k largest A-Res keys ``u^(1/w)`` (as ``log(u)/w``), largest first."""
     if k <= 0 or len(u) == 0:
         return np.zeros(0, np.int64)
-    keys = np.full(len(u), -np.inf)
     pos = weights > 0
-    keys[pos] = np.log(u[pos]) / weights[pos]
+    if pos.all():  # (recency weights have a floor; uniform ones are 1)
+        keys = np.log(u) / weights
+    else:
+        keys = np.full(len(u), -np.inf)
+        keys[pos] = np.log(u[pos]) / weights[pos]
     if k < len(keys):
         part = np.argpartition(-keys, k - 1)[:k]
     else:
@@ -549,23 +560,18 @@ def to_trl_table(
     n = selection.num_rows
     got = content.take(pos) if n else content.slice(0, 0)
 
-    keys = ("messages", "prompt", "chosen", "rejected", "tools")
-    parts: dict[str, list] = {k: [] for k in keys}
     loads, dumps, opt = orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS
-    for text in got.column("content").to_pylist():
-        row = loads(text)
-        for k in keys:
-            v = row.get(k)
-            parts[k].append(dumps(v, option=opt) if v else None)
+    parsed = [loads(text) for text in got.column("content").to_pylist()]
 
     def col(key: str) -> pa.Array:
-        return pa.array(parts[key], pa.binary()).cast(pa.string())
+        return pa.array([dumps(v, option=opt) if (v := r.get(key)) else None for r in parsed],
+                        pa.binary()).cast(pa.string())
 
-    # ids: replay:<section_id>:<last_seen_at as 2026-11-01T12:00:00.000000Z> (UTC wall time;
-    # strftime on the tz-naive view is ~10x faster than on the tz-aware column)
+    # ids: replay:<section_id>:<last_seen_at as 2026-11-01T12:00:00.000000Z> (UTC wall time)
     seen = selection.column("last_seen_at")
-    stamp = pc.strftime(seen.cast(pa.timestamp("us")), format="%Y-%m-%dT%H:%M:%SZ")
-    ids = pc.binary_join_element_wise("replay:", selection.column("section_id"), ":", stamp, "")
+    stamp = np.datetime_as_string(_ts_us(seen).astype("datetime64[us]"), unit="us")
+    ids = pc.binary_join_element_wise("replay:", selection.column("section_id"), ":",
+                                      pa.array(stamp, pa.string()), "Z", "")
     ts_type = REPLAY_SAMPLE.schema.field("reference_time").type
     data = {
         "id": ids,

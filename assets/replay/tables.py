@@ -41,11 +41,13 @@ REPLAY_CORPUS = TableSpec(
             pa.field("id_hash", pa.int64(), nullable=False),
         ]
     ),
-    # Small zstd data pages (~8 rows of content each) with an offset index: a reader can
-    # fetch a sample's rows without decompressing the rest of the content column
+    # Small data pages (~8 rows of content each) with an offset index: a reader can fetch a
+    # sample's rows without decompressing the rest of the content column
     # (DeltaLake.read_keys). Content pages carry no min/max (useless for JSON, and large).
+    # Snappy (delta-rs' default; WriterProperties alone would mean uncompressed) decodes
+    # the chosen pages ~25% faster than zstd, which would store the corpus ~25% smaller.
     writer={
-        "compression": "ZSTD",
+        "compression": "SNAPPY",
         "write_batch_size": 8,
         "data_page_size_limit": 4096,
         "column_properties": {"content": ColumnProperties(statistics_enabled="CHUNK", dictionary_enabled=False)},
