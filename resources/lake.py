@@ -433,7 +433,7 @@ class DeltaLake(dg.ConfigurableResource):
             return False
         features = dt.protocol().reader_features or []
         mapping = (dt.metadata().configuration or {}).get("delta.columnMapping.mode", "none")
-        return "deletionVectors" not in features and mapping in ("none", None) and _has_datafusion()
+        return "deletionVectors" not in features and mapping in ("none", None)
 
     def _dataset(self, spec: TableSpec, dt: DeltaTable):
         if "://" in self.root and not self.root.startswith("file://"):
@@ -488,14 +488,6 @@ def process_bytes_read() -> int | None:
             return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
     except (OSError, StopIteration):
         return None
-
-
-def _has_datafusion() -> bool:
-    try:
-        import datafusion  # noqa: F401
-    except ImportError:  # pragma: no cover - a declared dependency
-        return False
-    return True
 
 
 _PUSHDOWN = {
