@@ -5,6 +5,11 @@
 ``("parquet", ...)`` reads as TRL conversational rows: JSON columns decoded into nested
 lists/dicts, tool-call ``arguments`` kept as JSON strings, ``content`` always a string.
 
+The replay sample (gold/replay_sample, old rows to mix into a new fine-tune) exports as
+two tables of the same shapes: ``replay_messages`` (prose and instruction rows:
+``messages``) and ``replay_preference`` (``prompt``/``chosen``/``rejected``), in rank order
+with their ``replay:`` ids.
+
 ``tools`` is decoded too (``--tools-format objects``). When the tool schemas of the rows
 cannot share one Arrow type (e.g. a property's ``default`` is a number in one schema and a
 string in another), ``auto`` (the default) keeps ``tools`` as a JSON string per row, the
@@ -31,8 +36,14 @@ from assets.pairs.tables import (
     SFT_EXAMPLES,
 )
 
+from assets.replay.tables import REPLAY_SAMPLE
+from resources.lake import string_field
+
 TABLES = {s.name: s for s in (SFT_EXAMPLES, KTO_EXAMPLES, SDPO_EXAMPLES, PREFERENCE_PAIRS,
                               NORMALIZED_PAIRS)}
+# the replay sample, split by the trainer each part feeds: {export name: preference rows?}
+REPLAY_PARTS = {"replay_messages": False, "replay_preference": True}
+TABLES.update(dict.fromkeys(REPLAY_PARTS, REPLAY_SAMPLE))
 JSON_COLUMNS = ("messages", "prompt", "chosen", "rejected", "completion", "hinted_prompt", "tools")
 TRL_COLUMNS = {
     "sft_examples": ("messages", "tools"),
@@ -40,11 +51,15 @@ TRL_COLUMNS = {
     "sdpo_examples": ("prompt", "hinted_prompt", "completion", "hint", "error_kind", "tools"),
     "preference_pairs": ("prompt", "chosen", "rejected", "tools"),
     "normalized_pairs": ("prompt", "chosen", "rejected", "tools"),
+    "replay_messages": ("messages", "tools"),
+    "replay_preference": ("prompt", "chosen", "rejected", "tools"),
 }
 FORMATS = ("jsonl", "parquet")
 
 
 def _id_column(table: str) -> str:
+    if table in REPLAY_PARTS:
+        return "id"
     return "pair_id" if table.endswith("pairs") else "example_id"
 
 
@@ -103,9 +118,14 @@ def export_table(lake, table: str, fmt: str, out_dir: str | Path, *, all_columns
                  sessions: Sequence[str] | None = None, tools_format: str = "auto") -> tuple[Path, int]:
     """Read ``table`` through the lake and write ``out_dir/<table>.<fmt>``; (path, rows)."""
     spec = TABLES[table]
-    parts = list(sessions) if sessions and spec.partition_by else None
-    rows = lake.read(spec, partitions=parts).to_pylist()
-    rows.sort(key=lambda r: (r.get("session_key") or "", r.get("step_id") or "", r[_id_column(table)]))
+    if table in REPLAY_PARTS:
+        is_pref = string_field("section_type") == "preference"
+        rows = lake.read(spec, filter=is_pref if REPLAY_PARTS[table] else ~is_pref).to_pylist()
+        rows.sort(key=lambda r: r["rank"])
+    else:
+        parts = list(sessions) if sessions and spec.partition_by else None
+        rows = lake.read(spec, partitions=parts).to_pylist()
+        rows.sort(key=lambda r: (r.get("session_key") or "", r.get("step_id") or "", r[_id_column(table)]))
     out = trl_rows(table, rows, all_columns=all_columns, tools_format=tools_format)
     ext = "jsonl" if fmt == "jsonl" else "parquet"
     return write_rows(out, fmt, Path(out_dir) / f"{table}.{ext}"), len(out)

@@ -127,3 +127,34 @@ def test_cli_writes_the_export(tmp_path, rows, capsys):
     first = json.loads(lines[0])
     assert len(lines) == 3 and first["session_key"] == "s1" and isinstance(first["messages"], list)
     assert "wrote 3 rows" in capsys.readouterr().out
+
+
+def test_replay_sample_exports_as_messages_and_preference_datasets(tmp_path):
+    """The replay sample splits into the two TRL shapes, in rank order, with replay: ids."""
+    import datasets
+
+    from assets.replay.store import draw_sample, write_sample
+    from assets.replay.tables import REPLAY_CORPUS, REPLAY_SAMPLE
+    from tests.replay.conftest import T0, corpus_row
+
+    lake = DeltaLake(root=str(tmp_path / "lake"))
+    lake.append(REPLAY_CORPUS, [corpus_row(i, age_days=i % 5, kind="preference" if i % 3 == 0 else "instruction")
+                                for i in range(30)])
+    write_sample(lake, draw_sample(lake, k=20, seed=4, reference_time=T0))
+    sample = lake.read(REPLAY_SAMPLE).to_pylist()
+    n_pref = sum(r["section_type"] == "preference" for r in sample)
+    assert 0 < n_pref < len(sample) == 20
+
+    msgs_path, n_msgs = export_table(lake, "replay_messages", "jsonl", tmp_path / "out")
+    pref_path, n_pref_out = export_table(lake, "replay_preference", "jsonl", tmp_path / "out")
+    assert (n_msgs, n_pref_out) == (20 - n_pref, n_pref)
+    msgs = datasets.load_dataset("json", data_files=str(msgs_path), split="train")
+    pref = datasets.load_dataset("json", data_files=str(pref_path), split="train")
+    assert set(msgs.column_names) == {"id", "messages", "tools"}
+    assert set(pref.column_names) == {"id", "prompt", "chosen", "rejected", "tools"}
+    assert msgs[0]["messages"][-1]["role"] == "assistant" and pref[0]["chosen"][0]["role"] == "assistant"
+    by_rank = [r["id"] for r in sorted(sample, key=lambda r: r["rank"])]
+    msg_ids, pref_ids = list(msgs["id"]), list(pref["id"])
+    assert [i for i in by_rank if i in set(msg_ids)] == msg_ids  # rank order
+    assert [i for i in by_rank if i in set(pref_ids)] == pref_ids
+    assert all(i.startswith("replay:") for i in msg_ids + pref_ids)
