@@ -49,7 +49,7 @@ _FILLER = re.compile(r"(?i)^(?:ok(?:ay)?|sure|done|yes|no|thanks?(?: you)?|got i
 @dataclass(frozen=True)
 class ValidityConfig:
     rules: tuple[str, ...] = RULES  # the rules to apply (a subset of RULES)
-    min_text_chars: int = 40  # a text-only chosen answer shorter than this is not substantive
+    min_text_chars: int = 30  # a text-only chosen answer shorter than this is not substantive
     check_schema: bool = True  # validate arguments against the tool's JSON schema
 
     def __post_init__(self):
