@@ -12,6 +12,7 @@ import dagster as dg
 
 from assets.partitions import SESSIONS
 from dagster_project import settings
+from dagster_project.automation import automation_sensor, refresh_condition
 from resources.lake import DeltaLake, TableSpec
 from sensors.sessions import SessionSource, build_session_sensor
 
@@ -33,8 +34,9 @@ def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | N
     assets = list(families.assets or [])
     # Everything partitioned by session runs together, per new or grown file (the sensor)
     # or over many files at once (a backfill). The unpartitioned datasets derive from all
-    # of it and follow on their own (eager: once an upstream partition updated and nothing
-    # upstream is still running). Assets tagged tracelake/manual (e.g. rag runs) are not
+    # of it and follow on their own: the automation sensor refreshes each dataset once
+    # upstream changed and ingestion has been quiet (dagster_project/automation.py), one
+    # refresh per burst of files. Assets tagged tracelake/manual (e.g. rag runs) are not
     # part of either.
     session_keys = _asset_keys(assets, lambda a: a.partitions_def == SESSIONS)
     dataset_keys = _asset_keys(
@@ -42,9 +44,9 @@ def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | N
         lambda a: a.partitions_def is None
         and not any((a.tags_by_key.get(k) or {}).get("tracelake/manual") for k in a.keys),
     )
-    eager = dg.AutomationCondition.eager()
+    refresh = refresh_condition([INGEST_JOB], session_keys, settings.REFRESH_QUIET_SECONDS)
     assets = [
-        a.map_asset_specs(lambda spec: spec.replace_attributes(automation_condition=eager))
+        a.map_asset_specs(lambda spec: spec.replace_attributes(automation_condition=refresh))
         if isinstance(a, dg.AssetsDefinition) and set(a.keys) & set(dataset_keys)
         else a
         for a in assets
@@ -63,7 +65,9 @@ def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | N
         assets=assets,
         asset_checks=families.asset_checks,
         jobs=[*(families.jobs or []), ingest_job, datasets_job],
-        sensors=[*(families.sensors or []), build_session_sensor(ingest_job)],
+        sensors=[*(families.sensors or []), build_session_sensor(ingest_job),
+                 automation_sensor(dg.AssetSelection.assets(*dataset_keys),
+                                   settings.AUTOMATION_INTERVAL_SECONDS)],
         schedules=families.schedules,
         resources={
             **(families.resources or {}),
