@@ -18,6 +18,8 @@ from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES, RunsFilt
 
 AUTOMATION_SENSOR = "datasets_automation"
 DEFAULT_QUIET_SECONDS = 60.0
+# a run the session sensor just created (NOT_STARTED) counts as well as queued / running ones
+_NOT_FINISHED = [dg.DagsterRunStatus.NOT_STARTED, *IN_PROGRESS_RUN_STATUSES]
 
 
 class IngestQuiet(dg.AutomationCondition):
@@ -54,7 +56,7 @@ def ingest_quiet(instance: dg.DagsterInstance, jobs: Sequence[str], keys: Sequen
                  quiet_seconds: float, now: _dt.datetime | None = None) -> tuple[bool, str]:
     """(quiet?, why not) over the instance's runs and asset records."""
     for job in jobs:
-        n = instance.get_runs_count(RunsFilter(job_name=job, statuses=list(IN_PROGRESS_RUN_STATUSES)))
+        n = instance.get_runs_count(RunsFilter(job_name=job, statuses=_NOT_FINISHED))
         if n:
             return False, f"{n} {job} run(s) queued or running"
     now_ts = (now or _dt.datetime.now(_dt.timezone.utc)).timestamp()
