@@ -22,7 +22,7 @@ from assets.partitions import SESSIONS
 from dagster_project import settings
 
 SEP = "~"
-SESSION_SUFFIXES = (".jsonl", ".json")
+SESSION_SUFFIXES = (".jsonl", ".json", ".traj")  # .traj.json ends with .json
 
 
 def session_key_for(relpath: str) -> str:
