@@ -11,12 +11,13 @@ import importlib
 import dagster as dg
 
 from assets.partitions import SESSIONS
-from dagster_project import settings
 from dagster_project.automation import automation_sensor, refresh_condition
+from resources import settings
 from resources.lake import DeltaLake, TableSpec
-from sensors.sessions import SessionSource, build_session_sensor
+from resources.sessions import SessionSource
+from sensors.sessions import build_session_sensor
 
-FAMILIES = ("traces", "teachers", "pairs", "capture", "replay", "rag")
+FAMILIES = ("traces", "teachers", "pairs", "examples", "corpus", "capture", "rag")
 INGEST_JOB = "ingest_sessions"
 DATASETS_JOB = "build_datasets"
 
@@ -44,7 +45,7 @@ def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | N
         lambda a: a.partitions_def is None
         and not any((a.tags_by_key.get(k) or {}).get("tracelake/manual") for k in a.keys),
     )
-    refresh = refresh_condition([INGEST_JOB], session_keys, settings.REFRESH_QUIET_SECONDS)
+    refresh = refresh_condition([INGEST_JOB], session_keys, settings.refresh_quiet_seconds())
     assets = [
         a.map_asset_specs(lambda spec: spec.replace_attributes(automation_condition=refresh))
         if isinstance(a, dg.AssetsDefinition) and set(a.keys) & set(dataset_keys)
@@ -54,7 +55,7 @@ def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | N
     ingest_job = dg.define_asset_job(
         INGEST_JOB,
         selection=dg.AssetSelection.assets(*session_keys),
-        description="Per session: raw_traces → trace_turns → replay_steps → teacher_responses → pairs and training sets.",
+        description="Per session: raw_traces → trace_turns → agent_steps → teacher_responses → pairs and training sets.",
     )
     datasets_job = dg.define_asset_job(
         DATASETS_JOB,
@@ -67,7 +68,7 @@ def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | N
         jobs=[*(families.jobs or []), ingest_job, datasets_job],
         sensors=[*(families.sensors or []), build_session_sensor(ingest_job),
                  automation_sensor(dg.AssetSelection.assets(*dataset_keys),
-                                   settings.AUTOMATION_INTERVAL_SECONDS)],
+                                   settings.automation_interval_seconds())],
         schedules=families.schedules,
         resources={
             **(families.resources or {}),

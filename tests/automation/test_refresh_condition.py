@@ -54,7 +54,7 @@ def test_burst_of_1000_files_is_one_refresh(tmp_path, instance):
     assert DATASETS <= {k for k, c in conds.items() if c is not None}
     ingest = [dg.AssetKey(["gold", "preference_pairs"]), dg.AssetKey(["gold", "sft_examples"]),
               dg.AssetKey(["gold", "kto_examples"]), dg.AssetKey(["silver", "trace_turns"]),
-              dg.AssetKey(["silver", "replay_steps"])]
+              dg.AssetKey(["silver", "agent_steps"])]
     ingest = [k for k in ingest if graph.has(k)]
     now = dt.datetime.now(dt.timezone.utc)
 
