@@ -14,7 +14,7 @@ from assets.teachers.assets import teacher_responses
 from assets.teachers.tables import TEACHER_CACHE, TEACHER_RESPONSES
 from assets.traces.tables import REPLAY_STEPS
 from resources.lake import DeltaLake
-from resources.teachers import TeacherPool
+from assets.teachers.pool import TeacherPool
 from tests.teachers.conftest import http_teacher, pool_yaml, replay_step_row
 
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
