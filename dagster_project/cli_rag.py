@@ -57,7 +57,7 @@ def add_rag_commands(subparsers) -> argparse.ArgumentParser:
 
 
 def _lake(root: str | None):
-    from dagster_project import settings
+    from resources import settings
     from resources.lake import DeltaLake
 
     return DeltaLake(root=root or settings.LAKE_ROOT)

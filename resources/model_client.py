@@ -339,9 +339,9 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def _api_key(name: str) -> str | None:
-    import os  # TODO(client): read through resources.settings once it lands
+    from resources import settings
 
-    return os.environ.get(name) or None
+    return settings.secret(name)
 
 
 def _run_sync(coro_fn):

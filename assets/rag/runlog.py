@@ -174,9 +174,9 @@ def report_view(rows: Iterable[Mapping[str, Any]]) -> list[dict]:
 
 # ------------------------------------------------------------------ appending, with a spool
 def default_spool_dir() -> Path:
-    # TODO(client): through resources.settings once it lands
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "tracelake" / "rag_spool"
+    from resources import settings
+
+    return settings.cache_home() / "tracelake" / "rag_spool"
 
 
 class RunLog:

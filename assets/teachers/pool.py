@@ -22,10 +22,10 @@ import dagster as dg
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from resources import settings
 from resources.model_client import ModelClient, ModelClients, ModelSpec
 
-DEFAULT_TEACHERS_FILE = Path(__file__).resolve().parents[2] / "recipes" / "teachers.yaml"
-TEACHERS_FILE_ENV = "TRACELAKE_TEACHERS_FILE"
+DEFAULT_TEACHERS_FILE = settings.PROJECT_ROOT / "recipes" / "teachers.yaml"
 FLAGS_THAT_TRIP = ("empty", "refusal", "hedge", "truncated", "invalid_tool_json")
 
 
@@ -133,7 +133,7 @@ class TeacherPool(dg.ConfigurableResource):
     def source(self) -> str:
         if self.config_yaml:
             return "<inline>"
-        return self.config_file or os.environ.get(TEACHERS_FILE_ENV) or str(DEFAULT_TEACHERS_FILE)
+        return self.config_file or settings.teachers_file()
 
     def pool_spec(self) -> PoolSpec:
         spec = (load_pool_spec(text=self.config_yaml) if self.config_yaml

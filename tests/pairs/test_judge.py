@@ -15,7 +15,7 @@ from assets.pairs.judge import JUDGE_SYSTEM, PairJudge, confirm_pairs, parse_sco
 from assets.pairs.strategies import build_pairs, make_strategy, steps_from_rows
 from assets.pairs.tables import PREFERENCE_PAIRS
 from assets.teachers.tables import TEACHER_RESPONSES
-from assets.traces.tables import REPLAY_STEPS
+from assets.traces.tables import AGENT_STEPS
 from resources.lake import DeltaLake
 from tests.pairs.data import session
 from tests.rag.loopback import LoopbackLLM
@@ -122,7 +122,7 @@ def test_the_judge_can_be_a_teacher_of_the_pool(tmp_path):
 def _lake(tmp_path):
     lake = DeltaLake(root=str(tmp_path / "lake"))
     steps, teachers = _rows()
-    lake.replace_partitions(REPLAY_STEPS, steps, ["sess-a"])
+    lake.replace_partitions(AGENT_STEPS, steps, ["sess-a"])
     lake.replace_partitions(TEACHER_RESPONSES, teachers, ["sess-a"])
     return lake
 

@@ -9,20 +9,20 @@ import re
 
 import dagster as dg
 
-from assets.teachers.ask import nothing_to_answer, replay
+from assets.teachers.ask import ask_teachers, nothing_to_answer
 from assets.teachers.assets import teacher_responses
 from assets.teachers.pool import PoolSpec, TeacherPool, TeacherSet
 from assets.teachers.tables import TEACHER_RESPONSES
 from assets.traces.tables import AGENT_STEPS
 from resources.lake import DeltaLake
 from tests.rag.loopback import LoopbackLLM
-from tests.teachers.conftest import http_teacher, pool_yaml, replay_step_row, step
+from tests.teachers.conftest import http_teacher, pool_yaml, agent_step_row, step
 
 
 def run(steps, pool: PoolSpec):
     async def go():
         async with TeacherSet(pool) as ts:
-            return await replay(steps, ts, None, None, circuit_breaker=pool.circuit_breaker,
+            return await ask_teachers(steps, ts, None, None, circuit_breaker=pool.circuit_breaker,
                                 prefilter=pool.prefilter)
 
     return asyncio.run(go())
@@ -123,7 +123,7 @@ def test_nothing_to_answer_rules():
 
 def test_asset_metadata_says_what_was_saved(tmp_path):
     lake = DeltaLake(root=str(tmp_path))
-    lake.replace_partitions(AGENT_STEPS, [replay_step_row(i, f"step {i}", "sA") for i in range(8)], ["sA"])
+    lake.replace_partitions(AGENT_STEPS, [agent_step_row(i, f"step {i}", "sA") for i in range(8)], ["sA"])
     with LoopbackLLM(reply="", model="garbage") as garbage:
         teachers = TeacherPool(config_yaml=pool_yaml(
             [http_teacher(garbage.base_url, "garbage", max_concurrency=1)],

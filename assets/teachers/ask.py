@@ -1,6 +1,6 @@
-"""Teacher replay, the Dagster-free core: every step asked of every teacher.
+"""Teacher asking, the Dagster-free core: every step asked of every teacher.
 
-``await replay(steps, teachers, cache, budget)`` takes plain REPLAY_STEPS rows (dicts with
+``await ask_teachers(steps, teachers, cache, budget)`` takes plain AGENT_STEPS rows (dicts with
 ``session_key``, ``step_id``, ``messages`` and ``tools`` JSON), runtime teachers
 (``assets.teachers.pool.TeacherSet``: clients of the one model client), a response cache and
 a budget, and returns the TEACHER_RESPONSES rows plus per-teacher totals.
@@ -147,7 +147,7 @@ class TeacherTotals:
 
 
 @dataclass
-class ReplayOutput:
+class AskResult:
     rows: list[dict[str, Any]]
     totals: dict[str, TeacherTotals]
     errors_by_kind: collections.Counter
@@ -224,21 +224,21 @@ def nothing_to_answer(messages: Sequence[dict[str, Any]]) -> str | None:
 class CircuitBreaker:
     """The last ``window`` answers of one teacher; trips when too many are flagged."""
 
-    def __init__(self, settings: CircuitBreakerSettings) -> None:
-        self.settings = settings
-        self.recent: collections.deque = collections.deque(maxlen=settings.window)
-        self.flags = frozenset(settings.flags)
+    def __init__(self, cfg: CircuitBreakerSettings) -> None:
+        self.cfg = cfg
+        self.recent: collections.deque = collections.deque(maxlen=cfg.window)
+        self.flags = frozenset(cfg.flags)
         self.tripped = False
         self.reason: str | None = None
 
     def record(self, flags: Iterable[str]) -> bool:
         """Record one answer; True when this answer trips the breaker."""
-        if self.tripped or not self.settings.enabled:
+        if self.tripped or not self.cfg.enabled:
             return False
         self.recent.append(tuple(sorted(self.flags & set(flags))))
         n = len(self.recent)
         bad = [f for f in self.recent if f]
-        if n >= self.settings.window and len(bad) / n > self.settings.max_flagged_share:
+        if n >= self.cfg.window and len(bad) / n > self.cfg.max_flagged_share:
             kinds = collections.Counter(k for f in bad for k in f)
             self.tripped = True
             self.reason = (f"{len(bad)} of the last {n} answers flagged ("
@@ -270,7 +270,7 @@ def _cache_record(teacher: ModelClient, req: ModelRequest, out: CallOutcome, run
     }
 
 
-async def replay(
+async def ask_teachers(
     steps: Sequence[dict[str, Any]],
     teachers: Iterable[ModelClient],
     cache: ResponseCache | None = None,
@@ -281,7 +281,7 @@ async def replay(
     log: Any = None,
     circuit_breaker: CircuitBreakerSettings | None = None,
     prefilter: PrefilterSettings | None = None,
-) -> ReplayOutput:
+) -> AskResult:
     """Ask every teacher at every step; return TEACHER_RESPONSES rows and totals.
 
     ``circuit_breaker`` / ``prefilter``: spend control (the pool's; None: the defaults)."""
@@ -374,7 +374,7 @@ async def replay(
         results[req.request_hash] = out
         done += 1
         if log is not None and (done % report_every == 0 or done == n_todo):
-            log.info(f"teacher replay: {done}/{n_todo} requests answered, "
+            log.info(f"teacher asking: {done}/{n_todo} requests answered, "
                      f"spent ${budget.spent:.4f}")
 
     def paused(t: ModelClient, req: ModelRequest) -> bool:
@@ -501,7 +501,7 @@ async def replay(
 
     stats = {k: getattr(cache, k) for k in ("commits", "rows_written", "write_errors", "unflushed")
              if hasattr(cache, k)}
-    return ReplayOutput(
+    return AskResult(
         rows=rows, totals=totals, errors_by_kind=errors_by_kind, flags_by_kind=flags_by_kind,
         spent_usd=budget.spent, budget_usd=budget.limit,
         wall_seconds=time.perf_counter() - t_start, cache_stats=stats,
