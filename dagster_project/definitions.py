@@ -12,6 +12,7 @@ import dagster as dg
 
 from assets.partitions import SESSIONS
 from dagster_project.automation import automation_sensor, refresh_condition
+from dagster_project.maintenance import build_maintenance
 from resources import settings
 from resources.lake import DeltaLake, TableSpec
 from resources.sessions import SessionSource
@@ -62,14 +63,15 @@ def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | N
         selection=dg.AssetSelection.assets(*dataset_keys),
         description="Over all sessions: normalized pairs, replay corpus, prompt pool, capture shards, playbooks.",
     )
+    maintenance_job, maintenance_schedule = build_maintenance(lambda: all_tables())
     return dg.Definitions(
         assets=assets,
         asset_checks=families.asset_checks,
-        jobs=[*(families.jobs or []), ingest_job, datasets_job],
+        jobs=[*(families.jobs or []), ingest_job, datasets_job, maintenance_job],
         sensors=[*(families.sensors or []), build_session_sensor(ingest_job),
                  automation_sensor(dg.AssetSelection.assets(*dataset_keys),
                                    settings.automation_interval_seconds())],
-        schedules=families.schedules,
+        schedules=[*(families.schedules or []), maintenance_schedule],
         resources={
             **(families.resources or {}),
             "lake": lake or DeltaLake(root=settings.LAKE_ROOT),
