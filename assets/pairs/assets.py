@@ -14,7 +14,7 @@ from pydantic import Field
 
 from assets.metadata import md_counts, md_table, pair_preview
 from assets.pairs.dj_env import ensure_data_juicer
-from assets.pairs.judge import PairJudge
+from assets.pairs.judge import JudgeScorer, PairJudge, confirm_pairs
 from assets.pairs.strategies import (
     DEFAULT_BLOCKING_FLAGS,
     JudgeStrategy,
@@ -71,7 +71,8 @@ def validity_from_config(config: PairsConfig) -> ValidityConfig:
     return ValidityConfig(tuple(config.validity_rules), config.min_text_chars)
 
 
-def strategies_from_config(config: PairsConfig, judge: PairJudge | None) -> tuple[list, list[str]]:
+def strategies_from_config(config: PairsConfig, judge: PairJudge | None,
+                           scorer: JudgeScorer | None = None) -> tuple[list, list[str]]:
     out, skipped = [], []
     common = {"blocking_flags": config.blocking_flags, "validity": validity_from_config(config)}
     for name in config.strategies:
@@ -79,7 +80,8 @@ def strategies_from_config(config: PairsConfig, judge: PairJudge | None) -> tupl
             if judge is None or not judge.enabled:
                 skipped.append("judge (pair_judge resource off)")
                 continue
-            out.append(JudgeStrategy(judge.score, min_margin=judge.min_margin, **common))
+            out.append(JudgeStrategy(scorer.score if scorer is not None else judge.score,
+                                     min_margin=judge.min_margin, **common))
         elif name == "consensus":
             out.append(make_strategy(name, min_answers=config.min_answers,
                                      threshold=config.consensus_threshold,
@@ -107,10 +109,26 @@ def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, lak
     step_rows = _read_steps(lake, keys)
     teacher_rows = lake.read(TEACHER_RESPONSES, columns=TEACHER_COLUMNS, partitions=keys,
                              filter=pc.field("status") == "ok").to_pylist()
-    strategies, skipped = strategies_from_config(config, pair_judge)
+    scorer = pair_judge.scorer() if pair_judge.enabled else None
+    strategies, skipped = strategies_from_config(config, pair_judge, scorer)
     policy = load_failure_policy(config.failure_policy or None)
     rows, report = build_pairs(steps_from_rows(step_rows, teacher_rows, policy), strategies, _now(),
                                validity_from_config(config))
+    judge_md: dict = {"judge": pair_judge.describe()}
+    if scorer is not None and pair_judge.confirm:
+        # only candidates that pass the validity rules are worth a judge call
+        invalid = [r for r in rows if r["invalid_rule"]]
+        kept, _dropped, confirm = confirm_pairs([r for r in rows if not r["invalid_rule"]], scorer,
+                                                pair_judge.confirm, pair_judge.confirm_margin)
+        rows = kept + invalid
+        judge_md["judge_confirmation"] = dg.MetadataValue.json(confirm.as_dict())
+        if confirm.examples:
+            judge_md["judge_dropped_examples"] = md_table(
+                ["pair_id", "strategy", "rule", "score_chosen", "score_rejected", "chosen", "rejected"],
+                [[e[k] for k in ("pair_id", "strategy", "rule", "score_chosen", "score_rejected", "chosen",
+                                 "rejected")] for e in confirm.examples])
+    if scorer is not None:
+        judge_md["judge_calls"] = dg.MetadataValue.json({**scorer.stats.as_dict(), "usage": scorer.usage})
     result = lake.replace_partitions(PREFERENCE_PAIRS, rows, keys)
     valid = [r for r in rows if r["invalid_rule"] is None]
     by_source = Counter(f"{r['chosen_source']} > {r['rejected_source']}" for r in valid)
@@ -137,6 +155,7 @@ def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, lak
         "merged_duplicates": dg.MetadataValue.int(report.merged_duplicates),
         "strategies": ", ".join(s.name for s in strategies) + (f" (skipped: {', '.join(skipped)})" if skipped else ""),
         "seconds": dg.MetadataValue.float(round(time.perf_counter() - t0, 3)),
+        **judge_md,
     }
     return dg.MaterializeResult(metadata=md)
 

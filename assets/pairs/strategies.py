@@ -25,6 +25,7 @@ rules, and :func:`build_pairs` stamps every candidate with the first rule it bre
 from __future__ import annotations
 
 import datetime as dt
+import math
 import difflib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -322,7 +323,7 @@ class JudgeStrategy(_Base):
         scores = [float(s) for s in self.scorer(step.prompt, [a.message for a in answers])]
         if len(scores) != len(answers):
             raise ValueError(f"judge returned {len(scores)} scores for {len(answers)} answers")
-        idx = range(len(answers))
+        idx = [i for i in range(len(answers)) if not math.isnan(scores[i])]  # NaN: the judge gave no score
         choosable = [i for i in idx if self.can_be_chosen(answers[i])]
         if not choosable:
             return []

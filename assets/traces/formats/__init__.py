@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from assets.traces.formats import claude_code, codex, openai_messages, sharegpt
+from assets.traces.formats import claude_code, codex, gemini_cli, openai_messages, sharegpt, trajectories
 from assets.traces.util import without_gc
 from assets.traces.formats._common import (
     TURN_COLUMNS,
@@ -45,6 +45,10 @@ PARSERS: dict[str, Callable[[list[dict], str], list[dict]]] = {
     "codex": codex.parse,
     "openai_messages": openai_messages.parse,
     "sharegpt": sharegpt.parse,
+    "gemini_cli": gemini_cli.parse,
+    "swe_agent": trajectories.parse_swe_agent,
+    "mini_swe_agent": trajectories.parse_mini_swe_agent,
+    "openhands": trajectories.parse_openhands,
     "unknown": _parse_unknown,
 }
 
