@@ -18,7 +18,7 @@ import dagster as dg
 import numpy as np
 import pyarrow.compute as pc
 
-from assets.metadata import md_counts, md_table
+from assets.metadata import json_preview, md_counts, md_preview, md_table
 from assets.capture import postfilter
 from assets.capture.capture import (
     CaptureSettings,
@@ -136,6 +136,14 @@ def prompt_pool(context: dg.AssetExecutionContext, config: PromptPoolConfig, lak
             "quotas": quota_md,
             "quota_shortfall_total": sum(q.shortfall for q in shortfalls),
             "languages": md_table(("language", "prompts"), sorted(report.languages.items(), key=lambda kv: -kv[1])),
+            "language_detector": cfg.language_detector,
+            "near_duplicate_threshold": cfg.near_duplicate_threshold,
+            "near_duplicates": md_table(("dropped prompt_id", "near-duplicate of"),
+                                        sorted(report.near_duplicates.items())[:5]),
+            "preview": md_preview(rows, {
+                "domain": lambda r: r["domain"], "language": lambda r: r["language"],
+                "conversation": lambda r: json_preview(r["messages"]),
+            }, n=3),
         },
         check_results=[check],
     )
