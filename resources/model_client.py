@@ -56,6 +56,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 HASH_VERSION = "tl-teacher-v1"  # request hashes address the teacher cache: changing it re-pays
 RETRY_STATUS = frozenset({408, 409, 425, 429})
 _MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id")
+# substrings of every text tool-call format resources.tool_text reads (besides bare/fenced JSON)
+_TEXT_CALL_MARKERS = ("<tool_call>", "<function=", "<|python_tag|>", "[TOOL_CALLS]", "tool\u2581call")
 
 __all__ = [
     "ModelSpec", "ModelRequest", "CallOutcome", "Usage", "ModelClient", "HttpModelClient",
@@ -434,8 +436,12 @@ class ModelClient:
         become structured ``tool_calls`` when the request offered tools; the text left is the
         prose around them. Nothing after the client sees a tool call written as text."""
         tools = req.body.get("tools")
-        if not tools or not out.ok or not out.message:
+        if not tools or not out.ok or not out.message or out.message.get("tool_calls"):
             return out
+        text = out.message.get("content")
+        if not isinstance(text, str) or not (any(m in text for m in _TEXT_CALL_MARKERS)
+                                             or text.lstrip().startswith(("{", "[", "`"))):
+            return out  # the common case, decided without parsing
         from resources.tool_text import structure_tool_calls
 
         msg, fmt = structure_tool_calls(out.message, tools)
