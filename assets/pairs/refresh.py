@@ -81,6 +81,8 @@ class RefreshReport:
     languages: Counter = field(default_factory=Counter)
     strategies: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+    kept_preview: list = field(default_factory=list)  # the first few rows of each, for the UI
+    rejected_preview: list = field(default_factory=list)
 
 
 def _session_groups(lake: DeltaLake, keys: Iterable[str], version: int, max_rows: int) -> Iterable[list[str]]:
@@ -191,5 +193,7 @@ def _refresh_group(lake: DeltaLake, recipe: Recipe, ops, group: list[str], versi
                                                          cur.dropped + o.dropped, cur.seconds + o.seconds)
     for r in rejections:
         rep.examples.setdefault(r["op"], r["reason"])
+    rep.kept_preview += kept[: max(0, 3 - len(rep.kept_preview))]
+    rep.rejected_preview += rejections[: max(0, 3 - len(rep.rejected_preview))]
     rep.languages.update(r.get("language") or "n/a" for r in kept)
     rep.strategies.update(r["strategy"] for r in kept)
