@@ -48,6 +48,9 @@ class ReplaySampleConfig(dg.Config):
     scheme: str = "recency"  # recency | uniform
     reference_time: Optional[str] = None  # ISO; default now (fix it to reproduce a sample)
     preference_only: bool = False
+    # False: preference snapshots the pipeline mined itself (pairs from teacher disagreement)
+    # are left out; only pairs that came in as preference data (imported datasets) are drawn
+    include_auto_mined: bool = True
 
 
 def _type_mix(col) -> dict[str, int]:
@@ -89,7 +92,9 @@ def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig,
     up = upsert_snapshots(lake, snaps)
     merge_s = time.perf_counter() - t0
 
-    ev = evict(lake, max_bytes=config.max_bytes, max_rows=config.max_rows, protected=snaps.ids,
+    # only rows this materialization added are protected: rows still present upstream but
+    # already in the corpus are evictable like any other, so the budget is met (oldest first)
+    ev = evict(lake, max_bytes=config.max_bytes, max_rows=config.max_rows, protected=up.added,
                now=now, run_id=context.run.run_id, chunk_size=config.delete_chunk_size,
                log=config.log_evictions)
     index = ev.index_after
@@ -99,7 +104,7 @@ def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig,
     if not plan.within_budget:
         context.log.warning(
             f"replay corpus still over budget after eviction: {plan.rows_after} rows / "
-            f"{plan.bytes_after} bytes; the {plan.protected_rows} protected snapshots alone exceed it")
+            f"{plan.bytes_after} bytes; the {plan.protected_rows} snapshots added by this run alone exceed it")
 
     added = set(up.added)
     final = ev.write or up.write
@@ -148,7 +153,8 @@ def replay_sample(context: dg.AssetExecutionContext, config: ReplaySampleConfig,
     if config.k < 0:
         raise dg.Failure("k must be >= 0")
     sample = draw_sample(lake, k=config.k, seed=config.seed, scheme=config.scheme,
-                         reference_time=config.reference_time, preference_only=config.preference_only)
+                         reference_time=config.reference_time, preference_only=config.preference_only,
+                         include_auto_mined=config.include_auto_mined)
     result = write_sample(lake, sample)
     t = sample.table
     n = t.num_rows
@@ -162,6 +168,7 @@ def replay_sample(context: dg.AssetExecutionContext, config: ReplaySampleConfig,
         "scheme": config.scheme,
         "reference_time": iso(sample.reference_time),
         "preference_only": dg.MetadataValue.bool(config.preference_only),
+        "include_auto_mined": dg.MetadataValue.bool(config.include_auto_mined),
         "candidates": dg.MetadataValue.int(sample.corpus_rows),
         "composition": _json(composition(t.column("section_type").to_pylist())),
         "sources": _json(dict(Counter(t.column("source").to_pylist()))),
