@@ -11,6 +11,8 @@ import importlib
 import dagster as dg
 
 from assets.partitions import SESSIONS
+from dagster_project.automation import automation_sensor, refresh_condition
+from dagster_project.maintenance import build_maintenance
 from resources import settings
 from resources.lake import DeltaLake, TableSpec
 from resources.sessions import SessionSource
@@ -34,8 +36,9 @@ def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | N
     assets = list(families.assets or [])
     # Everything partitioned by session runs together, per new or grown file (the sensor)
     # or over many files at once (a backfill). The unpartitioned datasets derive from all
-    # of it and follow on their own (eager: once an upstream partition updated and nothing
-    # upstream is still running). Assets tagged tracelake/manual (e.g. rag runs) are not
+    # of it and follow on their own: the automation sensor refreshes each dataset once
+    # upstream changed and ingestion has been quiet (dagster_project/automation.py), one
+    # refresh per burst of files. Assets tagged tracelake/manual (e.g. rag runs) are not
     # part of either.
     session_keys = _asset_keys(assets, lambda a: a.partitions_def == SESSIONS)
     dataset_keys = _asset_keys(
@@ -43,9 +46,9 @@ def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | N
         lambda a: a.partitions_def is None
         and not any((a.tags_by_key.get(k) or {}).get("tracelake/manual") for k in a.keys),
     )
-    eager = dg.AutomationCondition.eager()
+    refresh = refresh_condition([INGEST_JOB], session_keys, settings.refresh_quiet_seconds())
     assets = [
-        a.map_asset_specs(lambda spec: spec.replace_attributes(automation_condition=eager))
+        a.map_asset_specs(lambda spec: spec.replace_attributes(automation_condition=refresh))
         if isinstance(a, dg.AssetsDefinition) and set(a.keys) & set(dataset_keys)
         else a
         for a in assets
@@ -60,12 +63,15 @@ def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | N
         selection=dg.AssetSelection.assets(*dataset_keys),
         description="Over all sessions: normalized pairs, replay corpus, prompt pool, capture shards, playbooks.",
     )
+    maintenance_job, maintenance_schedule = build_maintenance(lambda: all_tables())
     return dg.Definitions(
         assets=assets,
         asset_checks=families.asset_checks,
-        jobs=[*(families.jobs or []), ingest_job, datasets_job],
-        sensors=[*(families.sensors or []), build_session_sensor(ingest_job)],
-        schedules=families.schedules,
+        jobs=[*(families.jobs or []), ingest_job, datasets_job, maintenance_job],
+        sensors=[*(families.sensors or []), build_session_sensor(ingest_job),
+                 automation_sensor(dg.AssetSelection.assets(*dataset_keys),
+                                   settings.automation_interval_seconds())],
+        schedules=[*(families.schedules or []), maintenance_schedule],
         resources={
             **(families.resources or {}),
             "lake": lake or DeltaLake(root=settings.LAKE_ROOT),

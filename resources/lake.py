@@ -332,8 +332,11 @@ class DeltaLake(dg.ConfigurableResource):
         dt = self._retrying(spec, op)
         return self._result(spec, dt, "append", table.num_rows)
 
-    def overwrite(self, spec: TableSpec, data: Any) -> WriteResult:
-        """Replace the whole table (for unpartitioned, fully recomputed assets)."""
+    def overwrite(self, spec: TableSpec, data: Any, schema_mode: str | None = None) -> WriteResult:
+        """Replace the whole table (for unpartitioned, fully recomputed assets).
+
+        ``schema_mode="overwrite"`` also replaces the table's schema by the spec's (a layout
+        migration: columns the spec no longer has are dropped from the new version)."""
         table = spec.conform(data)
 
         def op(dt: DeltaTable) -> None:
@@ -342,6 +345,7 @@ class DeltaLake(dg.ConfigurableResource):
                 partition_by=list(spec.partition_by) or None,
                 storage_options=self.options(),
                 writer_properties=spec.writer_properties(),
+                schema_mode=schema_mode,
             )
 
         dt = self._retrying(spec, op)

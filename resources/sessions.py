@@ -18,7 +18,7 @@ from pydantic import Field
 from resources import settings
 
 SEP = "~"
-SESSION_SUFFIXES = (".jsonl", ".json")
+SESSION_SUFFIXES = (".jsonl", ".json", ".traj")  # .traj.json ends with .json
 
 
 def session_key_for(relpath: str) -> str:

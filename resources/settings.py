@@ -19,6 +19,9 @@ TRACELAKE_PRIVACY_FILE             the privacy policy YAML (default recipes/priv
 TRACELAKE_PII_SALT                 the pseudonym salt itself (else read from the salt file)
 TRACELAKE_PII_SALT_FILE            the pseudonym salt file (default <lake root>/_private/pii_salt
                                    for a local lake, ~/.config/tracelake/pii_salt otherwise)
+TRACELAKE_MAINTENANCE_CRON         when the table maintenance job runs (UTC cron, every 6 h)
+TRACELAKE_REFRESH_QUIET_SECONDS    datasets refresh once ingestion was quiet this long (60)
+TRACELAKE_AUTOMATION_INTERVAL_SECONDS  how often the datasets' automation sensor ticks (30)
 TRACELAKE_K8S_*                    Kubernetes deployment (deploy/k8s)
 AWS_* / GOOGLE_* / AZURE_*         object-store credentials, handed to delta-rs only
 =================================  =====================================================
@@ -109,6 +112,18 @@ def model_cache_dir() -> str:
 
 def smollm2_gguf() -> str:
     return env(PREFIX + "SMOLLM2_GGUF")
+
+
+def refresh_quiet_seconds() -> float:
+    return float(env(PREFIX + "REFRESH_QUIET_SECONDS", "60"))
+
+
+def automation_interval_seconds() -> int:
+    return int(env(PREFIX + "AUTOMATION_INTERVAL_SECONDS", "30"))
+
+
+def maintenance_cron() -> str:
+    return env(PREFIX + "MAINTENANCE_CRON", "17 */6 * * *")
 
 
 def log_level() -> str:

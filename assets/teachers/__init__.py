@@ -9,7 +9,7 @@
 import dagster as dg
 
 from assets.teachers.assets import teacher_responses
-from resources.teachers import TeacherPool
+from assets.teachers.pool import TeacherPool
 
 defs = dg.Definitions(
     assets=[teacher_responses],

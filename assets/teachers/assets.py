@@ -12,10 +12,10 @@ from pydantic import Field
 from assets.partitions import SESSION_BACKFILL, SESSIONS
 from assets.teachers.cache import DeltaResponseCache
 from assets.teachers.ask import AskResult, Budget, ask_teachers
+from assets.teachers.pool import TeacherPool
 from assets.teachers.tables import TEACHER_CACHE, TEACHER_RESPONSES
 from assets.traces.tables import AGENT_STEPS
 from resources.lake import DeltaLake, partition_keys_of
-from resources.teachers import TeacherPool
 
 STEP_COLUMNS = ["session_key", "step_id", "step_index", "messages", "tools"]
 
@@ -52,6 +52,9 @@ def ask_metadata(out: AskResult, n_steps: int, n_teachers: int) -> dict:
         "cost_usd_run": dg.MetadataValue.float(round(out.spent_usd, 6)),
         "budget_usd": dg.MetadataValue.float(out.budget_usd) if out.budget_usd is not None else "unlimited",
         "skipped_budget": dg.MetadataValue.int(sum(t.skipped_budget for t in out.totals.values())),
+        "skipped_breaker": dg.MetadataValue.int(sum(t.skipped_breaker for t in out.totals.values())),
+        "skipped_prefilter": dg.MetadataValue.int(sum(t.skipped_prefilter for t in out.totals.values())),
+        "spend_control": dg.MetadataValue.json(out.spend_control()),
         "errors_by_kind": dg.MetadataValue.json(dict(out.errors_by_kind)),
         "flags_by_kind": dg.MetadataValue.json(dict(out.flags_by_kind)),
         "per_teacher": dg.MetadataValue.md(out.markdown()),
@@ -99,7 +102,8 @@ def teacher_responses(
         async with teachers.open(pool) as tset:
             return await ask_teachers(steps, tset, cache, Budget(budget),
                                 reserve_bytes_per_token=pool.reserve_bytes_per_token,
-                                run_id=context.run.run_id, log=context.log)
+                                run_id=context.run.run_id, log=context.log,
+                                circuit_breaker=pool.circuit_breaker, prefilter=pool.prefilter)
 
     out = asyncio.run(run())
     if out.cache_stats.get("unflushed"):

@@ -21,13 +21,6 @@ from tests.pairs.data import session
 KEYS = ["sess-a", "sess-b"]
 
 
-class FixedJudge(PairJudge):
-    """A deterministic judge: prefers answers that call tools, then longer ones."""
-
-    def score(self, prompt, answers):
-        return [10 * bool(a.get("tool_calls")) + len(a.get("content") or "") / 100 for a in answers]
-
-
 @pytest.fixture()
 def lake(tmp_path):
     lake = DeltaLake(root=str(tmp_path / "lake"))
@@ -87,20 +80,6 @@ def test_pairs_to_normalized_pairs_through_dagster(lake, tiny_tokenizer):
     assert all(r["recipe"] == "default" for r in kept + dropped)
     assert lake.read(SFT_EXAMPLES).num_rows == 6
     assert lake.read(KTO_EXAMPLES).num_rows == 10 and lake.read(SDPO_EXAMPLES).num_rows == 2
-
-
-def test_judge_strategy_wired_through_the_resource(lake):
-    resources = {"lake": lake, "normalizer": Normalizer(), "pair_judge": FixedJudge(teacher="fixed")}
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("sessions", KEYS)
-        r = dg.materialize([preference_pairs], partition_key="sess-a", resources=resources, instance=instance,
-                           run_config={"ops": {"gold__preference_pairs": {"config": {"strategies": ["judge"]}}}})
-        assert r.success
-    rows = lake.read(PREFERENCE_PAIRS).to_pylist()
-    assert rows and {r["strategy"] for r in rows} == {"judge"} and {r["session_key"] for r in rows} == {"sess-a"}
-    for r in rows:
-        assert r["score_chosen"] > r["score_rejected"]
-        assert json.loads(r["chosen"])[0].get("tool_calls")  # the judge likes tool calls
 
 
 def test_definitions_load():

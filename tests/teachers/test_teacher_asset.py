@@ -14,8 +14,8 @@ from assets.teachers.assets import teacher_responses
 from assets.teachers.tables import TEACHER_CACHE, TEACHER_RESPONSES
 from assets.traces.tables import AGENT_STEPS
 from resources.lake import DeltaLake
-from resources.teachers import TeacherPool
-from tests.teachers.conftest import http_teacher, pool_yaml, agent_step_row
+from assets.teachers.pool import TeacherPool
+from tests.teachers.conftest import agent_step_row, http_teacher, pool_yaml
 
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 

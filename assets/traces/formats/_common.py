@@ -235,3 +235,41 @@ def looks_like_error(text: str) -> bool:
     if low.startswith("{") and ('"error"' in low[:60] or "'error'" in low[:60]):
         return True
     return head.startswith("Exit code") and not head.startswith("Exit code 0") and not head.startswith("Exit code: 0")
+
+
+def load_document(raw_rows: list[dict]) -> tuple[Any, int] | None:
+    """``(document, first line_no)`` of a file stored as one JSON document (``json_fragment``
+    rows, or a single JSON line), else None."""
+    rows = sorted(raw_rows, key=_LINE_NO)
+    frags = [r for r in rows if r.get("record_type") == JSON_FRAGMENT]
+    if frags:
+        try:
+            return document_of(frags), frags[0]["line_no"]
+        except orjson.JSONDecodeError:
+            return None
+    good = [r for r in rows if not r.get("quarantined") and r.get("raw")]
+    if len(good) == 1:
+        try:
+            return orjson.loads(good[0]["raw"]), good[0]["line_no"]
+        except orjson.JSONDecodeError:
+            return None
+    return None
+
+
+def unknown_row(session_key: str, fmt: str, ids: "TurnIds", line_no: int, reason: str, obj: Any = None,
+                **kw: Any) -> dict:
+    """A ``role="meta"``, ``kind="unknown"`` row that says why a record was not read."""
+    extra = {"reason": reason}
+    if obj is not None:
+        extra["record"] = obj
+    return new_turn(session_key, fmt, ids.make(f"L{line_no}:unknown", line_no), "meta", "unknown",
+                    source_lines=[line_no], extra=dumps(extra), **kw)
+
+
+def clip_text(v: Any) -> str:
+    """A value as text: strings as they are, anything else as JSON."""
+    if v is None:
+        return ""
+    if isinstance(v, str):
+        return v
+    return dumps(v)
