@@ -29,8 +29,9 @@ from assets.pairs.tables import NORMALIZED_PAIRS, PAIR_REJECTIONS, PREFERENCE_PA
 from assets.partitions import SESSION_BACKFILL, SESSIONS
 from assets.teachers.tables import TEACHER_RESPONSES
 from assets.traces.tables import AGENT_STEPS
-from resources.lake import DeltaLake, metadata_for, partition_keys_of
+from resources.lake import DeltaLake, count_rows, partition_keys_of
 from assets.pairs.normalizer import Normalizer
+from assets.pairs.refresh import refresh_normalized_pairs
 
 GROUP = "pairs"
 STEP_COLUMNS = ["session_key", "step_id", "step_index", "messages", "tools", "response",
@@ -164,6 +165,8 @@ def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, lak
 
 class NormalizeConfig(dg.Config):
     recipe: str = Field(default="", description="recipe name for this run (empty: the normalizer's)")
+    full_refresh: bool = Field(default=False, description="rebuild from every pair instead of the changed sessions")
+    group_rows: int = Field(default=5000, description="pairs per recipe run (memory bound of a refresh)")
 
 
 @dg.asset(
@@ -172,47 +175,48 @@ class NormalizeConfig(dg.Config):
     deps=[PREFERENCE_PAIRS.asset_key],
     kinds={"delta", "gold"},
     description=NORMALIZED_PAIRS.description + " Also writes gold/pair_rejections (every dropped "
-                "pair with the op, reason and stats that dropped it) in the same run.",
+                "pair with the op, reason and stats that dropped it) in the same run. Refreshes "
+                "the sessions whose pairs changed since the last run (full_refresh: all).",
 )
 def normalized_pairs(context: dg.AssetExecutionContext, config: NormalizeConfig, lake: DeltaLake,
                      normalizer: Normalizer) -> dg.MaterializeResult:
-    """All preference pairs through the data-juicer recipe (global dedup needs the whole set)."""
+    """The changed sessions' preference pairs through the data-juicer recipe (assets/pairs/refresh.py)."""
     recipe = normalizer.load(config.recipe or None)
-    pairs = lake.read(PREFERENCE_PAIRS).to_pylist()
-    pairs.sort(key=lambda r: (r["session_key"], r["step_id"], r["pair_id"]))
-    pairs_version = lake.version(PREFERENCE_PAIRS)
-    context.log.info(f"normalizing {len(pairs)} pairs with recipe {recipe.name}@{recipe.version}")
-    res = normalizer.normalize(pairs, recipe)
-    if len(res.kept) + len(res.rejections) != len(pairs):  # also asserted inside normalize
-        raise dg.Failure(f"drop accounting: {len(res.kept)} kept + {len(res.rejections)} dropped "
-                         f"!= {len(pairs)} pairs in")
-    w_kept = lake.overwrite(NORMALIZED_PAIRS, res.kept)
-    w_rej = lake.overwrite(PAIR_REJECTIONS, res.rejections)
-    examples: dict[str, str] = {}
-    for r in res.rejections:
-        examples.setdefault(r["op"], r["reason"])
+    rep = refresh_normalized_pairs(lake, recipe, overrides=normalizer.overrides(), full=config.full_refresh,
+                                   group_rows=config.group_rows, log=context.log.info)
+    context.log.info(f"normalized_pairs: {rep.mode} ({rep.reason}): {rep.sessions} sessions, "
+                     f"{rep.rows_in} pairs with recipe {recipe.name}@{recipe.version}")
     ops_md = md_table(
         ["op", "rows in", "dropped", "seconds", "example reason"],
-        [[o.name, o.rows_in, o.dropped, f"{o.seconds:.2f}", examples.get(o.name, "")[:120]] for o in res.ops])
-    common = {
+        [[o.name, o.rows_in, o.dropped, f"{o.seconds:.2f}", rep.examples.get(o.name, "")[:120]]
+         for o in rep.ops.values()])
+    kept_t, rej_t = lake.table(NORMALIZED_PAIRS), lake.table(PAIR_REJECTIONS)
+    return dg.MaterializeResult(metadata={
+        "table_uri": dg.MetadataValue.path(lake.uri(NORMALIZED_PAIRS)),
+        "delta_version": dg.MetadataValue.int(kept_t.version() if kept_t else -1),
+        "table_rows": dg.MetadataValue.int(count_rows(kept_t) if kept_t else 0),
+        "pair_rejections/table_rows": dg.MetadataValue.int(count_rows(rej_t) if rej_t else 0),
+        "dagster/row_count": dg.MetadataValue.int(count_rows(kept_t) if kept_t else 0),
+        "refresh_mode": rep.mode,
+        "refresh_reason": rep.reason,
+        "sessions_refreshed": dg.MetadataValue.int(rep.sessions),
+        "recipe_runs": dg.MetadataValue.int(rep.groups),
         "recipe": recipe.name,
         "recipe_version": recipe.version,
         "recipe_path": dg.MetadataValue.path(str(recipe.path)),
-        "rows_in": dg.MetadataValue.int(len(pairs)),
-        "rows_kept": dg.MetadataValue.int(len(res.kept)),
-        "rows_dropped": dg.MetadataValue.int(len(res.rejections)),
-        "preference_pairs_version": dg.MetadataValue.int(-1 if pairs_version is None else pairs_version),
-    }
-    langs = Counter(r.get("language") or "n/a" for r in res.kept)
-    strategies = Counter(r["strategy"] for r in res.kept)
-    return dg.MaterializeResult(metadata=metadata_for({"kept": w_kept, "pair_rejections": w_rej}) | common | {
+        "rows_in": dg.MetadataValue.int(rep.rows_in),
+        "rows_kept": dg.MetadataValue.int(rep.kept),
+        "rows_dropped": dg.MetadataValue.int(rep.dropped),
+        "duplicates_of_earlier_pairs": dg.MetadataValue.int(rep.cross_duplicates),
+        "pairs_total": dg.MetadataValue.int(rep.pairs_total),
+        "preference_pairs_version": dg.MetadataValue.int(-1 if rep.input_version is None else rep.input_version),
         "drops_by_op": ops_md,
-        "kept_by_strategy": md_counts("strategy", dict(strategies)),
-        "kept_by_language": md_counts("language", dict(langs)),
-        "preview": pair_preview(res.kept, n=3),
-        "rejections_preview": pair_preview(res.rejections, n=3,
+        "kept_by_strategy": md_counts("strategy", dict(rep.strategies)),
+        "kept_by_language": md_counts("language", dict(rep.languages)),
+        "preview": pair_preview(rep.kept_preview, n=3),
+        "rejections_preview": pair_preview(rep.rejected_preview, n=3,
                                            why=lambda r: f"{r['op']}: {r['reason']}"),
-        "seconds": dg.MetadataValue.float(round(res.seconds, 3)),
+        "seconds": dg.MetadataValue.float(round(rep.seconds, 3)),
     })
 
 
@@ -252,7 +256,8 @@ def pair_drop_accounting(context: dg.AssetCheckExecutionContext, lake: DeltaLake
         lake.read(PAIR_REJECTIONS, columns=["pair_id"]).num_rows
     ev = context.instance.get_latest_materialization_event(NORMALIZED_PAIRS.asset_key)
     md = ev.asset_materialization.metadata if ev and ev.asset_materialization else {}
-    rows_in = md["rows_in"].value if "rows_in" in md else None
+    # the pairs the table stands for (a refresh processes only the changed sessions: rows_in)
+    rows_in = md["pairs_total"].value if "pairs_total" in md else md["rows_in"].value if "rows_in" in md else None
     problems = []
     if rows_in is None:
         problems.append("no rows_in recorded by the last materialization")

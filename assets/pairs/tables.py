@@ -48,6 +48,8 @@ NORMALIZED_PAIRS = TableSpec(
         pa.field("language", pa.string()),
         pa.field("recipe", pa.string()),
         pa.field("recipe_version", pa.string()),
+        # hash of the recipe's exact-dedup key: duplicates are found across refreshes
+        pa.field("text_hash", pa.string()),
     ]),
 )
 
