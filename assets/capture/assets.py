@@ -18,7 +18,7 @@ import dagster as dg
 import numpy as np
 import pyarrow.compute as pc
 
-from assets.metadata import md_table
+from assets.metadata import json_preview, md_counts, md_preview, md_table
 from assets.capture import postfilter
 from assets.capture.capture import (
     CaptureSettings,
@@ -37,6 +37,7 @@ from assets.capture.pool import (
 )
 from assets.capture.shards import (
     append_shard,
+    check_fingerprint,
     captured_prompt_ids,
     ensure_shard_table,
     open_shard_table,
@@ -135,6 +136,14 @@ def prompt_pool(context: dg.AssetExecutionContext, config: PromptPoolConfig, lak
             "quotas": quota_md,
             "quota_shortfall_total": sum(q.shortfall for q in shortfalls),
             "languages": md_table(("language", "prompts"), sorted(report.languages.items(), key=lambda kv: -kv[1])),
+            "language_detector": cfg.language_detector,
+            "near_duplicate_threshold": cfg.near_duplicate_threshold,
+            "near_duplicates": md_table(("dropped prompt_id", "near-duplicate of"),
+                                        sorted(report.near_duplicates.items())[:5]),
+            "preview": md_preview(rows, {
+                "domain": lambda r: r["domain"], "language": lambda r: r["language"],
+                "conversation": lambda r: json_preview(r["messages"]),
+            }, n=3),
         },
         check_results=[check],
     )
@@ -180,6 +189,7 @@ def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lak
         raise ValueError("postfilter_action must be 'flag' or 'drop'")
     verifier_id, dtype = verifier.identity()
     spec = capture_spec(verifier_id, dtype)
+    check_fingerprint(lake, spec, verifier.fingerprint())
     pool = lake.read(PROMPT_POOL, filter=pc.field("domain").isin(config.domains) if config.domains else None)
     done = captured_prompt_ids(lake, spec)
     rows = [r for r in pool.to_pylist() if r["prompt_id"] not in done]
@@ -190,6 +200,8 @@ def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lak
     base_md = {
         "shard_table": spec.path,
         "verifier_id": verifier_id,
+        "verifier_model": verifier.model_id(),
+        "verifier_fingerprint": verifier.fingerprint(),
         "dtype": dtype,
         "schema_version": SCHEMA_VERSION,
         "prompts_in_pool": pool.num_rows,
@@ -211,7 +223,8 @@ def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lak
         raise ValueError(f"hidden_layer {verifier.hidden_layer} outside the verifier's "
                          f"{loaded.num_layers + 1} hidden states (embeddings + layers)")
     props = table_properties(verifier_id=verifier_id, dtype=loaded.dtype, top_k=K, hidden_size=H,
-                             hidden_layer=verifier.hidden_layer, block_size=config.block_size)
+                             hidden_layer=verifier.hidden_layer, block_size=config.block_size,
+                             verifier_fingerprint=loaded.fingerprint, verifier_model=loaded.model_id)
     ensure_shard_table(lake, spec, props)
     pf = postfilter.PostFilterConfig(config.low_confidence_threshold, config.repetition_ngram,
                                      config.repetition_threshold)
@@ -224,6 +237,8 @@ def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lak
     top1_sum = 0.0
     reasons_count: Counter = Counter()
     flagged = dropped = 0
+    measured: Counter = Counter()  # what each post-filter rule measured, per sequence
+    answer_tokens = no_answer = clamped = clamped_seqs = 0
     t0 = time.perf_counter()
     for group in iter_chunks(rows, max(1, config.prompts_per_commit)):
         caps = capture_prompts(loaded, [PromptIn.from_row(r) for r in group], settings_)
@@ -231,7 +246,12 @@ def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lak
         now = datetime.now(timezone.utc)
         for c in caps:
             rs, st = postfilter.evaluate(c.token_ids, c.top1, c.n_prompt_tokens, c.generated,
-                                         c.ended_with_eos, pf)
+                                         c.ended_with_eos, pf, answer_start=c.answer_start)
+            measured.update(f"{rule}: {how}" for rule, how in st["measured"].items())
+            answer_tokens += st["n_answer_tokens"]
+            no_answer += st["n_answer_tokens"] == 0
+            clamped += c.hidden_clamped
+            clamped_seqs += c.hidden_clamped > 0
             reason = ";".join(rs) or None
             reasons_count.update(rs)
             if reason:
@@ -255,6 +275,7 @@ def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lak
                 "tracelake.verifier_path": loaded.path, "tracelake.device": loaded.device,
                 "tracelake.max_new_tokens": config.max_new_tokens,
                 "tracelake.tokens": table.num_rows, "tracelake.sequences": len(keep),
+                "tracelake.hidden_values_clamped_fp16": sum(c.hidden_clamped for c in keep),
             })
             version, commits = res.version, commits + 1
             bytes_added += res.bytes_added
@@ -269,6 +290,9 @@ def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lak
             lake.merge(CAPTURE_REJECTIONS, rejections)
         context.log.info(f"committed {len(group)} prompts, {table.num_rows} tokens → {spec.path} v{version}")
     elapsed = time.perf_counter() - t0
+    if clamped:
+        context.log.warning(f"{clamped} hidden-state values in {clamped_seqs} sequences were beyond the fp16 "
+                            f"range and clamped to ±65504 (layer {verifier.hidden_layer})")
 
     target = 2 * H + 6 * K
     bpt = bytes_added / tokens if tokens else 0.0
@@ -289,6 +313,11 @@ def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lak
         "sequences_written": seqs,
         "tokens_captured": tokens,
         "generated_tokens": gen_tokens,
+        "answer_tokens_scored": answer_tokens,
+        "sequences_without_answer_tokens": no_answer,
+        "postfilter_measured": md_counts("rule: what it measured (sequences)", dict(measured)),
+        "hidden_values_clamped_fp16": clamped,
+        "sequences_with_clamped_hidden": clamped_seqs,
         "truncated_sequences": truncated,
         "commits": commits,
         "bytes_written": bytes_added,
