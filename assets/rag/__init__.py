@@ -1,6 +1,7 @@
 """The rag asset family: playbooks from what the lakehouse knows, and a RAG runtime that
 answers a task with the local model grounded in retrieved playbooks, gated by code,
-escalated only when allowed, and logged to rag_runs (see assets.py, runtime.py).
+escalated only when allowed, and logged to rag_runs as replay_run.v1 records (see assets.py,
+runtime.py, runlog.py). Both models are clients of the one model client.
 
 ``defs`` is built on first access, so the pure modules (retrieval, bundle, gate,
 playbooks, runtime) import without building any Dagster definition.
