@@ -92,7 +92,7 @@ def cmd_rag_run(args) -> int:
     row = out.row
     from dagster_project.cli import _instance
 
-    record_run_materialization(_instance(), lake, row, out.logged)
+    record_run_materialization(_instance(), lake, row, out.logged, runtime.run_log.last_write)
     passed = out.gate_passed
     if args.json:
         print(json.dumps({k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()},
