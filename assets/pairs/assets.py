@@ -12,8 +12,9 @@ import dagster as dg
 import pyarrow.compute as pc
 from pydantic import Field
 
+from assets.checks import table_check
 from assets.metadata import md_counts, md_table
-from assets.pairs.dj_env import ensure_data_juicer
+from assets.pairs.normalize import ensure_data_juicer
 from assets.pairs.judge import JudgeScorer, PairJudge, confirm_pairs
 from assets.pairs.strategies import (
     DEFAULT_BLOCKING_FLAGS,
@@ -26,7 +27,7 @@ from assets.pairs.tables import NORMALIZED_PAIRS, PAIR_REJECTIONS, PREFERENCE_PA
 from assets.partitions import SESSION_BACKFILL, SESSIONS
 from assets.teachers.tables import TEACHER_RESPONSES
 from assets.traces.tables import AGENT_STEPS
-from resources.lake import DeltaLake, metadata_for, partition_keys_of
+from resources.lake import DeltaLake, partition_keys_of
 from assets.pairs.normalizer import Normalizer
 
 GROUP = "pairs"
@@ -134,16 +135,15 @@ class NormalizeConfig(dg.Config):
     recipe: str = Field(default="", description="recipe name for this run (empty: the normalizer's)")
 
 
-@dg.asset(
-    key=NORMALIZED_PAIRS.asset_key,
-    group_name=GROUP,
-    deps=[PREFERENCE_PAIRS.asset_key],
-    kinds={"delta", "gold"},
-    description=NORMALIZED_PAIRS.description + " Also writes gold/pair_rejections (every dropped "
-                "pair with the op, reason and stats that dropped it) in the same run.",
+@dg.multi_asset(
+    name="gold__normalized_pairs",
+    specs=[NORMALIZED_PAIRS.asset_spec(group_name=GROUP, deps=[PREFERENCE_PAIRS.asset_key]),
+           PAIR_REJECTIONS.asset_spec(group_name=GROUP, deps=[PREFERENCE_PAIRS.asset_key])],
+    description="The data-juicer recipe over all preference pairs: the kept pairs and, in the same "
+                "run, every dropped pair with the op, reason and stats that dropped it.",
 )
 def normalized_pairs(context: dg.AssetExecutionContext, config: NormalizeConfig, lake: DeltaLake,
-                     normalizer: Normalizer) -> dg.MaterializeResult:
+                     normalizer: Normalizer):
     """All preference pairs through the data-juicer recipe (global dedup needs the whole set)."""
     recipe = normalizer.load(config.recipe or None)
     pairs = lake.read(PREFERENCE_PAIRS).to_pylist()
@@ -173,11 +173,15 @@ def normalized_pairs(context: dg.AssetExecutionContext, config: NormalizeConfig,
     }
     langs = Counter(r.get("language") or "n/a" for r in res.kept)
     strategies = Counter(r["strategy"] for r in res.kept)
-    return dg.MaterializeResult(metadata=metadata_for({"kept": w_kept, "pair_rejections": w_rej}) | common | {
+    yield dg.MaterializeResult(asset_key=NORMALIZED_PAIRS.asset_key, metadata=w_kept.metadata() | common | {
         "drops_by_op": ops_md,
         "kept_by_strategy": md_counts("strategy", dict(strategies)),
         "kept_by_language": md_counts("language", dict(langs)),
         "seconds": dg.MetadataValue.float(round(res.seconds, 3)),
+    })
+    yield dg.MaterializeResult(asset_key=PAIR_REJECTIONS.asset_key, metadata=w_rej.metadata() | common | {
+        "drops_by_op": ops_md,
+        "dropped_by_strategy": md_counts("strategy", dict(Counter(r["strategy"] for r in res.rejections))),
     })
 
 
@@ -263,4 +267,7 @@ def normalized_pairs_render(lake: DeltaLake, normalizer: Normalizer) -> dg.Asset
 
 
 ASSETS = [preference_pairs, normalized_pairs]
-CHECKS = [preference_pairs_valid, pair_drop_accounting, normalized_pairs_render]
+CHECKS = [preference_pairs_valid, pair_drop_accounting, normalized_pairs_render, table_check(PAIR_REJECTIONS)]
+
+defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS,
+                      resources={"normalizer": Normalizer(), "pair_judge": PairJudge()})
