@@ -121,6 +121,8 @@ def export_table(lake, table: str, fmt: str, out_dir: str | Path, *, all_columns
     else:
         parts = list(sessions) if sessions and spec.partition_by else None
         rows = lake.read(spec, partitions=parts).to_pylist()
+        if table == "preference_pairs":  # candidates that break a validity rule are not training data
+            rows = [r for r in rows if not r.get("invalid_rule")]
         rows.sort(key=lambda r: (r.get("session_key") or "", r.get("step_id") or "", r[_id_column(table)]))
     out = trl_rows(table, rows, all_columns=all_columns, tools_format=tools_format)
     ext = "jsonl" if fmt == "jsonl" else "parquet"

@@ -56,6 +56,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 HASH_VERSION = "tl-teacher-v1"  # request hashes address the teacher cache: changing it re-pays
 RETRY_STATUS = frozenset({408, 409, 425, 429})
 _MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id")
+# substrings of every text tool-call format resources.tool_text reads (besides bare/fenced JSON)
+_TEXT_CALL_MARKERS = ("<tool_call>", "<function=", "<|python_tag|>", "[TOOL_CALLS]", "tool\u2581call")
 
 __all__ = [
     "ModelSpec", "ModelRequest", "CallOutcome", "Usage", "ModelClient", "HttpModelClient",
@@ -428,6 +430,26 @@ class ModelClient:
     def worst_case_cost(self, req: ModelRequest) -> float:
         return self.spec.cost(req.reserve_input_tokens, int(req.body["max_tokens"]))
 
+    @staticmethod
+    def _structure(req: ModelRequest, out: CallOutcome) -> CallOutcome:
+        """Tool calls the model wrote as text (Hermes, Qwen XML, Llama, Mistral, DeepSeek, JSON)
+        become structured ``tool_calls`` when the request offered tools; the text left is the
+        prose around them. Nothing after the client sees a tool call written as text."""
+        tools = req.body.get("tools")
+        if not tools or not out.ok or not out.message or out.message.get("tool_calls"):
+            return out
+        text = out.message.get("content")
+        if not isinstance(text, str) or not (any(m in text for m in _TEXT_CALL_MARKERS)
+                                             or text.lstrip().startswith(("{", "[", "`"))):
+            return out  # the common case, decided without parsing
+        from resources.tool_text import structure_tool_calls
+
+        msg, fmt = structure_tool_calls(out.message, tools)
+        if fmt is not None:
+            out.message = msg
+            out.text = content_text(msg.get("content"))
+        return out
+
     def fits_window(self, req: ModelRequest) -> bool:
         """False when the spec declares a context window and the request's typical size
         (request bytes / 4 + max_tokens) is over it: the call could only fail or be cut."""
@@ -541,7 +563,7 @@ class HttpModelClient(ModelClient):
         assert self._slots is not None
         client = await self._slots.get()
         try:
-            out = await self._complete(req, client)
+            out = self._structure(req, await self._complete(req, client))
         finally:
             self._slots.put_nowait(client)
         self.usage.add(out)
@@ -706,7 +728,7 @@ class LocalModelClient(ModelClient):
             except Exception as exc:  # a model failure is an error of these calls, not a crash
                 got = [CallOutcome(status="error", attempts=1, error_kind="local_model",
                                    error=f"{type(exc).__name__}: {str(exc)[:300]}") for _ in chunk]
-            outs.extend(got)
+            outs.extend(self._structure(r, o) for r, o in zip(chunk, got))
         for out in outs:
             self.usage.add(out)
         return outs

@@ -17,7 +17,7 @@ import dagster as dg
 import pyarrow.compute as pc
 
 from assets.checks import table_check
-from assets.metadata import md_table
+from assets.metadata import json_preview, md_preview, md_table
 from assets.capture.pool import (
     candidates_from_file,
     candidates_from_pairs,
@@ -26,7 +26,7 @@ from assets.capture.pool import (
     load_pool_config,
 )
 from assets.capture.run import CaptureOptions, CaptureReport, capture_run
-from assets.capture.shards import captured_prompt_ids, open_shard_table
+from assets.capture.shards import captured_prompt_ids, check_fingerprint, open_shard_table
 from assets.capture.tables import (
     CAPTURE_ASSET_KEY,
     CAPTURE_REJECTIONS,
@@ -120,6 +120,14 @@ def prompt_pool(context: dg.AssetExecutionContext, config: PromptPoolConfig, lak
             "quotas": quota_md,
             "quota_shortfall_total": sum(q.shortfall for q in shortfalls),
             "languages": md_table(("language", "prompts"), sorted(report.languages.items(), key=lambda kv: -kv[1])),
+            "language_detector": cfg.language_detector,
+            "near_duplicate_threshold": cfg.near_duplicate_threshold,
+            "near_duplicates": md_table(("dropped prompt_id", "near-duplicate of"),
+                                        sorted(report.near_duplicates.items())[:5]),
+            "preview": md_preview(rows, {
+                "domain": lambda r: r["domain"], "language": lambda r: r["language"],
+                "conversation": lambda r: json_preview(r["messages"]),
+            }, n=3),
         },
         check_results=[check],
     )
@@ -156,6 +164,7 @@ def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lak
     opts = CaptureOptions(**config.model_dump(exclude={"max_prompts", "domains"}))
     verifier_id, dtype = verifier.identity()
     spec = capture_spec(verifier_id, dtype)
+    check_fingerprint(lake, spec, verifier.fingerprint())
     pool = lake.read(PROMPT_POOL, filter=pc.field("domain").isin(config.domains) if config.domains else None)
     done = captured_prompt_ids(lake, spec)
     rows = [r for r in pool.to_pylist() if r["prompt_id"] not in done]
@@ -166,6 +175,8 @@ def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lak
     base_md = {
         "shard_table": spec.path,
         "verifier_id": verifier_id,
+        "verifier_model": verifier.model_id(),
+        "verifier_fingerprint": verifier.fingerprint(),
         "dtype": dtype,
         "schema_version": SCHEMA_VERSION,
         "prompts_in_pool": pool.num_rows,
@@ -184,6 +195,10 @@ def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lak
                              hidden_layer=verifier.hidden_layer, batch_tokens=verifier.batch_tokens,
                              max_length=verifier.max_length, run_id=context.run.run_id, log=context.log.info)
         report.load_seconds = load_s
+        if report.hidden_clamped:
+            context.log.warning(f"{report.hidden_clamped} hidden-state values in {report.clamped_sequences} "
+                                f"sequences were beyond the fp16 range and clamped to ±65504 "
+                                f"(layer {verifier.hidden_layer})")
         shard = lake.state(spec, rows_written=report.tokens, mode="append")
         shard_md = {**base_md, **shard.metadata(), **report.metadata()}
     yield dg.MaterializeResult(asset_key=CAPTURE_ASSET_KEY, metadata=shard_md)

@@ -23,7 +23,7 @@ from assets.capture import postfilter
 from assets.capture.capture import CaptureSettings, PromptIn, build_shard_table, capture_prompts, iter_chunks, sliding_window_of
 from assets.capture.shards import append_shard, ensure_shard_table, table_properties
 from assets.capture.tables import CAPTURE_REJECTIONS
-from assets.metadata import md_table
+from assets.metadata import md_counts, md_table
 from resources.lake import DeltaLake, TableSpec
 
 HIST_EDGES = np.linspace(0.0, 1.0, 11)
@@ -68,6 +68,11 @@ class CaptureReport:
     dropped: int = 0
     rejections_written: int = 0
     reasons: Counter = field(default_factory=Counter)
+    measured: Counter = field(default_factory=Counter)  # what each post-filter rule measured, per sequence
+    answer_tokens: int = 0
+    no_answer: int = 0
+    hidden_clamped: int = 0
+    clamped_sequences: int = 0
     hist: np.ndarray = field(default_factory=lambda: np.zeros(len(HIST_EDGES) - 1, dtype=np.int64))
     top1_sum: float = 0.0
     load_seconds: float = 0.0
@@ -87,6 +92,11 @@ class CaptureReport:
             "sequences_written": self.sequences,
             "tokens_captured": self.tokens,
             "generated_tokens": self.generated_tokens,
+            "answer_tokens_scored": self.answer_tokens,
+            "sequences_without_answer_tokens": self.no_answer,
+            "postfilter_measured": md_counts("rule: what it measured (sequences)", dict(self.measured)),
+            "hidden_values_clamped_fp16": self.hidden_clamped,
+            "sequences_with_clamped_hidden": self.clamped_sequences,
             "truncated_sequences": self.truncated,
             "commits": self.commits,
             "bytes_written": self.bytes_added,
@@ -125,7 +135,8 @@ def capture_run(lake: DeltaLake, spec: TableSpec, verifier_id: str, loaded: Any,
                                block_size=opts.block_size)
     props = table_properties(verifier_id=verifier_id, dtype=loaded.dtype, top_k=top_k,
                              hidden_size=loaded.hidden_size, hidden_layer=hidden_layer,
-                             block_size=opts.block_size)
+                             block_size=opts.block_size, verifier_fingerprint=loaded.fingerprint,
+                             verifier_model=loaded.model_id)
     ensure_shard_table(lake, spec, props)
     pf = postfilter.PostFilterConfig(opts.low_confidence_threshold, opts.repetition_ngram,
                                      opts.repetition_threshold)
@@ -139,8 +150,9 @@ def capture_run(lake: DeltaLake, spec: TableSpec, verifier_id: str, loaded: Any,
         table = build_shard_table(keep, keep_reasons, opts.block_size, window, run_id)
         version = None
         if table.num_rows:
-            res = append_shard(lake, spec, table, {**commit_md, "tracelake.tokens": table.num_rows,
-                                                   "tracelake.sequences": len(keep)})
+            res = append_shard(lake, spec, table, {
+                **commit_md, "tracelake.tokens": table.num_rows, "tracelake.sequences": len(keep),
+                "tracelake.hidden_values_clamped_fp16": sum(c.hidden_clamped for c in keep)})
             version = res.version
             report.commits += 1
             report.bytes_added += res.bytes_added
@@ -164,7 +176,13 @@ def _postfilter(caps, pf, action: str, spec: TableSpec, run_id: str | None, repo
     keep, keep_reasons, rejections = [], [], []
     now = datetime.now(timezone.utc)
     for c in caps:
-        rs, st = postfilter.evaluate(c.token_ids, c.top1, c.n_prompt_tokens, c.generated, c.ended_with_eos, pf)
+        rs, st = postfilter.evaluate(c.token_ids, c.top1, c.n_prompt_tokens, c.generated, c.ended_with_eos, pf,
+                                     answer_start=c.answer_start)
+        report.measured.update(f"{rule}: {how}" for rule, how in st["measured"].items())
+        report.answer_tokens += st["n_answer_tokens"]
+        report.no_answer += st["n_answer_tokens"] == 0
+        report.hidden_clamped += c.hidden_clamped
+        report.clamped_sequences += c.hidden_clamped > 0
         reason = ";".join(rs) or None
         report.reasons.update(rs)
         if reason:

@@ -26,7 +26,7 @@ from assets.capture.tables import (
 from resources.lake import DeltaLake, TableSpec
 
 # Properties that must agree between a table and the code/config writing or reading it.
-CHECKED_PROPS = ("schema_version", "verifier_id", "dtype", "top_k", "hidden_size", "hidden_layer",
+CHECKED_PROPS = ("schema_version", "verifier_id", "verifier_fingerprint", "dtype", "top_k", "hidden_size", "hidden_layer",
                  "block_size", "hidden_encoding", "top_ids_encoding", "top_probs_encoding")
 
 
@@ -43,10 +43,15 @@ class CaptureNotFound(LookupError):
 
 
 def table_properties(*, verifier_id: str, dtype: str, top_k: int, hidden_size: int,
-                     hidden_layer: int, block_size: int) -> dict[str, str]:
+                     hidden_layer: int, block_size: int, verifier_fingerprint: str = "",
+                     verifier_model: str = "") -> dict[str, str]:
     props = {
         "schema_version": SCHEMA_VERSION,
         "verifier_id": verifier_id,
+        # weights + config of the verifier (resources.verifier.verifier_fingerprint): checked on
+        # every append, so a table never mixes two checkpoints
+        "verifier_fingerprint": verifier_fingerprint,
+        "verifier_model": verifier_model,
         "dtype": dtype,
         "top_k": top_k,
         "hidden_size": hidden_size,
@@ -86,6 +91,19 @@ def ensure_shard_table(lake: DeltaLake, spec: TableSpec, props: Mapping[str, str
             "or set a different verifier_id for a new table"
         )
     return dt
+
+
+def check_fingerprint(lake: DeltaLake, spec: TableSpec, fingerprint: str) -> None:
+    """Refuse to resume or append into a table captured from other weights (before anything
+    is read from it: its captured prompts are not this checkpoint's)."""
+    if not lake.exists(spec):
+        return
+    current = capture_properties(lake.table(spec))
+    if current and current.get("verifier_fingerprint") != fingerprint:
+        raise CaptureTableMismatch(
+            f"{spec.path} was captured with other settings (verifier_fingerprint: "
+            f"table={current.get('verifier_fingerprint')} run={fingerprint}): other weights or config; "
+            "keep the table's verifier, or set a different verifier_id for a new table")
 
 
 @dataclass

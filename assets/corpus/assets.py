@@ -14,6 +14,7 @@ from assets.corpus.policy import (
     SCHEMES,
     Snapshots,
     composition,
+    plan_eviction,
     iso,
     snapshots_from_kto,
     snapshots_from_pairs,
@@ -21,9 +22,10 @@ from assets.corpus.policy import (
     utc,
 )
 from assets.corpus.store import draw_sample, evict, upsert_snapshots, write_sample
-from assets.corpus.tables import REPLAY_CORPUS, REPLAY_EVICTIONS, REPLAY_SAMPLE
+from assets.corpus.tables import EVICTION_COLUMNS, REPLAY_CORPUS, REPLAY_EVICTIONS, REPLAY_SAMPLE
 from assets.examples.tables import KTO_EXAMPLES, SFT_EXAMPLES
 from assets.pairs.tables import NORMALIZED_PAIRS
+from resources.changes import changes_since, consumed_versions, record_consumed, scan, scan_keys
 from resources.lake import DeltaLake
 
 _SAMPLE_IDS = 20
@@ -39,6 +41,8 @@ class ReplayCorpusConfig(dg.Config):
     prose_weight: float = 1.0
     delete_chunk_size: int = 2000  # ids per IN-predicate delete (fallback path only)
     log_evictions: bool = True  # append evicted snapshots to gold/replay_evictions
+    full_refresh: bool = False  # read every input row, not only what changed since the last refresh
+    upsert_rows: int = 20000  # snapshots per merge (memory bound of a refresh)
 
 
 class ReplaySampleConfig(dg.Config):
@@ -59,6 +63,49 @@ def _json(obj) -> dg.MetadataValue:
     return dg.MetadataValue.json(obj)
 
 
+_SOURCES = {"gold/normalized_pairs": (NORMALIZED_PAIRS, "pair_id"),
+            "gold/sft_examples": (SFT_EXAMPLES, "example_id"),
+            "gold/kto_examples": (KTO_EXAMPLES, "example_id")}
+
+
+def still_upstream(lake: DeltaLake, index: pa.Table, section_ids) -> set[str]:
+    """Those of ``section_ids`` whose source row (table, id of the first sighting) still exists."""
+    rows = index.filter(pc.is_in(index.column("section_id"), value_set=pa.array(list(section_ids), pa.string())))
+    by_source: dict[str, dict[str, list[str]]] = {}
+    for sid, src, src_id in zip(*(rows.column(c).to_pylist() for c in ("section_id", "source", "source_id"))):
+        if src in _SOURCES and src_id is not None:
+            by_source.setdefault(src, {}).setdefault(src_id, []).append(sid)
+    out: set[str] = set()
+    for src, ids in by_source.items():
+        spec, col = _SOURCES[src]
+        for b in scan_keys(lake, spec, col, ids, columns=[col]):
+            for v in b.column(col).to_pylist():
+                out.update(ids.get(v, ()))
+    return out
+
+
+def protect_upstream(lake: DeltaLake, seen_ids: list[str], max_bytes, max_rows, rounds: int = 20) -> set[str]:
+    """The ids eviction must keep: this refresh's sightings and every row still upstream.
+
+    A refresh reads only what changed, so rows still upstream but unchanged are not among
+    the sightings; the eviction plan's candidates are checked against their source tables
+    (a few keyed reads), round after round, until the plan holds only rows gone upstream."""
+    protected = set(seen_ids)
+    if max_bytes is None and max_rows is None:
+        return protected
+    index = lake.read(REPLAY_CORPUS, columns=[*EVICTION_COLUMNS, "source", "source_id"])
+    for _ in range(rounds):
+        plan = plan_eviction(index, max_bytes=max_bytes, max_rows=max_rows, protected=pa.array(list(protected), pa.string()))
+        if not plan.ids:
+            return protected
+        keep = still_upstream(lake, index, plan.ids)
+        if not keep:
+            return protected
+        protected |= keep
+    # many rounds: check every corpus row at once
+    return protected | still_upstream(lake, index, index.column("section_id").to_pylist())
+
+
 @dg.multi_asset(
     name="gold__replay_corpus",
     specs=[REPLAY_CORPUS.asset_spec(
@@ -71,25 +118,68 @@ def _json(obj) -> dg.MetadataValue:
 def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig, lake: DeltaLake):
     now = utc(config.as_of)
     t0 = time.perf_counter()
-    snaps = Snapshots()
-    snaps.extend(snapshots_from_pairs(
-        lake.read(NORMALIZED_PAIRS, columns=["pair_id", "prompt", "chosen", "rejected", "tools"]),
-        now=now, weight=config.preference_weight))
-    snaps.extend(snapshots_from_sft(
-        lake.read(SFT_EXAMPLES, columns=["example_id", "messages", "tools", "source"]),
-        now=now, weight=config.instruction_weight, prose_weight=config.prose_weight))
+    # What changed in each input since the last refresh (its change feed), or everything on
+    # a full refresh; read in batches and upserted a chunk at a time, so memory stays flat.
+    state = consumed_versions(lake, REPLAY_CORPUS.path)
+    builders = [
+        (NORMALIZED_PAIRS, ["pair_id", "prompt", "chosen", "rejected", "tools"],
+         lambda b: snapshots_from_pairs(b, now=now, weight=config.preference_weight)),
+        (SFT_EXAMPLES, ["example_id", "messages", "tools", "source"],
+         lambda b: snapshots_from_sft(b, now=now, weight=config.instruction_weight,
+                                      prose_weight=config.prose_weight)),
+    ]
     if config.include_kto:
-        snaps.extend(snapshots_from_kto(
-            lake.read(KTO_EXAMPLES, columns=["example_id", "prompt", "completion", "label", "tools", "source"]),
-            now=now, weight=config.instruction_weight, prose_weight=config.prose_weight))
-    snaps = snaps.deduped()
-    build_s = time.perf_counter() - t0
+        builders.append((KTO_EXAMPLES, ["example_id", "prompt", "completion", "label", "tools", "source"],
+                         lambda b: snapshots_from_kto(b, now=now, weight=config.instruction_weight,
+                                                      prose_weight=config.prose_weight)))
+    seen_ids: list[str] = []
+    added: list[str] = []
+    refreshed: list[str] = []
+    dropped: Counter = Counter()
+    duplicates = rows_in = 0
+    new_types: Counter = Counter()
+    versions, modes = {}, {}
+    up = None
+    merge_s = 0.0
+    chunk = Snapshots()
 
-    t0 = time.perf_counter()
-    up = upsert_snapshots(lake, snaps)
-    merge_s = time.perf_counter() - t0
+    def flush(chunk: Snapshots):
+        nonlocal up, merge_s, duplicates
+        d = chunk.deduped()
+        duplicates += d.duplicates
+        if not d.rows:
+            return
+        t = time.perf_counter()
+        up = upsert_snapshots(lake, d)
+        merge_s += time.perf_counter() - t
+        seen_ids.extend(d.ids)
+        added.extend(up.added)
+        refreshed.extend(up.refreshed)
+        fresh = set(up.added)
+        new_types.update(r["section_type"] for r in d.rows if r["section_id"] in fresh)
 
-    ev = evict(lake, max_bytes=config.max_bytes, max_rows=config.max_rows, protected=snaps.ids,
+    for spec, columns, build in builders:
+        ch = changes_since(lake, spec, state.get(spec.path), columns, full=config.full_refresh)
+        versions[spec.path], modes[spec.path] = ch.version, ("full" if ch.full else "incremental")
+        if ch.version is None or ch.empty:
+            continue
+        batches = scan(lake, spec, columns, version=ch.version) if ch.full else ch.inserted()
+        for b in batches:
+            rows_in += b.num_rows
+            got = build(b)
+            dropped.update(got.dropped)
+            chunk.extend(got)
+            if len(chunk.rows) >= config.upsert_rows:
+                flush(chunk)
+                chunk = Snapshots()
+    flush(chunk)
+    if up is None:  # nothing new: the table still exists, with its current rows
+        up = upsert_snapshots(lake, Snapshots())
+    build_s = time.perf_counter() - t0 - merge_s
+    snaps = Snapshots(rows=[], dropped=dropped, duplicates=duplicates)
+
+    protected = protect_upstream(lake, seen_ids, config.max_bytes, config.max_rows)
+    ev = evict(lake, max_bytes=config.max_bytes, max_rows=config.max_rows, protected=protected,
                now=now, run_id=context.run.run_id, chunk_size=config.delete_chunk_size,
                log=config.log_evictions)
     index = ev.index_after
@@ -101,7 +191,7 @@ def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig,
             f"replay corpus still over budget after eviction: {plan.rows_after} rows / "
             f"{plan.bytes_after} bytes; the {plan.protected_rows} protected snapshots alone exceed it")
 
-    added = set(up.added)
+    record_consumed(lake, REPLAY_CORPUS.path, versions, "full" if "full" in modes.values() else "incremental")
     final = ev.write or up.write
     md = up.write.metadata()
     md.update({
@@ -110,9 +200,12 @@ def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig,
         "dagster/row_count": dg.MetadataValue.int(final.table_rows),
         "corpus_bytes": dg.MetadataValue.int(int(pc.sum(index.column("byte_size")).as_py() or 0)),
         "as_of": iso(now),
-        "snapshots_seen": dg.MetadataValue.int(len(snaps.rows)),
-        "added": dg.MetadataValue.int(len(up.added)),
-        "refreshed": dg.MetadataValue.int(len(up.refreshed)),
+        "refresh_mode": _json(modes),
+        "input_versions": _json(versions),
+        "input_rows_read": dg.MetadataValue.int(rows_in),
+        "snapshots_seen": dg.MetadataValue.int(len(seen_ids)),
+        "added": dg.MetadataValue.int(len(added)),
+        "refreshed": dg.MetadataValue.int(len(refreshed)),
         "duplicates_in_inputs": dg.MetadataValue.int(snaps.duplicates),
         "dropped_by_reason": _json(dict(snaps.dropped)),
         "evicted": dg.MetadataValue.int(len(plan.ids)),
@@ -125,7 +218,7 @@ def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig,
         "within_budget": dg.MetadataValue.bool(plan.within_budget),
         "protected_rows": dg.MetadataValue.int(plan.protected_rows),
         "section_types": _json(_type_mix(index.column("section_type"))),
-        "new_by_type": _json(composition(r["section_type"] for r in snaps.rows if r["section_id"] in added)),
+        "new_by_type": _json(composition(new_types.elements())),
         "timings_s": _json({"build": round(build_s, 3), "merge": round(merge_s, 3),
                             "evict": round(ev.seconds, 3)}),
     })

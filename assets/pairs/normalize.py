@@ -11,7 +11,8 @@ Each pair becomes one data-juicer sample with rendered text fields the recipe's 
 - ``text``: the prompt's last user/tool turn + chosen + rejected (per-turn dedup key);
 - ``chosen_text`` / ``rejected_text``: the answer's text with tool calls as ``name(args)``;
 - ``chosen_content``: the chosen answer's prose only (language ID);
-- ``prompt`` / ``chosen`` / ``rejected`` / ``tools``: the JSON columns, unchanged.
+- ``prompt`` / ``chosen`` / ``rejected`` / ``tools``: the JSON columns, unchanged;
+- ``strategy`` / ``rejected_failure``: what made the pair (for ``pair_validity_filter``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from resources import settings
 RECIPES_DIR = settings.RECIPES_DIR / "replaysim"
 ROW_ID = "__tl_row__"
 SAMPLE_FIELDS = ("text", "chosen_text", "rejected_text", "chosen_content",
-                 "prompt", "chosen", "rejected", "tools")
+                 "prompt", "chosen", "rejected", "tools", "strategy", "rejected_failure")
 _BOUND_ATTRS = ("min_len", "max_len", "min_ratio", "max_ratio", "min_num", "max_num",
                 "min_score", "max_score", "min_val", "max_val")
 
@@ -198,6 +199,8 @@ def pair_sample(row: Mapping[str, Any], i: int) -> dict:
         "chosen": row["chosen"],
         "rejected": row["rejected"],
         "tools": row.get("tools") or "",
+        "strategy": row.get("strategy") or "",
+        "rejected_failure": row.get("rejected_failure") or "",
     }
 
 

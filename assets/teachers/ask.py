@@ -18,7 +18,8 @@ a budget, and returns the TEACHER_RESPONSES rows plus per-teacher totals.
 * Flags are computed as each answer arrives (``checks.answer_flags``) and every successful
   answer is handed to the cache writer at once.
 * Spend control (the pool's ``circuit_breaker`` and ``prefilter``):
-  - circuit breaker: per teacher, the last ``window`` answers of this run's calls are kept;
+  - circuit breaker: per priced teacher (every teacher with ``priced_only: false``), the last
+    ``window`` answers of this run's calls are kept;
     when the share flagged (empty, refusal, hedge, truncated, invalid_tool_json by default)
     is above ``max_flagged_share``, the teacher is paused for the rest of the run: its
     remaining requests are not sent and their rows say ``skipped_breaker`` (requests already
@@ -310,7 +311,10 @@ async def ask_teachers(
     # 3. one queue per teacher of the distinct requests still to answer (in step order);
     #    the pre-filter keeps out those that cannot yield a usable answer
     prefilter = prefilter or PrefilterSettings()
-    breakers = {t.name: CircuitBreaker(circuit_breaker or CircuitBreakerSettings()) for t in teachers}
+    cb = circuit_breaker or CircuitBreakerSettings()
+    breakers = {t.name: CircuitBreaker(cb if (t.spec.priced or not cb.priced_only)
+                                       else cb.model_copy(update={"enabled": False}))
+                for t in teachers}
     prefilter_by_rule: collections.Counter = collections.Counter()
     queues: dict[str, collections.deque] = {t.name: collections.deque() for t in teachers}
     owner: dict[str, str] = {}

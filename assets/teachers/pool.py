@@ -52,6 +52,9 @@ class CircuitBreakerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
+    # only teachers that cost money (a price set) are paused: an unpriced local model whose
+    # short max_tokens truncates most answers is the pool's choice, not spend to save
+    priced_only: bool = True
     window: int = Field(default=20, ge=1)  # the last N answers of this run's calls
     max_flagged_share: float = Field(default=0.5, ge=0, le=1)  # trips when the share is above it
     flags: list[str] = Field(default_factory=lambda: list(FLAGS_THAT_TRIP))

@@ -82,8 +82,9 @@ RULES: list[ErrorRule] = [
        r"|AssertionError"),
     _r("syntax_error", ["syntax", "indentationerror", "parseerror", "unexpected token"],
        r"SyntaxError|IndentationError|(?i:syntax error)|ParseError|Unexpected token"),
-    _r("file_not_found", ["no such file", "enoent", "filenotfounderror", "does not exist", "cannot find the"],
-       r"(?i)no such file or directory|ENOENT|FileNotFoundError|file does not exist"
+    _r("file_not_found", ["no such file", "enoent", "filenotfounderror", "does not exist", "cannot find the",
+                          "file not found"],
+       r"(?i)no such file or directory|ENOENT|FileNotFoundError|file does not exist|\bfile not found"
        r"|(?:path|directory) does not exist|cannot find the (?:file|path)"),
     _r("command_not_found", ["command not found", "exit code 127", "not recognized as an internal"],
        r"(?i)command not found|Exit code 127\b|is not recognized as an internal"),

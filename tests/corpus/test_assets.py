@@ -49,13 +49,23 @@ def test_materialize_corpus_and_sample(tmp_path):
     lake.overwrite(NORMALIZED_PAIRS, [pair_row(i) for i in range(3, 7)])
     md = _run(lake, {"as_of": "2026-11-08T00:00:00Z", "max_rows": 11})
     c = md["replay_corpus"]
-    assert c["added"].value == 1 and c["refreshed"].value == 10
+    # only what changed upstream is read: the rewritten pairs table (4 rows), not sft/kto
+    assert c["input_rows_read"].value == 4
+    assert c["refresh_mode"].value == {"gold/normalized_pairs": "incremental", "gold/sft_examples": "incremental",
+                                       "gold/kto_examples": "incremental"}
+    assert c["added"].value == 1 and c["refreshed"].value == 3
     assert c["evicted"].value == 3 and c["within_budget"].value and c["eviction_mode"].value == "range"
     corpus = lake.read(REPLAY_CORPUS).to_pylist()
     assert len(corpus) == 11
     gone = {r["source_id"] for r in corpus if r["source"] == "gold/normalized_pairs"}
-    assert gone == {"p3", "p4", "p5", "p6"}  # p0..p2 (no longer upstream, oldest) were evicted
+    assert gone == {"p3", "p4", "p5", "p6"}  # p0..p2 (no longer upstream) were evicted, sft/kto kept
     assert len(c["evicted_ids_sample"].value) == 3
+
+    # a full refresh, on request, reads every input row again (and changes nothing here)
+    md = _run(lake, {"as_of": "2026-11-08T00:00:00Z", "max_rows": 11, "full_refresh": True})
+    c = md["replay_corpus"]
+    assert c["input_rows_read"].value == 4 + 6 + 2 and c["added"].value == 0 and c["evicted"].value == 0
+    assert set(c["refresh_mode"].value.values()) == {"full"}
 
     # the asset checks pass on what was written
     checks = dg.materialize([replay_corpus, replay_sample, replay_corpus_ids_unique, replay_sample_ids_prefixed],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import email.utils
 import time
 from pathlib import Path
@@ -140,3 +141,18 @@ def test_spec_names_the_key_variable_only():
         ModelSpec(base_url="http://h", model="m", api_key_env="sk-abc/def")
     with pytest.raises(ValueError, match="needs a base_url"):
         ModelSpec(model="m")
+
+
+def test_tool_calls_written_as_text_become_structured_when_tools_were_offered():
+    tools = [{"type": "function", "function": {"name": "read_file", "parameters": {
+        "type": "object", "properties": {"path": {"type": "string"}}}}}]
+    reply = 'I will look first.\n<tool_call>{"name": "read_file", "arguments": {"path": "a.py"}}</tool_call>'
+    with LoopbackLLM(reply=reply) as srv:
+        c = make_client(http(srv.base_url))
+        out = c.chat(MSGS, tools=tools)
+        assert out.ok and out.text == "I will look first."
+        call = out.message["tool_calls"][0]
+        assert call["function"]["name"] == "read_file"
+        assert json.loads(call["function"]["arguments"]) == {"path": "a.py"}
+        plain = c.chat(MSGS)  # no tools offered: the text is the answer, untouched
+        assert plain.text == reply and "tool_calls" not in plain.message

@@ -82,6 +82,20 @@ def test_a_teacher_under_the_threshold_keeps_going():
         assert srv.count == 25
 
 
+def test_unpriced_teachers_are_not_paused_unless_asked():
+    steps = [step(i, f"step {i}") for i in range(8)]
+    with LoopbackLLM(reply="", model="free") as srv:
+        free = http_teacher(srv.base_url, "free", max_concurrency=1, price_input_per_mtok=0.0,
+                            price_output_per_mtok=0.0)
+        pool = PoolSpec.model_validate({"teachers": [free], "circuit_breaker": {"window": 3}})
+        out = run(steps, pool)
+        assert srv.count == 8 and not out.totals["free"].breaker_tripped
+        strict = PoolSpec.model_validate({"teachers": [free],
+                                          "circuit_breaker": {"window": 3, "priced_only": False}})
+        run([step(i, f"again {i}") for i in range(8)], strict)
+        assert srv.count == 8 + 3
+
+
 def test_prefilter_does_not_pay_for_steps_that_cannot_be_answered(server):
     long_ctx = step(1, "please review this file:\n" + "x = 1\n" * 4000)
     ends_with_assistant = step(2, "continue")

@@ -131,3 +131,37 @@ def test_mini_swe_agent_traj(shared):
     assert len(errs) == 2 and {r["error_kind"] for r in errs} == {"file_not_found", "nonzero_exit"}
     assert stats["error_sites"] == 2
     _check_steps(steps)
+
+
+@pytest.mark.parametrize("name,generations", [("langgraph-2025-08-22.json", 2), ("openai-agents-2025-09-30.json", 2),
+                                              ("pydantic-ai-tools-2025-12-04.json", 4)])
+def test_langfuse_exports(shared, name, generations):
+    path = shared / "langfuse" / name
+    doc = orjson.loads(path.read_bytes())
+    assert sum(o["type"] == "GENERATION" for o in doc["observations"]) == generations
+    raw, turns, steps, stats = ingest(path)
+    assert stats["source_format"] == "langfuse" and not stats["quarantined"]
+    assert stats["steps"] == generations  # one step per model call
+    gens = {o["id"]: o for o in doc["observations"] if o["type"] == "GENERATION"}
+    for s in steps:
+        t = next(t for t in turns if t["turn_id"] == s["turn_id"])
+        ex = orjson.loads(t["extra"])
+        o = gens[ex["observation_id"]]
+        assert t["model"] == o["model"] and t["output_tokens"] == o["usageDetails"]["output"]
+        assert ex["cost_usd"] == o["costDetails"]["total"]
+    # tool results are linked to the calls they answer
+    calls = _calls(turns)
+    results = [t for t in turns if t["role"] == "tool"]
+    assert results and all(r["tool_call_id"] in calls for r in results)
+    for s in steps:  # a later call's context holds the earlier answer and its results
+        msgs = orjson.loads(s["messages"])
+        for m in msgs:
+            if m["role"] == "tool":
+                assert m["content"] != "[no tool result recorded]"
+    _check_steps(steps)
+    header = next(t for t in turns if t["kind"] == "conversation")
+    scores = doc["trace"]["scores"]
+    if scores:
+        labels = orjson.loads(header["extra"])["labels"]
+        assert labels == {s["name"]: s["stringValue"] if s.get("stringValue") is not None else s["value"]
+                          for s in scores}
