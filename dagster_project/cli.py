@@ -3,6 +3,7 @@
     tracelake demo                    bundled sample sessions → the whole graph, on a local lake
     tracelake materialize [--all]     materialize every session partition, then the datasets
     tracelake export --table T ...    write a training set as JSONL/Parquet for `datasets`
+    tracelake export --format atif --out DIR   every session of trace_turns as an ATIF trajectory
     tracelake migrate                 carry a lake of an older version over to today's table names
     tracelake rag run --task "..."    answer a task with the local model, gated, logged
 """

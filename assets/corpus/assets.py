@@ -51,6 +51,9 @@ class ReplaySampleConfig(dg.Config):
     scheme: str = "recency"  # recency | uniform
     reference_time: Optional[str] = None  # ISO; default now (fix it to reproduce a sample)
     preference_only: bool = False
+    # False: preference snapshots the pipeline mined itself (pairs from teacher disagreement)
+    # are left out; only pairs that came in as preference data (imported datasets) are drawn
+    include_auto_mined: bool = True
 
 
 def _type_mix(col) -> dict[str, int]:
@@ -85,7 +88,8 @@ def still_upstream(lake: DeltaLake, index: pa.Table, section_ids) -> set[str]:
 
 
 def protect_upstream(lake: DeltaLake, seen_ids: list[str], max_bytes, max_rows, rounds: int = 20) -> set[str]:
-    """The ids eviction must keep: this refresh's sightings and every row still upstream.
+    """The ids eviction should keep when it can: this refresh's sightings and every row
+    still upstream (the asset drops this preference when the budget cannot hold with it).
 
     A refresh reads only what changed, so rows still upstream but unchanged are not among
     the sightings; the eviction plan's candidates are checked against their source tables
@@ -178,7 +182,14 @@ def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig,
     build_s = time.perf_counter() - t0 - merge_s
     snaps = Snapshots(rows=[], dropped=dropped, duplicates=duplicates)
 
+    # Eviction meets the budget: rows gone upstream go first (oldest first), then, only if
+    # that is not enough, rows still upstream (oldest sighting first); only the rows this
+    # materialization added are never evicted.
     protected = protect_upstream(lake, seen_ids, config.max_bytes, config.max_rows)
+    if protected - set(added) and not plan_eviction(
+            lake.read(REPLAY_CORPUS, columns=list(EVICTION_COLUMNS)), max_bytes=config.max_bytes,
+            max_rows=config.max_rows, protected=pa.array(list(protected), pa.string())).within_budget:
+        protected = set(added)
     ev = evict(lake, max_bytes=config.max_bytes, max_rows=config.max_rows, protected=protected,
                now=now, run_id=context.run.run_id, chunk_size=config.delete_chunk_size,
                log=config.log_evictions)
@@ -189,7 +200,7 @@ def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig,
     if not plan.within_budget:
         context.log.warning(
             f"replay corpus still over budget after eviction: {plan.rows_after} rows / "
-            f"{plan.bytes_after} bytes; the {plan.protected_rows} protected snapshots alone exceed it")
+            f"{plan.bytes_after} bytes; the {plan.protected_rows} snapshots added by this run alone exceed it")
 
     record_consumed(lake, REPLAY_CORPUS.path, versions, "full" if "full" in modes.values() else "incremental")
     final = ev.write or up.write
@@ -246,7 +257,8 @@ def replay_sample(context: dg.AssetExecutionContext, config: ReplaySampleConfig,
     if config.k < 0:
         raise dg.Failure("k must be >= 0")
     sample = draw_sample(lake, k=config.k, seed=config.seed, scheme=config.scheme,
-                         reference_time=config.reference_time, preference_only=config.preference_only)
+                         reference_time=config.reference_time, preference_only=config.preference_only,
+                         include_auto_mined=config.include_auto_mined)
     result = write_sample(lake, sample)
     t = sample.table
     n = t.num_rows
@@ -260,6 +272,7 @@ def replay_sample(context: dg.AssetExecutionContext, config: ReplaySampleConfig,
         "scheme": config.scheme,
         "reference_time": iso(sample.reference_time),
         "preference_only": dg.MetadataValue.bool(config.preference_only),
+        "include_auto_mined": dg.MetadataValue.bool(config.include_auto_mined),
         "candidates": dg.MetadataValue.int(sample.corpus_rows),
         "composition": _json(composition(t.column("section_type").to_pylist())),
         "sources": _json(dict(Counter(t.column("source").to_pylist()))),

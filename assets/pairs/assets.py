@@ -29,7 +29,8 @@ from assets.pairs.validity import ValidityConfig
 from assets.pairs.tables import NORMALIZED_PAIRS, PAIR_REJECTIONS, PREFERENCE_PAIRS
 from assets.partitions import SESSION_BACKFILL, SESSIONS
 from assets.teachers.tables import TEACHER_RESPONSES
-from assets.traces.tables import AGENT_STEPS
+from assets.traces.tables import AGENT_STEPS, TRACE_TURNS
+from assets.pairs.imported import REJECTED_TURN_COLUMNS, imported_pairs
 from resources.lake import DeltaLake, partition_keys_of
 from assets.pairs.normalizer import Normalizer
 from assets.pairs.refresh import refresh_normalized_pairs
@@ -100,9 +101,10 @@ def strategies_from_config(config: PairsConfig, judge: PairJudge | None,
     group_name=GROUP,
     partitions_def=SESSIONS,
     backfill_policy=SESSION_BACKFILL,
-    deps=[AGENT_STEPS.asset_key, TEACHER_RESPONSES.asset_key],
+    deps=[AGENT_STEPS.asset_key, TEACHER_RESPONSES.asset_key, TRACE_TURNS.asset_key],
     kinds={"delta", "gold"},
-    description=PREFERENCE_PAIRS.description,
+    description=PREFERENCE_PAIRS.description + " Pairs of ingested preference datasets come in as "
+                "strategy 'imported' (assets/pairs/imported.py).",
 )
 def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, lake: DeltaLake,
                      pair_judge: PairJudge) -> dg.MaterializeResult:
@@ -116,6 +118,12 @@ def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, lak
     policy = load_failure_policy(config.failure_policy or None)
     rows, report = build_pairs(steps_from_rows(step_rows, teacher_rows, policy), strategies, _now(),
                                validity_from_config(config))
+    # a separate source: pairs that arrived as data (preference datasets ingested as sessions)
+    rejected_turns = lake.read(TRACE_TURNS, columns=REJECTED_TURN_COLUMNS, partitions=keys,
+                               filter=pc.field("kind") == "rejected").to_pylist()
+    imported, imported_counts = imported_pairs(step_rows, rejected_turns, _now(), validity_from_config(config))
+    mined_ids = {r["pair_id"] for r in rows}
+    rows += [r for r in imported if r["pair_id"] not in mined_ids]
     judge_md: dict = {"judge": pair_judge.describe()}
     if scorer is not None and pair_judge.confirm:
         # only candidates that pass the validity rules are worth a judge call
@@ -152,7 +160,9 @@ def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, lak
         "steps": dg.MetadataValue.int(report.steps),
         "steps_with_teacher_answers": dg.MetadataValue.int(report.steps_with_teachers),
         "teacher_answers_ok": dg.MetadataValue.int(len(teacher_rows)),
-        "pairs_by_strategy": md_counts("strategy", dict(report.by_strategy)),
+        "pairs_by_strategy": md_counts("strategy", dict(report.by_strategy) | (
+            {"imported": imported_counts["pairs"]} if imported_counts["pairs"] else {})),
+        "imported_from_datasets": dg.MetadataValue.json(dict(imported_counts)),
         "pairs_by_source": md_counts("chosen > rejected", dict(by_source)),
         "merged_duplicates": dg.MetadataValue.int(report.merged_duplicates),
         "strategies": ", ".join(s.name for s in strategies) + (f" (skipped: {', '.join(skipped)})" if skipped else ""),
