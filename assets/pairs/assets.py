@@ -12,8 +12,9 @@ import dagster as dg
 import pyarrow.compute as pc
 from pydantic import Field
 
+from assets.checks import table_check
 from assets.metadata import md_counts, md_table, pair_preview
-from assets.pairs.dj_env import ensure_data_juicer
+from assets.pairs.normalize import ensure_data_juicer
 from assets.pairs.judge import JudgeScorer, PairJudge, confirm_pairs
 from assets.pairs.strategies import (
     DEFAULT_BLOCKING_FLAGS,
@@ -30,7 +31,7 @@ from assets.partitions import SESSION_BACKFILL, SESSIONS
 from assets.teachers.tables import TEACHER_RESPONSES
 from assets.traces.tables import AGENT_STEPS, TRACE_TURNS
 from assets.pairs.imported import REJECTED_TURN_COLUMNS, imported_pairs
-from resources.lake import DeltaLake, count_rows, partition_keys_of
+from resources.lake import DeltaLake, partition_keys_of
 from assets.pairs.normalizer import Normalizer
 from assets.pairs.refresh import refresh_normalized_pairs
 
@@ -179,17 +180,16 @@ class NormalizeConfig(dg.Config):
     group_rows: int = Field(default=5000, description="pairs per recipe run (memory bound of a refresh)")
 
 
-@dg.asset(
-    key=NORMALIZED_PAIRS.asset_key,
-    group_name=GROUP,
-    deps=[PREFERENCE_PAIRS.asset_key],
-    kinds={"delta", "gold"},
-    description=NORMALIZED_PAIRS.description + " Also writes gold/pair_rejections (every dropped "
-                "pair with the op, reason and stats that dropped it) in the same run. Refreshes "
+@dg.multi_asset(
+    name="gold__normalized_pairs",
+    specs=[NORMALIZED_PAIRS.asset_spec(group_name=GROUP, deps=[PREFERENCE_PAIRS.asset_key]),
+           PAIR_REJECTIONS.asset_spec(group_name=GROUP, deps=[PREFERENCE_PAIRS.asset_key])],
+    description="The data-juicer recipe over the preference pairs: the kept pairs and, in the same "
+                "run, every dropped pair with the op, reason and stats that dropped it. Refreshes "
                 "the sessions whose pairs changed since the last run (full_refresh: all).",
 )
 def normalized_pairs(context: dg.AssetExecutionContext, config: NormalizeConfig, lake: DeltaLake,
-                     normalizer: Normalizer) -> dg.MaterializeResult:
+                     normalizer: Normalizer):
     """The changed sessions' preference pairs through the data-juicer recipe (assets/pairs/refresh.py)."""
     recipe = normalizer.load(config.recipe or None)
     rep = refresh_normalized_pairs(lake, recipe, overrides=normalizer.overrides(), full=config.full_refresh,
@@ -200,33 +200,32 @@ def normalized_pairs(context: dg.AssetExecutionContext, config: NormalizeConfig,
         ["op", "rows in", "dropped", "seconds", "example reason"],
         [[o.name, o.rows_in, o.dropped, f"{o.seconds:.2f}", rep.examples.get(o.name, "")[:120]]
          for o in rep.ops.values()])
-    kept_t, rej_t = lake.table(NORMALIZED_PAIRS), lake.table(PAIR_REJECTIONS)
-    return dg.MaterializeResult(metadata={
-        "table_uri": dg.MetadataValue.path(lake.uri(NORMALIZED_PAIRS)),
-        "delta_version": dg.MetadataValue.int(kept_t.version() if kept_t else -1),
-        "table_rows": dg.MetadataValue.int(count_rows(kept_t) if kept_t else 0),
-        "pair_rejections/table_rows": dg.MetadataValue.int(count_rows(rej_t) if rej_t else 0),
-        "dagster/row_count": dg.MetadataValue.int(count_rows(kept_t) if kept_t else 0),
+    common = {
         "refresh_mode": rep.mode,
         "refresh_reason": rep.reason,
         "sessions_refreshed": dg.MetadataValue.int(rep.sessions),
-        "recipe_runs": dg.MetadataValue.int(rep.groups),
         "recipe": recipe.name,
         "recipe_version": recipe.version,
-        "recipe_path": dg.MetadataValue.path(str(recipe.path)),
         "rows_in": dg.MetadataValue.int(rep.rows_in),
         "rows_kept": dg.MetadataValue.int(rep.kept),
         "rows_dropped": dg.MetadataValue.int(rep.dropped),
-        "duplicates_of_earlier_pairs": dg.MetadataValue.int(rep.cross_duplicates),
-        "pairs_total": dg.MetadataValue.int(rep.pairs_total),
         "preference_pairs_version": dg.MetadataValue.int(-1 if rep.input_version is None else rep.input_version),
         "drops_by_op": ops_md,
+    }
+    kept = lake.state(NORMALIZED_PAIRS, rows_written=rep.kept, mode="replace sessions")
+    yield dg.MaterializeResult(asset_key=NORMALIZED_PAIRS.asset_key, metadata=kept.metadata() | common | {
+        "recipe_runs": dg.MetadataValue.int(rep.groups),
+        "recipe_path": dg.MetadataValue.path(str(recipe.path)),
+        "duplicates_of_earlier_pairs": dg.MetadataValue.int(rep.cross_duplicates),
+        "pairs_total": dg.MetadataValue.int(rep.pairs_total),
         "kept_by_strategy": md_counts("strategy", dict(rep.strategies)),
         "kept_by_language": md_counts("language", dict(rep.languages)),
         "preview": pair_preview(rep.kept_preview, n=3),
-        "rejections_preview": pair_preview(rep.rejected_preview, n=3,
-                                           why=lambda r: f"{r['op']}: {r['reason']}"),
         "seconds": dg.MetadataValue.float(round(rep.seconds, 3)),
+    })
+    dropped = lake.state(PAIR_REJECTIONS, rows_written=rep.dropped, mode="replace sessions")
+    yield dg.MaterializeResult(asset_key=PAIR_REJECTIONS.asset_key, metadata=dropped.metadata() | common | {
+        "preview": pair_preview(rep.rejected_preview, n=3, why=lambda r: f"{r['op']}: {r['reason']}"),
     })
 
 
@@ -313,4 +312,7 @@ def normalized_pairs_render(lake: DeltaLake, normalizer: Normalizer) -> dg.Asset
 
 
 ASSETS = [preference_pairs, normalized_pairs]
-CHECKS = [preference_pairs_valid, pair_drop_accounting, normalized_pairs_render]
+CHECKS = [preference_pairs_valid, pair_drop_accounting, normalized_pairs_render, table_check(PAIR_REJECTIONS)]
+
+defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS,
+                      resources={"normalizer": Normalizer(), "pair_judge": PairJudge()})
