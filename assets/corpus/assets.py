@@ -9,12 +9,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assets.pairs.tables import NORMALIZED_PAIRS
-
-from assets.examples.tables import KTO_EXAMPLES, SFT_EXAMPLES
-from resources.changes import changes_since, consumed_versions, record_consumed, scan, scan_keys
-from resources.lake import DeltaLake
-
+from assets.checks import table_check
 from assets.corpus.policy import (
     SCHEMES,
     Snapshots,
@@ -28,6 +23,10 @@ from assets.corpus.policy import (
 )
 from assets.corpus.store import draw_sample, evict, upsert_snapshots, write_sample
 from assets.corpus.tables import EVICTION_COLUMNS, REPLAY_CORPUS, REPLAY_EVICTIONS, REPLAY_SAMPLE
+from assets.examples.tables import KTO_EXAMPLES, SFT_EXAMPLES
+from assets.pairs.tables import NORMALIZED_PAIRS
+from resources.changes import changes_since, consumed_versions, record_consumed, scan, scan_keys
+from resources.lake import DeltaLake
 
 _SAMPLE_IDS = 20
 
@@ -52,6 +51,9 @@ class ReplaySampleConfig(dg.Config):
     scheme: str = "recency"  # recency | uniform
     reference_time: Optional[str] = None  # ISO; default now (fix it to reproduce a sample)
     preference_only: bool = False
+    # False: preference snapshots the pipeline mined itself (pairs from teacher disagreement)
+    # are left out; only pairs that came in as preference data (imported datasets) are drawn
+    include_auto_mined: bool = True
 
 
 def _type_mix(col) -> dict[str, int]:
@@ -86,7 +88,8 @@ def still_upstream(lake: DeltaLake, index: pa.Table, section_ids) -> set[str]:
 
 
 def protect_upstream(lake: DeltaLake, seen_ids: list[str], max_bytes, max_rows, rounds: int = 20) -> set[str]:
-    """The ids eviction must keep: this refresh's sightings and every row still upstream.
+    """The ids eviction should keep when it can: this refresh's sightings and every row
+    still upstream (the asset drops this preference when the budget cannot hold with it).
 
     A refresh reads only what changed, so rows still upstream but unchanged are not among
     the sightings; the eviction plan's candidates are checked against their source tables
@@ -107,15 +110,16 @@ def protect_upstream(lake: DeltaLake, seen_ids: list[str], max_bytes, max_rows, 
     return protected | still_upstream(lake, index, index.column("section_id").to_pylist())
 
 
-@dg.asset(
-    key=REPLAY_CORPUS.asset_key,
-    deps=[NORMALIZED_PAIRS.asset_key, SFT_EXAMPLES.asset_key, KTO_EXAMPLES.asset_key],
-    group_name="corpus",
-    kinds={"delta"},
-    description=REPLAY_CORPUS.description,
+@dg.multi_asset(
+    name="gold__replay_corpus",
+    specs=[REPLAY_CORPUS.asset_spec(
+               deps=[NORMALIZED_PAIRS.asset_key, SFT_EXAMPLES.asset_key, KTO_EXAMPLES.asset_key],
+               group_name="corpus"),
+           REPLAY_EVICTIONS.asset_spec(group_name="corpus")],
+    description="Upsert this run's training rows into the replay corpus, then evict the oldest "
+                "snapshots until the budget holds, logging each evicted one.",
 )
-def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig,
-                  lake: DeltaLake) -> dg.MaterializeResult:
+def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig, lake: DeltaLake):
     now = utc(config.as_of)
     t0 = time.perf_counter()
     # What changed in each input since the last refresh (its change feed), or everything on
@@ -178,7 +182,14 @@ def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig,
     build_s = time.perf_counter() - t0 - merge_s
     snaps = Snapshots(rows=[], dropped=dropped, duplicates=duplicates)
 
+    # Eviction meets the budget: rows gone upstream go first (oldest first), then, only if
+    # that is not enough, rows still upstream (oldest sighting first); only the rows this
+    # materialization added are never evicted.
     protected = protect_upstream(lake, seen_ids, config.max_bytes, config.max_rows)
+    if protected - set(added) and not plan_eviction(
+            lake.read(REPLAY_CORPUS, columns=list(EVICTION_COLUMNS)), max_bytes=config.max_bytes,
+            max_rows=config.max_rows, protected=pa.array(list(protected), pa.string())).within_budget:
+        protected = set(added)
     ev = evict(lake, max_bytes=config.max_bytes, max_rows=config.max_rows, protected=protected,
                now=now, run_id=context.run.run_id, chunk_size=config.delete_chunk_size,
                log=config.log_evictions)
@@ -189,7 +200,7 @@ def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig,
     if not plan.within_budget:
         context.log.warning(
             f"replay corpus still over budget after eviction: {plan.rows_after} rows / "
-            f"{plan.bytes_after} bytes; the {plan.protected_rows} protected snapshots alone exceed it")
+            f"{plan.bytes_after} bytes; the {plan.protected_rows} snapshots added by this run alone exceed it")
 
     record_consumed(lake, REPLAY_CORPUS.path, versions, "full" if "full" in modes.values() else "incremental")
     final = ev.write or up.write
@@ -224,7 +235,12 @@ def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig,
     })
     if plan.ids and config.log_evictions:
         md["evictions_table"] = REPLAY_EVICTIONS.path
-    return dg.MaterializeResult(metadata=md)
+    yield dg.MaterializeResult(asset_key=REPLAY_CORPUS.asset_key, metadata=md)
+    logged = ev.evictions_write or lake.state(REPLAY_EVICTIONS, mode="append")
+    yield dg.MaterializeResult(asset_key=REPLAY_EVICTIONS.asset_key, metadata=logged.metadata() | {
+        "evicted_by_type": _json(plan.types),
+        "logging": "on" if config.log_evictions else "off (config log_evictions)",
+    })
 
 
 @dg.asset(
@@ -241,7 +257,8 @@ def replay_sample(context: dg.AssetExecutionContext, config: ReplaySampleConfig,
     if config.k < 0:
         raise dg.Failure("k must be >= 0")
     sample = draw_sample(lake, k=config.k, seed=config.seed, scheme=config.scheme,
-                         reference_time=config.reference_time, preference_only=config.preference_only)
+                         reference_time=config.reference_time, preference_only=config.preference_only,
+                         include_auto_mined=config.include_auto_mined)
     result = write_sample(lake, sample)
     t = sample.table
     n = t.num_rows
@@ -255,6 +272,7 @@ def replay_sample(context: dg.AssetExecutionContext, config: ReplaySampleConfig,
         "scheme": config.scheme,
         "reference_time": iso(sample.reference_time),
         "preference_only": dg.MetadataValue.bool(config.preference_only),
+        "include_auto_mined": dg.MetadataValue.bool(config.include_auto_mined),
         "candidates": dg.MetadataValue.int(sample.corpus_rows),
         "composition": _json(composition(t.column("section_type").to_pylist())),
         "sources": _json(dict(Counter(t.column("source").to_pylist()))),
@@ -270,7 +288,7 @@ def replay_sample(context: dg.AssetExecutionContext, config: ReplaySampleConfig,
     return dg.MaterializeResult(metadata=md)
 
 
-@dg.asset_check(asset=replay_corpus, description="section_id is unique and every section type is known.")
+@dg.asset_check(asset=REPLAY_CORPUS.asset_key, description="section_id is unique and every section type is known.")
 def replay_corpus_ids_unique(lake: DeltaLake) -> dg.AssetCheckResult:
     idx = lake.read(REPLAY_CORPUS, columns=["section_id", "section_type"])
     n = idx.num_rows
@@ -291,3 +309,9 @@ def replay_sample_ids_prefixed(lake: DeltaLake) -> dg.AssetCheckResult:
     distinct = len(pc.unique(ids)) if n else 0
     return dg.AssetCheckResult(passed=bad == 0 and distinct == n,
                                metadata={"rows": n, "unprefixed": bad, "distinct": distinct})
+
+
+ASSETS = [replay_corpus, replay_sample]
+CHECKS = [replay_corpus_ids_unique, replay_sample_ids_prefixed, table_check(REPLAY_EVICTIONS)]
+
+defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS)

@@ -311,3 +311,11 @@ def record_run_materialization(instance: dg.DagsterInstance, lake: DeltaLake, ro
             "preview": dg.MetadataValue.md(runs_preview([row])),
         },
     ))
+
+
+ASSETS = [rag_playbooks, rag_runs, rag_report]
+CHECKS = [rag_playbooks_embedded, rag_playbooks_valid]
+JOBS = [rag_batch_job, rag_refresh_job]
+
+defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS, jobs=JOBS,
+                      resources={"rag": RagResource(), "rag_embeddings": EmbeddingsResource()})
