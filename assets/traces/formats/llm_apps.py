@@ -50,6 +50,7 @@ from assets.traces.formats._common import (
     new_turn,
     parse_ts,
     text_of,
+    too_many_steps,
     tool_call,
     unknown_row,
 )
@@ -376,6 +377,9 @@ def parse_langfuse(raw_rows: list[dict], session_key: str) -> list[dict]:
         header["labels"] = {s.get("name"): s.get("stringValue") if s.get("stringValue") is not None else s.get("value")
                             for s in scores if s.get("name")}
     obs = [_langfuse_obs(o) for o in doc["observations"] if isinstance(o, dict) and o.get("id")]
+    big = too_many_steps(session_key, fmt, ids, line, sum(o.get("type") == "GENERATION" for o in obs), sid)
+    if big:
+        return big
     rows = build_turns(session_key, fmt, sid, obs, header, line, ids)
     return finalize(rows, list(range(len(rows))))
 
@@ -545,6 +549,11 @@ def parse_otel(raw_rows: list[dict], session_key: str) -> list[dict]:
             if isinstance(o.get("_tools"), list):
                 tools += [t if "function" in t or t.get("type") == "function" else {"type": "function", "function": t}
                           for t in o["_tools"] if isinstance(t, dict)]
+        big = too_many_steps(session_key, fmt, ids, first_line[tid], sum(o.get("type") == "GENERATION" for o in obs),
+                             tid)
+        if big:
+            rows += big
+            continue
         header = {"resource": resources.get(tid) or None, "trace_id": tid}
         if tools:
             header["tools"] = tools
