@@ -512,6 +512,14 @@ def _otel_obs(span: dict) -> Obs:
                _tools=_json_attr(tools) if tools else None, _trace=span.get("traceId"))
 
 
+def _nested_tool(t: dict) -> dict:
+    """An OpenAI chat tool schema ``{"type": "function", "function": {...}}`` from either form."""
+    if isinstance(t.get("function"), dict):
+        return {"type": "function", "function": t["function"]}
+    return {"type": "function", "function": {k: t[k] for k in ("name", "description", "parameters", "strict")
+                                             if k in t}}
+
+
 def parse_otel(raw_rows: list[dict], session_key: str) -> list[dict]:
     fmt = "otel_genai"
     ids = TurnIds(session_key)
@@ -547,8 +555,7 @@ def parse_otel(raw_rows: list[dict], session_key: str) -> list[dict]:
             if o.get("type") == "TOOL" and o.get("tool_name"):
                 o["name"] = o["tool_name"]
             if isinstance(o.get("_tools"), list):
-                tools += [t if "function" in t or t.get("type") == "function" else {"type": "function", "function": t}
-                          for t in o["_tools"] if isinstance(t, dict)]
+                tools += [_nested_tool(t) for t in o["_tools"] if isinstance(t, dict)]
         big = too_many_steps(session_key, fmt, ids, first_line[tid], sum(o.get("type") == "GENERATION" for o in obs),
                              tid)
         if big:
