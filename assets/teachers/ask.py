@@ -46,7 +46,7 @@ import orjson
 
 from assets.metadata import percentiles
 from assets.teachers.cache import MemoryResponseCache, ResponseCache
-from assets.teachers.checks import answer_flags
+from assets.teachers.flags import answer_flags
 from assets.teachers.pool import CircuitBreakerSettings, PrefilterSettings
 from resources.model_client import (
     CallOutcome,

@@ -36,7 +36,8 @@ from typing import Any
 import orjson
 
 from assets.traces.detect import DOCUMENT_FORMATS, document_format, line_format
-from assets.traces.secrets import _scrub_sparse, scrub_bytes, scrub_obj
+from resources import privacy as _privacy
+from resources.privacy import Privacy, split_counts
 from assets.traces.util import without_gc
 
 __all__ = ["read_raw_lines", "rows_from_bytes", "detect_format", "record_type_of", "document_of", "FORMATS"]
@@ -107,16 +108,19 @@ def read_raw_lines(
     max_line_bytes: int = 8 * 1024 * 1024,
     now: datetime | None = None,
     source_file: str | None = None,
+    privacy: Privacy | None = None,
 ) -> tuple[list[dict], dict]:
     """Read a session file into RAW_TRACES rows. Returns ``(rows, stats)``.
 
     stats: ``lines``, ``bytes``, ``quarantined`` ({reason: n}), ``secrets``
-    ({kind: n}), ``record_types`` ({type: n}), ``source_format``.
+    ({kind: n}), ``personal_data`` ({kind: n}), ``record_types`` ({type: n}),
+    ``source_format``. ``privacy``: the scrubber (default: the configured lake's).
     """
     p = Path(path)
     data = p.read_bytes()
     kw = dict(source_file=source_file if source_file is not None else str(p),
-              max_line_bytes=max_line_bytes, now=now, json_document=p.suffix.lower() in DOCUMENT_SUFFIXES)
+              max_line_bytes=max_line_bytes, now=now, json_document=p.suffix.lower() in DOCUMENT_SUFFIXES,
+              privacy=privacy)
     encoding = utf16_encoding(data)
     if encoding is None:
         return rows_from_bytes(data, session_key, **kw)
@@ -174,9 +178,11 @@ def rows_from_bytes(
     max_line_bytes: int = 8 * 1024 * 1024,
     now: datetime | None = None,
     json_document: bool = False,
+    privacy: Privacy | None = None,
 ) -> tuple[list[dict], dict]:
     """:func:`read_raw_lines` over bytes already in memory."""
     ingested_at = _utc(now)
+    privacy = privacy or _privacy.active()
     parts = data.split(b"\n")
     trailing_nl = data.endswith(b"\n")
     if trailing_nl or not data:
@@ -212,12 +218,12 @@ def rows_from_bytes(
             if reasons[i] is None and (not b or b.isspace()):
                 reasons[i] = "blank"
 
-    # Pass 2: scrub (vectorized pre-filter, Python rules only on suspicious lines).
-    # counts: {line index: {kind: n}} of the lines that changed.
-    scrubbed, counts = _scrub_sparse(texts)
+    # Pass 2: scrub secrets and personal data (vectorized pre-filter, Python rules only
+    # on suspicious lines). counts: {line index: {kind: n}} of the lines that changed.
+    scrubbed, counts = privacy.scrub_texts(texts)
     raw_bytes: dict[int, bytes] = {}
     for i, b in bad_bytes.items():
-        raw_bytes[i], _ = scrub_bytes(b)  # counted once, through the text above
+        raw_bytes[i], _ = privacy.scrub_bytes(b)  # counted once, through the text above
 
     # Pass 3: parse what may be parsed. Only the first parsed records are kept (for the
     # format vote); holding every parsed line would only feed the garbage collector.
@@ -242,7 +248,7 @@ def rows_from_bytes(
             if lazy_blank and (not b or b.isspace()):
                 reasons[i] = "blank"
                 continue
-            obj = _recover(texts[i], scrubbed, counts, i)
+            obj = _recover(texts[i], scrubbed, counts, i, privacy)
             if obj is _FAIL:
                 last_open = i == n - 1 and not trailing_nl
                 reasons[i] = "truncated" if last_open else f"invalid_json: {e}"
@@ -340,13 +346,15 @@ def rows_from_bytes(
     secrets_total: Counter = Counter()
     for i in sorted(counts):
         secrets_total.update(counts[i])
+    secrets_total, pii_total = split_counts(dict(secrets_total))
     quarantined = Counter(r.split(":", 1)[0] for r in reasons if r is not None)
     rtypes = Counter(filter(None, record_types))
     stats = {
         "lines": n,
         "bytes": len(data),
         "quarantined": dict(quarantined),
-        "secrets": dict(secrets_total),
+        "secrets": secrets_total,
+        "personal_data": pii_total,
         "record_types": dict(rtypes),
         "source_format": fmt,
     }
@@ -356,7 +364,7 @@ def rows_from_bytes(
 _FAIL = object()
 
 
-def _recover(original: str, scrubbed: list[str], counts: dict[int, dict], i: int) -> Any:
+def _recover(original: str, scrubbed: list[str], counts: dict[int, dict], i: int, privacy: Privacy) -> Any:
     """The line did not parse after scrubbing. If the *original* parses, scrubbing broke it
     (a rule bug): scrub the parsed object instead and store its re-serialization."""
     if scrubbed[i] == original:
@@ -365,7 +373,7 @@ def _recover(original: str, scrubbed: list[str], counts: dict[int, dict], i: int
         obj = orjson.loads(original)
     except orjson.JSONDecodeError:
         return _FAIL
-    obj, c = scrub_obj(obj)
+    obj, c = privacy.scrub_json(obj)
     scrubbed[i] = orjson.dumps(obj).decode()
     counts[i] = c
     return obj
