@@ -17,19 +17,8 @@ import time
 from importlib import resources as ir
 from pathlib import Path
 
+from dagster_project.instance import local_instance
 from resources import settings
-
-
-def _instance():
-    import dagster as dg
-
-    home = Path(settings.set_default("DAGSTER_HOME", str(Path(".dagster").resolve())))
-    home.mkdir(parents=True, exist_ok=True)
-    cfg = home / "dagster.yaml"
-    if not cfg.exists():
-        # no telemetry (this may run offline); one GPU-bound capture step at a time
-        cfg.write_text("telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n")
-    return dg.DagsterInstance.get()
 
 
 def copy_samples(dest: Path) -> int:
@@ -58,7 +47,7 @@ def materialize_all(instance=None, log=print) -> dict:
     from resources.sessions import SessionSource
 
     migrate(log=log)
-    instance = instance or _instance()
+    instance = instance or local_instance()
     source = SessionSource()
     keys = [f.key for f in source.scan()]
     if not keys:

@@ -9,12 +9,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assets.pairs.tables import NORMALIZED_PAIRS
-
-from assets.examples.tables import KTO_EXAMPLES, SFT_EXAMPLES
-from resources.changes import changes_since, consumed_versions, record_consumed, scan, scan_keys
-from resources.lake import DeltaLake
-
+from assets.checks import table_check
 from assets.corpus.policy import (
     SCHEMES,
     Snapshots,
@@ -28,6 +23,10 @@ from assets.corpus.policy import (
 )
 from assets.corpus.store import draw_sample, evict, upsert_snapshots, write_sample
 from assets.corpus.tables import EVICTION_COLUMNS, REPLAY_CORPUS, REPLAY_EVICTIONS, REPLAY_SAMPLE
+from assets.examples.tables import KTO_EXAMPLES, SFT_EXAMPLES
+from assets.pairs.tables import NORMALIZED_PAIRS
+from resources.changes import changes_since, consumed_versions, record_consumed, scan, scan_keys
+from resources.lake import DeltaLake
 
 _SAMPLE_IDS = 20
 
@@ -111,15 +110,16 @@ def protect_upstream(lake: DeltaLake, seen_ids: list[str], max_bytes, max_rows, 
     return protected | still_upstream(lake, index, index.column("section_id").to_pylist())
 
 
-@dg.asset(
-    key=REPLAY_CORPUS.asset_key,
-    deps=[NORMALIZED_PAIRS.asset_key, SFT_EXAMPLES.asset_key, KTO_EXAMPLES.asset_key],
-    group_name="corpus",
-    kinds={"delta"},
-    description=REPLAY_CORPUS.description,
+@dg.multi_asset(
+    name="gold__replay_corpus",
+    specs=[REPLAY_CORPUS.asset_spec(
+               deps=[NORMALIZED_PAIRS.asset_key, SFT_EXAMPLES.asset_key, KTO_EXAMPLES.asset_key],
+               group_name="corpus"),
+           REPLAY_EVICTIONS.asset_spec(group_name="corpus")],
+    description="Upsert this run's training rows into the replay corpus, then evict the oldest "
+                "snapshots until the budget holds, logging each evicted one.",
 )
-def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig,
-                  lake: DeltaLake) -> dg.MaterializeResult:
+def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig, lake: DeltaLake):
     now = utc(config.as_of)
     t0 = time.perf_counter()
     # What changed in each input since the last refresh (its change feed), or everything on
@@ -235,7 +235,12 @@ def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig,
     })
     if plan.ids and config.log_evictions:
         md["evictions_table"] = REPLAY_EVICTIONS.path
-    return dg.MaterializeResult(metadata=md)
+    yield dg.MaterializeResult(asset_key=REPLAY_CORPUS.asset_key, metadata=md)
+    logged = ev.evictions_write or lake.state(REPLAY_EVICTIONS, mode="append")
+    yield dg.MaterializeResult(asset_key=REPLAY_EVICTIONS.asset_key, metadata=logged.metadata() | {
+        "evicted_by_type": _json(plan.types),
+        "logging": "on" if config.log_evictions else "off (config log_evictions)",
+    })
 
 
 @dg.asset(
@@ -283,7 +288,7 @@ def replay_sample(context: dg.AssetExecutionContext, config: ReplaySampleConfig,
     return dg.MaterializeResult(metadata=md)
 
 
-@dg.asset_check(asset=replay_corpus, description="section_id is unique and every section type is known.")
+@dg.asset_check(asset=REPLAY_CORPUS.asset_key, description="section_id is unique and every section type is known.")
 def replay_corpus_ids_unique(lake: DeltaLake) -> dg.AssetCheckResult:
     idx = lake.read(REPLAY_CORPUS, columns=["section_id", "section_type"])
     n = idx.num_rows
@@ -304,3 +309,9 @@ def replay_sample_ids_prefixed(lake: DeltaLake) -> dg.AssetCheckResult:
     distinct = len(pc.unique(ids)) if n else 0
     return dg.AssetCheckResult(passed=bad == 0 and distinct == n,
                                metadata={"rows": n, "unprefixed": bad, "distinct": distinct})
+
+
+ASSETS = [replay_corpus, replay_sample]
+CHECKS = [replay_corpus_ids_unique, replay_sample_ids_prefixed, table_check(REPLAY_EVICTIONS)]
+
+defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS)

@@ -64,6 +64,7 @@ class EvictionOutcome:
     rows_deleted: int = 0
     index_after: pa.Table | None = None  # eviction columns of what is left
     write: WriteResult | None = None
+    evictions_write: WriteResult | None = None  # the rows logged to REPLAY_EVICTIONS
     seconds: float = 0.0
 
 
@@ -113,7 +114,7 @@ def evict(
         evicted = (evicted.append_column("evicted_at", pa.array([utc(now)] * n, REPLAY_EVICTIONS.schema.field("evicted_at").type))
                    .append_column("reason", pa.array([reason] * n, pa.string()))
                    .append_column("run_id", pa.array([run_id] * n, pa.string())))
-        lake.append(REPLAY_EVICTIONS, evicted)
+        out.evictions_write = lake.append(REPLAY_EVICTIONS, evicted)
     out.seconds = time.perf_counter() - t0
     return out
 

@@ -135,3 +135,5 @@ def sdpo_examples(context: dg.AssetExecutionContext, config: SdpoConfig, lake: D
 
 ASSETS = [sft_examples, kto_examples, sdpo_examples]
 CHECKS: list = []
+
+defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS)

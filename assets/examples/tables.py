@@ -64,3 +64,7 @@ SDPO_EXAMPLES = TableSpec(
         pa.field("created_at", TS),
     ]),
 )
+
+
+# The fixed tables of the family, upstream first (definitions.all_tables() lists them).
+TABLES = (SFT_EXAMPLES, KTO_EXAMPLES, SDPO_EXAMPLES,)

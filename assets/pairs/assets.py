@@ -12,8 +12,9 @@ import dagster as dg
 import pyarrow.compute as pc
 from pydantic import Field
 
+from assets.checks import table_check
 from assets.metadata import md_counts, md_table, pair_preview
-from assets.pairs.dj_env import ensure_data_juicer
+from assets.pairs.normalize import ensure_data_juicer
 from assets.pairs.judge import JudgeScorer, PairJudge, confirm_pairs
 from assets.pairs.strategies import (
     DEFAULT_BLOCKING_FLAGS,
@@ -28,8 +29,9 @@ from assets.pairs.validity import ValidityConfig
 from assets.pairs.tables import NORMALIZED_PAIRS, PAIR_REJECTIONS, PREFERENCE_PAIRS
 from assets.partitions import SESSION_BACKFILL, SESSIONS
 from assets.teachers.tables import TEACHER_RESPONSES
-from assets.traces.tables import AGENT_STEPS
-from resources.lake import DeltaLake, count_rows, partition_keys_of
+from assets.traces.tables import AGENT_STEPS, TRACE_TURNS
+from assets.pairs.imported import REJECTED_TURN_COLUMNS, imported_pairs
+from resources.lake import DeltaLake, partition_keys_of
 from assets.pairs.normalizer import Normalizer
 from assets.pairs.refresh import refresh_normalized_pairs
 
@@ -99,9 +101,10 @@ def strategies_from_config(config: PairsConfig, judge: PairJudge | None,
     group_name=GROUP,
     partitions_def=SESSIONS,
     backfill_policy=SESSION_BACKFILL,
-    deps=[AGENT_STEPS.asset_key, TEACHER_RESPONSES.asset_key],
+    deps=[AGENT_STEPS.asset_key, TEACHER_RESPONSES.asset_key, TRACE_TURNS.asset_key],
     kinds={"delta", "gold"},
-    description=PREFERENCE_PAIRS.description,
+    description=PREFERENCE_PAIRS.description + " Pairs of ingested preference datasets come in as "
+                "strategy 'imported' (assets/pairs/imported.py).",
 )
 def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, lake: DeltaLake,
                      pair_judge: PairJudge) -> dg.MaterializeResult:
@@ -115,6 +118,12 @@ def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, lak
     policy = load_failure_policy(config.failure_policy or None)
     rows, report = build_pairs(steps_from_rows(step_rows, teacher_rows, policy), strategies, _now(),
                                validity_from_config(config))
+    # a separate source: pairs that arrived as data (preference datasets ingested as sessions)
+    rejected_turns = lake.read(TRACE_TURNS, columns=REJECTED_TURN_COLUMNS, partitions=keys,
+                               filter=pc.field("kind") == "rejected").to_pylist()
+    imported, imported_counts = imported_pairs(step_rows, rejected_turns, _now(), validity_from_config(config))
+    mined_ids = {r["pair_id"] for r in rows}
+    rows += [r for r in imported if r["pair_id"] not in mined_ids]
     judge_md: dict = {"judge": pair_judge.describe()}
     if scorer is not None and pair_judge.confirm:
         # only candidates that pass the validity rules are worth a judge call
@@ -151,7 +160,9 @@ def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, lak
         "steps": dg.MetadataValue.int(report.steps),
         "steps_with_teacher_answers": dg.MetadataValue.int(report.steps_with_teachers),
         "teacher_answers_ok": dg.MetadataValue.int(len(teacher_rows)),
-        "pairs_by_strategy": md_counts("strategy", dict(report.by_strategy)),
+        "pairs_by_strategy": md_counts("strategy", dict(report.by_strategy) | (
+            {"imported": imported_counts["pairs"]} if imported_counts["pairs"] else {})),
+        "imported_from_datasets": dg.MetadataValue.json(dict(imported_counts)),
         "pairs_by_source": md_counts("chosen > rejected", dict(by_source)),
         "merged_duplicates": dg.MetadataValue.int(report.merged_duplicates),
         "strategies": ", ".join(s.name for s in strategies) + (f" (skipped: {', '.join(skipped)})" if skipped else ""),
@@ -169,17 +180,16 @@ class NormalizeConfig(dg.Config):
     group_rows: int = Field(default=5000, description="pairs per recipe run (memory bound of a refresh)")
 
 
-@dg.asset(
-    key=NORMALIZED_PAIRS.asset_key,
-    group_name=GROUP,
-    deps=[PREFERENCE_PAIRS.asset_key],
-    kinds={"delta", "gold"},
-    description=NORMALIZED_PAIRS.description + " Also writes gold/pair_rejections (every dropped "
-                "pair with the op, reason and stats that dropped it) in the same run. Refreshes "
+@dg.multi_asset(
+    name="gold__normalized_pairs",
+    specs=[NORMALIZED_PAIRS.asset_spec(group_name=GROUP, deps=[PREFERENCE_PAIRS.asset_key]),
+           PAIR_REJECTIONS.asset_spec(group_name=GROUP, deps=[PREFERENCE_PAIRS.asset_key])],
+    description="The data-juicer recipe over the preference pairs: the kept pairs and, in the same "
+                "run, every dropped pair with the op, reason and stats that dropped it. Refreshes "
                 "the sessions whose pairs changed since the last run (full_refresh: all).",
 )
 def normalized_pairs(context: dg.AssetExecutionContext, config: NormalizeConfig, lake: DeltaLake,
-                     normalizer: Normalizer) -> dg.MaterializeResult:
+                     normalizer: Normalizer):
     """The changed sessions' preference pairs through the data-juicer recipe (assets/pairs/refresh.py)."""
     recipe = normalizer.load(config.recipe or None)
     rep = refresh_normalized_pairs(lake, recipe, overrides=normalizer.overrides(), full=config.full_refresh,
@@ -190,33 +200,32 @@ def normalized_pairs(context: dg.AssetExecutionContext, config: NormalizeConfig,
         ["op", "rows in", "dropped", "seconds", "example reason"],
         [[o.name, o.rows_in, o.dropped, f"{o.seconds:.2f}", rep.examples.get(o.name, "")[:120]]
          for o in rep.ops.values()])
-    kept_t, rej_t = lake.table(NORMALIZED_PAIRS), lake.table(PAIR_REJECTIONS)
-    return dg.MaterializeResult(metadata={
-        "table_uri": dg.MetadataValue.path(lake.uri(NORMALIZED_PAIRS)),
-        "delta_version": dg.MetadataValue.int(kept_t.version() if kept_t else -1),
-        "table_rows": dg.MetadataValue.int(count_rows(kept_t) if kept_t else 0),
-        "pair_rejections/table_rows": dg.MetadataValue.int(count_rows(rej_t) if rej_t else 0),
-        "dagster/row_count": dg.MetadataValue.int(count_rows(kept_t) if kept_t else 0),
+    common = {
         "refresh_mode": rep.mode,
         "refresh_reason": rep.reason,
         "sessions_refreshed": dg.MetadataValue.int(rep.sessions),
-        "recipe_runs": dg.MetadataValue.int(rep.groups),
         "recipe": recipe.name,
         "recipe_version": recipe.version,
-        "recipe_path": dg.MetadataValue.path(str(recipe.path)),
         "rows_in": dg.MetadataValue.int(rep.rows_in),
         "rows_kept": dg.MetadataValue.int(rep.kept),
         "rows_dropped": dg.MetadataValue.int(rep.dropped),
-        "duplicates_of_earlier_pairs": dg.MetadataValue.int(rep.cross_duplicates),
-        "pairs_total": dg.MetadataValue.int(rep.pairs_total),
         "preference_pairs_version": dg.MetadataValue.int(-1 if rep.input_version is None else rep.input_version),
         "drops_by_op": ops_md,
+    }
+    kept = lake.state(NORMALIZED_PAIRS, rows_written=rep.kept, mode="replace sessions")
+    yield dg.MaterializeResult(asset_key=NORMALIZED_PAIRS.asset_key, metadata=kept.metadata() | common | {
+        "recipe_runs": dg.MetadataValue.int(rep.groups),
+        "recipe_path": dg.MetadataValue.path(str(recipe.path)),
+        "duplicates_of_earlier_pairs": dg.MetadataValue.int(rep.cross_duplicates),
+        "pairs_total": dg.MetadataValue.int(rep.pairs_total),
         "kept_by_strategy": md_counts("strategy", dict(rep.strategies)),
         "kept_by_language": md_counts("language", dict(rep.languages)),
         "preview": pair_preview(rep.kept_preview, n=3),
-        "rejections_preview": pair_preview(rep.rejected_preview, n=3,
-                                           why=lambda r: f"{r['op']}: {r['reason']}"),
         "seconds": dg.MetadataValue.float(round(rep.seconds, 3)),
+    })
+    dropped = lake.state(PAIR_REJECTIONS, rows_written=rep.dropped, mode="replace sessions")
+    yield dg.MaterializeResult(asset_key=PAIR_REJECTIONS.asset_key, metadata=dropped.metadata() | common | {
+        "preview": pair_preview(rep.rejected_preview, n=3, why=lambda r: f"{r['op']}: {r['reason']}"),
     })
 
 
@@ -303,4 +312,7 @@ def normalized_pairs_render(lake: DeltaLake, normalizer: Normalizer) -> dg.Asset
 
 
 ASSETS = [preference_pairs, normalized_pairs]
-CHECKS = [preference_pairs_valid, pair_drop_accounting, normalized_pairs_render]
+CHECKS = [preference_pairs_valid, pair_drop_accounting, normalized_pairs_render, table_check(PAIR_REJECTIONS)]
+
+defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS,
+                      resources={"normalizer": Normalizer(), "pair_judge": PairJudge()})

@@ -64,3 +64,7 @@ PAIR_REJECTIONS = TableSpec(
         pa.field("recipe_version", pa.string()),
     ]),
 )
+
+
+# The fixed tables of the family, upstream first (definitions.all_tables() lists them).
+TABLES = (PREFERENCE_PAIRS, NORMALIZED_PAIRS, PAIR_REJECTIONS,)

@@ -122,3 +122,7 @@ RAG_REPORT = TableSpec(
 )
 
 TABLES = [RAG_PLAYBOOKS, RAG_RUNS, RAG_REPORT]
+
+
+# The fixed tables of the family, upstream first (definitions.all_tables() lists them).
+TABLES = (RAG_PLAYBOOKS, RAG_RUNS, RAG_REPORT,)

@@ -1,4 +1,4 @@
-"""teacher_responses: every agent step answered by every teacher of the pool."""
+"""teacher_responses (+ teacher_cache): every agent step answered by every teacher of the pool."""
 
 
 import asyncio
@@ -9,6 +9,7 @@ import dagster as dg
 import orjson
 from pydantic import Field
 
+from assets.checks import table_check
 from assets.partitions import SESSION_BACKFILL, SESSIONS
 from assets.teachers.cache import DeltaResponseCache
 from assets.teachers.ask import AskResult, Budget, ask_teachers
@@ -75,21 +76,32 @@ def ask_metadata(out: AskResult, n_steps: int, n_teachers: int) -> dict:
     }
 
 
-@dg.asset(
-    key=TEACHER_RESPONSES.asset_key,
-    deps=[AGENT_STEPS.asset_key],
-    partitions_def=SESSIONS,
+def cache_metadata(lake: DeltaLake, cache: DeltaResponseCache) -> dict:
+    """The response cache after a run: what this run added and what the table holds."""
+    return lake.state(TEACHER_CACHE, rows_written=cache.rows_written, mode="append").metadata() | {
+        "commits": dg.MetadataValue.int(cache.commits),
+        "recovered_from_spool": dg.MetadataValue.int(cache.recovered),
+    }
+
+
+@dg.multi_asset(
+    name="silver__teacher_responses",
+    specs=[
+        TEACHER_RESPONSES.asset_spec(deps=[AGENT_STEPS.asset_key], partitions_def=SESSIONS,
+                                     group_name="teachers"),
+        # not partitioned: one cache for every session, written as the answers arrive
+        TEACHER_CACHE.asset_spec(group_name="teachers"),
+    ],
     backfill_policy=SESSION_BACKFILL,
-    group_name="teachers",
-    kinds={"delta", "python"},
-    description=TEACHER_RESPONSES.description,
+    description="Every agent step asked of every teacher of the pool; every answer goes to the "
+                "response cache as it arrives (a re-run pays for nothing twice).",
 )
 def teacher_responses(
     context: dg.AssetExecutionContext,
     config: TeacherAskConfig,
     lake: DeltaLake,
     teachers: TeacherPool,
-) -> dg.MaterializeResult:
+):
     keys = partition_keys_of(context)
     pool = teachers.pool_spec()
     cap = config.max_steps_per_session
@@ -126,4 +138,11 @@ def teacher_responses(
     md.update(ask_metadata(out, len(steps), len(pool.teachers)))
     md["teacher_pool"] = teachers.source()
     md["cache_table"] = dg.MetadataValue.path(lake.uri(TEACHER_CACHE))
-    return dg.MaterializeResult(metadata=md)
+    yield dg.MaterializeResult(asset_key=TEACHER_RESPONSES.asset_key, metadata=md)
+    yield dg.MaterializeResult(asset_key=TEACHER_CACHE.asset_key, metadata=cache_metadata(lake, cache))
+
+
+ASSETS = [teacher_responses]
+CHECKS = [table_check(TEACHER_CACHE)]
+
+defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS, resources={"teachers": TeacherPool()})

@@ -210,3 +210,5 @@ def no_lost_lines(lake: DeltaLake) -> dg.AssetCheckResult:
 
 ASSETS = [raw_traces, trace_turns, agent_steps]
 CHECKS = [tool_results_have_tool_use, every_session_has_turns, no_lost_lines]
+
+defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS)

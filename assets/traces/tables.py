@@ -100,3 +100,7 @@ AGENT_STEPS = TableSpec(
         ]
     ),
 )
+
+
+# The fixed tables of the family, upstream first (definitions.all_tables() lists them).
+TABLES = (RAW_TRACES, TRACE_TURNS, AGENT_STEPS,)

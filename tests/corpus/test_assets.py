@@ -9,7 +9,7 @@ import dagster as dg
 from assets.pairs.tables import NORMALIZED_PAIRS
 
 from assets.examples.tables import KTO_EXAMPLES, SFT_EXAMPLES
-from assets.corpus import defs, replay_corpus, replay_sample
+from assets.corpus.assets import defs, replay_corpus, replay_sample
 from assets.corpus.assets import replay_corpus_ids_unique, replay_sample_ids_prefixed
 from assets.corpus.tables import REPLAY_CORPUS, REPLAY_SAMPLE
 from resources.lake import DeltaLake

@@ -5,12 +5,12 @@ import json
 import dagster as dg
 import pytest
 
-from assets.examples import defs as examples_defs
-from assets.pairs import defs as pairs_defs
+from assets.examples.assets import defs as examples_defs
+from assets.pairs.assets import defs as pairs_defs
 from assets.pairs.assets import normalized_pairs, normalized_pairs_render, pair_drop_accounting, preference_pairs, preference_pairs_valid
 from assets.examples.assets import kto_examples, sdpo_examples, sft_examples
 from assets.pairs.judge import PairJudge
-from assets.pairs.tables import NORMALIZED_PAIRS, PAIR_REJECTIONS, PREFERENCE_PAIRS
+from assets.pairs.tables import NORMALIZED_PAIRS, PAIR_REJECTIONS
 from assets.examples.tables import KTO_EXAMPLES, SDPO_EXAMPLES, SFT_EXAMPLES
 from assets.teachers.tables import TEACHER_RESPONSES
 from assets.traces.tables import AGENT_STEPS

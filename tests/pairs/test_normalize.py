@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from assets.pairs.dj_env import RuntimeInstallBlocked, ensure_data_juicer
+from assets.pairs.dj_env import RuntimeInstallBlocked
+from assets.pairs.normalize import ensure_data_juicer
 from assets.pairs.normalize import (
     RECIPES_DIR,
     build_ops,

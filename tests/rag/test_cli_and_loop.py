@@ -183,7 +183,7 @@ def test_closing_the_loop_mines_accepted_runs_and_reports(rag_lake, tmp_path):
 
 
 def test_definitions_load():
-    import assets.rag as rag
+    import assets.rag.assets as rag
 
     defs = dg.Definitions.merge(rag.defs, dg.Definitions(resources={"lake": DeltaLake(root="/tmp/unused")}))
     dg.Definitions.validate_loadable(defs)

@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from assets.partitions import SESSIONS
-from assets.traces import ASSETS as TRACE_ASSETS
+from assets.traces.assets import ASSETS as TRACE_ASSETS
 from assets.traces.tables import RAW_TRACES, AGENT_STEPS, TRACE_TURNS
 from resources.lake import DeltaLake
 from resources.sessions import SessionSource, session_key_for

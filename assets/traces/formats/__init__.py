@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from assets.traces.formats import (
-    atif, claude_code, codex, gemini_cli, llm_apps, openai_messages, sharegpt, trajectories,
+    atif, claude_code, codex, gemini_cli, llm_apps, openai_messages, preference, sharegpt, trajectories,
 )
 from assets.traces.util import without_gc
 from assets.traces.raw import JSON_FRAGMENT
@@ -68,6 +68,7 @@ PARSERS: dict[str, Callable[[list[dict], str], list[dict]]] = {
     "langfuse": llm_apps.parse_langfuse,
     "otel_genai": llm_apps.parse_otel,
     "atif": atif.parse,
+    "preference": preference.parse,
     "unknown": _parse_unknown,
 }
 
