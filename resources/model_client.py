@@ -43,6 +43,7 @@ import email.utils
 import functools
 import hashlib
 import random
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -59,7 +60,7 @@ HASH_VERSION = "tl-teacher-v1"  # request hashes address the teacher cache: chan
 RETRY_STATUS = frozenset({408, 409, 425, 429})
 _MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id")
 # substrings of every text tool-call format resources.tool_text reads (besides bare/fenced JSON)
-_TEXT_CALL_MARKERS = ("<tool_call>", "<function=", "<|python_tag|>", "[TOOL_CALLS]", "tool\u2581call")
+_TEXT_CALL_MARKERS = re.compile(r"<tool_call>|<function=|<\|python_tag\|>|\[TOOL_CALLS\]|tool\u2581call")
 
 __all__ = [
     "ModelSpec", "ModelRequest", "CallOutcome", "Usage", "ModelClient", "HttpModelClient",
@@ -368,14 +369,8 @@ class ModelClient:
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         self.usage = Usage()
-
-    @property
-    def name(self) -> str:
-        return self.spec.label
-
-    @property
-    def model_id(self) -> str:
-        return self.spec.model_id
+        self.name: str = spec.label  # the spec is frozen: computed once
+        self.model_id: str = spec.model_id
 
     # ---- requests
     def _messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -445,7 +440,7 @@ class ModelClient:
         if not tools or not out.ok or not out.message or out.message.get("tool_calls"):
             return out
         text = out.message.get("content")
-        if not isinstance(text, str) or not (any(m in text for m in _TEXT_CALL_MARKERS)
+        if not isinstance(text, str) or not (_TEXT_CALL_MARKERS.search(text)
                                              or text.lstrip().startswith(("{", "[", "`"))):
             return out  # the common case, decided without parsing
         from resources.tool_text import structure_tool_calls
