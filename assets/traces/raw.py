@@ -268,6 +268,8 @@ def rows_from_bytes(
             sample.append(obj)
             sample_left -= 1
     fmt = detect_format(sample, source_file or None)
+    # the file's path names its owner (/Users/<name>/.claude/...): stored pseudonymized
+    source_file = privacy.scrub_text(source_file)[0] if source_file else source_file
 
     # A file that is one JSON document (pretty-printed over many lines, or a single line),
     # recognized by its content: most of its lines are not JSON by themselves, or its one
