@@ -9,7 +9,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assets.metadata import md_counts
+from assets.metadata import md_counts, md_preview
 from assets.examples.tables import SFT_EXAMPLES
 from assets.pairs.tables import NORMALIZED_PAIRS
 from assets.rag.config import ESCALATION_HELP, RagConfig, load_rag_config
@@ -122,6 +122,8 @@ def rag_playbooks(context: dg.AssetExecutionContext, lake: DeltaLake, rag_embedd
         "dropped_by_reason": md_counts("reason", dict(stats.dropped)),
         "embedded_new": len(todo),
         "embeddings_reused": len(records) - len(todo),
+        "preview": md_preview(records, {"title": lambda r: r["title"], "source": lambda r: r["source_kind"],
+                                        "label": lambda r: r["label"], "content": lambda r: r["content"]}),
         "read_s": round(read_s, 2),
         "embed_s": round(embed_s, 2),
     })
