@@ -78,9 +78,12 @@ def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | N
         description="Over all sessions: normalized pairs, replay corpus, prompt pool, capture shards, playbooks.",
     )
     maintenance_job, maintenance_schedule = build_maintenance(lambda: all_tables())
+    from dagster_project.audit import build_audit_checks
+
+    keys = {k for a in assets if isinstance(a, dg.AssetsDefinition) for k in a.keys}
     return dg.Definitions(
         assets=assets,
-        asset_checks=families.asset_checks,
+        asset_checks=[*(families.asset_checks or []), *build_audit_checks(list(TABLES), keys)],
         jobs=[*(families.jobs or []), ingest_job, datasets_job, maintenance_job],
         sensors=[*(families.sensors or []), build_session_sensor(ingest_job),
                  automation_sensor(dg.AssetSelection.assets(*dataset_keys),

@@ -310,6 +310,9 @@ def rows_from_bytes(
                 record_types = [None] * n
                 fmt = "unknown"
 
+    # the file's path names its owner (/Users/<name>/.claude/...): stored pseudonymized
+    source_file = privacy.scrub_text(source_file)[0] if source_file else source_file
+
     rows: list[dict] = []
     append = rows.append
     offset = 0
