@@ -288,9 +288,10 @@ def rows_from_bytes(
         # recognized by its content: most of its lines are not JSON by themselves, or its one
         # record has a document shape (a trajectory, a trace export, ...).
         nonblank = [i for i in range(n) if reasons[i] != "blank"]
-        failed = sum(1 for i in nonblank if reasons[i] is not None and reasons[i] != "oversized")
-        multi_line_doc = (len(nonblank) > 1 and reasons[nonblank[0]] is not None and reasons[nonblank[0]] != "oversized"
-                          and failed * 2 >= len(nonblank))
+        # Lines of a pretty-printed document do not parse by themselves ("{", '"key": 1,');
+        # valid JSON that is not an object ("1", "null") is a bad line, not a document's part.
+        failed = sum(1 for i in nonblank if _unparsed(reasons[i]))
+        multi_line_doc = len(nonblank) > 1 and _unparsed(reasons[nonblank[0]]) and failed * 2 >= len(nonblank)
         if len(sample) == 1 and len(nonblank) == 1 and reasons[nonblank[0]] is None:
             dfmt = document_format(sample[0])
             if dfmt in DOCUMENT_FORMATS:
@@ -380,6 +381,10 @@ def rows_from_bytes(
 
 
 _FAIL = object()
+
+
+def _unparsed(reason: str | None) -> bool:
+    return reason is not None and (reason == "truncated" or reason.startswith("invalid_json"))
 
 
 def _recover(original: str, scrubbed: list[str], counts: dict[int, dict], i: int, privacy: Privacy) -> Any:
