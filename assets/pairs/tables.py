@@ -1,8 +1,8 @@
-"""Table specs of the pairs / training-set family.
+"""Table specs of the pairs family.
 
-JSON columns hold TRL conversational rows: `prompt`/`messages` are lists of OpenAI
-messages, `chosen`/`rejected`/`completion` are lists of assistant messages, `tools`
-a list of OpenAI function schemas.
+JSON columns hold TRL conversational rows: `prompt` is a list of OpenAI messages,
+`chosen`/`rejected` are lists of assistant messages, `tools` a list of OpenAI function
+schemas.
 """
 
 import pyarrow as pa
@@ -26,12 +26,18 @@ _PAIR_FIELDS = [
     pa.field("strategy", pa.string(), nullable=False),  # error_site | consensus | judge
     pa.field("score_chosen", pa.float64()),
     pa.field("score_rejected", pa.float64()),
+    # "<class>:<rule>" of the rejected original's failure (recipes/failures.yaml), else null
+    pa.field("rejected_failure", pa.string()),
+    # first validity rule the candidate breaks (assets/pairs/validity.py); null = worth training on
+    pa.field("invalid_rule", pa.string()),
+    pa.field("invalid_reason", pa.string()),
     pa.field("created_at", TS),
 ]
 
 PREFERENCE_PAIRS = TableSpec(
     layer="gold", name="preference_pairs", partition_by=("session_key",),
-    description="DPO pairs from teacher disagreement (TRL conversational format, JSON columns).",
+    description="DPO pair candidates from teacher disagreement (TRL conversational format, JSON "
+                "columns); each carries the validity rule it breaks (invalid_rule, null when valid).",
     schema=pa.schema(_PAIR_FIELDS),
 )
 
@@ -42,6 +48,8 @@ NORMALIZED_PAIRS = TableSpec(
         pa.field("language", pa.string()),
         pa.field("recipe", pa.string()),
         pa.field("recipe_version", pa.string()),
+        # hash of the recipe's exact-dedup key: duplicates are found across refreshes
+        pa.field("text_hash", pa.string()),
     ]),
 )
 
@@ -57,49 +65,6 @@ PAIR_REJECTIONS = TableSpec(
     ]),
 )
 
-SFT_EXAMPLES = TableSpec(
-    layer="gold", name="sft_examples", partition_by=("session_key",),
-    description="TRL conversational SFT rows (messages with tool calls, tools column).",
-    schema=pa.schema([
-        pa.field("example_id", pa.string(), nullable=False),
-        pa.field("session_key", pa.string(), nullable=False),
-        pa.field("step_id", pa.string()),
-        pa.field("messages", pa.string(), nullable=False),  # JSON messages ending with the assistant turn
-        pa.field("tools", pa.string()),
-        pa.field("source", pa.string()),  # original | teacher name
-        pa.field("created_at", TS),
-    ]),
-)
 
-KTO_EXAMPLES = TableSpec(
-    layer="gold", name="kto_examples", partition_by=("session_key",),
-    description="TRL KTO rows: prompt, completion, label.",
-    schema=pa.schema([
-        pa.field("example_id", pa.string(), nullable=False),
-        pa.field("session_key", pa.string(), nullable=False),
-        pa.field("step_id", pa.string()),
-        pa.field("prompt", pa.string(), nullable=False),
-        pa.field("completion", pa.string(), nullable=False),
-        pa.field("label", pa.bool_(), nullable=False),
-        pa.field("tools", pa.string()),
-        pa.field("source", pa.string()),
-        pa.field("created_at", TS),
-    ]),
-)
-
-SDPO_EXAMPLES = TableSpec(
-    layer="gold", name="sdpo_examples", partition_by=("session_key",),
-    description="Error sites with a hint-injected context (SDPO).",
-    schema=pa.schema([
-        pa.field("example_id", pa.string(), nullable=False),
-        pa.field("session_key", pa.string(), nullable=False),
-        pa.field("step_id", pa.string(), nullable=False),
-        pa.field("prompt", pa.string(), nullable=False),  # JSON messages up to the failed step
-        pa.field("hinted_prompt", pa.string(), nullable=False),  # same, with the hint injected
-        pa.field("completion", pa.string(), nullable=False),  # JSON [assistant message] (original, failed)
-        pa.field("hint", pa.string()),
-        pa.field("error_kind", pa.string()),
-        pa.field("tools", pa.string()),
-        pa.field("created_at", TS),
-    ]),
-)
+# The fixed tables of the family, upstream first (definitions.all_tables() lists them).
+TABLES = (PREFERENCE_PAIRS, NORMALIZED_PAIRS, PAIR_REJECTIONS,)

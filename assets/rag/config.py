@@ -7,7 +7,6 @@ their key (``*_api_key_env``), and the client reads it at call time.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,8 +16,16 @@ import yaml
 from assets.rag.bundle import BundleConfig
 from assets.rag.gate import GateConfig
 from assets.rag.retrieval import RetrievalConfig
+from resources import settings
 
-ENV_PREFIX = "TRACELAKE_RAG_"
+ENV_PREFIX = settings.RAG_PREFIX
+ESCALATION_HELP = (
+    "escalation is allowed but no escalation endpoint is configured: set "
+    "TRACELAKE_RAG_ESCALATION_BASE_URL (an OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1) and "
+    "TRACELAKE_RAG_ESCALATION_MODEL, and TRACELAKE_RAG_ESCALATION_API_KEY_ENV to the NAME of the "
+    "environment variable holding its key if it needs one (or escalation.base_url / escalation.model in "
+    "the rag recipe, or --escalation-base-url / --escalation-model)"
+)
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,7 @@ class RagConfig:
     max_failure_chars: int = 350
     max_bundle_tokens: int = 1200
     # gate
-    min_chars: int = 20
+    min_chars: int = 80  # the design's minimum answer length
     min_checklist_overlap: int = 1
     # where a run goes if the lake cannot take it (flushed on the next successful append)
     spool_dir: str | None = None
@@ -126,17 +133,12 @@ def flatten_recipe(data: Mapping[str, Any]) -> dict:
 
 
 def default_recipe_path() -> Path:
-    env = os.environ.get(ENV_PREFIX + "RECIPE")
-    if env:
-        return Path(env)
-    from dagster_project import settings
-
-    return Path(settings.RECIPES_DIR) / "rag.yaml"
+    return settings.rag_recipe()
 
 
 def load_rag_config(recipe: str | Path | None = None, env: Mapping[str, str] | None = None,
                     **overrides: Any) -> RagConfig:
-    env = os.environ if env is None else env
+    env = settings.environ() if env is None else env
     values: dict[str, Any] = {}
     path = Path(recipe) if recipe else default_recipe_path()
     if path.is_file():

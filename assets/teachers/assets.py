@@ -1,4 +1,4 @@
-"""teacher_responses: every replay step answered by every teacher of the pool."""
+"""teacher_responses (+ teacher_cache): every agent step answered by every teacher of the pool."""
 
 
 import asyncio
@@ -9,21 +9,22 @@ import dagster as dg
 import orjson
 from pydantic import Field
 
+from assets.checks import table_check
 from assets.partitions import SESSION_BACKFILL, SESSIONS
 from assets.teachers.cache import DeltaResponseCache
-from assets.teachers.replay import Budget, ReplayOutput, replay
+from assets.teachers.ask import AskResult, Budget, ask_teachers
+from assets.teachers.pool import TeacherPool
 from assets.teachers.tables import TEACHER_CACHE, TEACHER_RESPONSES
-from assets.traces.tables import REPLAY_STEPS
+from assets.traces.tables import AGENT_STEPS
 from resources.lake import DeltaLake, partition_keys_of
-from resources.teachers import TeacherPool
 
 STEP_COLUMNS = ["session_key", "step_id", "step_index", "messages", "tools"]
 
 
-class TeacherReplayConfig(dg.Config):
+class TeacherAskConfig(dg.Config):
     max_steps_per_session: Optional[int] = Field(
         default=None,
-        description="Replay only the first N steps of each session (0: all; unset: the pool's cap).",
+        description="Ask about only the first N steps of each session (0: all; unset: the pool's cap).",
     )
     budget_usd: Optional[float] = Field(
         default=None, description="Per-run budget in USD (overrides the pool's)."
@@ -43,7 +44,7 @@ def select_steps(rows: list[dict], max_steps_per_session: Optional[int]) -> list
     return out
 
 
-def replay_metadata(out: ReplayOutput, n_steps: int, n_teachers: int) -> dict:
+def ask_metadata(out: AskResult, n_steps: int, n_teachers: int) -> dict:
     return {
         "steps": dg.MetadataValue.int(n_steps),
         "teachers": dg.MetadataValue.int(n_teachers),
@@ -52,40 +53,54 @@ def replay_metadata(out: ReplayOutput, n_steps: int, n_teachers: int) -> dict:
         "cost_usd_run": dg.MetadataValue.float(round(out.spent_usd, 6)),
         "budget_usd": dg.MetadataValue.float(out.budget_usd) if out.budget_usd is not None else "unlimited",
         "skipped_budget": dg.MetadataValue.int(sum(t.skipped_budget for t in out.totals.values())),
+        "skipped_breaker": dg.MetadataValue.int(sum(t.skipped_breaker for t in out.totals.values())),
+        "skipped_prefilter": dg.MetadataValue.int(sum(t.skipped_prefilter for t in out.totals.values())),
+        "spend_control": dg.MetadataValue.json(out.spend_control()),
         "errors_by_kind": dg.MetadataValue.json(dict(out.errors_by_kind)),
         "flags_by_kind": dg.MetadataValue.json(dict(out.flags_by_kind)),
         "per_teacher": dg.MetadataValue.md(out.markdown()),
         "cache_writes": dg.MetadataValue.json(out.cache_stats),
-        "replay_seconds": dg.MetadataValue.float(round(out.wall_seconds, 3)),
+        "ask_seconds": dg.MetadataValue.float(round(out.wall_seconds, 3)),
         "latency_ms": dg.MetadataValue.json(out.latency_ms()),
     }
 
 
-@dg.asset(
-    key=TEACHER_RESPONSES.asset_key,
-    deps=[REPLAY_STEPS.asset_key],
-    partitions_def=SESSIONS,
+def cache_metadata(lake: DeltaLake, cache: DeltaResponseCache) -> dict:
+    """The response cache after a run: what this run added and what the table holds."""
+    return lake.state(TEACHER_CACHE, rows_written=cache.rows_written, mode="append").metadata() | {
+        "commits": dg.MetadataValue.int(cache.commits),
+        "recovered_from_spool": dg.MetadataValue.int(cache.recovered),
+    }
+
+
+@dg.multi_asset(
+    name="silver__teacher_responses",
+    specs=[
+        TEACHER_RESPONSES.asset_spec(deps=[AGENT_STEPS.asset_key], partitions_def=SESSIONS,
+                                     group_name="teachers"),
+        # not partitioned: one cache for every session, written as the answers arrive
+        TEACHER_CACHE.asset_spec(group_name="teachers"),
+    ],
     backfill_policy=SESSION_BACKFILL,
-    group_name="teachers",
-    kinds={"delta", "python"},
-    description=TEACHER_RESPONSES.description,
+    description="Every agent step asked of every teacher of the pool; every answer goes to the "
+                "response cache as it arrives (a re-run pays for nothing twice).",
 )
 def teacher_responses(
     context: dg.AssetExecutionContext,
-    config: TeacherReplayConfig,
+    config: TeacherAskConfig,
     lake: DeltaLake,
     teachers: TeacherPool,
-) -> dg.MaterializeResult:
+):
     keys = partition_keys_of(context)
     pool = teachers.pool_spec()
     cap = config.max_steps_per_session
     cap = pool.max_steps_per_session if cap is None else (cap or None)
     steps = select_steps(
-        lake.read(REPLAY_STEPS, columns=STEP_COLUMNS, partitions=keys).to_pylist(), cap
+        lake.read(AGENT_STEPS, columns=STEP_COLUMNS, partitions=keys).to_pylist(), cap
     )
     budget = config.budget_usd if config.budget_usd is not None else pool.budget_usd
     context.log.info(
-        f"teacher replay: {len(steps)} steps x {len(pool.teachers)} teachers "
+        f"teacher asking: {len(steps)} steps x {len(pool.teachers)} teachers "
         f"({', '.join(t.name for t in pool.teachers)}) over {len(keys)} partition(s), "
         f"{'all steps' if cap is None else f'first {cap} steps'} per session, "
         f"budget {'unlimited' if budget is None else f'${budget:.2f}'}"
@@ -95,11 +110,12 @@ def teacher_responses(
         compact_min_files=pool.cache.compact_min_files, spool_fsync=pool.cache.spool_fsync,
     )
 
-    async def run() -> ReplayOutput:
+    async def run() -> AskResult:
         async with teachers.open(pool) as tset:
-            return await replay(steps, tset, cache, Budget(budget),
+            return await ask_teachers(steps, tset, cache, Budget(budget),
                                 reserve_bytes_per_token=pool.reserve_bytes_per_token,
-                                run_id=context.run.run_id, log=context.log)
+                                run_id=context.run.run_id, log=context.log,
+                                circuit_breaker=pool.circuit_breaker, prefilter=pool.prefilter)
 
     out = asyncio.run(run())
     if out.cache_stats.get("unflushed"):
@@ -108,7 +124,14 @@ def teacher_responses(
         context.log.warning(f"teacher errors by kind: {orjson.dumps(dict(out.errors_by_kind)).decode()}")
     res = lake.replace_partitions(TEACHER_RESPONSES, out.rows, keys)
     md = res.metadata()
-    md.update(replay_metadata(out, len(steps), len(pool.teachers)))
+    md.update(ask_metadata(out, len(steps), len(pool.teachers)))
     md["teacher_pool"] = teachers.source()
     md["cache_table"] = dg.MetadataValue.path(lake.uri(TEACHER_CACHE))
-    return dg.MaterializeResult(metadata=md)
+    yield dg.MaterializeResult(asset_key=TEACHER_RESPONSES.asset_key, metadata=md)
+    yield dg.MaterializeResult(asset_key=TEACHER_CACHE.asset_key, metadata=cache_metadata(lake, cache))
+
+
+ASSETS = [teacher_responses]
+CHECKS = [table_check(TEACHER_CACHE)]
+
+defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS, resources={"teachers": TeacherPool()})

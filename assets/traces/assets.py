@@ -1,4 +1,4 @@
-"""Thin Dagster assets of the trace family: file → raw_traces → trace_turns → replay_steps."""
+"""Thin Dagster assets of the trace family: file → raw_traces → trace_turns → agent_steps."""
 
 
 import time
@@ -11,12 +11,13 @@ import pyarrow.compute as pc
 
 from assets.metadata import md_counts, md_per_session
 from assets.partitions import SESSION_BACKFILL, SESSIONS
-from assets.traces.tables import RAW_TRACES, REPLAY_STEPS, TRACE_TURNS
+from assets.traces.tables import RAW_TRACES, AGENT_STEPS, TRACE_TURNS
 from assets.traces.raw import read_raw_lines
 from assets.traces.formats import parse_turns
-from assets.traces.steps import build_replay_steps
+from assets.traces.steps import build_agent_steps
+from resources import privacy
 from resources.lake import DeltaLake, partition_keys_of
-from sensors.sessions import SessionSource
+from resources.sessions import SessionSource
 
 GROUP = "traces"
 
@@ -42,6 +43,8 @@ def raw_traces(context: dg.AssetExecutionContext, lake: DeltaLake, sessions: Ses
     rows, missing = [], []
     quarantined: Counter = Counter()
     secrets: Counter = Counter()
+    personal: Counter = Counter()
+    scrubber = privacy.for_lake(lake.root)
     nbytes = 0
     t0 = time.perf_counter()
     for key in keys:
@@ -49,11 +52,12 @@ def raw_traces(context: dg.AssetExecutionContext, lake: DeltaLake, sessions: Ses
         if path is None:
             missing.append(key)  # the file is gone: its partition becomes empty
             continue
-        file_rows, stats = read_raw_lines(path, key)
+        file_rows, stats = read_raw_lines(path, key, privacy=scrubber)
         rows.extend(file_rows)
         nbytes += stats.get("bytes", 0)
         quarantined.update(stats.get("quarantined", {}))
         secrets.update(stats.get("secrets", {}))
+        personal.update(stats.get("personal_data", {}))
     parse_s = time.perf_counter() - t0
     result = lake.replace_partitions(RAW_TRACES, rows, keys)
     if missing:
@@ -68,6 +72,8 @@ def raw_traces(context: dg.AssetExecutionContext, lake: DeltaLake, sessions: Ses
             "quarantined_by_reason": md_counts("reason", dict(quarantined)),
             "secrets_scrubbed": sum(secrets.values()),
             "secrets_by_kind": md_counts("secret kind", dict(secrets)),
+            "personal_data_replaced": sum(personal.values()),
+            "personal_data_by_kind": md_counts("personal data kind", dict(personal)),
             "missing_files": len(missing),
             "per_session": md_per_session(keys, rows, {
                 "lines": lambda r: 1, "quarantined": lambda r: r["quarantined"],
@@ -120,22 +126,22 @@ def trace_turns(context: dg.AssetExecutionContext, lake: DeltaLake):
 
 
 @dg.asset(
-    key=REPLAY_STEPS.asset_key,
+    key=AGENT_STEPS.asset_key,
     group_name=GROUP,
     deps=[TRACE_TURNS.asset_key],
     partitions_def=SESSIONS,
     backfill_policy=SESSION_BACKFILL,
     kinds={"delta", "silver"},
-    description=REPLAY_STEPS.description,
+    description=AGENT_STEPS.description,
 )
-def replay_steps(context: dg.AssetExecutionContext, lake: DeltaLake):
+def agent_steps(context: dg.AssetExecutionContext, lake: DeltaLake):
     keys = partition_keys_of(context)
     turns = _rows_by_key(lake.read(TRACE_TURNS, partitions=keys), keys)
     rows = []
     for key in keys:
         session_turns = sorted(turns.get(key, []), key=lambda r: r["turn_index"])
-        rows.extend(build_replay_steps(session_turns))
-    result = lake.replace_partitions(REPLAY_STEPS, rows, keys)
+        rows.extend(build_agent_steps(session_turns))
+    result = lake.replace_partitions(AGENT_STEPS, rows, keys)
     return dg.MaterializeResult(
         metadata={
             **result.metadata(),
@@ -202,5 +208,7 @@ def no_lost_lines(lake: DeltaLake) -> dg.AssetCheckResult:
     )
 
 
-ASSETS = [raw_traces, trace_turns, replay_steps]
+ASSETS = [raw_traces, trace_turns, agent_steps]
 CHECKS = [tool_results_have_tool_use, every_session_has_turns, no_lost_lines]
+
+defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS)

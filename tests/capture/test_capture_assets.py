@@ -5,11 +5,11 @@ import json
 import dagster as dg
 import pyarrow.compute as pc
 
-from assets.capture import defs
+from assets.capture.assets import defs
 from assets.capture.assets import GPU_OP_TAGS, capture_shards, capture_shards_contract, prompt_pool
 from assets.capture.reader import load_batch
 from assets.capture.tables import CAPTURE_ASSET_KEY, CAPTURE_REJECTIONS, PROMPT_POOL, capture_spec
-from resources.gpu import GpuResource
+from resources.verifier import VerifierResource
 from tests.capture.capture_fixtures import write_inputs, write_quotas
 
 QUOTAS = {"chat-en": 3, "chat-zh": 3, "code": 2, "math": 1, "tool-call": 1, "multi-turn": 1, "long-context": 1}
@@ -23,8 +23,10 @@ def _run(lake, gpu, instance, quotas_path=None, selection=None, **capture_cfg):
     ops = {"gold__capture_shards": {"config": capture_cfg}}
     if quotas_path:
         ops["gold__prompt_pool"] = {"config": {"quotas_path": str(quotas_path)}}
+    if selection is not None:  # the shards and the post-filter log are written by one step
+        selection = dg.AssetSelection.assets(*selection).required_multi_asset_neighbors()
     return dg.materialize([prompt_pool, capture_shards, capture_shards_contract], selection=selection,
-                          resources={"lake": lake, "gpu": gpu}, run_config={"ops": ops}, instance=instance)
+                          resources={"lake": lake, "verifier": gpu}, run_config={"ops": ops}, instance=instance)
 
 
 def test_definitions_gpu_pool_and_k8s_tags(lake):
@@ -34,7 +36,8 @@ def test_definitions_gpu_pool_and_k8s_tags(lake):
     assert k8s == GPU_OP_TAGS["dagster-k8s/config"]
     res = k8s["container_config"]["resources"]
     assert res["limits"]["nvidia.com/gpu"] == res["requests"]["nvidia.com/gpu"] == "1"
-    assert capture_shards.key == dg.AssetKey(["gold", "capture_shards"]) == CAPTURE_ASSET_KEY
+    # one step writes the shards and the post-filter log, each an asset of its own
+    assert set(capture_shards.keys) == {CAPTURE_ASSET_KEY, dg.AssetKey(["gold", "capture_rejections"])}
 
 
 def test_materialize_capture_resume_and_postfilter(tmp_path, lake, tiny_gpu):
@@ -74,8 +77,14 @@ def test_materialize_capture_resume_and_postfilter(tmp_path, lake, tiny_gpu):
     table = lake.read(spec, columns=["prompt_id", "filter_reason"])
     assert pc.count_distinct(table.column("prompt_id")).as_py() == n_pool
     reasons = set(table.column("filter_reason").to_pylist())
-    assert None in reasons and all("low_confidence" in r for r in reasons - {None})
-    assert "low_confidence;repetition" in reasons  # the 12x repeated log line
+    assert None in reasons and "low_confidence" in reasons
+    # a sequence without answer tokens is not scored for confidence (the rule says so)
+    for r in lake.read(CAPTURE_REJECTIONS).to_pylist():
+        if "low_confidence" not in r["reason"]:
+            assert json.loads(r["stats"])["measured"]["low_confidence"] == "off: no answer tokens"
+    # the 12x repeated log line is in the prompt: repetition is measured over answer tokens,
+    # so only a sequence without answer tokens is judged on its whole text
+    assert "low_confidence;repetition" not in reasons
     rej = lake.read(CAPTURE_REJECTIONS)
     assert rej.num_rows == n_pool - 4 and set(rej.column("action").to_pylist()) == {"flagged"}
     kept = load_batch(lake, verifier_id, dtype)
@@ -88,7 +97,7 @@ def test_materialize_capture_resume_and_postfilter(tmp_path, lake, tiny_gpu):
     assert lake.read(spec, columns=["prompt_id"]).num_rows == table.num_rows
 
     # 4. another verifier id → its own table; drop mode records drops and resumes past them
-    gpu2 = GpuResource(verifier=tiny_gpu.verifier, verifier_id="tiny-drop", top_k=4, batch_tokens=512)
+    gpu2 = VerifierResource(verifier=tiny_gpu.verifier, verifier_id="tiny-drop", top_k=4, batch_tokens=512)
     res4 = _run(lake, gpu2, instance, selection=[CAPTURE_ASSET_KEY], postfilter_action="drop",
                 low_confidence_threshold=1.01, max_prompts=2)
     assert _md(res4, "gold__capture_shards")["postfilter_dropped"].value == 2

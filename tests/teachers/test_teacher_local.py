@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from assets.teachers.replay import replay
-from resources.teachers import PoolSpec, TeacherPool, TeacherSet
+from assets.teachers.ask import ask_teachers
+from assets.teachers.pool import PoolSpec, TeacherPool, TeacherSet
 from tests.teachers.conftest import http_teacher, step
 
 
@@ -23,7 +23,7 @@ def local(model: str, name: str = "tiny", **kw) -> dict:
 def run(steps, pool, **kw):
     async def go():
         async with TeacherSet(pool) as ts:
-            return await replay(steps, ts, None, None, **kw)
+            return await ask_teachers(steps, ts, None, None, **kw)
 
     return asyncio.run(go())
 
@@ -48,7 +48,7 @@ def test_long_context_is_cut_from_the_left_keeping_the_system_prompt(tiny_llama)
     tok, _ = teacher._model()
     s = step(0, "the last user message " + "word " * 200)
     req = teacher.build_request(s["messages"], s["tools"])
-    ids, truncated = teacher._encode(tok, req.body["messages"])
+    ids, truncated = teacher._encode(tok, req.body["messages"], req.body["max_tokens"])
     assert truncated and len(ids) == 64 - 8
     text = tok.decode(ids)
     assert text.startswith("<|im_start|>system\nSYS rules") and text.endswith("<|im_start|>assistant\n")
@@ -65,7 +65,7 @@ def test_local_generation_does_not_block_http_teachers(tiny_llama, server):
 
     async def go():
         async with TeacherSet(pool) as ts:
-            task = asyncio.create_task(replay(steps, ts, None, None))
+            task = asyncio.create_task(ask_teachers(steps, ts, None, None))
             last = time.perf_counter()
             while not task.done():
                 await asyncio.sleep(0.005)
