@@ -97,7 +97,7 @@ def _cut_head(text: str, n_tokens: int, count: Tokens) -> str:
             lo = mid
         else:
             hi = mid - 1
-    return text[:lo]
+    return text[:lo].rstrip()
 
 
 def fit_prompt(messages: Sequence[Mapping], tools: Any, count: Tokens, s: RenderSettings) -> list[dict]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -88,7 +87,8 @@ def adapter(model, enabled: bool):
 # ------------------------------------------------------------------ generation
 @dataclass
 class StudentChat:
-    """A rag-runtime chat model (``name`` + ``chat``) over the student, adapter on or off."""
+    """The student as the rag runtime's local model (``model_id`` + ``chat`` → ``CallOutcome``,
+    the interface of ``resources.model_client``), adapter on (trained) or off (base)."""
 
     model: Any
     tokenizer: Any
@@ -96,17 +96,22 @@ class StudentChat:
     max_new_tokens: int = 48
     max_input_tokens: int = 256
     repetition_penalty: float = 1.1
-    name: str = "student"
+    model_id: str = "student"
 
-    def chat(self, messages: Sequence[dict], max_tokens: int | None = None):
-        from assets.rag.llm import ChatResult
+    def chat(self, messages: Sequence[dict], tools: Any = None, max_tokens: int | None = None):
+        from resources.model_client import CallOutcome
 
         t0 = time.perf_counter()
-        text, n_in, n_out, finish = generate(self.model, self.tokenizer, list(messages), self.trained,
-                                             max_tokens or self.max_new_tokens, self.max_input_tokens,
-                                             self.repetition_penalty)
-        return ChatResult(text=text, model=self.name, finish_reason=finish, input_tokens=n_in,
-                          output_tokens=n_out, latency_ms=(time.perf_counter() - t0) * 1000)
+        try:
+            text, n_in, n_out, finish = generate(self.model, self.tokenizer, list(messages), self.trained,
+                                                 max_tokens or self.max_new_tokens, self.max_input_tokens,
+                                                 self.repetition_penalty)
+        except Exception as exc:  # noqa: BLE001 - a failing model is a failed, logged run
+            return CallOutcome(status="error", attempts=1, error_kind="local_model",
+                               error=f"{type(exc).__name__}: {str(exc)[:300]}")
+        return CallOutcome(status="ok", message={"role": "assistant", "content": text}, text=text,
+                           finish_reason=finish, input_tokens=n_in, output_tokens=n_out,
+                           latency_ms=(time.perf_counter() - t0) * 1000, attempts=1)
 
 
 def generate(model, tok, messages: list[dict], trained: bool, max_new_tokens: int = 48,
@@ -128,34 +133,24 @@ def generate(model, tok, messages: list[dict], trained: bool, max_new_tokens: in
     return text, int(ids.shape[1]), int(len(new)), "length" if len(new) >= max_new_tokens else "stop"
 
 
-_TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
-
-
 def tool_call_valid(text: str, offered: set[str]) -> tuple[bool, str]:
-    """(valid, reason): a ``<tool_call>`` (or bare JSON object) naming an offered tool, with
-    JSON-object arguments."""
-    m = _TOOL_CALL.search(text)
-    body = m.group(1) if m else text.strip()
-    start = body.find("{")
-    if start < 0:
+    """(valid, reason): the answer holds a tool call (any format ``resources.tool_text``
+    reads) naming an offered tool, with arguments that parse as a JSON object."""
+    from resources.tool_text import parse_text_tool_calls
+
+    _prose, calls, _fmt = parse_text_tool_calls(text, offered)
+    if not calls:
         return False, "no_tool_call"
-    try:
-        obj, _ = json.JSONDecoder().raw_decode(body[start:])
-    except ValueError:
-        return False, "invalid_json"
-    if not isinstance(obj, dict):
-        return False, "not_an_object"
-    name = obj.get("name") or (obj.get("function") or {}).get("name")
-    if name not in offered:
-        return False, "unknown_tool"
-    args = obj.get("arguments", obj.get("parameters", {}))
-    if isinstance(args, str):
+    for c in calls:
+        fn = c["function"]
+        if fn["name"] not in offered:
+            return False, "unknown_tool"
         try:
-            args = json.loads(args)
+            args = json.loads(fn["arguments"])
         except ValueError:
             return False, "arguments_not_json"
-    if not isinstance(args, dict):
-        return False, "arguments_not_object"
+        if not isinstance(args, dict):
+            return False, "arguments_not_object"
     return True, "ok"
 
 
@@ -234,7 +229,7 @@ def evaluate(model, tok, answers: Sequence[Mapping], pairs: Sequence[Mapping],
     if rag is not None and s.max_rag_tasks:
         for name, on in (("base", False), ("trained", True)):
             chat = StudentChat(model, tok, trained=on, max_new_tokens=s.rag_max_new_tokens,
-                               max_input_tokens=s.rag_max_input_tokens, name=f"student-{name}")
+                               max_input_tokens=s.rag_max_input_tokens, model_id=f"student-{name}")
             res = rag(chat)
             out["n_rag_tasks"] = len(res)
             out[f"rag_pass_{name}"] = (sum(bool(x["passed"]) for x in res) / len(res)) if res else None

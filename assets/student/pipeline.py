@@ -7,7 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from assets.pairs.tables import KTO_EXAMPLES, NORMALIZED_PAIRS, SFT_EXAMPLES
+from assets.examples.tables import KTO_EXAMPLES, SFT_EXAMPLES
+from assets.pairs.tables import NORMALIZED_PAIRS
 from assets.student import data as D
 from assets.student.split import EVAL, TRAIN, partition_rows, split_sessions
 from assets.student.tables import SESSION_SPLIT

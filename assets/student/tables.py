@@ -139,3 +139,5 @@ DRAFT_HEADS = TableSpec(
         pa.field("created_at", TS),
     ]),
 )
+
+TABLES = (SESSION_SPLIT, STUDENT_RUNS, STUDENT_EVALS, DRAFT_HEADS)

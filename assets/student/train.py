@@ -124,7 +124,7 @@ def _common(out: Path, stage: str, hp: StudentHyper, device: str, dtype: str, lr
         output_dir=str(out / f"_{stage}"), per_device_train_batch_size=hp.batch_size,
         learning_rate=lr, num_train_epochs=epochs, max_steps=max_steps, lr_scheduler_type="linear",
         warmup_steps=0, logging_steps=1, report_to=[], save_strategy="no", seed=hp.seed, data_seed=hp.seed,
-        disable_tqdm=True, dataloader_num_workers=0, gradient_checkpointing=False,
+        disable_tqdm=True, dataloader_num_workers=0, activation_checkpointing=False,
         max_length=hp.max_prompt_tokens + hp.max_answer_tokens + 64, **_precision(device, dtype),
     )
 
@@ -143,6 +143,13 @@ def _stage_metrics(trainer, out, t0: float, n_rows: int) -> dict:
         if vals:
             m[key.replace("/", "_") + "_last"] = round(vals[-1], 4)
     return m
+
+
+def _drop_ref_adapter(model) -> None:
+    cfg = getattr(model, "peft_config", None) or {}
+    if "ref" in cfg:
+        model.set_adapter("default")
+        model.delete_adapter("ref")
 
 
 def train_student(base_model: str, sft_rows: Sequence[dict], pair_rows: Sequence[dict],
@@ -179,6 +186,7 @@ def train_student(base_model: str, sft_rows: Sequence[dict], pair_rows: Sequence
 
     for stage in hp.stages:
         t0 = time.perf_counter()
+        _drop_ref_adapter(model)  # TRL copies the policy adapter as "ref" for preference stages
         if stage == "sft":
             if not sft_rows:
                 metrics["stages"]["sft"] = {"skipped": "no sft rows"}
@@ -217,6 +225,7 @@ def train_student(base_model: str, sft_rows: Sequence[dict], pair_rows: Sequence
             metrics["stages"]["kto"] = _stage_metrics(trainer, res, t0, len(kto_rows))
         progress(f"student {stage}: {metrics['stages'][stage]}")
         model = trainer.model
+    _drop_ref_adapter(model)
     model.eval()
     model.save_pretrained(out)
     tok.save_pretrained(out)
