@@ -268,14 +268,19 @@ def rows_from_bytes(
             sample.append(obj)
             sample_left -= 1
     fmt = detect_format(sample, source_file or None)
+    # the file's path names its owner (/Users/<name>/.claude/...): stored pseudonymized
+    source_file = privacy.scrub_text(source_file)[0] if source_file else source_file
 
     # A file that is one JSON document (pretty-printed over many lines, or a single line),
     # recognized by its content: most of its lines are not JSON by themselves, or its one
     # record has a document shape (a trajectory, a trace export, ...).
     nonblank = [i for i in range(n) if reasons[i] != "blank"]
-    failed = sum(1 for i in nonblank if reasons[i] is not None and reasons[i] != "oversized")
-    multi_line_doc = (len(nonblank) > 1 and reasons[nonblank[0]] is not None and reasons[nonblank[0]] != "oversized"
-                      and failed * 2 >= len(nonblank))
+    # Lines of a pretty-printed document do not parse by themselves ("{", '"key": 1,');
+    # valid JSON that is not an object ("1", "null") is a bad line, not a document's part.
+    def _unparsed(r):
+        return r is not None and (r == "truncated" or r.startswith("invalid_json"))
+    failed = sum(1 for i in nonblank if _unparsed(reasons[i]))
+    multi_line_doc = len(nonblank) > 1 and _unparsed(reasons[nonblank[0]]) and failed * 2 >= len(nonblank)
     if len(sample) == 1 and len(nonblank) == 1 and reasons[nonblank[0]] is None:
         dfmt = document_format(sample[0])
         if dfmt in DOCUMENT_FORMATS:
