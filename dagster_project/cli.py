@@ -7,6 +7,8 @@
     tracelake migrate                 carry a lake of an older version over to today's table names
     tracelake audit [--lake ROOT]     an independent detector scans every table for secrets left
     tracelake rag run --task "..."    answer a task with the local model, gated, logged
+    tracelake train [--seed N]        held-out split → student (TRL, LoRA) → draft head
+    tracelake eval [--run-id ID]      base vs trained student on the held-out sessions
 """
 
 from __future__ import annotations
@@ -185,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     from dagster_project.cli_rag import add_rag_commands
 
     add_rag_commands(sub)
+    from dagster_project.cli_student import add_student_commands
+
+    add_student_commands(sub)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["export"]:
         return export_main(argv[1:])

@@ -20,6 +20,8 @@ from assets.pairs import assets as pairs_assets
 from assets.partitions import SESSIONS
 from assets.rag import tables as rag_tables
 from assets.rag import assets as rag_assets
+from assets.student import assets as student_assets
+from assets.student import tables as student_tables
 from assets.teachers import tables as teachers_tables
 from assets.teachers import assets as teachers_assets
 from assets.traces import tables as traces_tables
@@ -31,13 +33,13 @@ from resources.lake import DeltaLake, TableSpec
 from resources.sessions import SessionSource
 from sensors.sessions import build_session_sensor
 
-# upstream first: traces -> teachers -> pairs -> examples -> corpus -> capture, rag
+# upstream first: traces -> teachers -> pairs -> examples -> corpus -> capture, rag, student
 # (modules, not their defs: ONE Definitions object at module scope, or `dagster dev -m` refuses to load)
 FAMILIES = tuple(m.defs for m in (traces_assets, teachers_assets, pairs_assets, examples_assets, corpus_assets,
-                                  capture_assets, rag_assets))
+                                  capture_assets, rag_assets, student_assets))
 TABLES: tuple[TableSpec, ...] = (
     *traces_tables.TABLES, *teachers_tables.TABLES, *pairs_tables.TABLES, *examples_tables.TABLES,
-    *corpus_tables.TABLES, *capture_tables.TABLES, *rag_tables.TABLES,
+    *corpus_tables.TABLES, *capture_tables.TABLES, *rag_tables.TABLES, *student_tables.TABLES,
 )
 INGEST_JOB = "ingest_sessions"
 DATASETS_JOB = "build_datasets"
@@ -46,6 +48,11 @@ DATASETS_JOB = "build_datasets"
 def _per_session(a: dg.AssetsDefinition) -> bool:
     """Does the step write session partitions (possibly beside an unpartitioned side table)?"""
     return any(spec.partitions_def == SESSIONS for spec in a.specs)
+
+
+def _manual(a: dg.AssetsDefinition) -> bool:
+    """Steps run only when asked (student training and evaluation: minutes of compute)."""
+    return any((spec.tags or {}).get("tracelake/manual") for spec in a.specs)
 
 
 def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | None = None) -> dg.Definitions:
@@ -59,7 +66,7 @@ def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | N
     # refresh per burst of files. Tables written outside runs (rag_runs, by `tracelake rag
     # run`) are asset specs without a step and part of neither.
     session_keys = [k for a in steps if _per_session(a) for k in a.keys]
-    dataset_keys = [k for a in steps if not _per_session(a) for k in a.keys]
+    dataset_keys = [k for a in steps if not _per_session(a) and not _manual(a) for k in a.keys]
     refresh = refresh_condition([INGEST_JOB], session_keys, settings.refresh_quiet_seconds())
     assets = [
         a.map_asset_specs(lambda spec: spec.replace_attributes(automation_condition=refresh))
