@@ -2,8 +2,8 @@
 
 Every asset writes through :class:`DeltaLake`. Partitioned tables are written with an
 explicit predicate over *all* of the run's partition keys, never through
-dagster-deltalake's IO manager (it silently overwrites the whole table on a multi-key
-run, see DESIGN.md). Each table has exactly one schema definition: a :class:`TableSpec`
+dagster-deltalake's IO manager (it overwrites the whole table on a run over several
+partition keys). Each table has exactly one schema definition: a :class:`TableSpec`
 declared next to the asset that owns it.
 """
 
@@ -302,12 +302,6 @@ class DeltaLake(dg.ConfigurableResource):
         dt = self._retrying(spec, op)
         return self._result(spec, dt, "replace_partitions", table.num_rows, partitions=keys)
 
-    def delete_partitions(self, spec: TableSpec, partition_keys: Sequence[str]) -> WriteResult:
-        col = spec.partition_by[0]
-        pred = in_predicate(col, partition_keys)
-        dt = self._retrying(spec, lambda dt: dt.delete(pred, writer_properties=spec.writer_properties()))
-        return self._result(spec, dt, "delete", 0, partitions=sorted(set(partition_keys)))
-
     def merge(self, spec: TableSpec, data: Any, keys: Sequence[str] | None = None,
               update_columns: Sequence[str] | None = None) -> WriteResult:
         """Upsert on key columns: matched rows are updated, new rows inserted.
@@ -461,11 +455,6 @@ class DeltaLake(dg.ConfigurableResource):
         # pyarrow's native local filesystem reads ~1.5-2x faster than the object-store adapter
         fs = pafs.SubTreeFileSystem(self.uri(spec), pafs.LocalFileSystem())
         return dt.to_pyarrow_dataset(filesystem=fs)
-
-    def read_polars(self, spec: TableSpec, **kw):
-        import polars as pl
-
-        return pl.from_arrow(self.read(spec, **kw))
 
     def version(self, spec: TableSpec) -> int | None:
         dt = self.table(spec)
