@@ -13,6 +13,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import dagster as dg
@@ -200,6 +201,19 @@ class DeltaLake(dg.ConfigurableResource):
         dt = self.ensure(spec)
         return WriteResult(uri=self.uri(spec), version=dt.version(), mode=mode,
                            rows_written=rows_written, table_rows=count_rows(dt))
+
+    def table_paths(self) -> list[str]:
+        """``<layer>/<table>`` of every Delta table under a local root (object stores: [])."""
+        root = self.root.rstrip("/")
+        if "://" in root and not root.startswith("file://"):
+            return []
+        base = Path(os.path.abspath(root.removeprefix("file://")))
+        return sorted(p.parent.relative_to(base).as_posix() for p in base.glob("*/*/_delta_log"))
+
+    def table_at(self, path: str) -> DeltaTable | None:
+        """The Delta table at ``<layer>/<table>`` (a table created on demand, without a spec)."""
+        layer, name = path.split("/", 1)
+        return self.table(TableSpec(layer=layer, name=name, schema=pa.schema([])))
 
     def exists(self, spec: TableSpec) -> bool:
         return self.table(spec) is not None

@@ -25,7 +25,7 @@ from assets.corpus.store import draw_sample, evict, upsert_snapshots, write_samp
 from assets.corpus.tables import EVICTION_COLUMNS, REPLAY_CORPUS, REPLAY_EVICTIONS, REPLAY_SAMPLE
 from assets.examples.tables import KTO_EXAMPLES, SFT_EXAMPLES
 from assets.pairs.tables import NORMALIZED_PAIRS
-from resources.changes import changes_since, consumed_versions, record_consumed, scan, scan_keys
+from resources.changes import changes_since, consumed_versions, record_consumed, refresh_state_event, scan, scan_keys
 from resources.lake import DeltaLake
 
 _SAMPLE_IDS = 20
@@ -203,6 +203,7 @@ def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig,
             f"{plan.bytes_after} bytes; the {plan.protected_rows} snapshots added by this run alone exceed it")
 
     record_consumed(lake, REPLAY_CORPUS.path, versions, "full" if "full" in modes.values() else "incremental")
+    context.log_event(refresh_state_event(lake, REPLAY_CORPUS.path))
     final = ev.write or up.write
     md = up.write.metadata()
     md.update({

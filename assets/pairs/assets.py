@@ -31,6 +31,7 @@ from assets.partitions import SESSION_BACKFILL, SESSIONS
 from assets.teachers.tables import TEACHER_RESPONSES
 from assets.traces.tables import AGENT_STEPS, TRACE_TURNS
 from assets.pairs.imported import REJECTED_TURN_COLUMNS, imported_pairs
+from resources.changes import refresh_state_event
 from resources.lake import DeltaLake, partition_keys_of
 from assets.pairs.normalizer import Normalizer
 from assets.pairs.refresh import refresh_normalized_pairs
@@ -194,6 +195,7 @@ def normalized_pairs(context: dg.AssetExecutionContext, config: NormalizeConfig,
     recipe = normalizer.load(config.recipe or None)
     rep = refresh_normalized_pairs(lake, recipe, overrides=normalizer.overrides(), full=config.full_refresh,
                                    group_rows=config.group_rows, log=context.log.info)
+    context.log_event(refresh_state_event(lake, NORMALIZED_PAIRS.path))
     context.log.info(f"normalized_pairs: {rep.mode} ({rep.reason}): {rep.sessions} sessions, "
                      f"{rep.rows_in} pairs with recipe {recipe.name}@{recipe.version}")
     ops_md = md_table(
