@@ -10,20 +10,20 @@ Only ``defs`` is a Definitions object at module scope (what ``dagster dev`` / ``
 import dagster as dg
 
 from assets.capture import tables as capture_tables
-from assets.capture.assets import defs as capture
+from assets.capture import assets as capture_assets
 from assets.corpus import tables as corpus_tables
-from assets.corpus.assets import defs as corpus
+from assets.corpus import assets as corpus_assets
 from assets.examples import tables as examples_tables
-from assets.examples.assets import defs as examples
+from assets.examples import assets as examples_assets
 from assets.pairs import tables as pairs_tables
-from assets.pairs.assets import defs as pairs
+from assets.pairs import assets as pairs_assets
 from assets.partitions import SESSIONS
 from assets.rag import tables as rag_tables
-from assets.rag.assets import defs as rag
+from assets.rag import assets as rag_assets
 from assets.teachers import tables as teachers_tables
-from assets.teachers.assets import defs as teachers
+from assets.teachers import assets as teachers_assets
 from assets.traces import tables as traces_tables
-from assets.traces.assets import defs as traces
+from assets.traces import assets as traces_assets
 from dagster_project.automation import automation_sensor, refresh_condition
 from dagster_project.maintenance import build_maintenance
 from resources import settings
@@ -33,7 +33,9 @@ from resources.sessions import SessionSource
 from sensors.sessions import build_session_sensor
 
 # upstream first: traces -> teachers -> pairs -> examples -> corpus -> capture, rag
-FAMILIES = (traces, teachers, pairs, examples, corpus, capture, rag)
+# (modules, not their defs: ONE Definitions object at module scope, or `dagster dev -m` refuses to load)
+FAMILIES = tuple(m.defs for m in (traces_assets, teachers_assets, pairs_assets, examples_assets, corpus_assets,
+                                  capture_assets, rag_assets))
 TABLES: tuple[TableSpec, ...] = (
     *traces_tables.TABLES, *teachers_tables.TABLES, *pairs_tables.TABLES, *examples_tables.TABLES,
     *corpus_tables.TABLES, *capture_tables.TABLES, *rag_tables.TABLES, REFRESH_STATE,

@@ -21,6 +21,7 @@ from assets.metadata import json_preview, md_preview, md_table
 from assets.capture.pool import (
     candidates_from_file,
     candidates_from_pairs,
+    candidates_from_pool,
     candidates_from_sft,
     compose_pool,
     load_pool_config,
@@ -38,6 +39,7 @@ from assets.pairs.tables import NORMALIZED_PAIRS
 from assets.examples.tables import SFT_EXAMPLES
 from resources import settings
 from resources.verifier import VerifierResource, gpu_k8s_config
+from resources.changes import changes_since, consumed_versions, record_consumed, scan
 from resources.lake import DeltaLake
 
 GROUP = "capture"
@@ -49,6 +51,7 @@ GPU_OP_TAGS = {"dagster-k8s/config": gpu_k8s_config()}
 # ------------------------------------------------------------------------- prompt pool
 class PromptPoolConfig(dg.Config):
     quotas_path: str = ""  # default: <recipes>/capture_quotas.yaml
+    full_refresh: bool = False  # draw from every upstream row, not the current pool + what changed
 
 
 @dg.asset(
@@ -66,14 +69,31 @@ def prompt_pool(context: dg.AssetExecutionContext, config: PromptPoolConfig, lak
     path = Path(config.quotas_path or settings.RECIPES_DIR / "capture_quotas.yaml")
     cfg = load_pool_config(path)
     candidates, per_source, bad_lines = [], Counter(), 0
+    # Only what changed upstream since the last refresh (change feeds), drawn together with
+    # the current pool: a prompt's draw rank does not depend on the others, so this is the
+    # pool a full draw over everything gives (except prompts deleted upstream, which stay).
+    state = consumed_versions(lake, PROMPT_POOL.path)
+    cfg_version = int(cfg.config_hash[:12], 16)
+    full = (config.full_refresh or not lake.exists(PROMPT_POOL)
+            or state.get("quota_config") not in (None, cfg_version))
+    if not full:
+        current = lake.read(PROMPT_POOL, columns=["prompt_id", "messages", "tools", "source", "source_id"])
+        candidates += candidates_from_pool(current.to_pylist())
+        per_source["current pool"] = current.num_rows
+    inputs = []
     if cfg.use_normalized_pairs:
-        pairs = lake.read(NORMALIZED_PAIRS, columns=["pair_id", "prompt", "chosen", "tools"]).to_pylist()
-        candidates += candidates_from_pairs(pairs)
-        per_source["normalized_pairs"] = len(pairs)
+        inputs.append((NORMALIZED_PAIRS, ["pair_id", "prompt", "chosen", "tools"], candidates_from_pairs))
     if cfg.use_sft_examples:
-        sft = lake.read(SFT_EXAMPLES, columns=["example_id", "messages", "tools"]).to_pylist()
-        candidates += candidates_from_sft(sft)
-        per_source["sft_examples"] = len(sft)
+        inputs.append((SFT_EXAMPLES, ["example_id", "messages", "tools"], candidates_from_sft))
+    versions, modes = {"quota_config": cfg_version}, {}
+    for spec, cols, make in inputs:
+        ch = changes_since(lake, spec, state.get(spec.path), cols, full=full)
+        versions[spec.path], modes[spec.name] = ch.version, ("full" if ch.full else "incremental")
+        if ch.version is None or ch.empty:
+            continue
+        for b in (scan(lake, spec, cols, version=ch.version) if ch.full else ch.inserted()):
+            candidates += make(b.to_pylist())
+            per_source[spec.name] += b.num_rows
     for f in cfg.file_paths():
         if not f.is_file():
             raise FileNotFoundError(f"prompt file listed in {path} does not exist: {f}")
@@ -87,6 +107,7 @@ def prompt_pool(context: dg.AssetExecutionContext, config: PromptPoolConfig, lak
     for r in rows:
         r["created_at"] = now
     result = lake.overwrite(PROMPT_POOL, rows)
+    record_consumed(lake, PROMPT_POOL.path, versions, "full" if full else "incremental")
 
     shortfalls = report.shortfalls
     for q in shortfalls:
@@ -110,6 +131,9 @@ def prompt_pool(context: dg.AssetExecutionContext, config: PromptPoolConfig, lak
         metadata={
             **result.metadata(),
             "quota_config": dg.MetadataValue.path(str(path)),
+            "refresh_mode": "full" if full else "incremental",
+            "input_refresh": md_table(("input", "mode", "version"),
+                                      [(k, modes[k.split("/")[-1]], v) for k, v in versions.items() if "/" in k]),
             "config_hash": cfg.config_hash,
             "seed": cfg.seed,
             "candidates": report.candidates,

@@ -5,9 +5,11 @@ SFT_EXAMPLES (``messages``) and user JSONL files (``{"messages": [...]}`` or
 ``{"prompt": "..."}``) listed in the quota YAML. Each is normalized to OpenAI messages,
 length-filtered, hashed (``prompt_id`` = sha256 of the canonical messages + tools, so
 dedup is by content), classified into one domain and language-tagged. Per domain, the
-candidates are sorted by ``prompt_id`` and a ``random.Random(f"{seed}:{domain}")`` draws
-``min(quota, available)`` of them: the same inputs (in any order) and the same config give
-the same pool. A quota that cannot be met is reported (``QuotaLine.shortfall``), never
+candidates are ranked by ``sha256(f"{seed}:{domain}:{prompt_id}")`` and the first
+``min(quota, available)`` are drawn: the same inputs (in any order) and the same config give
+the same pool, and a prompt's rank does not depend on the other candidates, so the pool
+drawn from (current pool + new candidates) is the pool drawn from everything (what lets
+the refresh read only what changed; see assets/capture/assets.py). A quota that cannot be met is reported (``QuotaLine.shortfall``), never
 silently shrunk.
 
 Domain rules, first match wins (deterministic, documented in recipes/capture_quotas.yaml):
@@ -25,7 +27,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -295,6 +296,13 @@ def candidates_from_pairs(rows: Iterable[Mapping]) -> list[Candidate]:
     return out
 
 
+def candidates_from_pool(rows: Iterable[Mapping]) -> list[Candidate]:
+    """The current pool's prompts as candidates again (an incremental refresh draws from
+    them plus what is new); they keep their source and source id."""
+    return [Candidate(normalize_messages(r["messages"]), r["source"], r.get("source_id"),
+                      json.loads(r["tools"]) if r.get("tools") else None) for r in rows]
+
+
 def candidates_from_sft(rows: Iterable[Mapping]) -> list[Candidate]:
     out = []
     for r in rows:
@@ -362,6 +370,11 @@ def shingles(text: str, k: int = 5) -> set[str]:
     if len(t) <= k:
         return {t} if t else set()
     return {t[i:i + k] for i in range(len(t) - k + 1)}
+
+
+def draw_rank(seed: int, domain: str, prompt_id: str) -> str:
+    """A prompt's place in its domain's draw (smallest first): a seeded content hash."""
+    return hashlib.sha256(f"{seed}:{domain}:{prompt_id}".encode()).hexdigest()
 
 
 def near_duplicates(texts: Sequence[str], threshold: float, k: int = 5, num_perm: int = 128) -> dict[int, int]:
@@ -447,8 +460,7 @@ def compose_pool(candidates: Sequence[Candidate], cfg: PoolConfig) -> tuple[list
                 report.unassigned[domain] = len(rows)
             continue
         quota = int(cfg.quotas[domain])
-        rng = random.Random(f"{cfg.seed}:{domain}")
-        take = rng.sample(rows, k=min(quota, len(rows)))
+        take = sorted(rows, key=lambda r: draw_rank(cfg.seed, domain, r["prompt_id"]))[:quota]
         line = QuotaLine(domain, quota, len(rows), len(take))
         report.quotas.append(line)
         for rank, row in enumerate(take):

@@ -1,11 +1,12 @@
 """Thin Dagster wrappers of the rag family: playbooks, the run log, the batch job and the report."""
 
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
 
 import dagster as dg
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from assets.metadata import md_counts
@@ -14,13 +15,14 @@ from assets.pairs.tables import NORMALIZED_PAIRS
 from assets.rag.config import ESCALATION_HELP, RagConfig, load_rag_config
 from resources.embeddings import embed_texts
 from assets.rag.playbooks import DeriveStats, derive_playbooks, reuse_embeddings
-from assets.rag.report import markdown, report_rows
+from assets.rag.report import _day, markdown, report_rows, with_totals
 from assets.rag.retrieval import playbook_text
 from assets.rag.runlog import RunLog, migrate_rag_runs, report_view
 from assets.rag.runtime import RagRuntime, read_tasks
 from assets.rag.tables import EMBEDDING_DIM, LABELS, RAG_PLAYBOOKS, RAG_REPORT, RAG_RUNS
 from assets.traces.tables import AGENT_STEPS, TRACE_TURNS
 from resources.embeddings import EmbeddingsResource
+from resources.changes import changes_since, consumed_versions, record_consumed, scan
 from resources.lake import DeltaLake
 
 GROUP = "rag"
@@ -143,22 +145,68 @@ def rag_playbooks_valid(lake: DeltaLake) -> dg.AssetCheckResult:
                                metadata={"rows": len(ids), "duplicate_ids": dupes, "bad_labels": bad_labels})
 
 
+class RagReportConfig(dg.Config):
+    full_refresh: bool = False  # recount every run, not only the days that got new runs
+
+
+REPORT_RUN_COLUMNS = ["validation_result", "escalated", "recorded_at", "no_retrieval"]
+
+
+def _report_runs(lake: DeltaLake, filter=None):
+    """rag_runs rows (the report's columns), a batch at a time."""
+    for b in scan(lake, RAG_RUNS, REPORT_RUN_COLUMNS, filter=filter):
+        yield from report_view(b.to_pylist())
+
+
+def _days_filter(days: set[str]):
+    """recorded_at on one of these UTC days ("unknown": no timestamp)."""
+    expr = None
+    field = pc.field("recorded_at")
+    for d in sorted(days):
+        if d == "unknown":
+            e = field.is_null()
+        else:
+            start = datetime.fromisoformat(d).replace(tzinfo=timezone.utc)
+            e = (field >= pa.scalar(start, pa.timestamp("us", tz="UTC"))) & (
+                field < pa.scalar(start + timedelta(days=1), pa.timestamp("us", tz="UTC")))
+        expr = e if expr is None else (expr | e)
+    return expr
+
+
 @dg.asset(
     key=RAG_REPORT.asset_key,
     group_name=GROUP,
     deps=[RAG_RUNS.asset_key],
     kinds={"delta", "gold"},
-    description=RAG_REPORT.description,
+    description=RAG_REPORT.description + " Recounts only the days that got runs since the last refresh.",
 )
-def rag_report(context: dg.AssetExecutionContext, lake: DeltaLake):
+def rag_report(context: dg.AssetExecutionContext, config: RagReportConfig, lake: DeltaLake):
     migrate_rag_runs(lake)
-    runs = report_view(lake.read(RAG_RUNS, columns=RUN_COLUMNS).to_pylist())
-    rows = report_rows(runs, now=datetime.now(timezone.utc))
+    now = datetime.now(timezone.utc)
+    state = consumed_versions(lake, RAG_REPORT.path)
+    ch = changes_since(lake, RAG_RUNS, state.get(RAG_RUNS.path), ["recorded_at"],
+                       full=config.full_refresh or not lake.exists(RAG_REPORT))
+    days: set[str] = set()
+    if ch.version is None or ch.full:  # every run, counted a batch at a time
+        rows = report_rows(_report_runs(lake), now=now)
+        mode = "full"
+    else:  # recount only the days that got runs since the last refresh
+        for b in ch.batches():
+            days.update(_day(ts) for ts in b.column("recorded_at").to_pylist())
+        kept = [r for r in lake.read(RAG_REPORT).to_pylist() if r["day"] not in days]
+        fresh = report_rows(_report_runs(lake, _days_filter(days)), now=now) if days else []
+        rows = with_totals(kept + [r for r in fresh if r["day"] != "all"], now=now)
+        mode = "incremental"
     result = lake.overwrite(RAG_REPORT, rows)
+    record_consumed(lake, RAG_REPORT.path, {RAG_RUNS.path: ch.version}, mode)
     overall = {r["retrieval"]: r for r in rows if r["day"] == "all"}
     md = {
         **result.metadata(),
-        "runs": len(runs),
+        "runs": sum(r["runs"] for r in overall.values()),
+        "refresh_mode": mode,
+        "refresh_reason": ch.reason,
+        "days_recounted": ", ".join(sorted(days)) if mode == "incremental" else "all",
+        "rag_runs_version": -1 if ch.version is None else ch.version,
         "overall": dg.MetadataValue.md(markdown(rows)),
         "per_day": dg.MetadataValue.md(markdown(rows, per_day=True)),
     }

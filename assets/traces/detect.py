@@ -68,6 +68,9 @@ def line_format(obj: Any) -> str | None:
         return "openai_messages"
     if isinstance(obj.get("conversations"), list):
         return "sharegpt"
+    if isinstance(obj.get("history"), list) and ("instance_id" in obj or "instruction" in obj) and any(
+            _is_openhands_event(e) for e in obj["history"][:20]):
+        return "openhands"  # a line of an OpenHands evaluation output.jsonl
     if "$set" in obj and len(obj) <= 2:
         return "gemini_cli"
     t = obj.get("type")

@@ -129,8 +129,10 @@ def _detect_secrets_rules() -> list[Rule]:
                 # every bot token's secret half starts with "A" (gitleaks' telegram rule): a
                 # literal-led pre-filter, ~15x cheaper than detect-secrets' digit-led pattern
                 bulk, check = r":A[0-9A-Za-z_\-]{34}", _telegram_ok
+            # a bot token follows "bot" in API URLs (https://api.telegram.org/bot<token>/getMe)
+            boundary = group == 0 and kind != "telegram_bot_token"
             rules.append(Rule(kind, tuple(gates) if gates is not None else None, rx, bulk=bulk, check=check,
-                              group=group, extend=extend, boundary=group == 0, source=f"detect-secrets:{cls}"))
+                              group=group, extend=extend, boundary=boundary, source=f"detect-secrets:{cls}"))
     return rules
 
 
@@ -222,14 +224,11 @@ RULES: list[Rule] = [
         r"(?:-----END[ A-Z0-9]{0,32}PRIVATE KEY(?: BLOCK)?-----)?",
         r"PRIVATE KEY",
     ),
-    _rule(
-        # the second half of a PEM block whose first half was on another line (a
-        # streamed or split message): base64 lines right before an END marker
-        "private_key",
-        ["private key"],
-        r"(?:[A-Za-z0-9+/=]{16,128}(?:\\{1,4}[nr]|[\r\n]){1,2}){1,256}-----END[ A-Z0-9]{0,32}PRIVATE KEY(?: BLOCK)?-----",
-        r"PRIVATE KEY",
-    ),
+    # the second half of a PEM block whose first half was on another line (a streamed or
+    # split message): base64 lines right before an END marker -- found in code (below),
+    # walking back from each END marker, so a long base64 run costs linear time
+    Rule("private_key", ("private key-----",), re.compile(r"-----END[ A-Z0-9]{0,32}PRIVATE KEY(?: BLOCK)?-----"),
+         bulk=r"-----END[ A-Z0-9]*PRIVATE KEY"),
     _rule("anthropic_key", ["sk-ant-"], _LB + r"sk-ant-[A-Za-z0-9_\-]{20,512}", r"sk-ant-[A-Za-z0-9_\-]{20}"),
     _rule("openrouter_key", ["sk-or-"], _LB + r"sk-or-(?:v1-)?[A-Za-z0-9_\-]{20,512}", r"sk-or-(?:v1-)?[A-Za-z0-9_\-]{20}"),
     _rule(
@@ -395,10 +394,33 @@ def unregister(rule: Rule) -> None:
     _bulk_gate_patterns.cache_clear()
 
 
+_PEM_BODY = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\r\n\\")
+
+
+def _pem_tail_spans(rule: Rule, text: str) -> list[tuple[int, int]]:
+    """Spans from the start of the base64 run before each END marker to the marker's end."""
+    out = []
+    for m in rule.regex.finditer(text):
+        s = m.start()
+        lim = max(0, s - 65536)
+        while s > lim and text[s - 1] in _PEM_BODY:
+            s -= 1
+        # the run starts after a JSON escape's letter? (\nMIIE... : keep the escape)
+        while s < m.start() and text[s] in "\\\r\n":
+            s += 1
+            if text[s - 1] == "\\" and s < m.start() and text[s] in "nrt":
+                s += 1
+        if s < m.start() and not (out and s < out[-1][1]):
+            out.append((s, m.end()))
+    return out
+
+
 def _spans(rule: Rule, text: str) -> list[tuple[int, int]]:
     """The (start, end) of every value ``rule`` replaces in ``text``."""
     if rule.kind == "base64_secret":
         return list(_base64_spans(text))
+    if rule.kind == "private_key" and rule.regex.pattern.startswith("-----END"):
+        return _pem_tail_spans(rule, text)
     out = []
     n = len(text)
     group = "val" if "val" in rule.regex.groupindex else rule.group

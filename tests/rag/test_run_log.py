@@ -208,6 +208,20 @@ def test_a_table_of_the_earlier_layout_is_carried_over(tmp_path, local):
     assert rep["with_retrieval"]["runs"] == 3 and rep["with_retrieval"]["passed"] == 2
     assert rep["with_retrieval"]["escalated"] == 1 and rep["no_retrieval"]["runs"] == 1
 
+    # one more run today: the next refresh recounts today only, and agrees with a full recount
+    assert _runtime(lake, local, tmp_path).run("One more task today").logged
+    res = dg.materialize([rag_report], resources={"lake": lake}, instance=dg.DagsterInstance.ephemeral())
+    md = res.asset_materializations_for_node("gold__rag_report")[0].metadata
+    today = datetime.now(timezone.utc).date().isoformat()
+    assert md["refresh_mode"].value == "incremental" and md["days_recounted"].value == today
+    assert md["runs"].value == 5
+    strip = lambda rows: sorted((r["day"], r["retrieval"], r["runs"], r["passed"], r["escalated"]) for r in rows)
+    incremental = strip(lake.read(RAG_REPORT).to_pylist())
+    res = dg.materialize([rag_report], resources={"lake": lake}, instance=dg.DagsterInstance.ephemeral(),
+                         run_config={"ops": {"gold__rag_report": {"config": {"full_refresh": True}}}})
+    assert res.asset_materializations_for_node("gold__rag_report")[0].metadata["refresh_mode"].value == "full"
+    assert strip(lake.read(RAG_REPORT).to_pylist()) == incremental
+
 
 def test_export_log_carries_an_old_table_over_too(tmp_path):
     lake = DeltaLake(root=str(tmp_path / "lake"))

@@ -6,7 +6,7 @@ from collections import Counter
 
 import orjson
 
-from assets.traces.formats import trajectories
+from assets.traces.formats import _common
 from assets.traces.ingest import SAMPLES_DIR
 from assets.traces.raw import read_raw_lines
 from resources.sessions import SessionSource
@@ -86,7 +86,7 @@ def test_huge_trajectory_kept_unexpanded(tmp_path, monkeypatch):
     assert sum(r["byte_len"] for r in raw) == p.stat().st_size
     assert [t["kind"] for t in turns] == ["unknown"] and not steps
     assert orjson.loads(turns[0]["extra"])["reason"].startswith("too_many_steps: 50000")
-    monkeypatch.setattr(trajectories, "MAX_STEPS", 2)  # the limit is a module setting
+    monkeypatch.setattr(_common, "MAX_DOCUMENT_STEPS", 2)  # the limit is a module setting
     small = tmp_path / "small.traj.json"
     small.write_bytes(orjson.dumps(_mini(3)))
     assert [t["kind"] for t in ingest(small, "small")[1]] == ["unknown"]
@@ -202,3 +202,16 @@ def test_bronze_rows_of_a_document_tile_the_file(tmp_path):
     assert stats["source_format"] == "openhands"
     assert sum(r["byte_len"] for r in rows) == p.stat().st_size
     assert {r["record_type"] for r in rows} == {"json_fragment"}
+
+
+def test_openhands_output_jsonl_one_run_per_line(tmp_path):
+    """An evaluation's output.jsonl: one run object per line, each its own session."""
+    run = orjson.loads((SAMPLES_DIR / "openhands" / "invoicer__invoicer-12.json").read_bytes())
+    other = {**run, "instance_id": "invoicer__invoicer-13", "test_result": {"report": {"resolved": False}}}
+    p = write_lines(tmp_path, "output.jsonl", [run, other])
+    raw, turns, steps, stats = ingest(p, "oh")
+    assert stats["source_format"] == "openhands" and not stats["quarantined"]
+    assert {t["session_id"] for t in turns} == {"invoicer__invoicer-12", "invoicer__invoicer-13"}
+    assert len(steps) == 10 and len({t["turn_id"] for t in turns}) == len(turns)
+    for s in steps:
+        check_openai_messages(orjson.loads(s["messages"]))

@@ -40,6 +40,7 @@ from assets.traces.formats._common import (
     looks_like_error,
     new_turn,
     parse_ts,
+    too_many_steps,
     tool_call,
     unknown_row,
 )
@@ -64,6 +65,10 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
     agent = doc.get("agent") if isinstance(doc.get("agent"), dict) else {}
     root = {k: doc.get(k) for k in ("schema_version", "session_id", "agent", "notes", "final_metrics", "extra")
             if doc.get(k) is not None}
+    big = too_many_steps(session_key, FORMAT, ids, line,
+                         sum(1 for st in doc["steps"] if isinstance(st, dict) and st.get("source") == "agent"), sid)
+    if big:
+        return big
     rows = [new_turn(session_key, FORMAT, ids.make("header", line), "meta", "conversation", session_id=sid,
                      record_type="trajectory", source_lines=[line],
                      extra=dumps({"atif": root, "invalid": problem} if problem else {"atif": root}))]

@@ -38,6 +38,7 @@ from assets.traces.formats._common import (
     new_turn,
     parse_ts,
     text_of,
+    too_many_steps,
     tool_call,
     unknown_row,
 )
@@ -141,8 +142,12 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
     ids = TurnIds(session_key)
     meta, msgs, bad = _collect(raw_rows)
     sid = meta.get("sessionId") if isinstance(meta.get("sessionId"), str) else session_key
-    rows: list[dict] = []
     first_line = min((ln for ln, _ in msgs), default=1)
+    big = too_many_steps(session_key, FORMAT, ids, first_line,
+                         sum(1 for _, m in msgs if m.get("type") == "gemini"), sid)
+    if big:
+        return big
+    rows: list[dict] = []
     rows.append(new_turn(session_key, FORMAT, ids.make("header", first_line), "meta", "conversation",
                          session_id=sid, record_type="session", source_lines=[first_line],
                          timestamp=parse_ts(meta.get("startTime")), extra=dumps(meta) if meta else None))

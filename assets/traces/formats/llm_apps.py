@@ -50,6 +50,7 @@ from assets.traces.formats._common import (
     new_turn,
     parse_ts,
     text_of,
+    too_many_steps,
     tool_call,
     unknown_row,
 )
@@ -376,6 +377,9 @@ def parse_langfuse(raw_rows: list[dict], session_key: str) -> list[dict]:
         header["labels"] = {s.get("name"): s.get("stringValue") if s.get("stringValue") is not None else s.get("value")
                             for s in scores if s.get("name")}
     obs = [_langfuse_obs(o) for o in doc["observations"] if isinstance(o, dict) and o.get("id")]
+    big = too_many_steps(session_key, fmt, ids, line, sum(o.get("type") == "GENERATION" for o in obs), sid)
+    if big:
+        return big
     rows = build_turns(session_key, fmt, sid, obs, header, line, ids)
     return finalize(rows, list(range(len(rows))))
 
@@ -508,6 +512,14 @@ def _otel_obs(span: dict) -> Obs:
                _tools=_json_attr(tools) if tools else None, _trace=span.get("traceId"))
 
 
+def _nested_tool(t: dict) -> dict:
+    """An OpenAI chat tool schema ``{"type": "function", "function": {...}}`` from either form."""
+    if isinstance(t.get("function"), dict):
+        return {"type": "function", "function": t["function"]}
+    return {"type": "function", "function": {k: t[k] for k in ("name", "description", "parameters", "strict")
+                                             if k in t}}
+
+
 def parse_otel(raw_rows: list[dict], session_key: str) -> list[dict]:
     fmt = "otel_genai"
     ids = TurnIds(session_key)
@@ -543,8 +555,12 @@ def parse_otel(raw_rows: list[dict], session_key: str) -> list[dict]:
             if o.get("type") == "TOOL" and o.get("tool_name"):
                 o["name"] = o["tool_name"]
             if isinstance(o.get("_tools"), list):
-                tools += [t if "function" in t or t.get("type") == "function" else {"type": "function", "function": t}
-                          for t in o["_tools"] if isinstance(t, dict)]
+                tools += [_nested_tool(t) for t in o["_tools"] if isinstance(t, dict)]
+        big = too_many_steps(session_key, fmt, ids, first_line[tid], sum(o.get("type") == "GENERATION" for o in obs),
+                             tid)
+        if big:
+            rows += big
+            continue
         header = {"resource": resources.get(tid) or None, "trace_id": tid}
         if tools:
             header["tools"] = tools

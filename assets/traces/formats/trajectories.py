@@ -20,8 +20,8 @@
   ``error`` observation is a failure). ``instance_id``, ``instruction`` and the test
   result are kept in the session header row.
 
-A trajectory with more than ``MAX_STEPS`` assistant steps is not expanded: it stays one
-``meta``/``unknown`` row with the reason (its bytes are in bronze).
+A trajectory with more than ``_common.MAX_DOCUMENT_STEPS`` assistant steps is not
+expanded: it stays one ``meta``/``unknown`` row with the reason (its bytes are in bronze).
 """
 
 from __future__ import annotations
@@ -40,16 +40,16 @@ from assets.traces.formats._common import (
     extra_json,
     finalize,
     link_linear,
+    iter_records,
     load_document,
     looks_like_error,
     new_turn,
     parse_ts,
     text_of,
+    too_many_steps,
     tool_call,
     unknown_row,
 )
-
-MAX_STEPS = 10_000
 
 _FENCE = re.compile(r"```(?:bash|sh|shell|mswea_bash_command)[ \t]*\n(.*?)\n?```", re.S)
 _RETURNCODE = re.compile(r"<returncode>\s*(-?\d+)\s*</returncode>")
@@ -61,10 +61,6 @@ def _header(session_key: str, fmt: str, ids: TurnIds, sid: str, line: int, meta:
                     record_type="trajectory", source_lines=[line], extra=dumps(meta) if meta else None)
 
 
-def _too_long(session_key: str, fmt: str, ids: TurnIds, line: int, n: int, sid: str) -> list[dict]:
-    return [unknown_row(session_key, fmt, ids, line,
-                        f"too_many_steps: {n} assistant steps > MAX_STEPS={MAX_STEPS}; not expanded "
-                        "(the file is kept in raw_traces)", session_id=sid)]
 
 
 def _not_read(session_key: str, fmt: str, raw_rows: list[dict], reason: str) -> list[dict]:
@@ -94,8 +90,9 @@ def parse_swe_agent(raw_rows: list[dict], session_key: str) -> list[dict]:
     traj = [s for s in doc.get("trajectory") or [] if isinstance(s, dict)]
     meta = {k: doc[k] for k in ("info", "environment", "replay_config") if k in doc}
     n_steps = sum(1 for m in hist if m.get("role") == "assistant") if hist else len(traj)
-    if n_steps > MAX_STEPS:
-        return _too_long(session_key, fmt, ids, line, n_steps, sid)
+    big = too_many_steps(session_key, fmt, ids, line, n_steps, sid)
+    if big:
+        return big
     rows = [_header(session_key, fmt, ids, sid, line, meta)]
     common = dict(session_id=sid, source_lines=[line])
     if hist:
@@ -185,8 +182,9 @@ def parse_mini_swe_agent(raw_rows: list[dict], session_key: str) -> list[dict]:
     ids = TurnIds(session_key)
     sid = session_key
     n_steps = sum(1 for m in msgs if m.get("role") == "assistant")
-    if n_steps > MAX_STEPS:
-        return _too_long(session_key, fmt, ids, line, n_steps, sid)
+    big = too_many_steps(session_key, fmt, ids, line, n_steps, sid)
+    if big:
+        return big
     rows = [_header(session_key, fmt, ids, sid, line, meta)]
     common = dict(session_id=sid, source_lines=[line], record_type="message")
     open_call: str | None = None
@@ -228,24 +226,37 @@ _OH_SKIP_ARGS = {"thought", "security_risk", "confirmation_state", "is_confirmed
 
 
 def parse_openhands(raw_rows: list[dict], session_key: str) -> list[dict]:
+    """One run per document, or one run per line (an evaluation's ``output.jsonl``)."""
     fmt = "openhands"
-    loaded = load_document(raw_rows)
-    if loaded is None:
-        return _not_read(session_key, fmt, raw_rows, "not an OpenHands output document")
-    doc, line = loaded
-    if isinstance(doc, list):
-        events, meta = doc, {}
-    elif isinstance(doc, dict):
-        events = doc.get("history") or []
-        meta = {k: v for k, v in doc.items() if k != "history"}
-    else:
-        return _not_read(session_key, fmt, raw_rows, "not an OpenHands output document")
-    events = [e for e in events if isinstance(e, dict)]
     ids = TurnIds(session_key)
-    sid = str(meta.get("instance_id") or session_key)
+    loaded = load_document(raw_rows)
+    runs = [(loaded[1], loaded[0])] if loaded is not None else [
+        (ln, {k: v for k, v in obj.items() if k != "__index__"}) for ln, obj, _ in iter_records(raw_rows)]
+    rows: list[dict] = []
+    for line, doc in runs:
+        if isinstance(doc, list):
+            rows += _openhands_run(session_key, ids, line, doc, {}, session_key)
+        elif isinstance(doc, dict) and isinstance(doc.get("history"), list):
+            meta = {k: v for k, v in doc.items() if k != "history"}
+            sid = str(meta.get("instance_id") or (session_key if len(runs) == 1 else f"{session_key}#L{line}"))
+            rows += _openhands_run(session_key, ids, line, doc["history"], meta, sid)
+        else:
+            rows.append(unknown_row(session_key, fmt, ids, line, "not an OpenHands run (no history list)", doc,
+                                    session_id=session_key))
+    if not rows:
+        return _not_read(session_key, fmt, raw_rows, "not an OpenHands output document")
+    out = finalize(rows, list(range(len(rows))))
+    link_linear(out)
+    return out
+
+
+def _openhands_run(session_key: str, ids: TurnIds, line: int, events: list, meta: dict, sid: str) -> list[dict]:
+    fmt = "openhands"
+    events = [e for e in events if isinstance(e, dict)]
     n_steps = sum(1 for e in events if e.get("source") == "agent" and "action" in e)
-    if n_steps > MAX_STEPS:
-        return _too_long(session_key, fmt, ids, line, n_steps, sid)
+    big = too_many_steps(session_key, fmt, ids, line, n_steps, sid)
+    if big:
+        return big
     rows = [_header(session_key, fmt, ids, sid, line, meta)]
     common = dict(session_id=sid, source_lines=[line])
     instruction = meta.get("instruction")
@@ -334,4 +345,4 @@ def parse_openhands(raw_rows: list[dict], session_key: str) -> list[dict]:
             continue
         rows.append(new_turn(session_key, fmt, ids.make(f"e{eid}", line), "meta", "unknown", timestamp=ts,
                              record_type="event", extra=dumps(e), **common))
-    return _done(rows)
+    return rows
