@@ -203,7 +203,6 @@ def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig,
             f"{plan.bytes_after} bytes; the {plan.protected_rows} snapshots added by this run alone exceed it")
 
     record_consumed(lake, REPLAY_CORPUS.path, versions, "full" if "full" in modes.values() else "incremental")
-    context.log_event(refresh_state_event(lake, REPLAY_CORPUS.path))
     final = ev.write or up.write
     md = up.write.metadata()
     md.update({
@@ -242,6 +241,7 @@ def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig,
         "evicted_by_type": _json(plan.types),
         "logging": "on" if config.log_evictions else "off (config log_evictions)",
     })
+    context.log_event(refresh_state_event(lake, REPLAY_CORPUS.path))
 
 
 @dg.asset(

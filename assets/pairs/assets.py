@@ -195,7 +195,6 @@ def normalized_pairs(context: dg.AssetExecutionContext, config: NormalizeConfig,
     recipe = normalizer.load(config.recipe or None)
     rep = refresh_normalized_pairs(lake, recipe, overrides=normalizer.overrides(), full=config.full_refresh,
                                    group_rows=config.group_rows, log=context.log.info)
-    context.log_event(refresh_state_event(lake, NORMALIZED_PAIRS.path))
     context.log.info(f"normalized_pairs: {rep.mode} ({rep.reason}): {rep.sessions} sessions, "
                      f"{rep.rows_in} pairs with recipe {recipe.name}@{recipe.version}")
     ops_md = md_table(
@@ -229,6 +228,7 @@ def normalized_pairs(context: dg.AssetExecutionContext, config: NormalizeConfig,
     yield dg.MaterializeResult(asset_key=PAIR_REJECTIONS.asset_key, metadata=dropped.metadata() | common | {
         "preview": pair_preview(rep.rejected_preview, n=3, why=lambda r: f"{r['op']}: {r['reason']}"),
     })
+    context.log_event(refresh_state_event(lake, NORMALIZED_PAIRS.path))
 
 
 # ------------------------------------------------------------------ asset checks
