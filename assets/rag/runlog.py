@@ -203,9 +203,9 @@ class RunLog:
         self.spool = Spool(Path(spool_dir) if spool_dir else default_spool_dir(lake))
         self.legacy = None if spool_dir else Spool(_legacy_spool_dir())
         self._migrated = False
+        self.last_write = None  # the WriteResult of the last successful append
 
     def append(self, rows: list[dict]) -> tuple[bool, str | None]:
-        spools = [sp for sp in (self.spool, self.legacy) if sp is not None]
         with self.spool.orphans() as files, (self.legacy.orphans() if self.legacy else _none()) as old:
             pending = []
             for p in [*files, *old]:
@@ -217,13 +217,12 @@ class RunLog:
                 if not self._migrated:
                     migrate_rag_runs(self.lake)
                     self._migrated = True
-                self.lake.append(RAG_RUNS, pending + rows)
+                self.last_write = self.lake.append(RAG_RUNS, pending + rows)
             except Exception as exc:  # noqa: BLE001 - the run must not be lost: keep it on local disk
-                sp = spools[0]
-                sp.open()
+                self.spool.open()
                 for r in rows:
-                    sp.write(r)
-                sp.close(delete=False)
+                    self.spool.write(r)
+                self.spool.close(delete=False)
                 return False, f"{type(exc).__name__}: {str(exc)[:300]}"
             for p in [*files, *old]:
                 p.unlink(missing_ok=True)
