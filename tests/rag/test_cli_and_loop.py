@@ -181,6 +181,23 @@ def test_closing_the_loop_mines_accepted_runs_and_reports(rag_lake, tmp_path):
     rmd = res.asset_materializations_for_node("gold__rag_report")[0].metadata
     assert "| with_retrieval |" in rmd["overall"].value and f"| {day} |" in rmd["per_day"].value
 
+    # nothing changed: the next refresh reads no session and no run, and keeps every playbook
+    res = dg.materialize([rag_playbooks], resources={"lake": lake, "rag_embeddings": EmbeddingsResource()},
+                         instance=dg.DagsterInstance.ephemeral())
+    md = res.asset_materializations_for_node("gold__rag_playbooks")[0].metadata
+    assert md["refresh_mode"].value == "incremental"
+    assert md["sessions_refreshed"].value == 0 and md["runs_mined_from"].value == 0
+    assert sorted(p["playbook_id"] for p in lake.read(RAG_PLAYBOOKS).to_pylist()) == sorted(
+        p["playbook_id"] for p in pbs)
+    # one session's turns change: only that session is re-derived
+    key = sorted({r["session_key"] for r in rows})[0]
+    lake.replace_partitions(TRACE_TURNS, [r for r in rows if r["session_key"] == key], [key])
+    res = dg.materialize([rag_playbooks], resources={"lake": lake, "rag_embeddings": EmbeddingsResource()},
+                         instance=dg.DagsterInstance.ephemeral())
+    md = res.asset_materializations_for_node("gold__rag_playbooks")[0].metadata
+    assert md["sessions_refreshed"].value == 1 and md["embedded_new"].value == 0
+    assert md["playbooks"].value == len(pbs)
+
 
 def test_definitions_load():
     import assets.rag.assets as rag
