@@ -95,24 +95,20 @@ def migrate(lake=None, log=print) -> list:
 
 
 def print_tables(log=print) -> None:
+    """Every table of the lake with its version and rows: the asset tables, then those
+    created on demand (one capture table per verifier, dtype and schema version)."""
     from dagster_project.definitions import all_tables
-    from resources.lake import DeltaLake
+    from resources.lake import DeltaLake, count_rows
 
     lake = DeltaLake(root=settings.LAKE_ROOT)
     log(f"\nlake: {lake.root}")
-    paths = [spec.path for spec in all_tables()]
-    root = Path(lake.root)
-    if root.is_dir():  # tables created on demand (one capture table per verifier/dtype/version)
-        paths += sorted({p.parent.relative_to(root).as_posix() for p in root.glob("*/*/_delta_log")} - set(paths))
-    from deltalake import DeltaTable
-
-    for path in paths:
-        try:
-            dt = DeltaTable(f"{lake.root.rstrip('/')}/{path}", storage_options=lake.options())
-        except Exception:  # noqa: BLE001 - not written yet
-            continue
-        n = dt.to_pyarrow_dataset().count_rows()
-        log(f"  {path:<44} v{dt.version():<4} {n:>8} rows")
+    specs = all_tables()
+    known = {spec.path for spec in specs}
+    tables = [(spec.path, lake.table(spec)) for spec in specs]
+    tables += [(path, lake.table_at(path)) for path in lake.table_paths() if path not in known]
+    for path, dt in tables:
+        if dt is not None:  # (not written yet otherwise)
+            log(f"  {path:<44} v{dt.version():<4} {count_rows(dt):>8} rows")
 
 
 DEMO_RAG_TASKS = 2  # sample tasks the demo answers with the rag runtime (local model, no escalation)

@@ -25,7 +25,7 @@ from assets.corpus.store import draw_sample, evict, upsert_snapshots, write_samp
 from assets.corpus.tables import EVICTION_COLUMNS, REPLAY_CORPUS, REPLAY_EVICTIONS, REPLAY_SAMPLE
 from assets.examples.tables import KTO_EXAMPLES, SFT_EXAMPLES
 from assets.pairs.tables import NORMALIZED_PAIRS
-from resources.changes import changes_since, consumed_versions, record_consumed, scan, scan_keys
+from resources.changes import changes_since, consumed_versions, record_consumed, refresh_state_event, scan, scan_keys
 from resources.lake import DeltaLake
 
 from assets.metadata import json_preview, md_preview
@@ -247,6 +247,7 @@ def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig,
         "evicted_by_type": _json(plan.types),
         "logging": "on" if config.log_evictions else "off (config log_evictions)",
     })
+    context.log_event(refresh_state_event(lake, REPLAY_CORPUS.path))
 
 
 @dg.asset(

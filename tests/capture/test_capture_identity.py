@@ -14,7 +14,7 @@ from assets.capture.postfilter import PostFilterConfig, evaluate
 from assets.capture.shards import CHECKED_PROPS, capture_properties
 from assets.capture.tables import CAPTURE_REJECTIONS, capture_spec
 from resources.lake import DeltaLake
-from resources.models import build_tiny_llama
+from testsupport.models import build_tiny_llama
 from resources.verifier import LoadedVerifier, VerifierResource, verifier_fingerprint, verifier_model_id
 from tests.capture.capture_fixtures import write_inputs, write_quotas
 
