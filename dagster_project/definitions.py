@@ -20,6 +20,8 @@ from assets.pairs import assets as pairs_assets
 from assets.partitions import SESSIONS
 from assets.rag import tables as rag_tables
 from assets.rag import assets as rag_assets
+from assets.student import assets as student_assets
+from assets.student import tables as student_tables
 from assets.teachers import tables as teachers_tables
 from assets.teachers import assets as teachers_assets
 from assets.traces import tables as traces_tables
@@ -27,18 +29,23 @@ from assets.traces import assets as traces_assets
 from dagster_project.automation import automation_sensor, refresh_condition
 from dagster_project.maintenance import build_maintenance
 from resources import settings
+from resources.changes import REFRESH_STATE
 from resources.lake import DeltaLake, TableSpec
 from resources.sessions import SessionSource
 from sensors.sessions import build_session_sensor
 
-# upstream first: traces -> teachers -> pairs -> examples -> corpus -> capture, rag
+# upstream first: traces -> teachers -> pairs -> examples -> corpus -> capture, rag, student
 # (modules, not their defs: ONE Definitions object at module scope, or `dagster dev -m` refuses to load)
 FAMILIES = tuple(m.defs for m in (traces_assets, teachers_assets, pairs_assets, examples_assets, corpus_assets,
-                                  capture_assets, rag_assets))
+                                  capture_assets, rag_assets, student_assets))
 TABLES: tuple[TableSpec, ...] = (
     *traces_tables.TABLES, *teachers_tables.TABLES, *pairs_tables.TABLES, *examples_tables.TABLES,
-    *corpus_tables.TABLES, *capture_tables.TABLES, *rag_tables.TABLES,
+    *corpus_tables.TABLES, *capture_tables.TABLES, *rag_tables.TABLES, *student_tables.TABLES,
+    REFRESH_STATE,
 )
+# What the incrementally refreshed datasets consumed: written by several steps (each reports
+# a materialization of it), so an asset without a step of its own.
+refresh_state = REFRESH_STATE.asset_spec(group_name="meta")
 INGEST_JOB = "ingest_sessions"
 DATASETS_JOB = "build_datasets"
 
@@ -48,8 +55,13 @@ def _per_session(a: dg.AssetsDefinition) -> bool:
     return any(spec.partitions_def == SESSIONS for spec in a.specs)
 
 
+def _manual(a: dg.AssetsDefinition) -> bool:
+    """Steps run only when asked (student training and evaluation: minutes of compute)."""
+    return any((spec.tags or {}).get("tracelake/manual") for spec in a.specs)
+
+
 def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | None = None) -> dg.Definitions:
-    families = dg.Definitions.merge(*FAMILIES)
+    families = dg.Definitions.merge(*FAMILIES, dg.Definitions(assets=[refresh_state]))
     assets = list(families.assets or [])
     steps = [a for a in assets if isinstance(a, dg.AssetsDefinition)]
     # Everything partitioned by session runs together, per new or grown file (the sensor)
@@ -59,7 +71,7 @@ def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | N
     # refresh per burst of files. Tables written outside runs (rag_runs, by `tracelake rag
     # run`) are asset specs without a step and part of neither.
     session_keys = [k for a in steps if _per_session(a) for k in a.keys]
-    dataset_keys = [k for a in steps if not _per_session(a) for k in a.keys]
+    dataset_keys = [k for a in steps if not _per_session(a) and not _manual(a) for k in a.keys]
     refresh = refresh_condition([INGEST_JOB], session_keys, settings.refresh_quiet_seconds())
     assets = [
         a.map_asset_specs(lambda spec: spec.replace_attributes(automation_condition=refresh))
@@ -78,9 +90,12 @@ def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | N
         description="Over all sessions: normalized pairs, replay corpus, prompt pool, capture shards, playbooks.",
     )
     maintenance_job, maintenance_schedule = build_maintenance(lambda: all_tables())
+    from dagster_project.audit import build_audit_checks
+
+    keys = {k for a in assets if isinstance(a, dg.AssetsDefinition) for k in a.keys}
     return dg.Definitions(
         assets=assets,
-        asset_checks=families.asset_checks,
+        asset_checks=[*(families.asset_checks or []), *build_audit_checks(list(TABLES), keys)],
         jobs=[*(families.jobs or []), ingest_job, datasets_job, maintenance_job],
         sensors=[*(families.sensors or []), build_session_sensor(ingest_job),
                  automation_sensor(dg.AssetSelection.assets(*dataset_keys),

@@ -93,6 +93,11 @@ def trl_rows(table: str, rows: Iterable[Mapping[str, Any]], *, all_columns: bool
 
 
 def write_rows(rows: Sequence[dict], fmt: str, path: str | Path) -> Path:
+    """Write rows as JSONL / Parquet. Every string in them goes through the privacy scrubber
+    first: exports leave the machine (idempotent on already-scrubbed data)."""
+    from resources import privacy
+
+    rows, _ = privacy.scrub_json(list(rows))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "jsonl":
@@ -143,7 +148,10 @@ def export_atif(lake, out_dir: str | Path, *, sessions: Sequence[str] | None = N
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n = 0
+    from resources import privacy
+
     for traj in trajectories_from_turns(turns):
+        traj, _ = privacy.scrub_json(traj)
         validate(traj)
         sid = traj["session_id"]
         key = traj["extra"]["tracelake"]["session_key"]

@@ -52,6 +52,8 @@ from typing import Any, Iterable, Literal, Optional, Sequence
 
 import httpx
 import orjson
+
+from resources import privacy
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 HASH_VERSION = "tl-teacher-v1"  # request hashes address the teacher cache: changing it re-pays
@@ -410,6 +412,10 @@ class ModelClient:
         """A request for ``messages`` (a list or its JSON) offering ``tools`` (the same)."""
         msgs = self._messages(normalize_messages(load_json(messages, [])))
         tool_list = [t for t in (load_json(tools, []) or []) if isinstance(t, dict)]
+        # nothing unscrubbed leaves the machine: the text was scrubbed when it was first
+        # written, and is again here (idempotent: placeholders and pseudonyms stay as they are)
+        (msgs, tool_list), _ = privacy.scrub_json((msgs, tool_list))
+        msgs, tool_list = list(msgs), list(tool_list)
         body = self._body(msgs, tool_list, max_tokens)
         h = hashlib.sha256(canonical_json(self._address(body))).hexdigest()
         size = len(canonical_json(msgs)) + (len(canonical_json(tool_list)) if tool_list else 0)
@@ -551,7 +557,7 @@ class HttpModelClient(ModelClient):
     def _scrub(self, text: str, key: str | None) -> str:
         if key:
             text = text.replace(key, "***")
-        return text[:500]
+        return privacy.scrub_text(text[:2000])[0][:500]
 
     async def complete(self, req: ModelRequest) -> CallOutcome:
         await self.start()

@@ -4,7 +4,7 @@ Runs the real ``ingest_sessions`` job of definitions.py (every session-partition
 the lead wired into it) with ``execute_in_process`` and the
 ``dagster/asset_partition_range_start/end`` tags over the dynamic ``sessions`` partitions
 — what a single-run backfill from the UI or ``tracelake materialize`` launches. The naive
-Delta IO manager would overwrite the whole table on such a run (DESIGN.md); here each
+Delta IO manager overwrites the whole table on such a run (dagster-deltalake); here each
 table keeps the rows of the partitions outside the range byte for byte.
 """
 
@@ -17,8 +17,8 @@ import pytest
 from assets.partitions import SESSIONS
 from resources.lake import DeltaLake
 from resources.sessions import SessionSource
-from tests.e2e.support import copy_samples, fake_teacher_pool
-from tests.teachers.fake_openai import FakeOpenAI
+from testsupport.e2e import copy_samples, fake_teacher_pool
+from testsupport.fake_openai import FakeOpenAI
 
 pytestmark = pytest.mark.slow
 
