@@ -1,0 +1,283 @@
+"""One sensor tick's look at the watched directory, at a cost that follows the changes.
+
+Dagster-free. The state a tick keeps between ticks is small (the sensor cursor):
+
+* ``dirs``: the mtime of every watched directory at its last full listing. A directory
+  whose mtime is unchanged has had no file created, removed or renamed in it, so it is
+  not listed again (a tick over an unchanged archive stats the directories only).
+* ``pending``: the files handed to a run that the registry has not recorded yet.
+* ``sweep``: where the slow pass over cold files stands.
+
+What each file looked like when it was last ingested is in the registry table
+(``bronze/session_files``), not in the cursor. Besides the files of the directories that
+changed, a tick stats the *hot* files (modified in the last ``hot_seconds``: live
+sessions being appended to), and ``sweep_files`` of the cold ones in turn, so a file
+edited in place long after it went quiet is still found (within a full sweep).
+"""
+
+from __future__ import annotations
+
+import os
+import stat as statmod
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from assets.traces.registry import classify, day_of, probe_file
+
+SEP = "~"
+SESSION_SUFFIXES = (".jsonl", ".json", ".traj")
+
+
+def key_for(relpath: str) -> str:
+    return relpath.replace(os.sep, "/").strip("/").replace("/", SEP)
+
+
+@dataclass
+class ScanState:
+    dirs: dict[str, int] = field(default_factory=dict)
+    pending: dict[str, list] = field(default_factory=dict)  # key -> [size, mtime_ns, day, requested_at_s]
+    sweep: int = 0
+
+    def to_json(self) -> dict:
+        return {"v": 2, "dirs": self.dirs, "pending": self.pending, "sweep": self.sweep}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> "ScanState":
+        if not isinstance(obj, dict) or obj.get("v") != 2:
+            return cls()  # a cursor of the per-file sensor (or none): start over; the registry knows the files
+        return cls(dict(obj.get("dirs") or {}), dict(obj.get("pending") or {}), int(obj.get("sweep") or 0))
+
+
+@dataclass(frozen=True)
+class Change:
+    key: str
+    path: str  # relative to the root, "/"-separated
+    change: str  # new | appended | rewritten | deleted
+    size: int
+    mtime_ns: int
+    day: str
+    prev_day: str | None = None
+
+    def as_config(self) -> dict:
+        return {"key": self.key, "path": self.path, "change": self.change, "size": self.size,
+                "mtime_ns": self.mtime_ns, "day": self.day, "prev_day": self.prev_day}
+
+
+@dataclass
+class ScanResult:
+    batch: list[Change]
+    waiting: int
+    waiting_bytes: int
+    problems: list[tuple[str, str]]  # (relative path, what is wrong)
+    state: ScanState
+    stats: dict[str, int]
+
+    @property
+    def days(self) -> list[str]:
+        out = set()
+        for c in self.batch:
+            out.add(c.day)
+            if c.prev_day:
+                out.add(c.prev_day)
+        return sorted(out)
+
+
+ACTIVE = ("ingested", "empty", "not_session", "unreadable", "partial")
+
+
+def scan(root: Path, state: ScanState, registry: Mapping[str, Mapping[str, Any]], *,
+         max_files: int = 1000, max_bytes: int = 512 * 1024 * 1024, hot_seconds: float = 900.0,
+         sweep_files: int = 2000, pending_ttl_s: float = 900.0, suffixes=SESSION_SUFFIXES,
+         now: float | None = None, registry_keys: list[str] | None = None) -> ScanResult:
+    """Compare the directory with the registry (+ pending requests); return one tick's batch.
+
+    ``registry``: key -> row with path, size, mtime_ns, head_len, head_fp, day, status.
+    """
+    now = time.time() if now is None else now
+    stats = {"dirs": 0, "dirs_listed": 0, "files_listed": 0, "files_statted": 0}
+    problems: list[tuple[str, str]] = []
+    observed: dict[str, tuple[str, int, int]] = {}  # key -> (relpath, size, mtime_ns)
+    listed_dirs: dict[str, int] = {}
+    new_dirs: dict[str, int] = {}
+    children: dict[str, list[str]] = {}
+    for d in state.dirs:
+        if d:
+            children.setdefault(d.rpartition("/")[0], []).append(d)
+
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        full = root / rel if rel else root
+        try:
+            st = os.lstat(full) if rel else os.stat(full)
+        except OSError:
+            continue  # removed: its files fail their stat below and count as deleted
+        if rel and not statmod.S_ISDIR(st.st_mode):
+            continue  # a symlinked directory is not followed (loops, escapes)
+        stats["dirs"] += 1
+        if state.dirs.get(rel) == st.st_mtime_ns:
+            new_dirs[rel] = st.st_mtime_ns
+            stack.extend(children.get(rel, ()))
+            continue
+        stats["dirs_listed"] += 1
+        listed_dirs[rel] = st.st_mtime_ns
+        try:
+            with os.scandir(full) as it:
+                entries = list(it)
+        except OSError as exc:
+            problems.append((rel or ".", f"cannot list: {exc.strerror or exc}"))
+            continue
+        for e in entries:
+            erel = f"{rel}/{e.name}" if rel else e.name
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(erel)
+                    continue
+            except OSError:
+                continue
+            if not e.name.endswith(suffixes):
+                continue
+            stats["files_listed"] += 1
+            try:
+                if e.is_symlink():
+                    real = Path(os.path.realpath(e.path, strict=True))
+                    if not real.is_relative_to(root):
+                        continue  # leads outside the watched directory: ignored
+                fst = e.stat(follow_symlinks=True)
+            except (OSError, RuntimeError) as exc:
+                problems.append((erel, f"cannot stat: {getattr(exc, 'strerror', None) or exc}"))
+                continue
+            if not statmod.S_ISREG(fst.st_mode):
+                continue
+            observed[key_for(erel)] = (erel, fst.st_size, fst.st_mtime_ns)
+
+    # registered files outside the listed directories: hot ones, pending ones, a sweep slice
+    keys = registry_keys if registry_keys is not None else sorted(registry)
+    cold_budget = sweep_files
+    to_stat: list[str] = []
+    sweep_pos = state.sweep % len(keys) if keys else 0
+    sweep_set: set[str] = set()
+    if keys and cold_budget:
+        sl = keys[sweep_pos: sweep_pos + cold_budget]
+        if len(sl) < cold_budget:
+            sl += keys[: cold_budget - len(sl)]
+        sweep_set = set(sl)
+    hot_ns = (now - hot_seconds) * 1e9
+    for k, row in registry.items():
+        if k in observed or row.get("status") == "deleted":
+            continue
+        parent = row["path"].rpartition("/")[0]
+        if parent in listed_dirs:
+            # its directory was listed and the file was not there: deleted (or renamed)
+            continue
+        if row["mtime_ns"] >= hot_ns or k in state.pending or k in sweep_set:
+            to_stat.append(k)
+    for k in state.pending:
+        if k not in registry and k not in observed:
+            to_stat.append(k)
+    troubled: set[str] = {key_for(p) for p, _ in problems}
+    for k in to_stat:
+        row = registry.get(k)
+        relpath = row["path"] if row else state.pending[k][4] if len(state.pending[k]) > 4 else None
+        if relpath is None:
+            continue
+        stats["files_statted"] += 1
+        try:
+            fst = os.stat(root / relpath)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            problems.append((relpath, f"cannot stat: {exc.strerror or exc}"))
+            troubled.add(k)
+            continue
+        observed[k] = (relpath, fst.st_size, fst.st_mtime_ns)
+
+    # deleted: registered, active, not observed, and either in a listed dir or statted above
+    checked = set(to_stat)
+    changes: list[Change] = []
+    for k, row in registry.items():
+        if row.get("status") == "deleted" or k in observed or k in troubled:
+            continue
+        parent = row["path"].rpartition("/")[0]
+        if parent in listed_dirs or k in checked or (parent not in new_dirs and parent not in listed_dirs):
+            p = state.pending.get(k)
+            if p and p[0] == -1:
+                continue  # deletion already requested
+            changes.append(Change(k, row["path"], "deleted", -1, -1, row["day"]))
+
+    # new or changed
+    new_files_by_dir: dict[str, int] = {}
+    for k, (relpath, size, mtime_ns) in observed.items():
+        p = state.pending.get(k)
+        if p is not None and p[0] == size and p[1] == mtime_ns:
+            continue  # requested already, its run has not recorded it yet
+        row = registry.get(k)
+        if row is not None and row.get("status") != "deleted" and row["size"] == size and row["mtime_ns"] == mtime_ns:
+            continue
+        kind = classify(row, size, mtime_ns, None)  # head comparison deferred to the batch
+        changes.append(Change(k, relpath, kind, size, mtime_ns, row["day"] if row else "",
+                              row["day"] if row else None))
+
+    changes.sort(key=lambda c: (c.change != "deleted", c.mtime_ns, c.key))
+    batch: list[Change] = []
+    nbytes = 0
+    waiting, waiting_bytes = 0, 0
+    for c in changes:
+        size = max(c.size, 0)
+        if batch and (len(batch) >= max_files or nbytes + size > max_bytes):
+            waiting += 1
+            waiting_bytes += size
+            if c.change == "new":
+                d = c.path.rpartition("/")[0]
+                new_files_by_dir[d] = new_files_by_dir.get(d, 0) + 1
+            continue
+        batch.append(c)
+        nbytes += size
+
+    # read the heads of the batch: appended vs rewritten, and the day of new / rewritten files
+    final: list[Change] = []
+    for c in batch:
+        if c.change == "deleted":
+            final.append(c)
+            continue
+        full = root / c.path
+        row = registry.get(c.key)
+        kind = c.change
+        if kind in ("rewritten", "appended") and row is not None:
+            kind = classify(row, c.size, c.mtime_ns, full)
+        if kind == "appended" and row is not None:
+            final.append(Change(c.key, c.path, kind, c.size, c.mtime_ns, row["day"], None))
+            continue
+        pr = probe_file(full)
+        if pr.error:
+            problems.append((c.path, pr.error))
+            if "FileNotFound" in pr.error:
+                continue
+        day = day_of(pr.started_at, c.mtime_ns)
+        prev_day = row["day"] if row is not None and row.get("status") != "deleted" and row["day"] != day else None
+        final.append(Change(c.key, c.path, kind if row is None or row.get("status") != "deleted" else "new",
+                            c.size, c.mtime_ns, day, prev_day))
+
+    # the next state
+    dirs = dict(new_dirs)
+    for d, m in listed_dirs.items():
+        if not new_files_by_dir.get(d):
+            dirs[d] = m  # fully handed over: not listed again until it changes
+    pending = {}
+    for k, p in state.pending.items():
+        row = registry.get(k)
+        done = row is not None and ((p[0] == -1 and row.get("status") == "deleted")
+                                    or (row["size"] == p[0] and row["mtime_ns"] == p[1]))
+        if done:
+            continue
+        if now - p[3] < pending_ttl_s:
+            pending[k] = p
+        elif row is None and len(p) > 4:
+            # its run never recorded it (failed?): list its directory again next tick
+            dirs.pop(p[4].rpartition("/")[0], None)
+    for c in final:
+        pending[c.key] = [c.size, c.mtime_ns, c.day, now, c.path]
+    new_state = ScanState(dirs, pending, (sweep_pos + cold_budget) if keys else 0)
+    return ScanResult(final, waiting, waiting_bytes, problems, new_state, stats)
