@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-# One dynamic partition per session file (key: see sensors.sessions.session_key_for).
+# One dynamic partition per session file (key: see resources.sessions.session_key_for).
 SESSIONS = dg.DynamicPartitionsDefinition(name="sessions")
 
 # Partitioned assets run a backfill of many sessions as few runs (they write all of a

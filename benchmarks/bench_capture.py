@@ -127,10 +127,10 @@ def main() -> None:
     from assets.capture.capture import CaptureSettings, encode_prompt, plan_batches
     from assets.capture.shards import ensure_shard_table, table_properties
     from assets.capture.tables import capture_spec
-    from resources.gpu import GpuResource
+    from resources.verifier import VerifierResource
     from resources.lake import DeltaLake
 
-    gpu = GpuResource(verifier=args.verifier, device=args.device, top_k=args.top_k,
+    gpu = VerifierResource(verifier=args.verifier, device=args.device, top_k=args.top_k,
                       batch_tokens=args.batch_tokens, max_length=1024, cpu_threads=args.threads)
     t = time.perf_counter()
     v = gpu.load()

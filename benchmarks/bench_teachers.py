@@ -1,10 +1,10 @@
-"""Teacher replay throughput against a local OpenAI-compatible server.
+"""Teacher asking throughput against a local OpenAI-compatible server.
 
-Starts tests/teachers/fake_openai.py in its own process with 200 ms latency, replays
+Starts tests/teachers/fake_openai.py in its own process with 200 ms latency, asks
 2,000 distinct steps through one teacher with 32 requests in flight, writing every answer
 to the Delta response cache as it goes, and prints calls/s against the bound
 32 / 0.2 s = 160 calls/s (goal >= 0.9x). Two baselines in the same run: bare httpx posts at
-the same concurrency (the floor this machine allows) and the replay with an in-memory cache
+the same concurrency (the floor this machine allows) and asking with an in-memory cache
 (no Delta commits), to show the cache writes are not the bottleneck. Then a
 fully cached re-run: wall time and calls made (goal 0).
 
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from assets.teachers.cache import DeltaResponseCache, MemoryResponseCache  # noqa: E402
-from assets.teachers.replay import replay  # noqa: E402
+from assets.teachers.ask import ask_teachers  # noqa: E402
 from resources.lake import DeltaLake  # noqa: E402
 from resources.teachers import PoolSpec, TeacherSet  # noqa: E402
 
@@ -71,7 +71,7 @@ def make_steps(n: int, tag: str) -> list[dict]:
 
 
 async def raw_httpx(url: str, n: int, inflight: int) -> float:
-    """Floor: bare httpx posts (no replay logic, no cache) with the same concurrency."""
+    """Floor: bare httpx posts (no asking logic, no cache) with the same concurrency."""
     import httpx
 
     clients = [httpx.AsyncClient(limits=httpx.Limits(max_connections=1), verify=False, timeout=30)
@@ -99,7 +99,7 @@ async def run_once(url: str, steps: list[dict], inflight: int, cache) -> tuple[f
     }]})
     t0 = time.perf_counter()
     async with TeacherSet(pool) as ts:
-        out = await replay(steps, ts, cache, None)
+        out = await ask_teachers(steps, ts, cache, None)
     return time.perf_counter() - t0, out
 
 
@@ -147,8 +147,8 @@ def main() -> None:
     print(f"\n{args.calls} calls, {args.inflight} in flight, {args.latency * 1000:.0f} ms latency; "
           f"bound {bound:.0f} calls/s  (medians of {args.repeat} run(s))")
     print(f"raw httpx floor:         {med(raw_rates):7.1f} calls/s  ratio to bound {med(raw_rates) / bound:.3f}")
-    print(f"replay, memory cache:    {med(base_rates):7.1f} calls/s  ratio to bound {med(base_rates) / bound:.3f}")
-    print(f"replay, Delta cache:     {med(delta_rates):7.1f} calls/s  ratio to bound {med(delta_rates) / bound:.3f}"
+    print(f"asking, memory cache:   {med(base_rates):7.1f} calls/s  ratio to bound {med(base_rates) / bound:.3f}")
+    print(f"asking, Delta cache:     {med(delta_rates):7.1f} calls/s  ratio to bound {med(delta_rates) / bound:.3f}"
           f" (goal >= 0.9)  ratio to raw httpx {med(delta_rates) / med(raw_rates):.3f}")
     print(f"fully cached re-run:     {med(cached_walls):7.2f} s wall, {int(med(cached_calls))} calls (goal 0)")
 

@@ -24,7 +24,7 @@ What it builds, all on the fly in a work directory:
 
   1. ingest everything;
   2. ingest again unchanged (the teacher cache must answer: no new paid calls);
-  3. new sessions arrive; the run is killed with SIGKILL while the teacher replay is in
+  3. new sessions arrive; the run is killed with SIGKILL while the teacher asking is in
      flight, then re-run to completion;
   4. two runs over overlapping halves of the partitions write the same tables at once.
 
@@ -199,7 +199,7 @@ def build_corpus(dest: Path, rng: random.Random, secrets: list[tuple[str, str, s
     bad.mkdir()
     sec = {k: text for k, text, _ in secrets}
 
-    # every secret kind, in user turns (-> replay steps -> teacher requests) and tool output
+    # every secret kind, in user turns (-> agent steps -> teacher requests) and tool output
     lines = [_oa_line(f"Please use this to connect: {text}", "I will not repeat credentials.") for _, text, _ in secrets]
     cc = [_cc_line(0, "user", "Set up the deploy script.")]
     cc.append(_cc_line(1, "assistant", [{"type": "tool_use", "id": "toolu_1", "name": "Bash",
@@ -335,7 +335,7 @@ def scan_paths(paths: list[Path], needles) -> dict[str, set[str]]:
 def lake_facts(lake_root: Path, sessions: Path) -> dict[str, Any]:
     from assets.traces.tables import RAW_TRACES
     from resources.lake import DeltaLake
-    from sensors.sessions import SessionSource
+    from resources.sessions import SessionSource
 
     lake = DeltaLake(root=str(lake_root))
     raw = lake.read(RAW_TRACES, columns=["session_key", "quarantined", "quarantine_reason", "line_no"])
@@ -412,7 +412,7 @@ def run_suite(work: Path, quick: bool = False, log=print) -> dict[str, Any]:
         else:
             figures["new_paid_calls_on_rerun"] = None  # not measured
 
-        log("3. new sessions arrive; kill -9 the run during the teacher replay; run again")
+        log("3. new sessions arrive; kill -9 the run during the teacher asking; run again")
         add_kill_phase_sessions(sessions, 24 if quick else 60, "arrival-1")
         srv.latency = 0.15
         before = sum(srv.paid.values())
@@ -420,11 +420,11 @@ def run_suite(work: Path, quick: bool = False, log=print) -> dict[str, Any]:
         proc = start_ingest(env, work, log=logs / "killed.log")
         try:
             wait_for(lambda: sum(srv.paid.values()) - before >= 6 or proc.poll() is not None, 300, 0.05,
-                     "the teacher replay to be in flight")
+                     "the teacher asking to be in flight")
         finally:
             killed_while_running = proc.poll() is None
             kill9(proc)
-        figures["killed_mid_replay"] = killed_while_running
+        figures["killed_mid_ask"] = killed_while_running
         time.sleep(1.0)  # requests in flight at the kill are still answered (and billed)
         figures["paid_before_kill"] = sum(srv.paid.values()) - before
         srv.latency = 0.0
@@ -488,7 +488,7 @@ def print_table(f: dict[str, Any], log=print) -> None:
         ("teacher_responses rows by status", ", ".join(f"{k}={v}" for k, v in sorted(f["teacher_responses"].items()))),
         ("new paid calls on an unchanged re-run",
          "n/a (--quick)" if f["new_paid_calls_on_rerun"] is None else f["new_paid_calls_on_rerun"]),
-        ("run killed mid-replay (answers paid before kill)", f"{f['killed_mid_replay']} ({f['paid_before_kill']})"),
+        ("run killed mid-ask (answers paid before kill)", f"{f['killed_mid_ask']} ({f['paid_before_kill']})"),
         ("repeated paid calls (server side)", f"{f['repeated_paid_calls']}  " + ", ".join(
             f"{k}={v}" for k, v in sorted(f["repeated_paid_by_cause"].items()) if not k.startswith("other:"))),
         ("secrets planted (kinds + teacher key)", f["secrets_planted"]),

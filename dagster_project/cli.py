@@ -3,24 +3,26 @@
     tracelake demo                    bundled sample sessions → the whole graph, on a local lake
     tracelake materialize [--all]     materialize every session partition, then the datasets
     tracelake export --table T ...    write a training set as JSONL/Parquet for `datasets`
+    tracelake migrate                 carry a lake of an older version over to today's table names
     tracelake rag run --task "..."    answer a task with the local model, gated, logged
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import time
 from importlib import resources as ir
 from pathlib import Path
 
+from resources import settings
+
 
 def _instance():
     import dagster as dg
 
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster").resolve())))
+    home = Path(settings.set_default("DAGSTER_HOME", str(Path(".dagster").resolve())))
     home.mkdir(parents=True, exist_ok=True)
     cfg = home / "dagster.yaml"
     if not cfg.exists():
@@ -52,8 +54,9 @@ def materialize_all(instance=None, log=print) -> dict:
     """
     from assets.partitions import SESSIONS
     from dagster_project.definitions import DATASETS_JOB, INGEST_JOB, defs
-    from sensors.sessions import SessionSource
+    from resources.sessions import SessionSource
 
+    migrate(log=log)
     instance = instance or _instance()
     source = SessionSource()
     keys = [f.key for f in source.scan()]
@@ -66,7 +69,7 @@ def materialize_all(instance=None, log=print) -> dict:
     summary = {"sessions": len(present)}
     t0 = time.perf_counter()
     log(f"ingest + replay + pairs over {len(present)} sessions (one run)")
-    quiet = {"loggers": {"console": {"config": {"log_level": os.environ.get("TRACELAKE_LOG_LEVEL", "INFO")}}}}
+    quiet = {"loggers": {"console": {"config": {"log_level": settings.log_level()}}}}
     res = defs.resolve_job_def(INGEST_JOB).execute_in_process(
         run_config=quiet,
         instance=instance,
@@ -87,10 +90,20 @@ def materialize_all(instance=None, log=print) -> dict:
     return summary
 
 
+def migrate(lake=None, log=print) -> list:
+    """Rename the tables of an older lake (see dagster_project/migrate.py)."""
+    from dagster_project.migrate import migrate_lake
+    from resources.lake import DeltaLake
+
+    done = migrate_lake(lake or DeltaLake(root=settings.LAKE_ROOT))
+    for m in done:
+        log(f"migrated {m}")
+    return done
+
+
 def print_tables(log=print) -> None:
     from dagster_project.definitions import all_tables
     from resources.lake import DeltaLake
-    from dagster_project import settings
 
     lake = DeltaLake(root=settings.LAKE_ROOT)
     log(f"\nlake: {lake.root}")
@@ -110,9 +123,7 @@ def print_tables(log=print) -> None:
 
 
 def cmd_demo(args) -> int:
-    from dagster_project import settings
-
-    sessions = Path(os.environ.get("TRACELAKE_SESSIONS_DIR", settings.SESSIONS_DIR))
+    sessions = Path(settings.sessions_dir())
     sessions.mkdir(parents=True, exist_ok=True)
     copied = copy_samples(sessions)
     print(f"sample sessions: {copied} copied into {sessions}")
@@ -129,8 +140,15 @@ def cmd_materialize(args) -> int:
     return 0
 
 
+def cmd_migrate(args) -> int:
+    done = migrate()
+    if not done:
+        print("nothing to migrate")
+    return 0
+
+
 def export_main(argv: list[str]) -> int:
-    from assets.pairs.export import main as export
+    from dagster_project.export import main as export
 
     return export(argv) or 0
 
@@ -142,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("demo", help="run the whole graph on the bundled sample sessions").set_defaults(fn=cmd_demo)
     sub.add_parser("materialize", help="materialize all session files under TRACELAKE_SESSIONS_DIR"
                    ).set_defaults(fn=cmd_materialize)
-    # `tracelake export ...` hands its arguments to assets.pairs.export (see `tracelake export -h`)
+    sub.add_parser("migrate", help="rename the tables of a lake written by an older version"
+                   ).set_defaults(fn=cmd_migrate)
+    # `tracelake export ...` hands its arguments to dagster_project.export (see `tracelake export -h`)
     sub.add_parser("export", help="write a training set as JSONL/Parquet for datasets.load_dataset")
     from dagster_project.cli_rag import add_rag_commands
 

@@ -4,7 +4,7 @@
     tracelake rag report
 
 Config: recipes/rag.yaml (or --recipe / TRACELAKE_RAG_RECIPE) < TRACELAKE_RAG_* env < flags.
-The lake root is dagster_project.settings.LAKE_ROOT (TRACELAKE_LAKE_ROOT) unless --lake-root.
+The lake root is resources.settings.LAKE_ROOT (TRACELAKE_LAKE_ROOT) unless --lake-root.
 Exit status of `run`: 0 when the gate passed, 1 when it failed (the run is logged either way).
 """
 
@@ -46,7 +46,7 @@ def add_rag_commands(subparsers) -> argparse.ArgumentParser:
 
 
 def _lake(root: str | None):
-    from dagster_project import settings
+    from resources import settings
     from resources.lake import DeltaLake
 
     return DeltaLake(root=root or settings.LAKE_ROOT)

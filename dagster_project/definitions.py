@@ -11,11 +11,12 @@ import importlib
 import dagster as dg
 
 from assets.partitions import SESSIONS
-from dagster_project import settings
+from resources import settings
 from resources.lake import DeltaLake, TableSpec
-from sensors.sessions import SessionSource, build_session_sensor
+from resources.sessions import SessionSource
+from sensors.sessions import build_session_sensor
 
-FAMILIES = ("traces", "teachers", "pairs", "capture", "replay", "rag")
+FAMILIES = ("traces", "teachers", "pairs", "examples", "corpus", "capture", "rag")
 INGEST_JOB = "ingest_sessions"
 DATASETS_JOB = "build_datasets"
 
@@ -52,7 +53,7 @@ def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | N
     ingest_job = dg.define_asset_job(
         INGEST_JOB,
         selection=dg.AssetSelection.assets(*session_keys),
-        description="Per session: raw_traces → trace_turns → replay_steps → teacher_responses → pairs and training sets.",
+        description="Per session: raw_traces → trace_turns → agent_steps → teacher_responses → pairs and training sets.",
     )
     datasets_job = dg.define_asset_job(
         DATASETS_JOB,

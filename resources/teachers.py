@@ -124,7 +124,7 @@ class PoolSpec(BaseModel):
 
     teachers: list[TeacherSpec]
     budget_usd: Optional[float] = Field(default=None, ge=0)  # per run; None = unlimited
-    # replay only the first N steps of each session (a demo pool's cap); None = all
+    # ask only the first N steps of each session (a demo pool's cap); None = all
     max_steps_per_session: Optional[int] = Field(default=None, ge=1)
     # worst-case input tokens are reserved as (request bytes / this); 1.0 is a true upper
     # bound for byte-level BPE tokenizers, larger values reserve less (and may overshoot).
@@ -693,7 +693,7 @@ class TeacherSet:
 
 # --------------------------------------------------------------------------- resource
 class TeacherPool(dg.ConfigurableResource):
-    """The teachers a replay asks, from a YAML pool file (see recipes/teachers*.yaml).
+    """The teachers asked, from a YAML pool file (see recipes/teachers*.yaml).
 
     ``config_file`` > ``$TRACELAKE_TEACHERS_FILE`` > the embedded offline default
     (three SmolLM2-135M teachers). ``config_yaml`` (inline YAML) wins over both.

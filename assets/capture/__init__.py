@@ -9,10 +9,10 @@ shards.py (Delta tables per verifier with checked properties, resume), reader.py
 import dagster as dg
 
 from assets.capture.assets import capture_shards, capture_shards_contract, prompt_pool
-from resources.gpu import GpuResource
+from resources.verifier import VerifierResource
 
 defs = dg.Definitions(
     assets=[prompt_pool, capture_shards],
     asset_checks=[capture_shards_contract],
-    resources={"gpu": GpuResource()},
+    resources={"verifier": VerifierResource()},
 )

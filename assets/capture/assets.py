@@ -49,9 +49,10 @@ from assets.capture.tables import (
     SCHEMA_VERSION,
     capture_spec,
 )
-from assets.pairs.tables import NORMALIZED_PAIRS, SFT_EXAMPLES
-from dagster_project import settings
-from resources.gpu import GpuResource, gpu_k8s_config
+from assets.pairs.tables import NORMALIZED_PAIRS
+from assets.examples.tables import SFT_EXAMPLES
+from resources import settings
+from resources.verifier import VerifierResource, gpu_k8s_config
 from resources.lake import DeltaLake, count_rows
 
 GROUP = "capture"
@@ -174,10 +175,10 @@ def _histogram_md(counts: np.ndarray) -> dg.MetadataValue:
         "training, one Delta table per verifier/dtype/schema version; resumable."
     ),
 )
-def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lake: DeltaLake, gpu: GpuResource):
+def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lake: DeltaLake, verifier: VerifierResource):
     if config.postfilter_action not in ("flag", "drop"):
         raise ValueError("postfilter_action must be 'flag' or 'drop'")
-    verifier_id, dtype = gpu.identity()
+    verifier_id, dtype = verifier.identity()
     spec = capture_spec(verifier_id, dtype)
     pool = lake.read(PROMPT_POOL, filter=pc.field("domain").isin(config.domains) if config.domains else None)
     done = captured_prompt_ids(lake, spec)
@@ -200,21 +201,21 @@ def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lak
         return dg.MaterializeResult(metadata={**base_md, "prompts_captured": 0, "tokens_captured": 0})
 
     t_load = time.perf_counter()
-    verifier = gpu.load()
+    loaded = verifier.load()
     load_s = time.perf_counter() - t_load
-    settings_ = CaptureSettings(top_k=gpu.top_k, hidden_layer=gpu.hidden_layer, batch_tokens=gpu.batch_tokens,
-                                max_length=gpu.max_length, max_new_tokens=config.max_new_tokens,
+    settings_ = CaptureSettings(top_k=verifier.top_k, hidden_layer=verifier.hidden_layer, batch_tokens=verifier.batch_tokens,
+                                max_length=verifier.max_length, max_new_tokens=config.max_new_tokens,
                                 block_size=config.block_size)
-    H, K = verifier.hidden_size, gpu.top_k
-    if not -(verifier.num_layers + 1) <= gpu.hidden_layer <= verifier.num_layers:
-        raise ValueError(f"hidden_layer {gpu.hidden_layer} outside the verifier's "
-                         f"{verifier.num_layers + 1} hidden states (embeddings + layers)")
-    props = table_properties(verifier_id=verifier_id, dtype=verifier.dtype, top_k=K, hidden_size=H,
-                             hidden_layer=gpu.hidden_layer, block_size=config.block_size)
+    H, K = loaded.hidden_size, verifier.top_k
+    if not -(loaded.num_layers + 1) <= verifier.hidden_layer <= loaded.num_layers:
+        raise ValueError(f"hidden_layer {verifier.hidden_layer} outside the verifier's "
+                         f"{loaded.num_layers + 1} hidden states (embeddings + layers)")
+    props = table_properties(verifier_id=verifier_id, dtype=loaded.dtype, top_k=K, hidden_size=H,
+                             hidden_layer=verifier.hidden_layer, block_size=config.block_size)
     ensure_shard_table(lake, spec, props)
     pf = postfilter.PostFilterConfig(config.low_confidence_threshold, config.repetition_ngram,
                                      config.repetition_threshold)
-    window = sliding_window_of(verifier.model)
+    window = sliding_window_of(loaded.model)
     run_id = context.run.run_id
 
     tokens = gen_tokens = seqs = truncated = bytes_added = commits = 0
@@ -225,7 +226,7 @@ def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lak
     flagged = dropped = 0
     t0 = time.perf_counter()
     for group in iter_chunks(rows, max(1, config.prompts_per_commit)):
-        caps = capture_prompts(verifier, [PromptIn.from_row(r) for r in group], settings_)
+        caps = capture_prompts(loaded, [PromptIn.from_row(r) for r in group], settings_)
         rejections, keep, keep_reasons = [], [], []
         now = datetime.now(timezone.utc)
         for c in caps:
@@ -251,7 +252,7 @@ def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lak
             n_gen = int(sum(int(c.n_tokens - c.n_prompt_tokens) for c in keep if c.generated))
             res = append_shard(lake, spec, table, {
                 **{k: v for k, v in props.items()}, "tracelake.run_id": run_id,
-                "tracelake.verifier_path": verifier.path, "tracelake.device": verifier.device,
+                "tracelake.verifier_path": loaded.path, "tracelake.device": loaded.device,
                 "tracelake.max_new_tokens": config.max_new_tokens,
                 "tracelake.tokens": table.num_rows, "tracelake.sequences": len(keep),
             })
@@ -278,10 +279,10 @@ def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lak
         "delta_version": dg.MetadataValue.int(dt.version()) if dt is not None else 0,
         "table_rows": count_rows(dt) if dt is not None else 0,
         "dagster/row_count": tokens,
-        "device": verifier.device,
+        "device": loaded.device,
         "top_k": K,
         "hidden_size": H,
-        "hidden_layer": gpu.hidden_layer,
+        "hidden_layer": verifier.hidden_layer,
         "block_size": config.block_size,
         "max_new_tokens": config.max_new_tokens,
         "prompts_captured": len(rows),
@@ -309,8 +310,8 @@ def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lak
     "The shard table of the configured verifier records this code's schema version, its newest "
     "data file holds tensors of the recorded widths, and no (prompt, sequence, position) repeats."
 ))
-def capture_shards_contract(lake: DeltaLake, gpu: GpuResource) -> dg.AssetCheckResult:
-    verifier_id, dtype = gpu.identity()
+def capture_shards_contract(lake: DeltaLake, verifier: VerifierResource) -> dg.AssetCheckResult:
+    verifier_id, dtype = verifier.identity()
     try:
         spec, dt, props = open_shard_table(lake, verifier_id, dtype)
     except Exception as exc:  # missing table or other schema version

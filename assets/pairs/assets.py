@@ -1,7 +1,6 @@
 """Thin Dagster assets of the pairs family.
 
-replay_steps + teacher_responses ─▶ preference_pairs ─▶ normalized_pairs + pair_rejections
-replay_steps (+ preference_pairs) ─▶ sft_examples, kto_examples, sdpo_examples
+agent_steps + teacher_responses ─▶ preference_pairs ─▶ normalized_pairs + pair_rejections
 """
 
 import datetime as dt
@@ -13,7 +12,7 @@ import dagster as dg
 import pyarrow.compute as pc
 from pydantic import Field
 
-from assets.metadata import md_counts, md_sizes, md_table
+from assets.metadata import md_counts, md_table
 from assets.pairs.dj_env import ensure_data_juicer
 from assets.pairs.judge import PairJudge
 from assets.pairs.strategies import (
@@ -23,20 +22,12 @@ from assets.pairs.strategies import (
     make_strategy,
     steps_from_rows,
 )
-from assets.pairs.tables import (
-    KTO_EXAMPLES,
-    NORMALIZED_PAIRS,
-    PAIR_REJECTIONS,
-    PREFERENCE_PAIRS,
-    SDPO_EXAMPLES,
-    SFT_EXAMPLES,
-)
-from assets.pairs.training import kto_rows, sdpo_rows, sft_rows
+from assets.pairs.tables import NORMALIZED_PAIRS, PAIR_REJECTIONS, PREFERENCE_PAIRS
 from assets.partitions import SESSION_BACKFILL, SESSIONS
 from assets.teachers.tables import TEACHER_RESPONSES
-from assets.traces.tables import REPLAY_STEPS
+from assets.traces.tables import AGENT_STEPS
 from resources.lake import DeltaLake, metadata_for, partition_keys_of
-from resources.normalizer import Normalizer
+from assets.pairs.normalizer import Normalizer
 
 GROUP = "pairs"
 STEP_COLUMNS = ["session_key", "step_id", "step_index", "messages", "tools", "response",
@@ -50,7 +41,7 @@ def _now() -> dt.datetime:
 
 
 def _read_steps(lake: DeltaLake, keys: list[str]) -> list[dict]:
-    return lake.read(REPLAY_STEPS, columns=STEP_COLUMNS, partitions=keys).to_pylist()
+    return lake.read(AGENT_STEPS, columns=STEP_COLUMNS, partitions=keys).to_pylist()
 
 
 # ------------------------------------------------------------------ preference_pairs
@@ -93,7 +84,7 @@ def strategies_from_config(config: PairsConfig, judge: PairJudge | None) -> tupl
     group_name=GROUP,
     partitions_def=SESSIONS,
     backfill_policy=SESSION_BACKFILL,
-    deps=[REPLAY_STEPS.asset_key, TEACHER_RESPONSES.asset_key],
+    deps=[AGENT_STEPS.asset_key, TEACHER_RESPONSES.asset_key],
     kinds={"delta", "gold"},
     description=PREFERENCE_PAIRS.description,
 )
@@ -172,63 +163,6 @@ def normalized_pairs(context: dg.AssetExecutionContext, config: NormalizeConfig,
         "kept_by_strategy": md_counts("strategy", dict(strategies)),
         "kept_by_language": md_counts("language", dict(langs)),
         "seconds": dg.MetadataValue.float(round(res.seconds, 3)),
-    })
-
-
-# ------------------------------------------------------------------ training sets
-
-def _partitioned(spec, deps, description=None):
-    return dict(key=spec.asset_key, group_name=GROUP, partitions_def=SESSIONS,
-                backfill_policy=SESSION_BACKFILL, deps=deps, kinds={"delta", "gold"},
-                description=description or spec.description)
-
-
-@dg.asset(**_partitioned(SFT_EXAMPLES, [REPLAY_STEPS.asset_key]))
-def sft_examples(context: dg.AssetExecutionContext, lake: DeltaLake) -> dg.MaterializeResult:
-    keys = partition_keys_of(context)
-    rows, skipped = sft_rows(_read_steps(lake, keys), _now())
-    w = lake.replace_partitions(SFT_EXAMPLES, rows, keys)
-    return dg.MaterializeResult(metadata=w.metadata() | {
-        "examples": dg.MetadataValue.int(len(rows)),
-        "skipped_steps": md_counts("reason", dict(skipped)),
-        "messages_per_example": md_sizes([len(json.loads(r["messages"])) for r in rows]),
-        "chars_per_example": md_sizes([len(r["messages"]) for r in rows]),
-    })
-
-
-@dg.asset(**_partitioned(KTO_EXAMPLES, [REPLAY_STEPS.asset_key, PREFERENCE_PAIRS.asset_key]))
-def kto_examples(context: dg.AssetExecutionContext, lake: DeltaLake) -> dg.MaterializeResult:
-    keys = partition_keys_of(context)
-    pairs = lake.read(PREFERENCE_PAIRS, columns=["session_key", "step_id", "prompt", "chosen", "tools",
-                                                 "chosen_source"], partitions=keys).to_pylist()
-    rows, counts = kto_rows(_read_steps(lake, keys), pairs, _now())
-    w = lake.replace_partitions(KTO_EXAMPLES, rows, keys)
-    return dg.MaterializeResult(metadata=w.metadata() | {
-        "examples": dg.MetadataValue.int(len(rows)),
-        "labels": md_counts("label", dict(counts)),
-        "by_source": md_counts("source", dict(Counter(r["source"] for r in rows))),
-        "prompt_messages": md_sizes([len(json.loads(r["prompt"])) for r in rows]),
-        "chars_per_example": md_sizes([len(r["prompt"]) + len(r["completion"]) for r in rows]),
-    })
-
-
-class SdpoConfig(dg.Config):
-    hint_role: str = Field(default="user", description="role of the injected hint message (user | system)")
-    max_hint_chars: int = 800
-
-
-@dg.asset(**_partitioned(SDPO_EXAMPLES, [REPLAY_STEPS.asset_key]))
-def sdpo_examples(context: dg.AssetExecutionContext, config: SdpoConfig, lake: DeltaLake) -> dg.MaterializeResult:
-    keys = partition_keys_of(context)
-    rows, counts = sdpo_rows(_read_steps(lake, keys), _now(), hint_role=config.hint_role,
-                             max_hint_chars=config.max_hint_chars)
-    w = lake.replace_partitions(SDPO_EXAMPLES, rows, keys)
-    return dg.MaterializeResult(metadata=w.metadata() | {
-        "examples": dg.MetadataValue.int(len(rows)),
-        "hints": md_counts("hint", dict(counts)),
-        "by_error_kind": md_counts("error_kind", dict(Counter(r["error_kind"] or "n/a" for r in rows))),
-        "prompt_messages": md_sizes([len(json.loads(r["prompt"])) for r in rows]),
-        "hint_chars": md_sizes([len(r["hint"] or "") for r in rows]),
     })
 
 
@@ -313,5 +247,5 @@ def normalized_pairs_render(lake: DeltaLake, normalizer: Normalizer) -> dg.Asset
     })
 
 
-ASSETS = [preference_pairs, normalized_pairs, sft_examples, kto_examples, sdpo_examples]
+ASSETS = [preference_pairs, normalized_pairs]
 CHECKS = [preference_pairs_valid, pair_drop_accounting, normalized_pairs_render]

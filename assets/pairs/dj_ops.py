@@ -35,6 +35,7 @@ from data_juicer.ops.base_op import OPERATORS, Filter
 from data_juicer.utils.constant import Fields
 
 from assets.pairs.messages import ROLES, loads
+from resources import settings
 
 _TOK_LOCK = threading.Lock()
 
@@ -49,7 +50,7 @@ def _require_fields(samples, op: str, *fields: str) -> None:
 # ----------------------------------------------------------------- tokenizer cache
 
 def _cache_root() -> Path:
-    return Path(os.environ.get("TRACELAKE_CACHE_DIR", Path.home() / ".cache" / "tracelake"))
+    return settings.tokenizer_cache_dir()
 
 
 class ChatTokenizer:

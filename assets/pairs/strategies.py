@@ -303,7 +303,7 @@ class JudgeStrategy(_Base):
 # ------------------------------------------------------------------ rows → steps
 
 def steps_from_rows(step_rows: Iterable[Mapping], teacher_rows: Iterable[Mapping]) -> list[Step]:
-    """Join REPLAY_STEPS rows with TEACHER_RESPONSES rows (status ok only)."""
+    """Join AGENT_STEPS rows with TEACHER_RESPONSES rows (status ok only)."""
     by_step: dict[str, list[Candidate]] = {}
     for r in teacher_rows:
         if r.get("status") != "ok":

@@ -1,8 +1,8 @@
-"""Table specs of the pairs / training-set family.
+"""Table specs of the pairs family.
 
-JSON columns hold TRL conversational rows: `prompt`/`messages` are lists of OpenAI
-messages, `chosen`/`rejected`/`completion` are lists of assistant messages, `tools`
-a list of OpenAI function schemas.
+JSON columns hold TRL conversational rows: `prompt` is a list of OpenAI messages,
+`chosen`/`rejected` are lists of assistant messages, `tools` a list of OpenAI function
+schemas.
 """
 
 import pyarrow as pa
@@ -54,52 +54,5 @@ PAIR_REJECTIONS = TableSpec(
         pa.field("stats", pa.string()),  # JSON of the op's statistics for this row
         pa.field("recipe", pa.string()),
         pa.field("recipe_version", pa.string()),
-    ]),
-)
-
-SFT_EXAMPLES = TableSpec(
-    layer="gold", name="sft_examples", partition_by=("session_key",),
-    description="TRL conversational SFT rows (messages with tool calls, tools column).",
-    schema=pa.schema([
-        pa.field("example_id", pa.string(), nullable=False),
-        pa.field("session_key", pa.string(), nullable=False),
-        pa.field("step_id", pa.string()),
-        pa.field("messages", pa.string(), nullable=False),  # JSON messages ending with the assistant turn
-        pa.field("tools", pa.string()),
-        pa.field("source", pa.string()),  # original | teacher name
-        pa.field("created_at", TS),
-    ]),
-)
-
-KTO_EXAMPLES = TableSpec(
-    layer="gold", name="kto_examples", partition_by=("session_key",),
-    description="TRL KTO rows: prompt, completion, label.",
-    schema=pa.schema([
-        pa.field("example_id", pa.string(), nullable=False),
-        pa.field("session_key", pa.string(), nullable=False),
-        pa.field("step_id", pa.string()),
-        pa.field("prompt", pa.string(), nullable=False),
-        pa.field("completion", pa.string(), nullable=False),
-        pa.field("label", pa.bool_(), nullable=False),
-        pa.field("tools", pa.string()),
-        pa.field("source", pa.string()),
-        pa.field("created_at", TS),
-    ]),
-)
-
-SDPO_EXAMPLES = TableSpec(
-    layer="gold", name="sdpo_examples", partition_by=("session_key",),
-    description="Error sites with a hint-injected context (SDPO).",
-    schema=pa.schema([
-        pa.field("example_id", pa.string(), nullable=False),
-        pa.field("session_key", pa.string(), nullable=False),
-        pa.field("step_id", pa.string(), nullable=False),
-        pa.field("prompt", pa.string(), nullable=False),  # JSON messages up to the failed step
-        pa.field("hinted_prompt", pa.string(), nullable=False),  # same, with the hint injected
-        pa.field("completion", pa.string(), nullable=False),  # JSON [assistant message] (original, failed)
-        pa.field("hint", pa.string()),
-        pa.field("error_kind", pa.string()),
-        pa.field("tools", pa.string()),
-        pa.field("created_at", TS),
     ]),
 )

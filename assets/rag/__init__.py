@@ -1,4 +1,4 @@
-"""The rag asset family: playbooks from what the lakehouse knows, and a replay runtime that
+"""The rag asset family: playbooks from what the lakehouse knows, and a RAG runtime that
 answers a task with the local model grounded in retrieved playbooks, gated by code,
 escalated only when allowed, and logged to rag_runs (see assets.py, runtime.py).
 

@@ -9,7 +9,8 @@ import dagster as dg
 import pyarrow.compute as pc
 
 from assets.metadata import md_counts
-from assets.pairs.tables import NORMALIZED_PAIRS, SFT_EXAMPLES
+from assets.pairs.tables import NORMALIZED_PAIRS
+from assets.examples.tables import SFT_EXAMPLES
 from assets.rag.config import RagConfig, load_rag_config
 from resources.embeddings import embed_texts
 from assets.rag.playbooks import DeriveStats, derive_playbooks, reuse_embeddings
@@ -17,7 +18,7 @@ from assets.rag.report import markdown, report_rows
 from assets.rag.retrieval import playbook_text
 from assets.rag.runtime import RagRuntime, RunLog, read_tasks
 from assets.rag.tables import EMBEDDING_DIM, LABELS, RAG_PLAYBOOKS, RAG_REPORT, RAG_RUNS
-from assets.traces.tables import REPLAY_STEPS, TRACE_TURNS
+from assets.traces.tables import AGENT_STEPS, TRACE_TURNS
 from resources.embeddings import EmbeddingsResource
 from resources.lake import DeltaLake
 
@@ -75,7 +76,7 @@ rag_runs = dg.AssetSpec(
 @dg.asset(
     key=RAG_PLAYBOOKS.asset_key,
     group_name=GROUP,
-    deps=[TRACE_TURNS.asset_key, REPLAY_STEPS.asset_key, NORMALIZED_PAIRS.asset_key, SFT_EXAMPLES.asset_key,
+    deps=[TRACE_TURNS.asset_key, AGENT_STEPS.asset_key, NORMALIZED_PAIRS.asset_key, SFT_EXAMPLES.asset_key,
           RAG_RUNS.asset_key],
     kinds={"delta", "gold"},
     description=RAG_PLAYBOOKS.description,
@@ -83,7 +84,7 @@ rag_runs = dg.AssetSpec(
 def rag_playbooks(context: dg.AssetExecutionContext, lake: DeltaLake, rag_embeddings: EmbeddingsResource):
     t0 = time.perf_counter()
     turns = lake.read(TRACE_TURNS, columns=TURN_COLUMNS).to_pylist()
-    steps = lake.read(REPLAY_STEPS, columns=["session_key", "step_id", "step_index"]).to_pylist()
+    steps = lake.read(AGENT_STEPS, columns=["session_key", "step_id", "step_index"]).to_pylist()
     pairs = lake.read(NORMALIZED_PAIRS).to_pylist()
     sft = lake.read(SFT_EXAMPLES, columns=["session_key", "step_id", "messages"]).to_pylist()
     runs = lake.read(RAG_RUNS, columns=["run_id", "task", "task_hash", "response", "gate_passed", "escalated",

@@ -7,7 +7,6 @@ their key (``*_api_key_env``), and the client reads it at call time.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,8 +16,9 @@ import yaml
 from assets.rag.bundle import BundleConfig
 from assets.rag.gate import GateConfig
 from assets.rag.retrieval import RetrievalConfig
+from resources import settings
 
-ENV_PREFIX = "TRACELAKE_RAG_"
+ENV_PREFIX = settings.RAG_PREFIX
 
 
 @dataclass(frozen=True)
@@ -126,17 +126,12 @@ def flatten_recipe(data: Mapping[str, Any]) -> dict:
 
 
 def default_recipe_path() -> Path:
-    env = os.environ.get(ENV_PREFIX + "RECIPE")
-    if env:
-        return Path(env)
-    from dagster_project import settings
-
-    return Path(settings.RECIPES_DIR) / "rag.yaml"
+    return settings.rag_recipe()
 
 
 def load_rag_config(recipe: str | Path | None = None, env: Mapping[str, str] | None = None,
                     **overrides: Any) -> RagConfig:
-    env = os.environ if env is None else env
+    env = settings.environ() if env is None else env
     values: dict[str, Any] = {}
     path = Path(recipe) if recipe else default_recipe_path()
     if path.is_file():

@@ -26,6 +26,7 @@ from assets.rag.llm import ChatModel, LocalChatModel, OpenAICompatClient
 from assets.rag.retrieval import EmbeddingIndex, Hit, LexicalIndex, PlaybookIndex, playbook_text
 from assets.rag.tables import EMBEDDING_DIM, RAG_PLAYBOOKS, RAG_RUNS, RUN_SCHEMA_VERSION
 from assets.rag.text import normalize_task, task_hash, token_set
+from resources import settings
 
 Embedder = Callable[[Sequence[str]], np.ndarray]
 
@@ -84,8 +85,7 @@ def load_playbook_index(lake, metric: str = "jaccard") -> PlaybookIndex:
 
 # ------------------------------------------------------------------ the run log
 def default_spool_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "tracelake" / "rag_spool"
+    return settings.cache_home() / "tracelake" / "rag_spool"
 
 
 class RunLog:

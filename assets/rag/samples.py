@@ -20,8 +20,8 @@ SESSIONS = [
      "The pair builder indexed teacher responses by 'chosen' before the consensus step set it. "
      "build_pairs now picks the chosen answer first.\n- Verify: pytest -q tests/pairs/test_builder.py passes"),
     ("s-export-limit", "Add a --limit flag to the tracelake export command",
-     [("read", "assets/pairs/export.py", True, "def add_export_commands(subparsers): ..."),
-      ("edit", "assets/pairs/export.py", True, "ok"),
+     [("read", "dagster_project/export.py", True, "def add_export_commands(subparsers): ..."),
+      ("edit", "dagster_project/export.py", True, "ok"),
       ("bash", "pytest -q tests/pairs/test_export.py", True, "3 passed")],
      "add_export_commands gained --limit N; export_table stops after N rows.\n"
      "Check that `tracelake export --table sft_examples --limit 5` writes 5 lines."),

@@ -1,6 +1,6 @@
-"""The teachers asset family: replay every assistant step against a pool of teachers.
+"""The teachers asset family: ask a pool of teachers for an answer at every assistant step.
 
-- ``replay.py``: the Dagster-free core (``await replay(steps, teachers, cache, budget)``)
+- ``ask.py``: the Dagster-free core (``await ask_teachers(steps, teachers, cache, budget)``)
 - ``cache.py``: the Delta response cache (``silver/teacher_cache``)
 - ``checks.py``: streaming checks that flag answers as they arrive
 - ``assets.py``: the ``silver/teacher_responses`` asset

@@ -1,4 +1,4 @@
-"""teacher_responses: every replay step answered by every teacher of the pool."""
+"""teacher_responses: every agent step answered by every teacher of the pool."""
 
 
 import asyncio
@@ -11,16 +11,16 @@ from pydantic import Field
 
 from assets.partitions import SESSION_BACKFILL, SESSIONS
 from assets.teachers.cache import DeltaResponseCache
-from assets.teachers.replay import Budget, ReplayOutput, replay
+from assets.teachers.ask import AskResult, Budget, ask_teachers
 from assets.teachers.tables import TEACHER_CACHE, TEACHER_RESPONSES
-from assets.traces.tables import REPLAY_STEPS
+from assets.traces.tables import AGENT_STEPS
 from resources.lake import DeltaLake, partition_keys_of
 from resources.teachers import TeacherPool
 
 STEP_COLUMNS = ["session_key", "step_id", "step_index", "messages", "tools"]
 
 
-class TeacherReplayConfig(dg.Config):
+class TeacherAskConfig(dg.Config):
     max_steps_per_session: Optional[int] = Field(
         default=None,
         description="Replay only the first N steps of each session (0: all; unset: the pool's cap).",
@@ -43,7 +43,7 @@ def select_steps(rows: list[dict], max_steps_per_session: Optional[int]) -> list
     return out
 
 
-def replay_metadata(out: ReplayOutput, n_steps: int, n_teachers: int) -> dict:
+def ask_metadata(out: AskResult, n_steps: int, n_teachers: int) -> dict:
     return {
         "steps": dg.MetadataValue.int(n_steps),
         "teachers": dg.MetadataValue.int(n_teachers),
@@ -56,14 +56,14 @@ def replay_metadata(out: ReplayOutput, n_steps: int, n_teachers: int) -> dict:
         "flags_by_kind": dg.MetadataValue.json(dict(out.flags_by_kind)),
         "per_teacher": dg.MetadataValue.md(out.markdown()),
         "cache_writes": dg.MetadataValue.json(out.cache_stats),
-        "replay_seconds": dg.MetadataValue.float(round(out.wall_seconds, 3)),
+        "ask_seconds": dg.MetadataValue.float(round(out.wall_seconds, 3)),
         "latency_ms": dg.MetadataValue.json(out.latency_ms()),
     }
 
 
 @dg.asset(
     key=TEACHER_RESPONSES.asset_key,
-    deps=[REPLAY_STEPS.asset_key],
+    deps=[AGENT_STEPS.asset_key],
     partitions_def=SESSIONS,
     backfill_policy=SESSION_BACKFILL,
     group_name="teachers",
@@ -72,7 +72,7 @@ def replay_metadata(out: ReplayOutput, n_steps: int, n_teachers: int) -> dict:
 )
 def teacher_responses(
     context: dg.AssetExecutionContext,
-    config: TeacherReplayConfig,
+    config: TeacherAskConfig,
     lake: DeltaLake,
     teachers: TeacherPool,
 ) -> dg.MaterializeResult:
@@ -81,11 +81,11 @@ def teacher_responses(
     cap = config.max_steps_per_session
     cap = pool.max_steps_per_session if cap is None else (cap or None)
     steps = select_steps(
-        lake.read(REPLAY_STEPS, columns=STEP_COLUMNS, partitions=keys).to_pylist(), cap
+        lake.read(AGENT_STEPS, columns=STEP_COLUMNS, partitions=keys).to_pylist(), cap
     )
     budget = config.budget_usd if config.budget_usd is not None else pool.budget_usd
     context.log.info(
-        f"teacher replay: {len(steps)} steps x {len(pool.teachers)} teachers "
+        f"teacher asking: {len(steps)} steps x {len(pool.teachers)} teachers "
         f"({', '.join(t.name for t in pool.teachers)}) over {len(keys)} partition(s), "
         f"{'all steps' if cap is None else f'first {cap} steps'} per session, "
         f"budget {'unlimited' if budget is None else f'${budget:.2f}'}"
@@ -95,9 +95,9 @@ def teacher_responses(
         compact_min_files=pool.cache.compact_min_files, spool_fsync=pool.cache.spool_fsync,
     )
 
-    async def run() -> ReplayOutput:
+    async def run() -> AskResult:
         async with teachers.open(pool) as tset:
-            return await replay(steps, tset, cache, Budget(budget),
+            return await ask_teachers(steps, tset, cache, Budget(budget),
                                 reserve_bytes_per_token=pool.reserve_bytes_per_token,
                                 run_id=context.run.run_id, log=context.log)
 
@@ -108,7 +108,7 @@ def teacher_responses(
         context.log.warning(f"teacher errors by kind: {orjson.dumps(dict(out.errors_by_kind)).decode()}")
     res = lake.replace_partitions(TEACHER_RESPONSES, out.rows, keys)
     md = res.metadata()
-    md.update(replay_metadata(out, len(steps), len(pool.teachers)))
+    md.update(ask_metadata(out, len(steps), len(pool.teachers)))
     md["teacher_pool"] = teachers.source()
     md["cache_table"] = dg.MetadataValue.path(lake.uri(TEACHER_CACHE))
     return dg.MaterializeResult(metadata=md)

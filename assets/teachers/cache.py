@@ -2,7 +2,7 @@
 
 ``silver/teacher_cache`` holds one row per *paid-for successful* answer (request_hash ->
 message, usage, cost). It is written through the lake resource (``lake.append``) by one
-writer task while the replay is running:
+writer task while the teachers are being asked:
 
 * every answer is queued the moment it arrives;
 * the writer commits what is queued as soon as the oldest queued answer is
@@ -46,6 +46,7 @@ except ImportError:  # pragma: no cover - non-POSIX: no liveness lock, recovery 
     fcntl = None  # type: ignore[assignment]
 
 from assets.teachers.tables import TEACHER_CACHE
+from resources import settings
 from resources.lake import DeltaLake
 
 log = logging.getLogger(__name__)
@@ -91,9 +92,9 @@ def default_spool_dir(lake: DeltaLake) -> Path:
     if local:
         root = os.path.abspath(root.removeprefix("file://"))
     sha = hashlib.sha256(root.encode()).hexdigest()[:16]
-    env = os.environ.get("TRACELAKE_SPOOL_DIR")
+    env = settings.spool_root()
     if env:
-        return Path(env).expanduser() / sha
+        return env / sha
     if local:
         return Path(root) / "_spool" / "teacher_cache"
     return Path.home() / ".cache" / "tracelake" / "spool" / sha

@@ -11,7 +11,7 @@ TEACHER_RESPONSES = TableSpec(
     name="teacher_responses",
     partition_by=("session_key",),
     merge_keys=("step_id", "teacher"),
-    description="Each teacher's answer at each replay step, with cost, flags and provenance.",
+    description="Each teacher's answer at each agent step, with cost, flags and provenance.",
     schema=pa.schema(
         [
             pa.field("session_key", pa.string(), nullable=False),

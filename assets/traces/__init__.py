@@ -1,4 +1,4 @@
-"""The trace family: session files → raw_traces (bronze) → trace_turns → replay_steps (silver)."""
+"""The trace family: session files → raw_traces (bronze) → trace_turns → agent_steps (silver)."""
 
 import dagster as dg
 

@@ -1,4 +1,4 @@
-"""Thin Dagster assets of the trace family: file → raw_traces → trace_turns → replay_steps."""
+"""Thin Dagster assets of the trace family: file → raw_traces → trace_turns → agent_steps."""
 
 
 import time
@@ -11,12 +11,12 @@ import pyarrow.compute as pc
 
 from assets.metadata import md_counts, md_per_session
 from assets.partitions import SESSION_BACKFILL, SESSIONS
-from assets.traces.tables import RAW_TRACES, REPLAY_STEPS, TRACE_TURNS
+from assets.traces.tables import RAW_TRACES, AGENT_STEPS, TRACE_TURNS
 from assets.traces.raw import read_raw_lines
 from assets.traces.formats import parse_turns
-from assets.traces.steps import build_replay_steps
+from assets.traces.steps import build_agent_steps
 from resources.lake import DeltaLake, partition_keys_of
-from sensors.sessions import SessionSource
+from resources.sessions import SessionSource
 
 GROUP = "traces"
 
@@ -120,22 +120,22 @@ def trace_turns(context: dg.AssetExecutionContext, lake: DeltaLake):
 
 
 @dg.asset(
-    key=REPLAY_STEPS.asset_key,
+    key=AGENT_STEPS.asset_key,
     group_name=GROUP,
     deps=[TRACE_TURNS.asset_key],
     partitions_def=SESSIONS,
     backfill_policy=SESSION_BACKFILL,
     kinds={"delta", "silver"},
-    description=REPLAY_STEPS.description,
+    description=AGENT_STEPS.description,
 )
-def replay_steps(context: dg.AssetExecutionContext, lake: DeltaLake):
+def agent_steps(context: dg.AssetExecutionContext, lake: DeltaLake):
     keys = partition_keys_of(context)
     turns = _rows_by_key(lake.read(TRACE_TURNS, partitions=keys), keys)
     rows = []
     for key in keys:
         session_turns = sorted(turns.get(key, []), key=lambda r: r["turn_index"])
-        rows.extend(build_replay_steps(session_turns))
-    result = lake.replace_partitions(REPLAY_STEPS, rows, keys)
+        rows.extend(build_agent_steps(session_turns))
+    result = lake.replace_partitions(AGENT_STEPS, rows, keys)
     return dg.MaterializeResult(
         metadata={
             **result.metadata(),
@@ -202,5 +202,5 @@ def no_lost_lines(lake: DeltaLake) -> dg.AssetCheckResult:
     )
 
 
-ASSETS = [raw_traces, trace_turns, replay_steps]
+ASSETS = [raw_traces, trace_turns, agent_steps]
 CHECKS = [tool_results_have_tool_use, every_session_has_turns, no_lost_lines]

@@ -2,11 +2,11 @@
 
 Each stage is a function of the previous stage's rows only, so the Dagster assets can
 run them separately (raw_traces reads the file; trace_turns parses raw rows read back
-from Delta; replay_steps reads turns)::
+from Delta; agent_steps reads turns)::
 
     raw, raw_stats = read_raw_lines(path, key)      # assets.traces.raw
     turns = raw_to_turns(raw, key)                   # = formats.parse_turns
-    steps = turns_to_steps(turns)                    # = steps.build_replay_steps
+    steps = turns_to_steps(turns)                    # = steps.build_agent_steps
 
 or all at once with :func:`ingest_file`. Rows read back from Delta
 (``pyarrow.Table.to_pylist()``: datetimes, lists, in any order) are accepted by every
@@ -22,7 +22,7 @@ from typing import Any
 
 from assets.traces.formats import parse_turns
 from assets.traces.raw import read_raw_lines
-from assets.traces.steps import build_replay_steps
+from assets.traces.steps import build_agent_steps
 
 __all__ = ["ingest_file", "raw_to_turns", "turns_to_steps", "turn_stats", "step_stats", "SAMPLES_DIR",
            "sample_files"]
@@ -35,7 +35,7 @@ def raw_to_turns(raw_rows: list[dict], session_key: str | None = None) -> list[d
 
 
 def turns_to_steps(turn_rows: list[dict]) -> list[dict]:
-    return build_replay_steps(turn_rows)
+    return build_agent_steps(turn_rows)
 
 
 def turn_stats(turns: list[dict]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""TRACE_TURNS → REPLAY_STEPS: one row per assistant step with the context it saw.
+"""TRACE_TURNS → AGENT_STEPS: one row per assistant step with the context it saw.
 
 Which assistant turns are steps: every ``role="assistant"``, ``kind="message"`` turn
 with visible text or tool calls, except
@@ -44,7 +44,7 @@ import orjson
 
 from assets.traces.util import without_gc
 
-__all__ = ["build_replay_steps", "is_step", "ERROR_TEXT_CHARS", "MISSING_RESULT"]
+__all__ = ["build_agent_steps", "is_step", "ERROR_TEXT_CHARS", "MISSING_RESULT"]
 
 ERROR_TEXT_CHARS = 2000
 MISSING_RESULT = "[no tool result recorded]"
@@ -75,8 +75,8 @@ def is_step(t: dict) -> bool:
 
 
 @without_gc
-def build_replay_steps(turns: list[dict]) -> list[dict]:
-    """REPLAY_STEPS rows of TRACE_TURNS rows (any number of session files)."""
+def build_agent_steps(turns: list[dict]) -> list[dict]:
+    """AGENT_STEPS rows of TRACE_TURNS rows (any number of session files)."""
     by_key: dict[str, list[dict]] = {}
     for t in turns:
         by_key.setdefault(t["session_key"], []).append(t)

@@ -71,9 +71,9 @@ TRACE_TURNS = TableSpec(
     ),
 )
 
-REPLAY_STEPS = TableSpec(
+AGENT_STEPS = TableSpec(
     layer="silver",
-    name="replay_steps",
+    name="agent_steps",
     partition_by=("session_key",),
     description="One row per assistant step: its context in OpenAI chat format, tools and original response.",
     schema=pa.schema(

@@ -11,7 +11,6 @@ since steps run in different pods; credentials come in as env vars from a Secret
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -21,15 +20,16 @@ from dagster_k8s import k8s_job_executor
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `deploy` importable from a file target
 
 from deploy.k8s.gpu import cpu_step_k8s_config  # noqa: E402
+from resources import settings  # noqa: E402
 
 K8S_EXECUTOR = k8s_job_executor.configured(
     {
-        "job_namespace": os.environ.get("TRACELAKE_K8S_NAMESPACE", "tracelake"),
+        "job_namespace": settings.k8s_namespace(),
         # every step pod: the lake / teacher credentials from one Secret
-        "env_secrets": [os.environ.get("TRACELAKE_K8S_ENV_SECRET", "tracelake-env")],
+        "env_secrets": [settings.k8s_env_secret()],
         "step_k8s_config": cpu_step_k8s_config(),
         # pods of one run at once (GPU steps are further limited by the `gpu` pool)
-        "max_concurrent": int(os.environ.get("TRACELAKE_K8S_MAX_PODS_PER_RUN", "8")),
+        "max_concurrent": settings.k8s_max_pods_per_run(),
     },
     name="tracelake_k8s",
 )
@@ -40,7 +40,7 @@ def build_defs() -> dg.Definitions:
     # Built in a function: a module that Dagster loads may hold only ONE Definitions object.
     from dagster_project import definitions as base
 
-    gpu = base.defs  # GPU steps carry their dagster-k8s/config op tag (resources.gpu)
+    gpu = base.defs  # GPU steps carry their dagster-k8s/config op tag (resources.verifier)
     return dg.Definitions(
         assets=list(gpu.assets or []),
         asset_checks=list(gpu.asset_checks or []),

@@ -1,7 +1,7 @@
 """Kubernetes settings of the GPU steps, without importing dagster-k8s.
 
 Every asset whose step declares ``pool="gpu"`` (today ``gold/capture_shards``) carries the
-``dagster-k8s/config`` op tag built by ``resources.gpu.gpu_k8s_config``: a GPU resource
+``dagster-k8s/config`` op tag built by ``resources.verifier.gpu_k8s_config``: a GPU resource
 request/limit, a node selector and a toleration for tainted GPU nodes. ``k8s_job_executor`` reads that tag per step, so the
 GPU step runs in its own pod on a GPU node while the CPU steps run on cheap nodes.
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import yaml
 
-from assets.pairs.tables import NORMALIZED_PAIRS, SFT_EXAMPLES
+from assets.pairs.tables import NORMALIZED_PAIRS
+
+from assets.examples.tables import SFT_EXAMPLES
 from resources.lake import DeltaLake
 
 NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from resources.gpu import GpuResource
+from resources.verifier import VerifierResource
 from resources.lake import DeltaLake
 from resources.models import build_tiny_llama
 
@@ -20,5 +20,5 @@ def lake(tmp_path) -> DeltaLake:
 
 
 @pytest.fixture
-def tiny_gpu(tiny_dir) -> GpuResource:
-    return GpuResource(verifier=str(tiny_dir), device="auto", top_k=4, batch_tokens=512, max_length=256)
+def tiny_gpu(tiny_dir) -> VerifierResource:
+    return VerifierResource(verifier=str(tiny_dir), device="auto", top_k=4, batch_tokens=512, max_length=256)

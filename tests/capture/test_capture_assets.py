@@ -9,7 +9,7 @@ from assets.capture import defs
 from assets.capture.assets import GPU_OP_TAGS, capture_shards, capture_shards_contract, prompt_pool
 from assets.capture.reader import load_batch
 from assets.capture.tables import CAPTURE_ASSET_KEY, CAPTURE_REJECTIONS, PROMPT_POOL, capture_spec
-from resources.gpu import GpuResource
+from resources.verifier import VerifierResource
 from tests.capture.capture_fixtures import write_inputs, write_quotas
 
 QUOTAS = {"chat-en": 3, "chat-zh": 3, "code": 2, "math": 1, "tool-call": 1, "multi-turn": 1, "long-context": 1}
@@ -24,7 +24,7 @@ def _run(lake, gpu, instance, quotas_path=None, selection=None, **capture_cfg):
     if quotas_path:
         ops["gold__prompt_pool"] = {"config": {"quotas_path": str(quotas_path)}}
     return dg.materialize([prompt_pool, capture_shards, capture_shards_contract], selection=selection,
-                          resources={"lake": lake, "gpu": gpu}, run_config={"ops": ops}, instance=instance)
+                          resources={"lake": lake, "verifier": gpu}, run_config={"ops": ops}, instance=instance)
 
 
 def test_definitions_gpu_pool_and_k8s_tags(lake):
@@ -88,7 +88,7 @@ def test_materialize_capture_resume_and_postfilter(tmp_path, lake, tiny_gpu):
     assert lake.read(spec, columns=["prompt_id"]).num_rows == table.num_rows
 
     # 4. another verifier id → its own table; drop mode records drops and resumes past them
-    gpu2 = GpuResource(verifier=tiny_gpu.verifier, verifier_id="tiny-drop", top_k=4, batch_tokens=512)
+    gpu2 = VerifierResource(verifier=tiny_gpu.verifier, verifier_id="tiny-drop", top_k=4, batch_tokens=512)
     res4 = _run(lake, gpu2, instance, selection=[CAPTURE_ASSET_KEY], postfilter_action="drop",
                 low_confidence_threshold=1.01, max_prompts=2)
     assert _md(res4, "gold__capture_shards")["postfilter_dropped"].value == 2

@@ -8,12 +8,12 @@ from assets.capture.capture import CaptureSettings, PromptIn, build_shard_table,
 from assets.capture.reader import load_batch
 from assets.capture.shards import append_shard, ensure_shard_table, table_properties
 from assets.capture.tables import capture_spec
-from resources.gpu import GpuResource
+from resources.verifier import VerifierResource
 
 
 @pytest.mark.slow
 def test_smollm2_capture_equals_direct_forward(lake):
-    gpu = GpuResource(device="cpu", top_k=8, batch_tokens=1, max_length=128, cpu_threads=1)  # embedded smollm2-135m
+    gpu = VerifierResource(device="cpu", top_k=8, batch_tokens=1, max_length=128, cpu_threads=1)  # embedded smollm2-135m
     v = gpu.load()  # first load on a machine converts the GGUF once (~30-50 s), later ~1 s
     assert (v.verifier_id, v.dtype, v.hidden_size) == ("smollm2-135m", "float32", 576)
     prompts = [

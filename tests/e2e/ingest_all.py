@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from assets.partitions import SESSIONS
     from dagster_project.definitions import INGEST_JOB, defs
-    from sensors.sessions import SessionSource
+    from resources.sessions import SessionSource
 
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster").resolve())))
     home.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """The whole session graph on object storage, selected by configuration alone.
 
 A subprocess runs every asset of the ``ingest_sessions`` job (raw_traces → trace_turns →
-replay_steps → teacher_responses → pairs / SFT / KTO / SDPO ..., whatever definitions.py
+agent_steps → teacher_responses → pairs / SFT / KTO / SDPO ..., whatever definitions.py
 wires into that job when this runs) over the bundled sample sessions as one run, with
 nothing but environment variables pointing it at S3: ``TRACELAKE_LAKE_ROOT=s3://…`` and
 the ``AWS_*`` variables of a real S3 endpoint (moto_server on 127.0.0.1). The teacher pool
@@ -26,7 +26,7 @@ def table_specs() -> dict[str, TableSpec]:
     import importlib
 
     out = {}
-    for fam in ("traces", "teachers", "pairs", "capture", "replay", "rag"):
+    for fam in ("traces", "teachers", "pairs", "examples", "corpus", "capture", "rag"):
         try:
             mod = importlib.import_module(f"assets.{fam}.tables")
         except ImportError:
@@ -70,10 +70,10 @@ def test_ingest_job_on_s3_by_env_only(tmp_path):
         raw = lake.read(specs["bronze/raw_traces"], columns=["session_key"])
         assert rows["bronze/raw_traces"] == expected_lines
         assert len(set(raw["session_key"].to_pylist())) == len(files)
-        for key in ("silver/trace_turns", "silver/replay_steps"):
+        for key in ("silver/trace_turns", "silver/agent_steps"):
             assert rows[key] > 0, key
         if "silver/teacher_responses" in rows:
-            assert rows["silver/teacher_responses"] == rows["silver/replay_steps"]  # one teacher
+            assert rows["silver/teacher_responses"] == rows["silver/agent_steps"]  # one teacher
             assert teacher.ok > 0
 
     # nothing was written to a local lake by mistake

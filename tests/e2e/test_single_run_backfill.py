@@ -16,7 +16,7 @@ import pytest
 
 from assets.partitions import SESSIONS
 from resources.lake import DeltaLake
-from sensors.sessions import SessionSource
+from resources.sessions import SessionSource
 from tests.e2e.support import copy_samples, fake_teacher_pool
 from tests.teachers.fake_openai import FakeOpenAI
 
@@ -54,7 +54,7 @@ def test_single_run_backfill_replaces_only_its_range(tmp_path, monkeypatch):
     job_keys = set(job.asset_layer.executable_asset_keys)
     specs = _session_tables(job_keys)
     assert {s.asset_key.to_user_string() for s in specs} >= {
-        "bronze/raw_traces", "silver/trace_turns", "silver/replay_steps"}
+        "bronze/raw_traces", "silver/trace_turns", "silver/agent_steps"}
 
     with FakeOpenAI() as teacher, dg.instance_for_test() as instance:
         monkeypatch.setenv("TRACELAKE_TEACHERS_FILE", str(fake_teacher_pool(tmp_path / "t.yaml", teacher.url)))

@@ -8,7 +8,7 @@
    The runs it requests stay queued (a `dagster/sensor_name` run limit of 0 in this
    instance's dagster.yaml) so the 2 shared cores go to the run launched from the UI.
 3. Chromium opens the `traces` group's asset graph (raw_traces → trace_turns →
-   replay_steps → …), then raw_traces' page, clicks "Materialize…", picks the session
+   agent_steps → …), then raw_traces' page, clicks "Materialize…", picks the session
    partition in the partition dialog and launches the run; it waits for the run page to
    say Success, then reads rows_written / lines / secrets_scrubbed / lines_quarantined /
    table_rows off the asset page and compares them with the Delta table.
@@ -202,7 +202,7 @@ def test_materialize_from_the_ui_and_read_metadata_back(tmp_path):
                 page.goto(f"{url}/locations/dagster_project.definitions/asset-groups/traces",
                           wait_until="domcontentloaded")
                 page.get_by_text("raw_traces", exact=True).first.wait_for()
-                page.get_by_text("replay_steps", exact=True).first.wait_for()
+                page.get_by_text("agent_steps", exact=True).first.wait_for()
                 wait_for(lambda: page.get_by_text("Loading…").count() == 0, 60, 0.5, "graph statuses")
                 page.screenshot(path=shots / "asset-graph.png")
 
@@ -259,7 +259,7 @@ def test_materialize_from_the_ui_and_read_metadata_back(tmp_path):
                     instance.report_run_canceled(r.dagster_run)
                 page.goto(f"{url}/locations/dagster_project.definitions/asset-groups/traces",
                           wait_until="domcontentloaded")
-                page.get_by_text("replay_steps", exact=True).first.wait_for()
+                page.get_by_text("agent_steps", exact=True).first.wait_for()
                 wait_for(lambda: page.get_by_text("Loading…").count() == 0, 60, 0.5, "graph statuses")
                 page.wait_for_timeout(1500)
                 page.screenshot(path=shots / "asset-graph.png")

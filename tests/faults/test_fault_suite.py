@@ -1,7 +1,7 @@
 """The reduced fault suite (benchmarks/fault_suite.py --quick) as a CI test.
 
 One run of the suite (module fixture): bad session files, planted secrets of every kind,
-a teacher that fails in every way, a run killed with SIGKILL during the teacher replay
+a teacher that fails in every way, a run killed with SIGKILL during the teacher asking
 and re-run, two runs writing the same tables at once. Full suite and figures table:
 ``.venv/bin/python benchmarks/fault_suite.py``.
 """
@@ -45,7 +45,7 @@ def test_teacher_faults_are_survived_and_nothing_is_paid_twice_without_cause(fig
     st = figures["teacher_statuses"]
     assert st.get("429") and st.get("500") and st.get("dropped") and st.get("200-unusable")
     assert figures["auth_failures"] == 0
-    assert figures["killed_mid_replay"], "the kill landed after the teacher replay"
+    assert figures["killed_mid_ask"], "the kill landed after the teacher asking"
     # duplicates are only (a) answers the server sent after the client timed out and
     # (b) answers received in the cache's last flush window before kill -9
     assert not figures["repeated_paid_by_cause"].get("other"), figures["repeated_paid_by_cause"]

@@ -1,5 +1,5 @@
 """Realistic plain rows for the pairs tests: agent steps (Claude Code style, in the
-REPLAY_STEPS shape) and teacher answers (TEACHER_RESPONSES shape) like the tiny local
+AGENT_STEPS shape) and teacher answers (TEACHER_RESPONSES shape) like the tiny local
 SmolLM2 teacher gives: short, often alike, sometimes looping."""
 
 from __future__ import annotations

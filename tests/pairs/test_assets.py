@@ -1,34 +1,21 @@
-"""preference_pairs → normalized_pairs (+ training sets) through Dagster, real lake, real ops."""
+"""preference_pairs → normalized_pairs (+ the training sets of assets/examples) through Dagster, real lake, real ops."""
 
 import json
 
 import dagster as dg
 import pytest
 
+from assets.examples import defs as examples_defs
 from assets.pairs import defs as pairs_defs
-from assets.pairs.assets import (
-    kto_examples,
-    normalized_pairs,
-    normalized_pairs_render,
-    pair_drop_accounting,
-    preference_pairs,
-    preference_pairs_valid,
-    sdpo_examples,
-    sft_examples,
-)
+from assets.pairs.assets import normalized_pairs, normalized_pairs_render, pair_drop_accounting, preference_pairs, preference_pairs_valid
+from assets.examples.assets import kto_examples, sdpo_examples, sft_examples
 from assets.pairs.judge import PairJudge
-from assets.pairs.tables import (
-    KTO_EXAMPLES,
-    NORMALIZED_PAIRS,
-    PAIR_REJECTIONS,
-    PREFERENCE_PAIRS,
-    SDPO_EXAMPLES,
-    SFT_EXAMPLES,
-)
+from assets.pairs.tables import NORMALIZED_PAIRS, PAIR_REJECTIONS, PREFERENCE_PAIRS
+from assets.examples.tables import KTO_EXAMPLES, SDPO_EXAMPLES, SFT_EXAMPLES
 from assets.teachers.tables import TEACHER_RESPONSES
-from assets.traces.tables import REPLAY_STEPS
+from assets.traces.tables import AGENT_STEPS
 from resources.lake import DeltaLake
-from resources.normalizer import Normalizer
+from assets.pairs.normalizer import Normalizer
 from tests.pairs.data import session
 
 KEYS = ["sess-a", "sess-b"]
@@ -49,7 +36,7 @@ def lake(tmp_path):
         s, t = session(key)
         steps += s
         teachers += t
-    lake.replace_partitions(REPLAY_STEPS, steps, KEYS)
+    lake.replace_partitions(AGENT_STEPS, steps, KEYS)
     lake.replace_partitions(TEACHER_RESPONSES, teachers, KEYS)
     return lake
 
@@ -117,7 +104,7 @@ def test_judge_strategy_wired_through_the_resource(lake):
 
 
 def test_definitions_load():
-    d = dg.Definitions.merge(pairs_defs, dg.Definitions(resources={"lake": DeltaLake(root="unused")}))
+    d = dg.Definitions.merge(pairs_defs, examples_defs, dg.Definitions(resources={"lake": DeltaLake(root="unused")}))
     dg.Definitions.validate_loadable(d)
     keys = {k.to_user_string() for k in d.resolve_asset_graph().get_all_asset_keys()}
     assert {"gold/preference_pairs", "gold/normalized_pairs", "gold/sft_examples",

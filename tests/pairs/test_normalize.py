@@ -14,7 +14,7 @@ from assets.pairs.normalize import (
     normalize_pairs,
 )
 from assets.pairs.strategies import build_pairs, make_strategy, steps_from_rows
-from resources.normalizer import Normalizer
+from assets.pairs.normalizer import Normalizer
 from tests.pairs.data import asst, call, pair_row, session, tool
 
 PROMPT = [{"role": "user", "content": "Please fix the failing test in utils.py"}]

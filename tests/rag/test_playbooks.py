@@ -46,7 +46,7 @@ def test_sample_sessions_get_labels_from_outcome_signals():
     assert {"bash", "edit", "read", "py", "errors-resolved"} <= set(pb["tags"])
 
 
-def test_task_skips_sidechains_summaries_and_wrappers_and_uses_replay_step_ids():
+def test_task_skips_sidechains_summaries_and_wrappers_and_uses_agent_step_ids():
     turns = _turns("k", [
         ("user", "message", {"content": "<command-name>/clear</command-name>"}),
         ("user", "message", {"content": "Summary of the earlier conversation", "is_compact_summary": True}),

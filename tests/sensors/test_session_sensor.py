@@ -11,9 +11,10 @@ import pytest
 
 from assets.partitions import SESSIONS
 from assets.traces import ASSETS as TRACE_ASSETS
-from assets.traces.tables import RAW_TRACES, REPLAY_STEPS, TRACE_TURNS
+from assets.traces.tables import RAW_TRACES, AGENT_STEPS, TRACE_TURNS
 from resources.lake import DeltaLake
-from sensors.sessions import SessionSource, build_session_sensor, session_key_for
+from resources.sessions import SessionSource, session_key_for
+from sensors.sessions import build_session_sensor
 
 SAMPLES = Path(__file__).resolve().parents[2] / "assets" / "traces" / "samples"
 
@@ -148,14 +149,14 @@ def test_sensor_runs_update_the_chain(tmp_path, instance):
 
     cursor = run_ticks(None)
     raw1 = lake.read(RAW_TRACES).num_rows
-    steps1 = lake.read(REPLAY_STEPS).num_rows
+    steps1 = lake.read(AGENT_STEPS).num_rows
     assert raw1 == half
     target.write_bytes(b"".join(lines))
     os.utime(target, ns=(target.stat().st_atime_ns, target.stat().st_mtime_ns + 1_000_000))
     run_ticks(cursor)
     assert lake.read(RAW_TRACES).num_rows == len(lines)
     assert lake.read(TRACE_TURNS).num_rows > 0
-    assert lake.read(REPLAY_STEPS).num_rows >= steps1
+    assert lake.read(AGENT_STEPS).num_rows >= steps1
 
 
 def test_session_key_is_stable_and_readable():

@@ -26,8 +26,8 @@ def step(i: int, content: str, session: str = "s1", tools: Any = TOOLS, system: 
             "messages": json.dumps(msgs), "tools": json.dumps(tools) if tools is not None else None}
 
 
-def replay_step_row(i: int, content: str, session: str = "s1") -> dict:
-    """A full REPLAY_STEPS row (what the traces family writes)."""
+def agent_step_row(i: int, content: str, session: str = "s1") -> dict:
+    """A full AGENT_STEPS row (what the traces family writes)."""
     s = step(i, content, session)
     return {**s, "source_format": "openai", "turn_id": f"{session}:t{i}", "session_id": session,
             "response": json.dumps({"role": "assistant", "content": "original answer"}),

@@ -12,10 +12,10 @@ import pyarrow as pa
 from assets.teachers import defs as teacher_defs
 from assets.teachers.assets import teacher_responses
 from assets.teachers.tables import TEACHER_CACHE, TEACHER_RESPONSES
-from assets.traces.tables import REPLAY_STEPS
+from assets.traces.tables import AGENT_STEPS
 from resources.lake import DeltaLake
 from resources.teachers import TeacherPool
-from tests.teachers.conftest import http_teacher, pool_yaml, replay_step_row
+from tests.teachers.conftest import http_teacher, pool_yaml, agent_step_row
 
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 
@@ -42,7 +42,7 @@ def test_defs_export_the_asset_and_a_default_pool(tmp_path):
 
 def test_materialize_one_partition_then_rerun_from_cache(server, tmp_path):
     lake = DeltaLake(root=str(tmp_path))
-    lake.replace_partitions(REPLAY_STEPS, [replay_step_row(i, f"q{i}", "sA") for i in range(4)], ["sA"])
+    lake.replace_partitions(AGENT_STEPS, [agent_step_row(i, f"q{i}", "sA") for i in range(4)], ["sA"])
     teachers = TeacherPool(config_yaml=pool_yaml(
         [http_teacher(server.url, "t1"), http_teacher(server.url, "t2", temperature=0.7)]))
     resources = {"lake": lake, "teachers": teachers}
@@ -77,7 +77,7 @@ def test_materialize_a_partition_range_in_one_run(server, tmp_path):
     lake = DeltaLake(root=str(tmp_path))
     keys = ["s1", "s2", "s3", "s4"]
     for k in keys:
-        lake.replace_partitions(REPLAY_STEPS, [replay_step_row(i, f"{k}-{i}", k) for i in range(3)], [k])
+        lake.replace_partitions(AGENT_STEPS, [agent_step_row(i, f"{k}-{i}", k) for i in range(3)], [k])
     server.latency = 0.1
     teachers = TeacherPool(config_yaml=pool_yaml([http_teacher(server.url, "t1", max_concurrency=16)]))
     resources = {"lake": lake, "teachers": teachers}
@@ -97,7 +97,7 @@ def test_materialize_a_partition_range_in_one_run(server, tmp_path):
     md = _md(res)
     assert md["partitions_replaced"].value == 3 and md["rows_written"].value == 9
     # all 9 requests of the 3 sessions ran through one pool: ~1 latency, not 3
-    assert md["replay_seconds"].value < 2.0
+    assert md["ask_seconds"].value < 2.0
 
 
 def test_api_key_never_reaches_tables_logs_or_metadata(server, tmp_path, monkeypatch, caplog, capfd):
@@ -106,7 +106,7 @@ def test_api_key_never_reaches_tables_logs_or_metadata(server, tmp_path, monkeyp
     server.required_key = key
     lake = DeltaLake(root=str(tmp_path / "lake"))
     contents = ["plain", "[[500x9]] failing", "[[echoauth]] echoes the auth header", "[[refuse]]"]
-    lake.replace_partitions(REPLAY_STEPS, [replay_step_row(i, c, "sk") for i, c in enumerate(contents)], ["sk"])
+    lake.replace_partitions(AGENT_STEPS, [agent_step_row(i, c, "sk") for i, c in enumerate(contents)], ["sk"])
     pool = pool_yaml([http_teacher(server.url, "keyed", api_key_env="TL_TEST_TEACHER_KEY")])
     caplog.set_level(logging.DEBUG)
     instance = _instance(["sk"])
@@ -139,7 +139,7 @@ def test_api_key_never_reaches_tables_logs_or_metadata(server, tmp_path, monkeyp
 
 def test_empty_partition_replaces_to_nothing(server, tmp_path):
     lake = DeltaLake(root=str(tmp_path))
-    lake.replace_partitions(REPLAY_STEPS, pa.Table.from_pylist([replay_step_row(0, "x", "e1")]), ["e1"])
+    lake.replace_partitions(AGENT_STEPS, pa.Table.from_pylist([agent_step_row(0, "x", "e1")]), ["e1"])
     resources = {"lake": lake, "teachers": TeacherPool(config_yaml=pool_yaml([http_teacher(server.url)]))}
     instance = _instance(["e1", "e2"])
     assert dg.materialize([teacher_responses], partition_key="e2", resources=resources,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from assets.teachers.replay import Budget, replay
+from assets.teachers.ask import Budget, ask_teachers
 from resources.teachers import PoolSpec, TeacherSet
 from tests.teachers.conftest import http_teacher, step
 
@@ -19,7 +19,7 @@ def test_tiny_budget_stops_calls_and_is_never_exceeded(server):
 
     async def go():
         async with TeacherSet(pool) as ts:
-            return await replay(steps, ts, None, Budget(1.0))
+            return await ask_teachers(steps, ts, None, Budget(1.0))
 
     out = asyncio.run(go())
     statuses = [r["status"] for r in out.rows]

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from assets.teachers.cache import DeltaResponseCache
-from assets.teachers.replay import replay
+from assets.teachers.ask import ask_teachers
 from assets.teachers.tables import TEACHER_CACHE
 from resources.lake import DeltaLake
 from resources.teachers import PoolSpec, TeacherSet, TokenBucket, load_pool_spec
@@ -39,7 +39,7 @@ FAULTS = {
 def run(steps, pool: PoolSpec, cache=None, budget=None):
     async def go():
         async with TeacherSet(pool) as ts:
-            return await replay(steps, ts, cache, budget)
+            return await ask_teachers(steps, ts, cache, budget)
 
     return asyncio.run(go())
 

@@ -1,4 +1,4 @@
-"""kill -9 in the middle of a replay, restart: no successful call is paid for twice.
+"""kill -9 in the middle of asking the teachers, restart: no successful call is paid for twice.
 
 Every answer is written to a local write-ahead spool the moment it arrives, so this holds
 even when the kill lands right after the answers, long before the Delta cache's flush.
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from assets.teachers.cache import DeltaResponseCache, default_spool_dir
-from assets.teachers.replay import replay
+from assets.teachers.ask import ask_teachers
 from assets.teachers.tables import TEACHER_CACHE
 from resources.lake import DeltaLake
 from resources.teachers import TeacherSet, load_pool_spec
@@ -50,7 +50,7 @@ def test_kill_9_mid_run_then_restart_repeats_no_successful_call(server, tmp_path
     spool = default_spool_dir(lake)
     assert spool == tmp_path / "lake" / "_spool" / "teacher_cache"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.teachers.replay_worker", lake.root,
+        [sys.executable, "-m", "tests.teachers.ask_worker", lake.root,
          str(tmp_path / "steps.json"), str(pool_file)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
@@ -85,7 +85,7 @@ def test_kill_9_mid_run_then_restart_repeats_no_successful_call(server, tmp_path
 
     async def go():
         async with TeacherSet(pool) as ts:
-            return await replay(steps, ts, DeltaResponseCache(lake, flush_seconds=0.1), None)
+            return await ask_teachers(steps, ts, DeltaResponseCache(lake, flush_seconds=0.1), None)
 
     out = asyncio.run(go())
     assert [r["status"] for r in out.rows] == ["ok"] * 16

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from assets.teachers.replay import replay
+from assets.teachers.ask import ask_teachers
 from resources.teachers import PoolSpec, TeacherPool, TeacherSet
 from tests.teachers.conftest import http_teacher, step
 
@@ -23,7 +23,7 @@ def local(model: str, name: str = "tiny", **kw) -> dict:
 def run(steps, pool, **kw):
     async def go():
         async with TeacherSet(pool) as ts:
-            return await replay(steps, ts, None, None, **kw)
+            return await ask_teachers(steps, ts, None, None, **kw)
 
     return asyncio.run(go())
 
@@ -65,7 +65,7 @@ def test_local_generation_does_not_block_http_teachers(tiny_llama, server):
 
     async def go():
         async with TeacherSet(pool) as ts:
-            task = asyncio.create_task(replay(steps, ts, None, None))
+            task = asyncio.create_task(ask_teachers(steps, ts, None, None))
             last = time.perf_counter()
             while not task.done():
                 await asyncio.sleep(0.005)

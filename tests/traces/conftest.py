@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from assets.traces.ingest import SAMPLES_DIR, ingest_file
-from assets.traces.tables import RAW_TRACES, REPLAY_STEPS, TRACE_TURNS
+from assets.traces.tables import RAW_TRACES, AGENT_STEPS, TRACE_TURNS
 
 REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata"
 
@@ -32,7 +32,7 @@ def ingest(path: Path, key: str | None = None):
     raw, turns, steps, stats = ingest_file(path, key)
     RAW_TRACES.conform(raw)
     TRACE_TURNS.conform(turns)
-    REPLAY_STEPS.conform(steps)
+    AGENT_STEPS.conform(steps)
     return raw, turns, steps, stats
 
 

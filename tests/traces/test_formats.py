@@ -10,7 +10,7 @@ from assets.traces import errors
 from assets.traces.errors import classify_error
 from assets.traces.formats import parse_turns
 from assets.traces.raw import read_raw_lines
-from assets.traces.steps import build_replay_steps
+from assets.traces.steps import build_agent_steps
 from assets.traces.tables import TRACE_TURNS
 from tests.traces.conftest import check_openai_messages, write_lines
 
@@ -78,7 +78,7 @@ def test_codex_grouping_errors_usage(tmp_path):
     assert {t["session_id"] for t in turns} == {"sess-1"}
     assert sum(t["is_compaction_boundary"] for t in turns) == 1
     assert [t["record_type"] for t in turns if t["kind"] == "unknown"] == ["future_line_type"]
-    steps = build_replay_steps(turns)
+    steps = build_agent_steps(turns)
     last = orjson.loads(steps[-1]["messages"])
     assert [m["role"] for m in last] == ["user", "user"]  # context restarts at the compaction summary
     assert last[0]["content"] == "summary of the work so far"
@@ -134,7 +134,7 @@ def test_openai_messages(tmp_path):
     c2 = [t for t in turns if t["session_id"] == "k#L2"]
     assert c2[3]["role"] == "tool" and c2[3]["tool_call_id"] == orjson.loads(c2[2]["tool_calls"])[0]["id"]
     assert c2[3]["tool_error"]
-    steps = build_replay_steps(turns)
+    steps = build_agent_steps(turns)
     assert len(steps) == 4
     assert orjson.loads(steps[0]["tools"]) == tools  # real schemas from the line
     assert orjson.loads(steps[2]["tools"])[0]["function"]["name"] == "get"  # derived
@@ -163,7 +163,7 @@ def test_sharegpt(tmp_path):
     assert c1[3]["content"] == "calling" and len(calls) == 2
     assert [t["tool_call_id"] for t in c1[4:6]] == [c["id"] for c in calls]
     assert c1[5]["tool_error"] and not c1[4]["tool_error"]
-    steps = build_replay_steps(turns)
+    steps = build_agent_steps(turns)
     assert len(steps) == 3 and steps[1]["is_error_site"]
     assert orjson.loads(steps[0]["tools"]) == [{"name": "f", "parameters": {}}]
 
@@ -219,7 +219,7 @@ def test_claude_code_interleaved_results_unknown_records_duplicates(tmp_path):
     assert turns[5]["extra"] == json.dumps(lines[6], separators=(",", ":"))  # unknown record kept raw
     assert turns[6]["content"] == "ok" and turns[6]["thinking"] == "hm"
     assert turns[11]["parent_turn_id"] is None and orjson.loads(turns[11]["extra"])["parent_uuid"] == "zzz-not-in-file"
-    steps = build_replay_steps(turns)
+    steps = build_agent_steps(turns)
     # a3 (its context) and a9 is an API error -> not a step; a10 has no prompt in context -> not a step
     assert [s["turn_id"] for s in steps] == [turns[1]["turn_id"], turns[6]["turn_id"]]
     ctx = orjson.loads(steps[1]["messages"])
@@ -235,7 +235,7 @@ def test_missing_tool_result_gets_placeholder(tmp_path):
     lines = [_u("u1", None, "go"), _a("a1", "u1", "m1", [_use("t1")]),
              _u("u2", "a1", "[Request interrupted by user]"), _a("a2", "u2", "m2", [{"type": "text", "text": "ok"}])]
     turns, _ = _turns(tmp_path, lines)
-    steps = build_replay_steps(turns)
+    steps = build_agent_steps(turns)
     ctx = orjson.loads(steps[1]["messages"])
     assert [m["role"] for m in ctx] == ["user", "assistant", "tool", "user"]
     assert ctx[2]["tool_call_id"] == "t1" and ctx[2]["content"] == "[no tool result recorded]"

@@ -1,4 +1,4 @@
-"""Replay steps: context chains, compaction, sidechains, error sites, round trips, speed."""
+"""Agent steps: context chains, compaction, sidechains, error sites, round trips, speed."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import orjson
 
 from assets.traces.formats import parse_turns
 from assets.traces.raw import read_raw_lines
-from assets.traces.steps import ERROR_TEXT_CHARS, build_replay_steps
-from assets.traces.tables import RAW_TRACES, REPLAY_STEPS, TRACE_TURNS
+from assets.traces.steps import ERROR_TEXT_CHARS, build_agent_steps
+from assets.traces.tables import RAW_TRACES, AGENT_STEPS, TRACE_TURNS
 from tests.traces.conftest import check_openai_messages, ingest, write_lines
 
 MAIN = "claude-code/-home-dev-invoicer/5b1e9f2a-7c3d-4e8f-9a0b-1c2d3e4f5a6b.jsonl"
@@ -76,7 +76,7 @@ def test_error_text_truncated(tmp_path):
          "message": {"id": "m2", "role": "assistant", "model": "c", "content": [{"type": "text", "text": "hm"}]}},
     ]
     rows, _ = read_raw_lines(write_lines(tmp_path, "s.jsonl", lines), "k")
-    steps = build_replay_steps(parse_turns(rows, "k"))
+    steps = build_agent_steps(parse_turns(rows, "k"))
     assert steps[1]["is_error_site"] and steps[1]["error_text"] == long[:ERROR_TEXT_CHARS]
     assert steps[1]["error_kind"] == "nonzero_exit"
 
@@ -90,7 +90,7 @@ def test_delta_round_trip_gives_same_rows(samples):
     assert TRACE_TURNS.conform(turns_back).to_pylist() == TRACE_TURNS.conform(turns).to_pylist()
     tb = TRACE_TURNS.conform(turns).to_pylist()
     random.Random(2).shuffle(tb)
-    assert REPLAY_STEPS.conform(build_replay_steps(tb)).to_pylist() == REPLAY_STEPS.conform(steps).to_pylist()
+    assert AGENT_STEPS.conform(build_agent_steps(tb)).to_pylist() == AGENT_STEPS.conform(steps).to_pylist()
 
 
 def _long_session(n_rounds: int) -> list[dict]:
@@ -116,7 +116,7 @@ def test_500_turn_session_builds_full_context(tmp_path):
     p = write_lines(tmp_path, "long.jsonl", _long_session(250))  # 501 turns, 250 steps
     rows, _ = read_raw_lines(p, "k")
     turns = parse_turns(rows, "k")
-    steps = build_replay_steps(turns)
+    steps = build_agent_steps(turns)
     assert len(turns) == 501 and len(steps) == 250
     assert steps[-1]["n_context_messages"] == 1 + 2 * 249
     check_openai_messages(orjson.loads(steps[-1]["messages"]))

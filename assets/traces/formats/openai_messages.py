@@ -5,7 +5,7 @@ conversation (also a ``.json`` file holding a JSON array of such objects).
   elements), turn ids ``f"{session_key}:L{line}:{i}"`` -- unique and stable.
 * Each conversation starts with a ``role="meta"``, ``kind="conversation"`` header row
   whose ``extra`` holds the line's other top-level fields (``tools``, ``id``, ``model``,
-  metadata): the replay-step builder takes the real tool schemas from there.
+  metadata): the agent-step builder takes the real tool schemas from there.
 * roles: system/developer → system; user; assistant (``tool_calls`` normalized so that
   ``arguments`` is a JSON string; legacy ``function_call`` → one tool call with a
   synthetic id; ``reasoning_content`` / ``reasoning`` / ``thinking`` → ``thinking``);

@@ -1,6 +1,6 @@
 """Export a pairs-family table as files a trainer loads unchanged.
 
-``python -m assets.pairs.export --table sft_examples --format jsonl --out DIR`` writes
+``python -m dagster_project.export --table sft_examples --format jsonl --out DIR`` writes
 ``DIR/sft_examples.jsonl`` (or ``.parquet``) that ``datasets.load_dataset("json", ...)`` /
 ``("parquet", ...)`` reads as TRL conversational rows: JSON columns decoded into nested
 lists/dicts, tool-call ``arguments`` kept as JSON strings, ``content`` always a string.
@@ -28,15 +28,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from assets.pairs.tables import (
-    KTO_EXAMPLES,
-    NORMALIZED_PAIRS,
-    PREFERENCE_PAIRS,
-    SDPO_EXAMPLES,
-    SFT_EXAMPLES,
-)
+from assets.pairs.tables import NORMALIZED_PAIRS, PREFERENCE_PAIRS
 
-from assets.replay.tables import REPLAY_SAMPLE
+from assets.examples.tables import KTO_EXAMPLES, SDPO_EXAMPLES, SFT_EXAMPLES
+
+from assets.corpus.tables import REPLAY_SAMPLE
 from resources.lake import string_field
 
 TABLES = {s.name: s for s in (SFT_EXAMPLES, KTO_EXAMPLES, SDPO_EXAMPLES, PREFERENCE_PAIRS,
@@ -132,7 +128,7 @@ def export_table(lake, table: str, fmt: str, out_dir: str | Path, *, all_columns
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m assets.pairs.export", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m dagster_project.export", description=__doc__.split("\n\n")[0])
     ap.add_argument("--table", required=True, choices=sorted(TRL_COLUMNS))
     ap.add_argument("--format", default="jsonl", choices=FORMATS)
     ap.add_argument("--out", required=True, help="output directory")
@@ -141,11 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--all-columns", action="store_true", help="keep provenance columns too")
     ap.add_argument("--tools-format", default="auto", choices=("auto", "objects", "json"))
     args = ap.parse_args(argv)
-    import os
-
+    from resources import settings
     from resources.lake import DeltaLake
 
-    root = args.lake_root or os.environ.get("TRACELAKE_LAKE_ROOT") or "./lakehouse"
+    root = args.lake_root or settings.lake_root()
     path, n = export_table(DeltaLake(root=root), args.table, args.format, args.out,
                            all_columns=args.all_columns, sessions=args.session,
                            tools_format=args.tools_format)

@@ -1,6 +1,6 @@
-"""Teacher replay, the Dagster-free core: every step asked of every teacher.
+"""Teacher asking, the Dagster-free core: every step asked of every teacher.
 
-``await replay(steps, teachers, cache, budget)`` takes plain REPLAY_STEPS rows (dicts with
+``await ask_teachers(steps, teachers, cache, budget)`` takes plain AGENT_STEPS rows (dicts with
 ``session_key``, ``step_id``, ``messages`` and ``tools`` JSON), runtime teachers
 (``resources.teachers.TeacherSet``), a response cache and a budget, and returns the
 TEACHER_RESPONSES rows plus per-teacher totals.
@@ -118,7 +118,7 @@ class TeacherTotals:
 
 
 @dataclass
-class ReplayOutput:
+class AskResult:
     rows: list[dict[str, Any]]
     totals: dict[str, TeacherTotals]
     errors_by_kind: collections.Counter
@@ -184,7 +184,7 @@ def _cache_record(teacher: Teacher, req: TeacherRequest, out: CallOutcome, run_i
     }
 
 
-async def replay(
+async def ask_teachers(
     steps: Sequence[dict[str, Any]],
     teachers: Iterable[Teacher],
     cache: ResponseCache | None = None,
@@ -193,7 +193,7 @@ async def replay(
     reserve_bytes_per_token: float = 1.0,
     run_id: str | None = None,
     log: Any = None,
-) -> ReplayOutput:
+) -> AskResult:
     """Ask every teacher at every step; return TEACHER_RESPONSES rows and totals."""
     t_start = time.perf_counter()
     teachers = list(teachers)
@@ -251,7 +251,7 @@ async def replay(
         results[req.request_hash] = out
         done += 1
         if log is not None and (done % report_every == 0 or done == n_todo):
-            log.info(f"teacher replay: {done}/{n_todo} requests answered, "
+            log.info(f"teacher asking: {done}/{n_todo} requests answered, "
                      f"spent ${budget.spent:.4f}")
 
     async def call_one(t: Teacher, req: TeacherRequest) -> None:
@@ -359,7 +359,7 @@ async def replay(
 
     stats = {k: getattr(cache, k) for k in ("commits", "rows_written", "write_errors", "unflushed")
              if hasattr(cache, k)}
-    return ReplayOutput(
+    return AskResult(
         rows=rows, totals=totals, errors_by_kind=errors_by_kind, flags_by_kind=flags_by_kind,
         spent_usd=budget.spent, budget_usd=budget.limit,
         wall_seconds=time.perf_counter() - t_start, cache_stats=stats,

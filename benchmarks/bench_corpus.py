@@ -1,6 +1,6 @@
 """Replay sampling benchmark: draw 10k rows from a 1M-snapshot corpus vs reading it all.
 
-    .venv/bin/python benchmarks/bench_replay.py [--rows 1000000] [--k 10000] [--runs 5] [--no-evict]
+    .venv/bin/python benchmarks/bench_corpus.py [--rows 1000000] [--k 10000] [--runs 5] [--no-evict]
 
 Builds the corpus through the lake layer in large batches (realistic TRL content of
 ~300-1000 bytes; the last batch goes through ``lake.merge`` like a real materialization),
@@ -35,9 +35,9 @@ import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from assets.replay.corpus import id_hash64  # noqa: E402
-from assets.replay.store import draw_sample, evict  # noqa: E402
-from assets.replay.tables import INDEX_COLUMNS, REPLAY_CORPUS  # noqa: E402
+from assets.corpus.policy import id_hash64  # noqa: E402
+from assets.corpus.store import draw_sample, evict  # noqa: E402
+from assets.corpus.tables import INDEX_COLUMNS, REPLAY_CORPUS  # noqa: E402
 from resources.lake import DeltaLake, process_bytes_read, string_field  # noqa: E402
 
 REF = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -135,7 +135,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = ap.parse_args()
 
-    tmp = tempfile.mkdtemp(prefix="bench_replay_")
+    tmp = tempfile.mkdtemp(prefix="bench_corpus_")
     try:
         lake = DeltaLake(root=tmp)
         rng = np.random.default_rng(0)

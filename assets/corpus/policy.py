@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from resources.lake import in_predicate, sql_literal
 
-from .tables import REPLAY_CORPUS, SECTION_TYPES
+from assets.corpus.tables import REPLAY_CORPUS, SECTION_TYPES
 
 RECENCY_FLOOR = 0.01
 SCHEMES = ("recency", "uniform")
@@ -550,7 +550,7 @@ def to_trl_table(
     and optionally source / added_at for (at least) the selected ids. A selected id with
     no content (evicted between the two reads) is dropped.
     """
-    from .tables import REPLAY_SAMPLE
+    from assets.corpus.tables import REPLAY_SAMPLE
 
     content = content.combine_chunks()
     pos = pc.index_in(selection.column("section_id"), value_set=content.column("section_id"))

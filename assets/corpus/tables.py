@@ -1,4 +1,4 @@
-"""Table specs of the replay family: the one schema definition of each table.
+"""Table specs of the corpus family: the one schema definition of each table.
 
 ``replay_corpus`` keeps one snapshot per training section (keyed by a content hash) for
 as long as the eviction budget allows; ``replay_sample`` is the latest recency-weighted

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from resources.lake import DeltaLake, WriteResult, string_field
 
-from .corpus import (
+from assets.corpus.policy import (
     EvictionPlan,
     Snapshots,
     apply_sightings,
@@ -25,7 +25,7 @@ from .corpus import (
     to_trl_table,
     utc,
 )
-from .tables import (
+from assets.corpus.tables import (
     EVICTION_COLUMNS,
     INDEX_COLUMNS,
     REPLAY_CORPUS,

@@ -5,15 +5,11 @@ import json
 import pyarrow as pa
 import pytest
 
-from assets.pairs.export import export_table, main, trl_rows, write_rows
+from dagster_project.export import export_table, main, trl_rows, write_rows
 from assets.pairs.strategies import build_pairs, make_strategy, steps_from_rows
-from assets.pairs.tables import (
-    KTO_EXAMPLES,
-    PREFERENCE_PAIRS,
-    SDPO_EXAMPLES,
-    SFT_EXAMPLES,
-)
-from assets.pairs.training import kto_rows, make_hint, sdpo_rows, sft_rows
+from assets.pairs.tables import PREFERENCE_PAIRS
+from assets.examples.tables import KTO_EXAMPLES, SDPO_EXAMPLES, SFT_EXAMPLES
+from assets.examples.training import kto_rows, make_hint, sdpo_rows, sft_rows
 from resources.lake import DeltaLake
 from tests.pairs.data import TS, session
 
@@ -133,9 +129,9 @@ def test_replay_sample_exports_as_messages_and_preference_datasets(tmp_path):
     """The replay sample splits into the two TRL shapes, in rank order, with replay: ids."""
     import datasets
 
-    from assets.replay.store import draw_sample, write_sample
-    from assets.replay.tables import REPLAY_CORPUS, REPLAY_SAMPLE
-    from tests.replay.conftest import T0, corpus_row
+    from assets.corpus.store import draw_sample, write_sample
+    from assets.corpus.tables import REPLAY_CORPUS, REPLAY_SAMPLE
+    from tests.corpus.conftest import T0, corpus_row
 
     lake = DeltaLake(root=str(tmp_path / "lake"))
     lake.append(REPLAY_CORPUS, [corpus_row(i, age_days=i % 5, kind="preference" if i % 3 == 0 else "instruction")

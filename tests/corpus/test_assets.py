@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.pairs.tables import KTO_EXAMPLES, NORMALIZED_PAIRS, SFT_EXAMPLES
-from assets.replay import defs, replay_corpus, replay_sample
-from assets.replay.assets import replay_corpus_ids_unique, replay_sample_ids_prefixed
-from assets.replay.tables import REPLAY_CORPUS, REPLAY_SAMPLE
+from assets.pairs.tables import NORMALIZED_PAIRS
+
+from assets.examples.tables import KTO_EXAMPLES, SFT_EXAMPLES
+from assets.corpus import defs, replay_corpus, replay_sample
+from assets.corpus.assets import replay_corpus_ids_unique, replay_sample_ids_prefixed
+from assets.corpus.tables import REPLAY_CORPUS, REPLAY_SAMPLE
 from resources.lake import DeltaLake
 
 from .conftest import kto_row, pair_row, sft_row

@@ -1,6 +1,6 @@
 """Training sets derived from the traces (SFT, KTO, SDPO), as TRL conversational rows.
 
-All functions are pure: REPLAY_STEPS rows (and PREFERENCE_PAIRS rows for KTO) in, table
+All functions are pure: AGENT_STEPS rows (and PREFERENCE_PAIRS rows for KTO) in, table
 rows out, JSON columns as JSON strings (the exporter decodes them).
 """
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from assets.replay.corpus import make_snapshot
+from assets.corpus.policy import make_snapshot
 from resources.lake import DeltaLake
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)

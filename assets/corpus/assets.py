@@ -9,10 +9,12 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assets.pairs.tables import KTO_EXAMPLES, NORMALIZED_PAIRS, SFT_EXAMPLES
+from assets.pairs.tables import NORMALIZED_PAIRS
+
+from assets.examples.tables import KTO_EXAMPLES, SFT_EXAMPLES
 from resources.lake import DeltaLake
 
-from .corpus import (
+from assets.corpus.policy import (
     SCHEMES,
     Snapshots,
     composition,
@@ -22,8 +24,8 @@ from .corpus import (
     snapshots_from_sft,
     utc,
 )
-from .store import draw_sample, evict, upsert_snapshots, write_sample
-from .tables import REPLAY_CORPUS, REPLAY_EVICTIONS, REPLAY_SAMPLE
+from assets.corpus.store import draw_sample, evict, upsert_snapshots, write_sample
+from assets.corpus.tables import REPLAY_CORPUS, REPLAY_EVICTIONS, REPLAY_SAMPLE
 
 _SAMPLE_IDS = 20
 
@@ -61,7 +63,7 @@ def _json(obj) -> dg.MetadataValue:
 @dg.asset(
     key=REPLAY_CORPUS.asset_key,
     deps=[NORMALIZED_PAIRS.asset_key, SFT_EXAMPLES.asset_key, KTO_EXAMPLES.asset_key],
-    group_name="replay",
+    group_name="corpus",
     kinds={"delta"},
     description=REPLAY_CORPUS.description,
 )
@@ -135,7 +137,7 @@ def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig,
 @dg.asset(
     key=REPLAY_SAMPLE.asset_key,
     deps=[REPLAY_CORPUS.asset_key],
-    group_name="replay",
+    group_name="corpus",
     kinds={"delta"},
     description=REPLAY_SAMPLE.description,
 )

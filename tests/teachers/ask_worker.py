@@ -1,6 +1,6 @@
-"""Run a teacher replay in its own process (the kill -9 test kills it mid-way).
+"""Run a teacher asking in its own process (the kill -9 test kills it mid-way).
 
-    python -m tests.teachers.replay_worker <lake root> <steps.json> <pool.yaml>
+    python -m tests.teachers.ask_worker <lake root> <steps.json> <pool.yaml>
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 import sys
 
 from assets.teachers.cache import DeltaResponseCache
-from assets.teachers.replay import replay
+from assets.teachers.ask import ask_teachers
 from resources.lake import DeltaLake
 from resources.teachers import TeacherSet, load_pool_spec
 
@@ -22,7 +22,7 @@ async def main(root: str, steps_file: str, pool_file: str) -> None:
     cache = DeltaResponseCache(DeltaLake(root=root), flush_seconds=pool.cache.flush_seconds,
                                flush_rows=pool.cache.flush_rows, spool_fsync=pool.cache.spool_fsync)
     async with TeacherSet(pool) as teachers:
-        out = await replay(steps, teachers, cache, pool.budget_usd)
+        out = await ask_teachers(steps, teachers, cache, pool.budget_usd)
     print(json.dumps({"calls": out.calls, "cached": out.cached}), flush=True)
 
 

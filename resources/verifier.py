@@ -1,19 +1,19 @@
-"""The GPU resource: the verifier model that capture runs, on CUDA when present, else CPU.
+"""The verifier resource: the model that capture runs, on a GPU (CUDA) when present, else CPU.
 
-``GpuResource`` is configuration plus a loader; the model itself is loaded once per
+``VerifierResource`` is configuration plus a loader; the model itself is loaded once per
 process (``resources.models.load_causal_lm`` caches it, and loads a ``.gguf`` verifier from
 its dequantized copy, see ``resources.models.dequantized_gguf_dir``).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
+from resources import settings
 from resources.models import DEFAULT_MODEL, ModelRef, load_causal_lm, pick_device, pick_dtype
 
 @dataclass
@@ -36,7 +36,7 @@ class LoadedVerifier:
         return int(self.model.config.num_hidden_layers)
 
 
-class GpuResource(dg.ConfigurableResource):
+class VerifierResource(dg.ConfigurableResource):
     """The verifier model used by capture, placed on a GPU when one is present.
 
     ``verifier`` is a local HF-format directory, a ``.gguf`` file, or ``smollm2-135m`` (the
@@ -93,8 +93,8 @@ def gpu_k8s_config(gpus: int | None = None) -> dict[str, Any]:
     GPU nodes, an optional node selector. Tunable by environment, read at definition load:
     TRACELAKE_K8S_GPUS_PER_STEP (1), TRACELAKE_K8S_GPU_RESOURCE (nvidia.com/gpu),
     TRACELAKE_K8S_GPU_NODE_LABEL (key=value, empty: none)."""
-    gpus = int(gpus if gpus is not None else os.environ.get("TRACELAKE_K8S_GPUS_PER_STEP", "1"))
-    resource = os.environ.get("TRACELAKE_K8S_GPU_RESOURCE", "nvidia.com/gpu")
+    gpus = int(gpus if gpus is not None else settings.k8s_gpus_per_step())
+    resource = settings.k8s_gpu_resource()
     cfg: dict[str, Any] = {
         "container_config": {
             "resources": {
@@ -106,7 +106,7 @@ def gpu_k8s_config(gpus: int | None = None) -> dict[str, Any]:
             "tolerations": [{"key": resource, "operator": "Exists", "effect": "NoSchedule"}],
         },
     }
-    label = os.environ.get("TRACELAKE_K8S_GPU_NODE_LABEL", "")
+    label = settings.k8s_gpu_node_label()
     if "=" in label:
         k, v = label.split("=", 1)
         cfg["pod_spec_config"]["node_selector"] = {k: v}

@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import pyarrow.compute as pc
 
-from assets.replay.corpus import Snapshots, snapshots_from_pairs, snapshots_from_sft
-from assets.replay.store import draw_sample, evict, upsert_snapshots, write_sample
-from assets.replay.tables import REPLAY_CORPUS, REPLAY_EVICTIONS, REPLAY_SAMPLE
+from assets.corpus.policy import Snapshots, snapshots_from_pairs, snapshots_from_sft
+from assets.corpus.store import draw_sample, evict, upsert_snapshots, write_sample
+from assets.corpus.tables import REPLAY_CORPUS, REPLAY_EVICTIONS, REPLAY_SAMPLE
 from resources.lake import DeltaLake
 
 from .conftest import T0, corpus_row, pair_row, sft_row

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from assets.replay.corpus import (
+from assets.corpus.policy import (
     a_res_top_k,
     id_hash64,
     plan_eviction,
@@ -23,7 +23,7 @@ from assets.replay.corpus import (
     to_trl_rows,
     uniform_from_hash,
 )
-from assets.replay.tables import REPLAY_CORPUS
+from assets.corpus.tables import REPLAY_CORPUS
 
 from .conftest import T0, corpus_row, kto_row, pair_row, sft_row
 

@@ -1,4 +1,4 @@
-"""The data-juicer normalizer: which recipe normalizes preference pairs.
+"""The normalizer resource: which data-juicer recipe normalizes preference pairs.
 
 Recipes are YAML files (data-juicer configs) in ``recipes_dir``; ``recipe`` names one
 (file stem) — a user adds a recipe by dropping a YAML file there, no code change. The
@@ -8,17 +8,15 @@ in process, op by op, with its runtime pip installer blocked and op errors never
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
-# $TRACELAKE_RECIPES_DIR/replaysim (as dagster_project.settings.RECIPES_DIR), else the repo's
-DEFAULT_RECIPES_DIR = str(Path(os.environ.get("TRACELAKE_RECIPES_DIR")
-                               or Path(__file__).resolve().parents[1] / "recipes") / "replaysim")
+from resources import settings
+
+DEFAULT_RECIPES_DIR = str(settings.recipes_dir() / "replaysim")
 
 
 class Normalizer(dg.ConfigurableResource):
