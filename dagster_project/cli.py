@@ -46,36 +46,55 @@ def copy_samples(dest: Path) -> int:
     return n
 
 
-def materialize_all(instance=None, log=print) -> dict:
-    """Register a partition per session file and materialize the whole graph.
+def ingest_all(instance=None, log=print, *, defs=None, lake=None, sessions=None, run_config=None,
+               reread_unchanged: bool = True, keys=None, job=None):
+    """ONE run of the ingest job over every session file under the sessions root (new,
+    changed and deleted ones, and the unchanged ones read again), over the days they belong
+    to. Returns the run's result, or None when there are no session files."""
+    from dagster_project.definitions import INGEST_JOB
+    from dagster_project.definitions import defs as default_defs
+    from resources.lake import DeltaLake
+    from resources.sessions import SessionSource
+    from sensors.sessions import INGEST_QUEUE_TAG, plan_all, run_request_for
 
-    Session-partitioned assets run as ONE run over all keys (a single-run backfill: the
-    storage layer replaces exactly those partitions); the unpartitioned datasets follow.
+    defs = defs or default_defs
+    lake = lake or DeltaLake(root=settings.lake_root())
+    sessions = sessions or SessionSource(root=settings.sessions_dir())
+    batch, problems = plan_all(sessions, lake, reread_unchanged=reread_unchanged)
+    if keys is not None:
+        batch = [c for c in batch if c.key in set(keys)]
+    for path, what in problems:
+        log(f"  {path}: {what}")
+    if not batch:
+        return None
+    req = run_request_for(batch)
+    tags = {k: v for k, v in req.tags.items() if k != INGEST_QUEUE_TAG}
+    config = {**(run_config or {}), **req.run_config}
+    days = sorted({c.day for c in batch})
+    log(f"ingest + teachers + pairs over {len(batch)} session files, {len(days)} day(s) "
+        f"({days[0]} .. {days[-1]}), one run")
+    return defs.resolve_job_def(job or INGEST_JOB).execute_in_process(
+        run_config=config, instance=instance or _instance(), tags=tags, partition_key=req.partition_key,
+        raise_on_error=False)
+
+
+def materialize_all(instance=None, log=print) -> dict:
+    """Ingest every session file (one run over the days they belong to), then the datasets.
+
+    The ingest run rewrites exactly the sessions of those files (their (day, session) rows);
+    the unpartitioned datasets follow in a second run.
     """
-    from assets.partitions import SESSIONS
-    from dagster_project.definitions import DATASETS_JOB, INGEST_JOB, defs
+    from dagster_project.definitions import DATASETS_JOB, defs
     from resources.sessions import SessionSource
 
     migrate(log=log)
     instance = instance or _instance()
-    source = SessionSource()
-    keys = [f.key for f in source.scan()]
-    if not keys:
-        raise SystemExit(f"no session files under {source.root_path()}")
-    known = set(instance.get_dynamic_partitions(SESSIONS.name))
-    instance.add_dynamic_partitions(SESSIONS.name, [k for k in keys if k not in known])
-    ordered = instance.get_dynamic_partitions(SESSIONS.name)
-    present = [k for k in ordered if k in set(keys)]
-    summary = {"sessions": len(present)}
-    t0 = time.perf_counter()
-    log(f"ingest + replay + pairs over {len(present)} sessions (one run)")
     quiet = {"loggers": {"console": {"config": {"log_level": settings.log_level()}}}}
-    res = defs.resolve_job_def(INGEST_JOB).execute_in_process(
-        run_config=quiet,
-        instance=instance,
-        tags={"dagster/asset_partition_range_start": present[0],
-              "dagster/asset_partition_range_end": present[-1]},
-    )
+    t0 = time.perf_counter()
+    res = ingest_all(instance, log, run_config=quiet)
+    if res is None:
+        raise SystemExit(f"no session files under {SessionSource(root=settings.sessions_dir()).root_path()}")
+    summary = {"files": len(res.dagster_run.run_config["ops"]["read_session_files"]["config"]["changes"])}
     summary["ingest_run"] = res.run_id
     summary["ingest_s"] = round(time.perf_counter() - t0, 1)
     if not res.success:

@@ -32,8 +32,8 @@ def _asset_keys(assets, pred) -> list[dg.AssetKey]:
 def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | None = None) -> dg.Definitions:
     families = dg.Definitions.merge(*(_family(f) for f in FAMILIES))
     assets = list(families.assets or [])
-    # Everything partitioned by session runs together, per new or grown file (the sensor)
-    # or over many files at once (a backfill). The unpartitioned datasets derive from all
+    # Everything partitioned by day runs together: the changed files of a sensor tick, or
+    # every file of a date range (a backfill). The unpartitioned datasets derive from all
     # of it and follow on their own (eager: once an upstream partition updated and nothing
     # upstream is still running). Assets tagged tracelake/manual (e.g. rag runs) are not
     # part of either.
@@ -53,7 +53,11 @@ def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | N
     ingest_job = dg.define_asset_job(
         INGEST_JOB,
         selection=dg.AssetSelection.assets(*session_keys),
-        description="Per session: raw_traces → trace_turns → agent_steps → teacher_responses → pairs and training sets.",
+        description="The changed session files of a tick (or every file of a date range): session_files + "
+                    "raw_traces → trace_turns → agent_steps → teacher_responses → pairs and training sets, "
+                    "all steps in one process.",
+        # the CPU chain in one process: a step costs its work, not a process start and an import
+        executor_def=dg.in_process_executor,
     )
     datasets_job = dg.define_asset_job(
         DATASETS_JOB,

@@ -119,8 +119,8 @@ def export_table(lake, table: str, fmt: str, out_dir: str | Path, *, all_columns
         rows = lake.read(spec, filter=is_pref if REPLAY_PARTS[table] else ~is_pref).to_pylist()
         rows.sort(key=lambda r: r["rank"])
     else:
-        parts = list(sessions) if sessions and spec.partition_by else None
-        rows = lake.read(spec, partitions=parts).to_pylist()
+        flt = string_field("session_key").isin(list(sessions)) if sessions else None
+        rows = lake.read(spec, filter=flt).to_pylist()
         rows.sort(key=lambda r: (r.get("session_key") or "", r.get("step_id") or "", r[_id_column(table)]))
     out = trl_rows(table, rows, all_columns=all_columns, tools_format=tools_format)
     ext = "jsonl" if fmt == "jsonl" else "parquet"
@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--format", default="jsonl", choices=FORMATS)
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--lake-root", default=None, help="lake root (default: $TRACELAKE_LAKE_ROOT or ./lakehouse)")
-    ap.add_argument("--session", action="append", default=None, help="only these session partitions")
+    ap.add_argument("--session", action="append", default=None, help="only these sessions (session keys)")
     ap.add_argument("--all-columns", action="store_true", help="keep provenance columns too")
     ap.add_argument("--tools-format", default="auto", choices=("auto", "objects", "json"))
     args = ap.parse_args(argv)

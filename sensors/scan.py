@@ -26,12 +26,8 @@ from typing import Any, Mapping
 
 from assets.traces.registry import classify, day_of, probe_file
 
-SEP = "~"
-SESSION_SUFFIXES = (".jsonl", ".json", ".traj")
-
-
-def key_for(relpath: str) -> str:
-    return relpath.replace(os.sep, "/").strip("/").replace("/", SEP)
+from resources.sessions import SESSION_SUFFIXES
+from resources.sessions import session_key_for as key_for
 
 
 @dataclass

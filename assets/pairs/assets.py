@@ -23,10 +23,10 @@ from assets.pairs.strategies import (
     steps_from_rows,
 )
 from assets.pairs.tables import NORMALIZED_PAIRS, PAIR_REJECTIONS, PREFERENCE_PAIRS
-from assets.partitions import SESSION_BACKFILL, SESSIONS
+from assets.partitions import SESSION_BACKFILL, SESSIONS, check_scope, run_sessions
 from assets.teachers.tables import TEACHER_RESPONSES
 from assets.traces.tables import AGENT_STEPS
-from resources.lake import DeltaLake, metadata_for, partition_keys_of
+from resources.lake import DeltaLake, metadata_for
 from assets.pairs.normalizer import Normalizer
 
 GROUP = "pairs"
@@ -40,8 +40,8 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _read_steps(lake: DeltaLake, keys: list[str]) -> list[dict]:
-    return lake.read(AGENT_STEPS, columns=STEP_COLUMNS, partitions=keys).to_pylist()
+def _read_steps(lake: DeltaLake, scope) -> list[dict]:
+    return lake.read(AGENT_STEPS, columns=STEP_COLUMNS, scope=scope).to_pylist()
 
 
 # ------------------------------------------------------------------ preference_pairs
@@ -90,14 +90,15 @@ def strategies_from_config(config: PairsConfig, judge: PairJudge | None) -> tupl
 )
 def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, lake: DeltaLake,
                      pair_judge: PairJudge) -> dg.MaterializeResult:
-    keys = partition_keys_of(context)
+    rs = run_sessions(context, lake)
+    keys = rs.keys
     t0 = time.perf_counter()
-    step_rows = _read_steps(lake, keys)
-    teacher_rows = lake.read(TEACHER_RESPONSES, columns=TEACHER_COLUMNS, partitions=keys,
+    step_rows = _read_steps(lake, rs.scope)
+    teacher_rows = lake.read(TEACHER_RESPONSES, columns=TEACHER_COLUMNS, scope=rs.scope,
                              filter=pc.field("status") == "ok").to_pylist()
     strategies, skipped = strategies_from_config(config, pair_judge)
     rows, report = build_pairs(steps_from_rows(step_rows, teacher_rows), strategies, _now())
-    result = lake.replace_partitions(PREFERENCE_PAIRS, rows, keys)
+    result = lake.replace_sessions(PREFERENCE_PAIRS, rs.stamp(rows), rs.scope)
     by_source = Counter(f"{r['chosen_source']} > {r['rejected_source']}" for r in rows)
     md = result.metadata() | {
         "pairs": dg.MetadataValue.int(len(rows)),
@@ -185,8 +186,9 @@ def pair_problems(row: dict) -> str:
 
 
 @dg.asset_check(asset=PREFERENCE_PAIRS.asset_key, description="chosen/rejected non-empty and different")
-def preference_pairs_valid(lake: DeltaLake) -> dg.AssetCheckResult:
-    rows = lake.read(PREFERENCE_PAIRS, columns=["pair_id", "chosen", "rejected"]).to_pylist()
+def preference_pairs_valid(context: dg.AssetCheckExecutionContext, lake: DeltaLake) -> dg.AssetCheckResult:
+    rows = lake.read(PREFERENCE_PAIRS, columns=["pair_id", "chosen", "rejected"],
+                     scope=check_scope(context, lake)).to_pylist()
     bad = [(r["pair_id"], p) for r in rows if (p := pair_problems(r))]
     return dg.AssetCheckResult(passed=not bad, metadata={
         "pairs": len(rows), "invalid": len(bad),

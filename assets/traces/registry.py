@@ -29,9 +29,7 @@ __all__ = [
     "classify", "head_fingerprint",
 ]
 
-# First daily partition. Sessions that started earlier are filed under this day (their
-# true start stays in the registry's started_at).
-FIRST_DAY = "2023-01-01"
+from assets.partitions import FIRST_DAY  # noqa: E402  (the first daily partition)
 HEAD_BYTES = 4096  # bytes hashed to tell an appended file from a rewritten one
 START_SCAN_BYTES = 256 * 1024  # bytes searched for the session's first timestamp
 
@@ -159,3 +157,100 @@ def classify(prev: Mapping[str, Any] | None, size: int, mtime_ns: int, path: str
 
 def relpath_of(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
+
+
+# ----------------------------------------------------------------- one file, one run
+
+DOCUMENT_SUFFIXES = (".json", ".traj")  # one JSON document per file (re-written whole)
+
+
+@dataclass
+class FileRead:
+    """What a run made of one changed file: its registry row and its bronze rows."""
+
+    registry: dict
+    raw: list[dict]
+    stats: dict
+
+
+def read_change(root: Path, key: str, relpath: str, change: str, prev: Mapping[str, Any] | None, *,
+                run_id: str, now: datetime, today: date | None = None) -> FileRead:
+    """Read one file of a run to a consistent point and make its registry row and raw rows.
+
+    The file is read up to the size it had when opened (a file still being appended to
+    is taken up to there; an unfinished last line is quarantined as ``truncated`` and
+    read whole once the file changes again, which the next tick sees). A file that
+    vanished or cannot be read keeps its rows in the lake; its registry row says why.
+    """
+    from assets.traces.raw import rows_of_file_bytes
+
+    path = root / relpath
+    first_seen = prev["first_seen_at"] if prev is not None and prev.get("first_seen_at") else now
+    base = {"session_key": key, "path": relpath, "run_id": run_id, "first_seen_at": first_seen,
+            "last_seen_at": now, "change": change, "prev_day": None}
+    keep = {f: prev.get(f) for f in ("format", "day", "started_at", "size", "mtime_ns", "head_len", "head_fp",
+                                     "lines")} if prev is not None else {}
+    if change == "deleted":
+        if prev is None:
+            return FileRead({}, [], {"skipped": "unknown file"})
+        if os.path.lexists(path):
+            change = base["change"] = "rewritten"  # deleted, then back before its run
+        else:
+            return FileRead({**keep, **base, "status": "deleted", "reason": None}, [], {})
+    try:
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            data = fh.read(st.st_size)
+    except FileNotFoundError:
+        if prev is None:
+            return FileRead({}, [], {"skipped": "vanished before it was read"})
+        return FileRead({**keep, **base, "status": "vanished",
+                         "reason": "the file vanished before this run read it; its rows are kept until "
+                                   "the sensor sees it gone"}, [], {})
+    except OSError as exc:
+        reason = f"unreadable: {type(exc).__name__}: {exc.strerror or exc}"
+        if prev is None:
+            row = {**base, "format": None, "day": day_of(None, time_ns_now(), today), "started_at": None,
+                   "size": -1, "mtime_ns": -1, "head_len": 0, "head_fp": "", "lines": None}
+        else:
+            row = {**keep, **base}
+        try:
+            lst = os.stat(path)
+            row["size"], row["mtime_ns"] = lst.st_size, lst.st_mtime_ns  # retried once it changes
+        except OSError:
+            pass
+        return FileRead({**row, "status": "unreadable", "reason": reason}, [], {})
+    pr = probe_bytes(data[:START_SCAN_BYTES], len(data), st.st_mtime_ns)
+    if (prev is not None and prev.get("status") != "deleted" and prev.get("head_len")
+            and len(data) >= prev["size"] and len(data) >= prev["head_len"]
+            and head_fingerprint(data[: prev["head_len"]]) == prev["head_fp"] and prev.get("day")):
+        day, started = prev["day"], prev.get("started_at")  # same session, grown: same day
+        if change == "rewritten":
+            change = base["change"] = "appended"
+    else:
+        day, started = day_of(pr.started_at, st.st_mtime_ns, today), pr.started_at
+        if prev is not None and change == "appended":
+            change = base["change"] = "rewritten"
+    if prev is not None and prev.get("day") and prev["day"] != day and prev.get("status") != "deleted":
+        base["prev_day"] = prev["day"]
+    raw, stats = rows_of_file_bytes(data, key, source_file=str(path), now=now,
+                                    json_document=path.suffix.lower() in DOCUMENT_SUFFIXES)
+    fmt = stats.get("source_format") or "unknown"
+    if not data:
+        status, reason = "empty", None
+    elif fmt == "unknown":
+        status, reason = "not_session", "no known transcript format in its records (lines kept in bronze)"
+    else:
+        status, reason = "ingested", None
+    for r in raw:
+        r["day"] = day
+    row = {**base, "format": fmt, "day": day, "started_at": started, "size": len(data),
+           "mtime_ns": st.st_mtime_ns, "head_len": pr.head_len, "head_fp": pr.head_fp,
+           "lines": len(raw), "status": status, "reason": reason}
+    return FileRead(row, raw, stats)
+
+
+def time_ns_now() -> int:
+    import time
+
+    return time.time_ns()
