@@ -116,13 +116,34 @@ def sessions_from_registry(rows: Iterable[dict]) -> RunSessions:
     return rs
 
 
-def run_sessions(context, lake: DeltaLake) -> RunSessions:
-    """The sessions this run's registry step recorded (see assets.traces.assets.session_files)."""
+def run_sessions(context, lake: DeltaLake, upstream=None) -> RunSessions:
+    """The sessions this run rewrites.
+
+    In a run whose registry step ran (the sensor's runs, backfills of the ingest job): the
+    files that step recorded. An asset materialized on its own for some days (from the UI,
+    a test, a lake migrated without a registry) takes every session of those days: the
+    registry's files of those days and the sessions ``upstream`` (a TableSpec) holds there.
+    """
     from assets.traces.tables import SESSION_FILES
 
     reg = lake.read(SESSION_FILES, columns=REGISTRY_COLUMNS,
                     filter=string_field("run_id") == run_id_of(context))
-    return sessions_from_registry(reg.to_pylist())
+    if reg.num_rows:
+        return sessions_from_registry(reg.to_pylist())
+    days = partition_days(context)
+    rs = RunSessions()
+    if not days:
+        return rs
+    reg = lake.read(SESSION_FILES, columns=REGISTRY_COLUMNS, filter=string_field("day").isin(days))
+    for r in reg.to_pylist():
+        if r["status"] in LIVE:
+            rs.day_of[r["session_key"]] = r["day"]
+            rs.sizes[r["session_key"]] = max(int(r.get("size") or 0), 0)
+    if upstream is not None:
+        t = lake.read(upstream, columns=["session_key", "day"], filter=string_field("day").isin(days))
+        for k, d in zip(t.column("session_key").to_pylist(), t.column("day").to_pylist()):
+            rs.day_of.setdefault(k, d)
+    return rs
 
 
 def partition_days(context) -> list[str]:

@@ -350,7 +350,7 @@ def lake_facts(lake_root: Path, sessions: Path) -> dict[str, Any]:
     return {"lines_in_files": sum(expected.values()), "raw_rows": raw.num_rows, "lost_rows": lost,
             "extra_rows": extra, "duplicate_rows": dup, "quarantined": dict(reasons),
             "files": len(expected), "nonempty_files": sum(1 for n in expected.values() if n),
-            "partitions": len(got)}
+            "sessions": len(got)}
 
 
 def teacher_table_facts(lake_root: Path) -> dict[str, Any]:

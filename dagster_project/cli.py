@@ -47,10 +47,11 @@ def copy_samples(dest: Path) -> int:
 
 
 def ingest_all(instance=None, log=print, *, defs=None, lake=None, sessions=None, run_config=None,
-               reread_unchanged: bool = True, keys=None, job=None):
-    """ONE run of the ingest job over every session file under the sessions root (new,
-    changed and deleted ones, and the unchanged ones read again), over the days they belong
-    to. Returns the run's result, or None when there are no session files."""
+               reread_unchanged: bool = True, keys=None, job=None) -> list:
+    """Ingest every session file under the sessions root (new, changed and deleted ones, and
+    the unchanged ones read again): one run of the ingest job per window of days (a run over
+    a date range records each day of it; see SessionSource.max_span_days). Returns the runs'
+    results (empty when there is nothing to ingest)."""
     from dagster_project.definitions import INGEST_JOB
     from dagster_project.definitions import defs as default_defs
     from resources.lake import DeltaLake
@@ -60,22 +61,23 @@ def ingest_all(instance=None, log=print, *, defs=None, lake=None, sessions=None,
     defs = defs or default_defs
     lake = lake or DeltaLake(root=settings.lake_root())
     sessions = sessions or SessionSource(root=settings.sessions_dir())
-    batch, problems = plan_all(sessions, lake, reread_unchanged=reread_unchanged)
+    batches, problems = plan_all(sessions, lake, reread_unchanged=reread_unchanged)
     if keys is not None:
-        batch = [c for c in batch if c.key in set(keys)]
+        batches = [b for b in ([c for c in b if c.key in set(keys)] for b in batches) if b]
     for path, what in problems:
         log(f"  {path}: {what}")
-    if not batch:
-        return None
-    req = run_request_for(batch)
-    tags = {k: v for k, v in req.tags.items() if k != INGEST_QUEUE_TAG}
-    config = {**(run_config or {}), **req.run_config}
-    days = sorted({c.day for c in batch})
-    log(f"ingest + teachers + pairs over {len(batch)} session files, {len(days)} day(s) "
-        f"({days[0]} .. {days[-1]}), one run")
-    return defs.resolve_job_def(job or INGEST_JOB).execute_in_process(
-        run_config=config, instance=instance or _instance(), tags=tags, partition_key=req.partition_key,
-        raise_on_error=False)
+    results = []
+    for batch in batches:
+        req = run_request_for(batch)
+        tags = {k: v for k, v in req.tags.items() if k != INGEST_QUEUE_TAG}
+        config = {**(run_config or {}), **req.run_config}
+        days = sorted({c.day for c in batch})
+        log(f"ingest + teachers + pairs: {len(batch)} session files of {len(days)} day(s) "
+            f"({days[0]} .. {days[-1]}), one run")
+        results.append(defs.resolve_job_def(job or INGEST_JOB).execute_in_process(
+            run_config=config, instance=instance or _instance(), tags=tags, partition_key=req.partition_key,
+            raise_on_error=False))
+    return results
 
 
 def materialize_all(instance=None, log=print) -> dict:
@@ -91,14 +93,16 @@ def materialize_all(instance=None, log=print) -> dict:
     instance = instance or _instance()
     quiet = {"loggers": {"console": {"config": {"log_level": settings.log_level()}}}}
     t0 = time.perf_counter()
-    res = ingest_all(instance, log, run_config=quiet)
-    if res is None:
+    results = ingest_all(instance, log, run_config=quiet)
+    if not results:
         raise SystemExit(f"no session files under {SessionSource(root=settings.sessions_dir()).root_path()}")
-    summary = {"files": len(res.dagster_run.run_config["ops"]["read_session_files"]["config"]["changes"])}
-    summary["ingest_run"] = res.run_id
+    summary = {"files": sum(len(r.dagster_run.run_config["ops"]["read_session_files"]["config"]["changes"])
+                            for r in results)}
+    summary["ingest_runs"] = [r.run_id for r in results]
     summary["ingest_s"] = round(time.perf_counter() - t0, 1)
-    if not res.success:
-        raise SystemExit(f"ingest run {res.run_id} failed")
+    failed = [r.run_id for r in results if not r.success]
+    if failed:
+        raise SystemExit(f"ingest run(s) {', '.join(failed)} failed")
     t0 = time.perf_counter()
     log("datasets: normalized pairs, replay corpus, prompt pool, capture shards, playbooks")
     res = defs.resolve_job_def(DATASETS_JOB).execute_in_process(run_config=quiet, instance=instance)

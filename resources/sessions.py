@@ -41,6 +41,8 @@ class SessionSource(dg.ConfigurableResource):
     max_bytes_per_tick: int = Field(default=256 * 1024 * 1024,
                                     description="Bytes one sensor tick hands to its run at most (one file more if "
                                                 "a single file is bigger).")
+    max_span_days: int = Field(default=7, description="Days one tick's run covers at most (a run over a date "
+                                                      "range records every day of it); other days wait.")
     hot_seconds: float = Field(default=900.0, description="Files modified this recently are statted every tick.")
     sweep_files_per_tick: int = Field(default=2000,
                                       description="Cold files statted per tick, in turn (finds in-place edits of "

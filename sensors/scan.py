@@ -21,6 +21,7 @@ import os
 import stat as statmod
 import time
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -33,17 +34,19 @@ from resources.sessions import session_key_for as key_for
 @dataclass
 class ScanState:
     dirs: dict[str, int] = field(default_factory=dict)
-    pending: dict[str, list] = field(default_factory=dict)  # key -> [size, mtime_ns, day, requested_at_s]
+    pending: dict[str, list] = field(default_factory=dict)  # key -> [size, mtime_ns, day, requested_at_s, path]
     sweep: int = 0
+    recheck: list[str] = field(default_factory=list)  # changed files that waited: statted next tick
 
     def to_json(self) -> dict:
-        return {"v": 2, "dirs": self.dirs, "pending": self.pending, "sweep": self.sweep}
+        return {"v": 2, "dirs": self.dirs, "pending": self.pending, "sweep": self.sweep, "recheck": self.recheck}
 
     @classmethod
     def from_json(cls, obj: Any) -> "ScanState":
         if not isinstance(obj, dict) or obj.get("v") != 2:
             return cls()  # a cursor of the per-file sensor (or none): start over; the registry knows the files
-        return cls(dict(obj.get("dirs") or {}), dict(obj.get("pending") or {}), int(obj.get("sweep") or 0))
+        return cls(dict(obj.get("dirs") or {}), dict(obj.get("pending") or {}), int(obj.get("sweep") or 0),
+                   list(obj.get("recheck") or []))
 
 
 @dataclass(frozen=True)
@@ -86,12 +89,15 @@ ACTIVE = ("ingested", "empty", "not_session", "unreadable", "partial")
 def scan(root: Path, state: ScanState, registry: Mapping[str, Mapping[str, Any]], *,
          max_files: int = 1000, max_bytes: int = 512 * 1024 * 1024, hot_seconds: float = 900.0,
          sweep_files: int = 2000, pending_ttl_s: float = 900.0, suffixes=SESSION_SUFFIXES,
+         max_span_days: int = 7,
          now: float | None = None, registry_keys: list[str] | None = None) -> ScanResult:
     """Compare the directory with the registry (+ pending requests); return one tick's batch.
 
     ``registry``: key -> row with path, size, mtime_ns, head_len, head_fp, day, status.
     """
     now = time.time() if now is None else now
+    state = ScanState(state.dirs, _unrecorded(state.pending, registry), state.sweep, state.recheck)
+    recheck_set = set(state.recheck)
     stats = {"dirs": 0, "dirs_listed": 0, "files_listed": 0, "files_statted": 0}
     problems: list[tuple[str, str]] = []
     observed: dict[str, tuple[str, int, int]] = {}  # key -> (relpath, size, mtime_ns)
@@ -168,7 +174,7 @@ def scan(root: Path, state: ScanState, registry: Mapping[str, Mapping[str, Any]]
         if parent in listed_dirs:
             # its directory was listed and the file was not there: deleted (or renamed)
             continue
-        if row["mtime_ns"] >= hot_ns or k in state.pending or k in sweep_set:
+        if row["mtime_ns"] >= hot_ns or k in state.pending or k in sweep_set or k in recheck_set:
             to_stat.append(k)
     for k in state.pending:
         if k not in registry and k not in observed:
@@ -216,64 +222,106 @@ def scan(root: Path, state: ScanState, registry: Mapping[str, Mapping[str, Any]]
         changes.append(Change(k, relpath, kind, size, mtime_ns, row["day"] if row else "",
                               row["day"] if row else None))
 
-    changes.sort(key=lambda c: (c.change != "deleted", c.mtime_ns, c.key))
-    batch: list[Change] = []
+    # Newest change first (live sessions before a backlog; deletions before all), within
+    # the bounds: count, bytes, and the span of days one run covers (a run over a date range
+    # records every day of the range, so a tick takes one window of days; the rest wait).
+    changes.sort(key=lambda c: (c.change != "deleted", -c.mtime_ns, c.key))
+    final: list[Change] = []
     nbytes = 0
     waiting, waiting_bytes = 0, 0
+    recheck: list[str] = []
+    lo = hi = None
+    probes = 0
+
+    def wait(c: Change) -> None:
+        nonlocal waiting, waiting_bytes
+        waiting += 1
+        waiting_bytes += max(c.size, 0)
+        if c.change == "new":
+            d = c.path.rpartition("/")[0]
+            new_files_by_dir[d] = new_files_by_dir.get(d, 0) + 1
+        else:
+            recheck.append(c.key)
+
     for c in changes:
         size = max(c.size, 0)
-        if batch and (len(batch) >= max_files or nbytes + size > max_bytes):
-            waiting += 1
-            waiting_bytes += size
-            if c.change == "new":
-                d = c.path.rpartition("/")[0]
-                new_files_by_dir[d] = new_files_by_dir.get(d, 0) + 1
+        if final and (len(final) >= max_files or nbytes + size > max_bytes or probes >= 4 * max_files):
+            wait(c)
             continue
-        batch.append(c)
-        nbytes += size
-
-    # read the heads of the batch: appended vs rewritten, and the day of new / rewritten files
-    final: list[Change] = []
-    for c in batch:
-        if c.change == "deleted":
-            final.append(c)
-            continue
-        full = root / c.path
-        row = registry.get(c.key)
-        kind = c.change
-        if kind in ("rewritten", "appended") and row is not None:
-            kind = classify(row, c.size, c.mtime_ns, full)
-        if kind == "appended" and row is not None:
-            final.append(Change(c.key, c.path, kind, c.size, c.mtime_ns, row["day"], None))
-            continue
-        pr = probe_file(full)
-        if pr.error:
-            problems.append((c.path, pr.error))
-            if "FileNotFound" in pr.error:
+        if c.change != "deleted":
+            probes += 1
+            r = _resolve(root, c, registry.get(c.key), problems)
+            if r is None:
                 continue
-        day = day_of(pr.started_at, c.mtime_ns)
-        prev_day = row["day"] if row is not None and row.get("status") != "deleted" and row["day"] != day else None
-        final.append(Change(c.key, c.path, kind if row is None or row.get("status") != "deleted" else "new",
-                            c.size, c.mtime_ns, day, prev_day))
+            c = r
+        days = [date.fromisoformat(d) for d in (c.day, c.prev_day) if d]
+        nlo, nhi = min(days + ([lo] if lo else [])), max(days + ([hi] if hi else []))
+        if final and (nhi - nlo).days >= max_span_days:
+            wait(c)
+            continue
+        lo, hi = nlo, nhi
+        final.append(c)
+        nbytes += size
 
     # the next state
     dirs = dict(new_dirs)
     for d, m in listed_dirs.items():
-        if not new_files_by_dir.get(d):
-            dirs[d] = m  # fully handed over: not listed again until it changes
+        # fully handed over: not listed again until it changes; else -1 (listed next tick)
+        dirs[d] = -1 if new_files_by_dir.get(d) else m
     pending = {}
     for k, p in state.pending.items():
         row = registry.get(k)
-        done = row is not None and ((p[0] == -1 and row.get("status") == "deleted")
-                                    or (row["size"] == p[0] and row["mtime_ns"] == p[1]))
-        if done:
-            continue
         if now - p[3] < pending_ttl_s:
             pending[k] = p
-        elif row is None and len(p) > 4:
+        elif row is None and len(p) > 4 and p[4].rpartition("/")[0] in dirs:
             # its run never recorded it (failed?): list its directory again next tick
-            dirs.pop(p[4].rpartition("/")[0], None)
+            dirs[p[4].rpartition("/")[0]] = -1
     for c in final:
         pending[c.key] = [c.size, c.mtime_ns, c.day, now, c.path]
-    new_state = ScanState(dirs, pending, (sweep_pos + cold_budget) if keys else 0)
+    new_state = ScanState(dirs, pending, (sweep_pos + cold_budget) if keys else 0, recheck)
     return ScanResult(final, waiting, waiting_bytes, problems, new_state, stats)
+
+
+def _resolve(root: Path, c: Change, row: Mapping[str, Any] | None, problems: list) -> Change | None:
+    """Read a changed file's head: appended vs rewritten, and the day of a new / rewritten one."""
+    full = root / c.path
+    kind = c.change
+    if kind in ("rewritten", "appended") and row is not None:
+        kind = classify(row, c.size, c.mtime_ns, full)
+    if kind == "appended" and row is not None:
+        return Change(c.key, c.path, kind, c.size, c.mtime_ns, row["day"], None)
+    pr = probe_file(full)
+    if pr.error:
+        problems.append((c.path, pr.error))
+        if "FileNotFound" in pr.error:
+            return None
+    day = day_of(pr.started_at, c.mtime_ns)
+    live = row is not None and row.get("status") != "deleted"
+    prev_day = row["day"] if live and row["day"] != day else None
+    return Change(c.key, c.path, kind if live or row is None else "new", c.size, c.mtime_ns, day, prev_day)
+
+
+def split_by_span(batch: list[Change], max_span_days: int = 7) -> list[list[Change]]:
+    """Group changes whose days lie within ``max_span_days`` of each other (one run each)."""
+    groups: list[list[Change]] = []
+    lo = None
+    for c in sorted(batch, key=lambda c: (min(d for d in (c.day, c.prev_day) if d), c.key)):
+        days = [date.fromisoformat(d) for d in (c.day, c.prev_day) if d]
+        if groups and lo is not None and (max(days) - lo).days < max_span_days:
+            groups[-1].append(c)
+        else:
+            groups.append([c])
+            lo = min(days)
+    return groups
+
+
+def _unrecorded(pending: dict[str, list], registry: Mapping[str, Mapping[str, Any]]) -> dict[str, list]:
+    """The pending requests whose run has not recorded them in the registry yet."""
+    out = {}
+    for k, p in pending.items():
+        row = registry.get(k)
+        if row is not None and ((p[0] == -1 and row.get("status") == "deleted")
+                                or (row["size"] == p[0] and row["mtime_ns"] == p[1])):
+            continue
+        out[k] = p
+    return out

@@ -22,7 +22,7 @@ import dagster as dg
 from assets.traces.tables import SESSION_FILES
 from resources.lake import DeltaLake
 from resources.sessions import SessionSource
-from sensors.scan import ScanState, scan
+from sensors.scan import ScanState, scan, split_by_span
 
 SENSOR_NAME = "session_files"
 READ_OP = "read_session_files"  # the step of the ingest job that takes the file list
@@ -100,7 +100,7 @@ def build_session_sensor(job: dg.UnresolvedAssetJobDefinition | dg.JobDefinition
         registry, keys = registry_snapshot(lake)
         res = scan(root, state, registry, registry_keys=keys, max_files=sessions.max_files_per_tick,
                    max_bytes=sessions.max_bytes_per_tick, hot_seconds=sessions.hot_seconds,
-                   sweep_files=sessions.sweep_files_per_tick)
+                   sweep_files=sessions.sweep_files_per_tick, max_span_days=sessions.max_span_days)
         for path, what in res.problems[:50]:
             context.log.warning(f"{path}: {what}")
         if len(res.problems) > 50:
@@ -124,14 +124,15 @@ def build_session_sensor(job: dg.UnresolvedAssetJobDefinition | dg.JobDefinition
 
 
 def plan_all(sessions: SessionSource, lake: DeltaLake, *, reread_unchanged: bool = True):
-    """Every session file under the root as one batch (``tracelake materialize``, tests):
-    new, changed and deleted files as a tick would see them, without the per-tick bounds,
-    plus (``reread_unchanged``) every unchanged registered file, read again."""
+    """Every session file under the root (``tracelake materialize``, tests): new, changed and
+    deleted files as a tick would see them, without the per-tick bounds, plus
+    (``reread_unchanged``) every unchanged registered file, read again. Returns
+    ``(batches, problems)``: one batch per window of ``max_span_days`` days (one run each)."""
     from sensors.scan import Change
 
     registry, keys = registry_snapshot(lake)
     res = scan(sessions.root_path(), ScanState(), registry, registry_keys=keys, max_files=10**9,
-               max_bytes=1 << 62, sweep_files=len(keys) + 1, hot_seconds=float("inf"))
+               max_bytes=1 << 62, sweep_files=len(keys) + 1, hot_seconds=float("inf"), max_span_days=10**6)
     batch = list(res.batch)
     if reread_unchanged:
         seen = {c.key for c in batch}
@@ -139,4 +140,4 @@ def plan_all(sessions: SessionSource, lake: DeltaLake, *, reread_unchanged: bool
             r = registry[k]
             if k not in seen and r["status"] != "deleted" and (sessions.root_path() / r["path"]).exists():
                 batch.append(Change(k, r["path"], "backfill", r["size"], r["mtime_ns"], r["day"]))
-    return batch, res.problems
+    return split_by_span(batch, sessions.max_span_days), res.problems

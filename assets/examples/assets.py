@@ -40,7 +40,7 @@ def _partitioned(spec, deps, description=None):
 
 @dg.asset(**_partitioned(SFT_EXAMPLES, [AGENT_STEPS.asset_key]))
 def sft_examples(context: dg.AssetExecutionContext, lake: DeltaLake) -> dg.MaterializeResult:
-    rs = run_sessions(context, lake)
+    rs = run_sessions(context, lake, AGENT_STEPS)
     keys = rs.keys
     rows, skipped = sft_rows(_read_steps(lake, rs.scope), _now())
     w = lake.replace_sessions(SFT_EXAMPLES, rs.stamp(rows), rs.scope)
@@ -54,7 +54,7 @@ def sft_examples(context: dg.AssetExecutionContext, lake: DeltaLake) -> dg.Mater
 
 @dg.asset(**_partitioned(KTO_EXAMPLES, [AGENT_STEPS.asset_key, PREFERENCE_PAIRS.asset_key]))
 def kto_examples(context: dg.AssetExecutionContext, lake: DeltaLake) -> dg.MaterializeResult:
-    rs = run_sessions(context, lake)
+    rs = run_sessions(context, lake, AGENT_STEPS)
     keys = rs.keys
     pairs = lake.read(PREFERENCE_PAIRS, columns=["session_key", "step_id", "prompt", "chosen", "tools",
                                                  "chosen_source"], scope=rs.scope).to_pylist()
@@ -76,7 +76,7 @@ class SdpoConfig(dg.Config):
 
 @dg.asset(**_partitioned(SDPO_EXAMPLES, [AGENT_STEPS.asset_key]))
 def sdpo_examples(context: dg.AssetExecutionContext, config: SdpoConfig, lake: DeltaLake) -> dg.MaterializeResult:
-    rs = run_sessions(context, lake)
+    rs = run_sessions(context, lake, AGENT_STEPS)
     keys = rs.keys
     rows, counts = sdpo_rows(_read_steps(lake, rs.scope), _now(), hint_role=config.hint_role,
                              max_hint_chars=config.max_hint_chars)

@@ -90,7 +90,7 @@ def strategies_from_config(config: PairsConfig, judge: PairJudge | None) -> tupl
 )
 def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, lake: DeltaLake,
                      pair_judge: PairJudge) -> dg.MaterializeResult:
-    rs = run_sessions(context, lake)
+    rs = run_sessions(context, lake, AGENT_STEPS)
     keys = rs.keys
     t0 = time.perf_counter()
     step_rows = _read_steps(lake, rs.scope)

@@ -76,7 +76,7 @@ def teacher_responses(
     lake: DeltaLake,
     teachers: TeacherPool,
 ) -> dg.MaterializeResult:
-    rs = run_sessions(context, lake)
+    rs = run_sessions(context, lake, AGENT_STEPS)
     keys = rs.keys
     pool = teachers.pool_spec()
     cap = config.max_steps_per_session

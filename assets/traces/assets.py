@@ -205,7 +205,7 @@ def _write_md(writes, sums: "SessionSums", count_col: str) -> dict:
     description=TRACE_TURNS.description,
 )
 def trace_turns(context: dg.AssetExecutionContext, lake: DeltaLake):
-    rs = run_sessions(context, lake)
+    rs = run_sessions(context, lake, RAW_TRACES)
     sums = SessionSums({"turns": lambda r: 1, "tool_errors": lambda r: r.get("tool_error"),
                         "input_tokens": lambda r: r.get("input_tokens"),
                         "output_tokens": lambda r: r.get("output_tokens"),
@@ -251,7 +251,7 @@ def trace_turns(context: dg.AssetExecutionContext, lake: DeltaLake):
     description=AGENT_STEPS.description,
 )
 def agent_steps(context: dg.AssetExecutionContext, lake: DeltaLake):
-    rs = run_sessions(context, lake)
+    rs = run_sessions(context, lake, TRACE_TURNS)
     sums = SessionSums({"steps": lambda r: 1, "error_sites": lambda r: r["is_error_site"],
                         "caused_errors": lambda r: r["caused_error"],
                         "sidechain": lambda r: r.get("is_sidechain"),

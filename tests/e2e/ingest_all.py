@@ -40,21 +40,23 @@ def main(argv: list[str] | None = None) -> int:
     from dagster_project.definitions import INGEST_JOB, defs
 
     job = defs.resolve_job_def(args.job or INGEST_JOB)
-    res = ingest_all(instance, lambda m: print(m, file=sys.stderr), keys=keys, job=args.job or None)
-    if res is None:
+    results = ingest_all(instance, lambda m: print(m, file=sys.stderr), keys=keys, job=args.job or None)
+    if not results:
         print("no session files", file=sys.stderr)
         return 2
-    changes = res.dagster_run.run_config["ops"]["read_session_files"]["config"]["changes"]
+    changes = [c for r in results for c in r.dagster_run.run_config["ops"]["read_session_files"]["config"]["changes"]]
     ordered = sorted(c["key"] for c in changes)
+    success = all(r.success for r in results)
     from dagster_project import definitions as d
 
     TABLES = d.all_tables()
     job_keys = sorted(k.to_user_string() for k in job.asset_layer.executable_asset_keys)
     tables = {s.asset_key.to_user_string(): s.path for s in TABLES}
-    out = {"run_id": res.run_id, "success": res.success, "files": len(ordered),
+    out = {"run_id": results[-1].run_id, "run_ids": [r.run_id for r in results], "success": success,
+           "files": len(ordered),
            "keys": ordered, "days": sorted({c["day"] for c in changes}), "seconds": round(time.perf_counter() - t0, 2), "assets": job_keys,
            "tables": {k: tables[k] for k in job_keys if k in tables}}
-    if res.success and args.datasets:
+    if success and args.datasets:
         from dagster_project.definitions import DATASETS_JOB
 
         r2 = defs.resolve_job_def(DATASETS_JOB).execute_in_process(instance=instance, raise_on_error=False)
