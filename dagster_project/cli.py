@@ -118,7 +118,7 @@ def migrate(lake=None, log=print) -> list:
     from dagster_project.migrate import migrate_lake
     from resources.lake import DeltaLake
 
-    done = migrate_lake(lake or DeltaLake(root=settings.LAKE_ROOT))
+    done = migrate_lake(lake or DeltaLake(root=settings.lake_root()), settings.sessions_dir())
     for m in done:
         log(f"migrated {m}")
     return done
