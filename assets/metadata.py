@@ -62,6 +62,65 @@ def md_sizes(values: Sequence[float]) -> dg.MetadataValue:
                                   "p95": p95, "max": max(values, default=None)})
 
 
+def _clip(value: Any, width: int, tail: bool = False) -> str:
+    s = " ".join(str("" if value is None else value).split())
+    if len(s) <= width:
+        return s
+    return "…" + s[-(width - 1):] if tail else s[: width - 1] + "…"
+
+
+def _message_preview(m: Mapping[str, Any]) -> str:
+    parts = [str(m.get("content") or "")]
+    for tc in m.get("tool_calls") or []:
+        fn = tc.get("function") or {}
+        parts.append(f"{fn.get('name')}({fn.get('arguments')})")
+    return f"{m.get('role', '?')}: " + " ".join(p for p in parts if p)
+
+
+def json_preview(value: Any) -> str:
+    """A JSON messages column (list of messages) or message, read as text."""
+    import json
+
+    if isinstance(value, str) and value[:1] in ("[", "{"):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, Mapping):
+        value = [value]
+    if isinstance(value, list) and all(isinstance(m, Mapping) for m in value):
+        return " ⏎ ".join(_message_preview(m) for m in value)
+    return "" if value is None else str(value)
+
+
+def md_preview(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, Callable[[Mapping[str, Any]], Any]],
+               n: int = 3, width: int = 160, tail_columns: Sequence[str] = ()) -> dg.MetadataValue:
+    """A markdown preview of the first ``n`` rows: one line per row, each column a function
+    of the row, clipped to ``width`` characters (``tail_columns`` keep their END, e.g. the
+    end of a prompt)."""
+    lines = [[_clip(fn(r), width, name in tail_columns) for name, fn in columns.items()] for r in rows[:n]]
+    return md_table(list(columns), lines, empty="_no rows_")
+
+
+def pair_preview(rows: Sequence[Mapping[str, Any]], n: int = 3, why: Callable[[Mapping[str, Any]], Any] | None = None
+                 ) -> dg.MetadataValue:
+    """Preference pairs as a user reads them: end of the prompt, chosen, rejected, why."""
+    def default_why(r):
+        bits = [r.get("strategy") or ""]
+        if r.get("rejected_failure"):
+            bits.append(f"rejected failed: {r['rejected_failure']}")
+        if r.get("chosen_source"):
+            bits.append(f"{r.get('chosen_source')} > {r.get('rejected_source')}")
+        return "; ".join(b for b in bits if b)
+
+    return md_preview(rows, {
+        "prompt (end)": lambda r: json_preview(r.get("prompt")),
+        "chosen": lambda r: json_preview(r.get("chosen")),
+        "rejected": lambda r: json_preview(r.get("rejected")),
+        "why": why or default_why,
+    }, n=n, tail_columns=("prompt (end)",))
+
+
 class SessionSums:
     """Per-session sums accumulated over the groups a big run writes in (``md_per_session``
     without holding every row)."""

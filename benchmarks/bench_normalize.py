@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     import datasets
 
     datasets.disable_progress_bars()
-    from assets.pairs.dj_env import ensure_data_juicer
+    from assets.pairs.normalize import ensure_data_juicer
     from assets.pairs.normalize import load_recipe
 
     ensure_data_juicer()

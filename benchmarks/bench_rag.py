@@ -147,7 +147,9 @@ def bench_ab(max_new_tokens: int, limit: int) -> dict:
     from assets.rag.gate import validate
     from assets.rag.report import markdown, report_rows
     from assets.rag.retrieval import PlaybookIndex
-    from assets.rag.runtime import RagRuntime, RunLog, read_tasks
+    from assets.rag.assets import RUN_COLUMNS
+    from assets.rag.runlog import RunLog, report_view
+    from assets.rag.runtime import RagRuntime, read_tasks
     from assets.rag.tables import RAG_RUNS
     from resources.lake import DeltaLake
 
@@ -159,7 +161,7 @@ def bench_ab(max_new_tokens: int, limit: int) -> dict:
     lake = DeltaLake(root=f"{tmp}/lake")
     cfg = load_rag_config(env={}, max_new_tokens=max_new_tokens, allow_escalation=False, spool_dir=f"{tmp}/spool")
     rt = RagRuntime(cfg, lake=lake, index=PlaybookIndex.build(pbs), run_log=RunLog(lake, f"{tmp}/spool"))
-    rt.local.load()
+    rt.local._model()  # load the weights before timing
     arms = {"with_retrieval": [], "no_retrieval": []}
     t0 = time.perf_counter()
     for t in tasks:
@@ -169,12 +171,12 @@ def bench_ab(max_new_tokens: int, limit: int) -> dict:
             own = validate(out.response, [], cfg.gate(), t.get("checks") or [])
             arms[arm].append({"id": t.get("id"), "gate": out.gate_passed, "rules": out.failed_rules,
                               "task_checks": own.passed, "local_ms": out.local_ms,
-                              "top": out.retrieved_ids[:1]})
+                              "top": out.retrieved_artifacts["rag_ids"][:1]})
             print(f"  {t.get('id')} {arm:<15} gate={'pass' if out.gate_passed else 'FAIL'} "
                   f"{','.join(out.failed_rules) or '-':<32} task-checks={'pass' if own.passed else 'FAIL'} "
                   f"{out.local_ms / 1000:.1f}s  {out.response[:70]!r}", flush=True)
     elapsed = time.perf_counter() - t0
-    rows = report_rows(lake.read(RAG_RUNS).to_pylist())
+    rows = report_rows(report_view(lake.read(RAG_RUNS, columns=RUN_COLUMNS).to_pylist()))
     res = {"tasks": len(tasks), "max_new_tokens": max_new_tokens, "seconds": round(elapsed, 1), **info}
     for arm, rs in arms.items():
         res[f"{arm}/gate_pass_rate"] = sum(r["gate"] for r in rs) / len(rs)

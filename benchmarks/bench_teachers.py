@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from assets.teachers.cache import DeltaResponseCache, MemoryResponseCache  # noqa: E402
 from assets.teachers.ask import ask_teachers  # noqa: E402
 from resources.lake import DeltaLake  # noqa: E402
-from resources.teachers import PoolSpec, TeacherSet  # noqa: E402
+from assets.teachers.pool import PoolSpec, TeacherSet  # noqa: E402
 
 
 class Server:

@@ -3,6 +3,7 @@
     tracelake demo                    bundled sample sessions → the whole graph, on a local lake
     tracelake materialize [--all]     materialize every session partition, then the datasets
     tracelake export --table T ...    write a training set as JSONL/Parquet for `datasets`
+    tracelake export --format atif --out DIR   every session of trace_turns as an ATIF trajectory
     tracelake migrate                 carry a lake of an older version over to today's table names
     tracelake rag run --task "..."    answer a task with the local model, gated, logged
 """
@@ -16,19 +17,8 @@ import time
 from importlib import resources as ir
 from pathlib import Path
 
+from dagster_project.instance import local_instance
 from resources import settings
-
-
-def _instance():
-    import dagster as dg
-
-    home = Path(settings.set_default("DAGSTER_HOME", str(Path(".dagster").resolve())))
-    home.mkdir(parents=True, exist_ok=True)
-    cfg = home / "dagster.yaml"
-    if not cfg.exists():
-        # no telemetry (this may run offline); one GPU-bound capture step at a time
-        cfg.write_text("telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n")
-    return dg.DagsterInstance.get()
 
 
 def copy_samples(dest: Path) -> int:
@@ -75,7 +65,7 @@ def ingest_all(instance=None, log=print, *, defs=None, lake=None, sessions=None,
         log(f"ingest + teachers + pairs: {len(batch)} session files of {len(days)} day(s) "
             f"({days[0]} .. {days[-1]}), one run")
         results.append(defs.resolve_job_def(job or INGEST_JOB).execute_in_process(
-            run_config=config, instance=instance or _instance(), tags=tags, partition_key=req.partition_key,
+            run_config=config, instance=instance or local_instance(), tags=tags, partition_key=req.partition_key,
             raise_on_error=False))
     return results
 
@@ -90,7 +80,7 @@ def materialize_all(instance=None, log=print) -> dict:
     from resources.sessions import SessionSource
 
     migrate(log=log)
-    instance = instance or _instance()
+    instance = instance or local_instance()
     quiet = {"loggers": {"console": {"config": {"log_level": settings.log_level()}}}}
     t0 = time.perf_counter()
     results = ingest_all(instance, log, run_config=quiet)

@@ -1,51 +1,66 @@
 """Everything tracelake runs, wired in one place.
 
-Each asset family (assets/<family>/__init__.py) brings its assets, checks, jobs and own
-resources as a `defs`; the shared resources (the lake, the session source) and the jobs
-and sensor that span families are defined here. Only `defs` is a Definitions object at
-module scope (what `dagster dev` / `dg` load).
+Each asset family's ``assets.py`` ends with its ``defs`` (assets, checks, jobs, the
+resources only it uses); this module imports each of them, upstream first, and adds what
+spans families: the shared resources (the lake, the session source), the ingest and
+datasets jobs, the session sensor, the refresh automation and the table maintenance.
+Only ``defs`` is a Definitions object at module scope (what ``dagster dev`` / ``dg`` load).
 """
-
-import importlib
 
 import dagster as dg
 
+from assets.capture import tables as capture_tables
+from assets.capture.assets import defs as capture
+from assets.corpus import tables as corpus_tables
+from assets.corpus.assets import defs as corpus
+from assets.examples import tables as examples_tables
+from assets.examples.assets import defs as examples
+from assets.pairs import tables as pairs_tables
+from assets.pairs.assets import defs as pairs
 from assets.partitions import SESSIONS
+from assets.rag import tables as rag_tables
+from assets.rag.assets import defs as rag
+from assets.teachers import tables as teachers_tables
+from assets.teachers.assets import defs as teachers
+from assets.traces import tables as traces_tables
+from assets.traces.assets import defs as traces
+from dagster_project.automation import automation_sensor, refresh_condition
+from dagster_project.maintenance import build_maintenance
 from resources import settings
 from resources.lake import DeltaLake, TableSpec
 from resources.sessions import SessionSource
 from sensors.sessions import build_session_sensor
 
-FAMILIES = ("traces", "teachers", "pairs", "examples", "corpus", "capture", "rag")
+# upstream first: traces -> teachers -> pairs -> examples -> corpus -> capture, rag
+FAMILIES = (traces, teachers, pairs, examples, corpus, capture, rag)
+TABLES: tuple[TableSpec, ...] = (
+    *traces_tables.TABLES, *teachers_tables.TABLES, *pairs_tables.TABLES, *examples_tables.TABLES,
+    *corpus_tables.TABLES, *capture_tables.TABLES, *rag_tables.TABLES,
+)
 INGEST_JOB = "ingest_sessions"
 DATASETS_JOB = "build_datasets"
 
 
-def _family(name: str) -> dg.Definitions:
-    return importlib.import_module(f"assets.{name}").defs
-
-
-def _asset_keys(assets, pred) -> list[dg.AssetKey]:
-    return [k for a in assets if isinstance(a, dg.AssetsDefinition) and pred(a) for k in a.keys]
+def _per_session(a: dg.AssetsDefinition) -> bool:
+    """Does the step write session partitions (possibly beside an unpartitioned side table)?"""
+    return any(spec.partitions_def == SESSIONS for spec in a.specs)
 
 
 def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | None = None) -> dg.Definitions:
-    families = dg.Definitions.merge(*(_family(f) for f in FAMILIES))
+    families = dg.Definitions.merge(*FAMILIES)
     assets = list(families.assets or [])
-    # Everything partitioned by day runs together: the changed files of a sensor tick, or
-    # every file of a date range (a backfill). The unpartitioned datasets derive from all
-    # of it and follow on their own (eager: once an upstream partition updated and nothing
-    # upstream is still running). Assets tagged tracelake/manual (e.g. rag runs) are not
-    # part of either.
-    session_keys = _asset_keys(assets, lambda a: a.partitions_def == SESSIONS)
-    dataset_keys = _asset_keys(
-        assets,
-        lambda a: a.partitions_def is None
-        and not any((a.tags_by_key.get(k) or {}).get("tracelake/manual") for k in a.keys),
-    )
-    eager = dg.AutomationCondition.eager()
+    steps = [a for a in assets if isinstance(a, dg.AssetsDefinition)]
+    # Everything partitioned by session runs together, per new or grown file (the sensor)
+    # or over many files at once (a backfill). The unpartitioned datasets derive from all
+    # of it and follow on their own: the automation sensor refreshes each dataset once
+    # upstream changed and ingestion has been quiet (dagster_project/automation.py), one
+    # refresh per burst of files. Tables written outside runs (rag_runs, by `tracelake rag
+    # run`) are asset specs without a step and part of neither.
+    session_keys = [k for a in steps if _per_session(a) for k in a.keys]
+    dataset_keys = [k for a in steps if not _per_session(a) for k in a.keys]
+    refresh = refresh_condition([INGEST_JOB], session_keys, settings.refresh_quiet_seconds())
     assets = [
-        a.map_asset_specs(lambda spec: spec.replace_attributes(automation_condition=eager))
+        a.map_asset_specs(lambda spec: spec.replace_attributes(automation_condition=refresh))
         if isinstance(a, dg.AssetsDefinition) and set(a.keys) & set(dataset_keys)
         else a
         for a in assets
@@ -64,12 +79,15 @@ def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | N
         selection=dg.AssetSelection.assets(*dataset_keys),
         description="Over all sessions: normalized pairs, replay corpus, prompt pool, capture shards, playbooks.",
     )
+    maintenance_job, maintenance_schedule = build_maintenance(lambda: all_tables())
     return dg.Definitions(
         assets=assets,
         asset_checks=families.asset_checks,
-        jobs=[*(families.jobs or []), ingest_job, datasets_job],
-        sensors=[*(families.sensors or []), build_session_sensor(ingest_job)],
-        schedules=families.schedules,
+        jobs=[*(families.jobs or []), ingest_job, datasets_job, maintenance_job],
+        sensors=[*(families.sensors or []), build_session_sensor(ingest_job),
+                 automation_sensor(dg.AssetSelection.assets(*dataset_keys),
+                                   settings.automation_interval_seconds())],
+        schedules=[*(families.schedules or []), maintenance_schedule],
         resources={
             **(families.resources or {}),
             "lake": lake or DeltaLake(root=settings.LAKE_ROOT),
@@ -78,16 +96,20 @@ def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | N
     )
 
 
-def all_tables() -> list[TableSpec]:
-    """Every fixed TableSpec of the project (per-verifier capture tables are created on demand)."""
-    specs = []
-    for fam in FAMILIES:
-        try:
-            mod = importlib.import_module(f"assets.{fam}.tables")
-        except ImportError:
-            continue
-        specs += [v for v in vars(mod).values() if isinstance(v, TableSpec)]
-    return specs
+def all_tables(definitions: dg.Definitions | None = None) -> list[TableSpec]:
+    """The TableSpec of every Delta table that is an asset of the definitions' asset graph,
+    family by family, upstream first. Per-verifier capture tables are created on demand and
+    belong to the gold/capture_shards asset (see :func:`asset_key_of_table`)."""
+    keys = (definitions or defs).resolve_asset_graph().get_all_asset_keys()
+    return [spec for spec in TABLES if spec.asset_key in keys]
+
+
+def asset_key_of_table(path: str) -> dg.AssetKey:
+    """The asset a ``<layer>/<table>`` directory of the lake belongs to: the table's own
+    key, or for a per-verifier capture table ``gold/capture_shards__<verifier>__...`` the
+    capture_shards asset."""
+    layer, name = path.split("/", 1)
+    return dg.AssetKey([layer, name.split("__", 1)[0]])
 
 
 defs = build_definitions()

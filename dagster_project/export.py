@@ -51,6 +51,7 @@ TRL_COLUMNS = {
     "replay_preference": ("prompt", "chosen", "rejected", "tools"),
 }
 FORMATS = ("jsonl", "parquet")
+ATIF = "atif"  # --format atif: every session of silver/trace_turns as an ATIF trajectory file
 
 
 def _id_column(table: str) -> str:
@@ -121,16 +122,47 @@ def export_table(lake, table: str, fmt: str, out_dir: str | Path, *, all_columns
     else:
         flt = string_field("session_key").isin(list(sessions)) if sessions else None
         rows = lake.read(spec, filter=flt).to_pylist()
+        if table == "preference_pairs":  # candidates that break a validity rule are not training data
+            rows = [r for r in rows if not r.get("invalid_rule")]
         rows.sort(key=lambda r: (r.get("session_key") or "", r.get("step_id") or "", r[_id_column(table)]))
     out = trl_rows(table, rows, all_columns=all_columns, tools_format=tools_format)
     ext = "jsonl" if fmt == "jsonl" else "parquet"
     return write_rows(out, fmt, Path(out_dir) / f"{table}.{ext}"), len(out)
 
 
+def export_atif(lake, out_dir: str | Path, *, sessions: Sequence[str] | None = None) -> tuple[Path, int]:
+    """Every conversation of trace_turns as ``out_dir/<session>.atif.json`` (ATIF v1.4,
+    validated against the RFC's schema before it is written); (directory, files)."""
+    import hashlib
+    import re
+
+    from assets.traces.atif import trajectories_from_turns, validate
+    from assets.traces.tables import TRACE_TURNS
+
+    turns = lake.read(TRACE_TURNS, partitions=list(sessions) if sessions else None).to_pylist()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for traj in trajectories_from_turns(turns):
+        validate(traj)
+        sid = traj["session_id"]
+        key = traj["extra"]["tracelake"]["session_key"]
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", sid)[-80:].strip("_") or "session"
+        digest = hashlib.sha1(f"{key}\0{sid}".encode()).hexdigest()[:10]
+        path = out / f"{stem}-{digest}.atif.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(traj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+        n += 1
+    return out, n
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dagster_project.export", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--table", required=True, choices=sorted(TRL_COLUMNS))
-    ap.add_argument("--format", default="jsonl", choices=FORMATS)
+    ap.add_argument("--table", default=None, choices=sorted(TRL_COLUMNS),
+                    help="training table to export (not needed with --format atif)")
+    ap.add_argument("--format", default="jsonl", choices=FORMATS + (ATIF,),
+                    help="jsonl | parquet (a training table) | atif (every session of trace_turns)")
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--lake-root", default=None, help="lake root (default: $TRACELAKE_LAKE_ROOT or ./lakehouse)")
     ap.add_argument("--session", action="append", default=None, help="only these sessions (session keys)")
@@ -141,6 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from resources.lake import DeltaLake
 
     root = args.lake_root or settings.lake_root()
+    if args.format == ATIF:
+        path, n = export_atif(DeltaLake(root=root), args.out, sessions=args.session)
+        print(f"wrote {n} ATIF trajectories to {path}")
+        return 0
+    if args.table is None:
+        ap.error("--table is required for --format jsonl / parquet")
     path, n = export_table(DeltaLake(root=root), args.table, args.format, args.out,
                            all_columns=args.all_columns, sessions=args.session,
                            tools_format=args.tools_format)

@@ -12,7 +12,8 @@ in place partitioned by day (:func:`migrate_to_days`); their rows are all kept.
 When both exist the old one is stale and is removed. On an object store nothing is
 renamed (no atomic rename there): the old table is reported, the next run writes the new
 one. The tables that are not derived (``silver/teacher_cache``, ``gold/replay_corpus``,
-``gold/rag_runs``) keep their names.
+``gold/rag_runs``) keep their names; a ``gold/rag_runs`` of the earlier column layout is
+rewritten in the replay_run.v1 layout, every row kept (``assets/rag/runlog.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from assets.rag.runlog import migrate_rag_runs
+from assets.rag.tables import RAG_RUNS
 from assets.traces.tables import AGENT_STEPS
 from resources.lake import DeltaLake, TableSpec
 
@@ -81,6 +84,11 @@ def _renames(lake: DeltaLake) -> list[Migration]:
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.replace(src, dst)
             out.append(Migration(old, spec.path, "renamed"))
+    # the rag run log keeps its name; a table of the earlier layout is carried over to the
+    # replay_run.v1 layout in place (every row kept)
+    n = migrate_rag_runs(lake)
+    if n is not None:
+        out.append(Migration(RAG_RUNS.path, RAG_RUNS.path, f"layout replay_run.v1 ({n} rows carried over)"))
     return out
 
 

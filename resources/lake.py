@@ -19,7 +19,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
-from deltalake import DeltaTable, WriterProperties, write_deltalake
+from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from pydantic import Field
 
@@ -50,6 +50,12 @@ class TableSpec:
     @property
     def path(self) -> str:
         return f"{self.layer}/{self.name}"
+
+    def asset_spec(self, **kw: Any) -> dg.AssetSpec:
+        """This table as a Dagster asset spec (a spec of a multi-asset that writes several
+        tables): key, kinds and description from the table; ``kw`` adds deps, group, ..."""
+        return dg.AssetSpec(key=self.asset_key, kinds={"delta", self.layer},
+                            description=kw.pop("description", self.description), **kw)
 
     def empty(self) -> pa.Table:
         return self.schema.empty_table()
@@ -230,6 +236,14 @@ class DeltaLake(dg.ConfigurableResource):
             return DeltaTable(self.uri(spec), version=version, storage_options=self.options())
         except TableNotFoundError:
             return None
+
+    def state(self, spec: TableSpec, rows_written: int = 0, mode: str = "none") -> WriteResult:
+        """The table as it stands (created empty if missing), in the form a write reports it:
+        for an asset whose rows were written elsewhere (a cache filled as answers arrive) or
+        not at all this run."""
+        dt = self.ensure(spec)
+        return WriteResult(uri=self.uri(spec), version=dt.version(), mode=mode,
+                           rows_written=rows_written, table_rows=count_rows(dt))
 
     def exists(self, spec: TableSpec) -> bool:
         return self.table(spec) is not None
@@ -413,19 +427,25 @@ class DeltaLake(dg.ConfigurableResource):
         dt = self._retrying(spec, op)
         return self._result(spec, dt, "merge", table.num_rows)
 
-    def append(self, spec: TableSpec, data: Any) -> WriteResult:
+    def append(self, spec: TableSpec, data: Any, commit_metadata: Mapping[str, Any] | None = None) -> WriteResult:
+        """Append rows; ``commit_metadata`` lands in the commit's info (``DeltaTable.history()``)."""
         table = spec.conform(data)
+        commit = (CommitProperties(custom_metadata={k: str(v) for k, v in commit_metadata.items()})
+                  if commit_metadata else None)
 
         def op(dt: DeltaTable) -> None:
             if table.num_rows:
                 write_deltalake(dt, table, mode="append", storage_options=self.options(),
-                                writer_properties=spec.writer_properties())
+                                writer_properties=spec.writer_properties(), commit_properties=commit)
 
         dt = self._retrying(spec, op)
         return self._result(spec, dt, "append", table.num_rows)
 
-    def overwrite(self, spec: TableSpec, data: Any) -> WriteResult:
-        """Replace the whole table (for unpartitioned, fully recomputed assets)."""
+    def overwrite(self, spec: TableSpec, data: Any, schema_mode: str | None = None) -> WriteResult:
+        """Replace the whole table (for unpartitioned, fully recomputed assets).
+
+        ``schema_mode="overwrite"`` also replaces the table's schema by the spec's (a layout
+        migration: columns the spec no longer has are dropped from the new version)."""
         table = spec.conform(data)
 
         def op(dt: DeltaTable) -> None:
@@ -434,6 +454,7 @@ class DeltaLake(dg.ConfigurableResource):
                 partition_by=list(spec.partition_by) or None,
                 storage_options=self.options(),
                 writer_properties=spec.writer_properties(),
+                schema_mode=schema_mode,
             )
 
         dt = self._retrying(spec, op)
@@ -655,12 +676,3 @@ def partition_keys_of(context: dg.AssetExecutionContext) -> list[str]:
     if not context.has_partition_key and not context.has_partition_key_range:
         return []
     return list(context.partition_keys)
-
-
-def metadata_for(results: Mapping[str, WriteResult]) -> dict[str, Any]:
-    """Flatten several writes of one asset into metadata (first one unprefixed)."""
-    md: dict[str, Any] = {}
-    for i, (name, r) in enumerate(results.items()):
-        for k, v in r.metadata().items():
-            md[k if i == 0 else f"{name}/{k}"] = v
-    return md

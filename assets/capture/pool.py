@@ -5,9 +5,11 @@ SFT_EXAMPLES (``messages``) and user JSONL files (``{"messages": [...]}`` or
 ``{"prompt": "..."}``) listed in the quota YAML. Each is normalized to OpenAI messages,
 length-filtered, hashed (``prompt_id`` = sha256 of the canonical messages + tools, so
 dedup is by content), classified into one domain and language-tagged. Per domain, the
-candidates are sorted by ``prompt_id`` and a ``random.Random(f"{seed}:{domain}")`` draws
-``min(quota, available)`` of them: the same inputs (in any order) and the same config give
-the same pool. A quota that cannot be met is reported (``QuotaLine.shortfall``), never
+candidates are ranked by ``sha256(f"{seed}:{domain}:{prompt_id}")`` and the first
+``min(quota, available)`` are drawn: the same inputs (in any order) and the same config give
+the same pool, and a prompt's rank does not depend on the other candidates, so the pool
+drawn from (current pool + new candidates) is the pool drawn from everything (what lets
+the refresh read only what changed; see assets/capture/assets.py). A quota that cannot be met is reported (``QuotaLine.shortfall``), never
 silently shrunk.
 
 Domain rules, first match wins (deterministic, documented in recipes/capture_quotas.yaml):
@@ -25,11 +27,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import yaml
 
@@ -54,6 +55,11 @@ class PoolConfig:
     files: tuple[str, ...] = ()  # absolute, or relative to the YAML's directory
     base_dir: str = "."
     config_hash: str = ""
+    # near-duplicate removal (MinHash LSH over character shingles); 0 turns it off
+    near_duplicate_threshold: float = 0.85
+    shingle_chars: int = 5
+    num_perm: int = 128
+    language_detector: str = "lingua"  # a name registered with register_language_detector
 
     def __post_init__(self):
         unknown = set(self.quotas) - set(DOMAINS)
@@ -62,6 +68,11 @@ class PoolConfig:
         for d, q in self.quotas.items():
             if int(q) < 0:
                 raise ValueError(f"quota of {d} is negative")
+        if not 0.0 <= self.near_duplicate_threshold <= 1.0:
+            raise ValueError("dedup.near_duplicate_threshold must be in [0, 1] (0 = off)")
+        if self.language_detector not in LANGUAGE_DETECTORS:
+            raise ValueError(f"unknown language_detector {self.language_detector!r}; "
+                             f"registered: {sorted(LANGUAGE_DETECTORS)}")
 
     def file_paths(self) -> list[Path]:
         out = []
@@ -78,7 +89,12 @@ def load_pool_config(path: str | Path) -> PoolConfig:
     length = raw.get("length", {}) or {}
     sources = raw.get("sources", {}) or {}
     rules = raw.get("rules", {}) or {}
+    dedup = raw.get("dedup", {}) or {}
     return PoolConfig(
+        near_duplicate_threshold=float(dedup.get("near_duplicate_threshold", 0.85) or 0.0),
+        shingle_chars=int(dedup.get("shingle_chars", 5)),
+        num_perm=int(dedup.get("num_perm", 128)),
+        language_detector=str(raw.get("language_detector") or "lingua"),
         quotas={str(k): int(v) for k, v in (raw.get("quotas") or {}).items()},
         seed=int(raw.get("seed", 0)),
         min_chars=int(length.get("min_chars", 16)),
@@ -232,6 +248,21 @@ def _detector(languages: tuple[str, ...]):
 _FENCED_BLOCK = re.compile(r"```.*?(```|$)", re.DOTALL)
 
 
+LanguageDetector = Callable[[str, Sequence[str]], str]
+"""(text, allowed ISO 639-1 codes) -> an ISO 639-1 code, or "und"."""
+LANGUAGE_DETECTORS: dict[str, LanguageDetector] = {}
+
+
+def register_language_detector(name: str):
+    """Register ``fn(text, languages) -> code`` under ``name`` (the quotas file's
+    ``language_detector`` picks it)."""
+    def deco(fn: LanguageDetector) -> LanguageDetector:
+        LANGUAGE_DETECTORS[name] = fn
+        return fn
+    return deco
+
+
+@register_language_detector("lingua")
 def detect_language(text: str, languages: Sequence[str] = DEFAULT_LANGUAGES) -> str:
     """ISO 639-1 code from a short language list; "und" for code-only / too little text.
 
@@ -263,6 +294,13 @@ def candidates_from_pairs(rows: Iterable[Mapping]) -> list[Candidate]:
         tools = json.loads(r["tools"]) if r.get("tools") else None
         out.append(Candidate(conv, "normalized_pairs", r.get("pair_id"), tools))
     return out
+
+
+def candidates_from_pool(rows: Iterable[Mapping]) -> list[Candidate]:
+    """The current pool's prompts as candidates again (an incremental refresh draws from
+    them plus what is new); they keep their source and source id."""
+    return [Candidate(normalize_messages(r["messages"]), r["source"], r.get("source_id"),
+                      json.loads(r["tools"]) if r.get("tools") else None) for r in rows]
 
 
 def candidates_from_sft(rows: Iterable[Mapping]) -> list[Candidate]:
@@ -316,10 +354,52 @@ class PoolReport:
     unassigned: dict[str, int] = field(default_factory=dict)  # domains with no quota
     quotas: list[QuotaLine] = field(default_factory=list)
     languages: dict[str, int] = field(default_factory=dict)
+    near_duplicates: dict[str, str] = field(default_factory=dict)  # dropped prompt_id -> kept one
 
     @property
     def shortfalls(self) -> list[QuotaLine]:
         return [q for q in self.quotas if q.shortfall]
+
+
+_WS_RE = re.compile(r"\s+")
+
+
+def shingles(text: str, k: int = 5) -> set[str]:
+    """Character k-shingles of the lowercased, whitespace-collapsed text."""
+    t = _WS_RE.sub(" ", text.lower()).strip()
+    if len(t) <= k:
+        return {t} if t else set()
+    return {t[i:i + k] for i in range(len(t) - k + 1)}
+
+
+def draw_rank(seed: int, domain: str, prompt_id: str) -> str:
+    """A prompt's place in its domain's draw (smallest first): a seeded content hash."""
+    return hashlib.sha256(f"{seed}:{domain}:{prompt_id}".encode()).hexdigest()
+
+
+def near_duplicates(texts: Sequence[str], threshold: float, k: int = 5, num_perm: int = 128) -> dict[int, int]:
+    """{index dropped: index kept} for texts whose shingle Jaccard similarity is at least
+    ``threshold`` with an earlier kept text (MinHash LSH from datasketch finds candidates;
+    each is confirmed by its estimated Jaccard). Earlier texts win, so the result depends
+    only on the order given."""
+    from datasketch import MinHash, MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    sigs: dict[int, MinHash] = {}
+    out: dict[int, int] = {}
+    for i, text in enumerate(texts):
+        mh = MinHash(num_perm=num_perm, seed=1)
+        sh = shingles(text, k)
+        mh.update_batch([s.encode("utf-8") for s in sh])
+        hits = sorted(int(h) for h in lsh.query(mh)) if sh else []
+        best = next((j for j in hits if sigs[j].jaccard(mh) >= threshold), None)
+        if best is not None:
+            out[i] = best
+            continue
+        sigs[i] = mh
+        if sh:
+            lsh.insert(str(i), mh)
+    return out
 
 
 def compose_pool(candidates: Sequence[Candidate], cfg: PoolConfig) -> tuple[list[dict], PoolReport]:
@@ -355,10 +435,19 @@ def compose_pool(candidates: Sequence[Candidate], cfg: PoolConfig) -> tuple[list
             if (row["source"], str(row["source_id"])) >= (prev["source"], str(prev["source_id"])):
                 continue
         by_id[pid] = row
+    kept_ids = sorted(by_id)
+    if cfg.near_duplicate_threshold > 0 and len(kept_ids) > 1:
+        near = near_duplicates([conversation_text(by_id[pid]["messages"]) for pid in kept_ids],
+                               cfg.near_duplicate_threshold, cfg.shingle_chars, cfg.num_perm)
+        if near:
+            dropped["near_duplicate"] = len(near)
+            report.near_duplicates = {kept_ids[i]: kept_ids[j] for i, j in near.items()}
+            kept_ids = [pid for i, pid in enumerate(kept_ids) if i not in near]
     report.dropped = dropped
 
+    detect = LANGUAGE_DETECTORS[cfg.language_detector]
     per_domain: dict[str, list[dict]] = {}
-    for pid in sorted(by_id):
+    for pid in kept_ids:
         row = by_id[pid]
         row["domain"] = classify_domain(row["messages"], cfg)
         per_domain.setdefault(row["domain"], []).append(row)
@@ -371,13 +460,12 @@ def compose_pool(candidates: Sequence[Candidate], cfg: PoolConfig) -> tuple[list
                 report.unassigned[domain] = len(rows)
             continue
         quota = int(cfg.quotas[domain])
-        rng = random.Random(f"{cfg.seed}:{domain}")
-        take = rng.sample(rows, k=min(quota, len(rows)))
+        take = sorted(rows, key=lambda r: draw_rank(cfg.seed, domain, r["prompt_id"]))[:quota]
         line = QuotaLine(domain, quota, len(rows), len(take))
         report.quotas.append(line)
         for rank, row in enumerate(take):
             msgs = row["messages"]
-            lang = detect_language(conversation_text(msgs), cfg.languages)
+            lang = detect(conversation_text(msgs), cfg.languages)
             report.languages[lang] = report.languages.get(lang, 0) + 1
             out.append({
                 "prompt_id": row["prompt_id"],

@@ -1,24 +1,20 @@
 """Shard tables on the lake: open/create with checked properties, append, resume state.
 
-Goes through the ``lake`` resource for every location, credential and table handle
-(``lake.ensure``/``lake.table``/``lake.read``/``lake.merge``). The one thing
-``DeltaLake.append`` cannot do yet is pass parquet writer properties and commit metadata,
-so :func:`append_shard` calls ``write_deltalake`` on the table the lake opened.
+Goes through the ``lake`` resource for every location, credential, table handle and write
+(``lake.ensure``/``lake.table``/``lake.read``/``lake.append``/``lake.merge``): the shard
+spec carries the parquet writer properties, ``lake.append`` the commit metadata.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import ColumnProperties, CommitProperties, DeltaTable, WriterProperties, write_deltalake
-from deltalake.exceptions import CommitFailedError
+from deltalake import DeltaTable
 
 from assets.capture.tables import (
-    BINARY_COLUMNS,
     CAPTURE_REJECTIONS,
     HIDDEN_ENCODING,
     PROP_PREFIX,
@@ -30,7 +26,7 @@ from assets.capture.tables import (
 from resources.lake import DeltaLake, TableSpec
 
 # Properties that must agree between a table and the code/config writing or reading it.
-CHECKED_PROPS = ("schema_version", "verifier_id", "dtype", "top_k", "hidden_size", "hidden_layer",
+CHECKED_PROPS = ("schema_version", "verifier_id", "verifier_fingerprint", "dtype", "top_k", "hidden_size", "hidden_layer",
                  "block_size", "hidden_encoding", "top_ids_encoding", "top_probs_encoding")
 
 
@@ -46,22 +42,16 @@ class CaptureNotFound(LookupError):
     pass
 
 
-def writer_properties(zstd_level: int = 1) -> WriterProperties:
-    """Binary tensor columns: no dictionary, no statistics, DELTA_LENGTH_BYTE_ARRAY."""
-    raw = ColumnProperties(dictionary_enabled=False, statistics_enabled="NONE",
-                           encoding="DELTA_LENGTH_BYTE_ARRAY")
-    return WriterProperties(
-        compression="ZSTD",
-        compression_level=zstd_level,
-        column_properties={c: raw for c in BINARY_COLUMNS},
-    )
-
-
 def table_properties(*, verifier_id: str, dtype: str, top_k: int, hidden_size: int,
-                     hidden_layer: int, block_size: int) -> dict[str, str]:
+                     hidden_layer: int, block_size: int, verifier_fingerprint: str = "",
+                     verifier_model: str = "") -> dict[str, str]:
     props = {
         "schema_version": SCHEMA_VERSION,
         "verifier_id": verifier_id,
+        # weights + config of the verifier (resources.verifier.verifier_fingerprint): checked on
+        # every append, so a table never mixes two checkpoints
+        "verifier_fingerprint": verifier_fingerprint,
+        "verifier_model": verifier_model,
         "dtype": dtype,
         "top_k": top_k,
         "hidden_size": hidden_size,
@@ -103,6 +93,19 @@ def ensure_shard_table(lake: DeltaLake, spec: TableSpec, props: Mapping[str, str
     return dt
 
 
+def check_fingerprint(lake: DeltaLake, spec: TableSpec, fingerprint: str) -> None:
+    """Refuse to resume or append into a table captured from other weights (before anything
+    is read from it: its captured prompts are not this checkpoint's)."""
+    if not lake.exists(spec):
+        return
+    current = capture_properties(lake.table(spec))
+    if current and current.get("verifier_fingerprint") != fingerprint:
+        raise CaptureTableMismatch(
+            f"{spec.path} was captured with other settings (verifier_fingerprint: "
+            f"table={current.get('verifier_fingerprint')} run={fingerprint}): other weights or config; "
+            "keep the table's verifier, or set a different verifier_id for a new table")
+
+
 @dataclass
 class AppendResult:
     version: int
@@ -116,32 +119,18 @@ def _add_sizes(dt: DeltaTable) -> dict[str, int]:
     return dict(zip(adds.column("path").to_pylist(), adds.column("size_bytes").to_pylist()))
 
 
-def append_shard(lake: DeltaLake, spec: TableSpec, table: pa.Table, custom_metadata: Mapping[str, str],
-                 retries: int = 8) -> AppendResult:
-    """Append one commit (one batch of prompts) with the capture writer properties."""
-    table = spec.conform(table)
-    for attempt in range(retries):
-        dt = lake.table(spec)
-        if dt is None:
-            raise CaptureNotFound(f"{spec.path}: create it with ensure_shard_table first")
-        before = _add_sizes(dt)
-        try:
-            write_deltalake(
-                dt, table, mode="append",
-                writer_properties=writer_properties(),
-                commit_properties=CommitProperties(custom_metadata={k: str(v) for k, v in custom_metadata.items()}),
-                storage_options=lake.options(),
-            )
-        except CommitFailedError:
-            if attempt == retries - 1:
-                raise
-            time.sleep(0.05 * 2**attempt)
-            continue
-        dt = lake.table(spec)
-        after = _add_sizes(dt)
-        new = {p: s for p, s in after.items() if p not in before}
-        return AppendResult(dt.version(), table.num_rows, int(sum(new.values())), len(new))
-    raise AssertionError("unreachable")
+def append_shard(lake: DeltaLake, spec: TableSpec, table: pa.Table,
+                 custom_metadata: Mapping[str, str]) -> AppendResult:
+    """Append one commit (one batch of prompts) through the lake: the spec carries the capture
+    writer properties, ``custom_metadata`` goes into the commit info."""
+    dt = lake.table(spec)
+    if dt is None:
+        raise CaptureNotFound(f"{spec.path}: create it with ensure_shard_table first")
+    before = _add_sizes(dt)
+    res = lake.append(spec, table, commit_metadata=custom_metadata)
+    after = _add_sizes(lake.table(spec))
+    new = {p: s for p, s in after.items() if p not in before}
+    return AppendResult(res.version, res.rows_written, int(sum(new.values())), len(new))
 
 
 def captured_prompt_ids(lake: DeltaLake, spec: TableSpec) -> set[str]:

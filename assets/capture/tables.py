@@ -38,6 +38,7 @@ import re
 
 import dagster as dg
 import pyarrow as pa
+from deltalake import ColumnProperties
 
 from resources.lake import TableSpec
 
@@ -149,6 +150,15 @@ def shard_table_name(verifier_id: str, dtype: str, schema_version: int = SCHEMA_
     return f"capture_shards__{slug(verifier_id)}__{dtype_name(dtype)}__v{int(schema_version)}"
 
 
+# Binary tensor columns: no dictionary, no statistics, DELTA_LENGTH_BYTE_ARRAY; zstd level 1.
+SHARD_WRITER = {
+    "compression": "ZSTD",
+    "compression_level": 1,
+    "column_properties": {c: ColumnProperties(dictionary_enabled=False, statistics_enabled="NONE",
+                                              encoding="DELTA_LENGTH_BYTE_ARRAY") for c in BINARY_COLUMNS},
+}
+
+
 def capture_spec(verifier_id: str, dtype: str, schema_version: int = SCHEMA_VERSION) -> TableSpec:
     """The shard table of one verifier, compute dtype and schema version."""
     return TableSpec(
@@ -156,8 +166,13 @@ def capture_spec(verifier_id: str, dtype: str, schema_version: int = SCHEMA_VERS
         name=shard_table_name(verifier_id, dtype, schema_version),
         schema=CAPTURE_SCHEMA,
         merge_keys=("prompt_id", "sequence_index", "position_in_sequence"),
+        writer=SHARD_WRITER,
         description=(
             f"Per-token verifier capture (schema v{schema_version}) of {verifier_id} in "
             f"{dtype_name(dtype)}: top-k ids/probs and one fp16 hidden layer per token."
         ),
     )
+
+
+# The fixed tables of the family, upstream first (definitions.all_tables() lists them).
+TABLES = (PROMPT_POOL, CAPTURE_REJECTIONS,)  # + one capture_spec(...) table per verifier, dtype and schema version

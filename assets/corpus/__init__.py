@@ -1,10 +1,6 @@
-"""The corpus asset family (the replay corpus): a long-lived corpus of past training rows and its sample."""
+"""The corpus family: the replay corpus, a long-lived store of past training rows, and its sample.
 
-import dagster as dg
-
-from assets.corpus.assets import replay_corpus, replay_corpus_ids_unique, replay_sample, replay_sample_ids_prefixed
-
-defs = dg.Definitions(
-    assets=[replay_corpus, replay_sample],
-    asset_checks=[replay_corpus_ids_unique, replay_sample_ids_prefixed],
-)
+- ``policy.py``: the Dagster-free core (snapshots, eviction plan, recency-weighted sampling)
+- ``store.py``: corpus I/O through the lake (upsert, evict, draw, write the sample)
+- ``tables.py``: the table specs; ``assets.py``: the thin Dagster wrappers and ``defs``
+"""

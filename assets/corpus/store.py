@@ -64,6 +64,7 @@ class EvictionOutcome:
     rows_deleted: int = 0
     index_after: pa.Table | None = None  # eviction columns of what is left
     write: WriteResult | None = None
+    evictions_write: WriteResult | None = None  # the rows logged to REPLAY_EVICTIONS
     seconds: float = 0.0
 
 
@@ -113,7 +114,7 @@ def evict(
         evicted = (evicted.append_column("evicted_at", pa.array([utc(now)] * n, REPLAY_EVICTIONS.schema.field("evicted_at").type))
                    .append_column("reason", pa.array([reason] * n, pa.string()))
                    .append_column("run_id", pa.array([run_id] * n, pa.string())))
-        lake.append(REPLAY_EVICTIONS, evicted)
+        out.evictions_write = lake.append(REPLAY_EVICTIONS, evicted)
     out.seconds = time.perf_counter() - t0
     return out
 
@@ -135,8 +136,13 @@ def draw_sample(
     scheme: str = "recency",
     reference_time: datetime | str | None = None,
     preference_only: bool = False,
+    include_auto_mined: bool = True,
 ) -> SampleOutcome:
     """Select k snapshots on the index columns, then read only the chosen rows.
+
+    ``include_auto_mined=False`` leaves out the preference snapshots the pipeline mined
+    itself (``auto_mined``: pairs from teacher disagreement), so a preference sample holds
+    only pairs that came in as such (imported preference datasets).
 
     Both reads see one Delta version. The index (id_hash, type, weight, last_seen_at)
     decides the sample; ``lake.read_keys`` then fetches the k rows by id_hash, decoding
@@ -148,7 +154,11 @@ def draw_sample(
     t = {}
     t0 = time.perf_counter()
     version = lake.ensure(REPLAY_CORPUS).version()  # (a table from before id_hash gains the column)
-    flt = string_field("section_type") == "preference" if preference_only else None
+    is_pref = string_field("section_type") == "preference"
+    flt = is_pref if preference_only else None
+    if not include_auto_mined:
+        mined_pref = is_pref & (pc.field("auto_mined") == True)  # noqa: E712 (an Arrow expression)
+        flt = ~mined_pref if flt is None else flt & ~mined_pref
     index = lake.read(REPLAY_CORPUS, columns=list(INDEX_COLUMNS), filter=flt, version=version)
     key = "id_hash"
     if index.column("id_hash").null_count:

@@ -106,3 +106,7 @@ REPLAY_SAMPLE = TableSpec(
         ]
     ),
 )
+
+
+# The fixed tables of the family, upstream first (definitions.all_tables() lists them).
+TABLES = (REPLAY_CORPUS, REPLAY_EVICTIONS, REPLAY_SAMPLE,)

@@ -46,18 +46,29 @@ KTO_EXAMPLES = TableSpec(
 
 SDPO_EXAMPLES = TableSpec(
     layer="gold", name="sdpo_examples", partition_by=("day",),
-    description="Error sites with a hint-injected context (SDPO).",
+    description="SDPO self-distillation sites with a hint-injected context: by default the recovery "
+                "turn (the assistant turn right after a failed tool result), hint = the error excerpt; "
+                "{trace_id, turns = prompt + completion, final_reward}.",
     schema=pa.schema([
         pa.field("example_id", pa.string(), nullable=False),
         DAY_FIELD,
         pa.field("session_key", pa.string(), nullable=False),
         pa.field("step_id", pa.string(), nullable=False),
-        pa.field("prompt", pa.string(), nullable=False),  # JSON messages up to the failed step
+        pa.field("trace_id", pa.string()),  # the agent session (session id) the turns come from
+        pa.field("site", pa.string()),  # recovery | failing_turn
+        pa.field("prompt", pa.string(), nullable=False),  # JSON messages before the site's turn
         pa.field("hinted_prompt", pa.string(), nullable=False),  # same, with the hint injected
-        pa.field("completion", pa.string(), nullable=False),  # JSON [assistant message] (original, failed)
+        pa.field("completion", pa.string(), nullable=False),  # JSON [assistant message] (the original turn)
         pa.field("hint", pa.string()),
+        pa.field("hint_generator", pa.string()),  # registered name of the hint generator
         pa.field("error_kind", pa.string()),
+        pa.field("failure_class", pa.string()),  # mistake | informative | external (recipes/failures.yaml)
+        pa.field("final_reward", pa.float64()),  # 0.0 unresolved session; else 1 / (1 + later mistakes)
         pa.field("tools", pa.string()),
         pa.field("created_at", TS),
     ]),
 )
+
+
+# The fixed tables of the family, upstream first (definitions.all_tables() lists them).
+TABLES = (SFT_EXAMPLES, KTO_EXAMPLES, SDPO_EXAMPLES,)

@@ -12,9 +12,10 @@ import dagster as dg
 import pyarrow.compute as pc
 from pydantic import Field
 
-from assets.metadata import md_counts, md_table
-from assets.pairs.dj_env import ensure_data_juicer
-from assets.pairs.judge import PairJudge
+from assets.checks import table_check
+from assets.metadata import md_counts, md_table, pair_preview
+from assets.pairs.normalize import ensure_data_juicer
+from assets.pairs.judge import JudgeScorer, PairJudge, confirm_pairs
 from assets.pairs.strategies import (
     DEFAULT_BLOCKING_FLAGS,
     JudgeStrategy,
@@ -22,12 +23,17 @@ from assets.pairs.strategies import (
     make_strategy,
     steps_from_rows,
 )
+from assets.pairs.failures import load_failure_policy
+from assets.pairs.validity import RULES as VALIDITY_RULES
+from assets.pairs.validity import ValidityConfig
 from assets.pairs.tables import NORMALIZED_PAIRS, PAIR_REJECTIONS, PREFERENCE_PAIRS
 from assets.partitions import SESSION_BACKFILL, SESSIONS, check_scope, run_sessions
 from assets.teachers.tables import TEACHER_RESPONSES
-from assets.traces.tables import AGENT_STEPS
-from resources.lake import DeltaLake, metadata_for
+from assets.traces.tables import AGENT_STEPS, TRACE_TURNS
+from assets.pairs.imported import REJECTED_TURN_COLUMNS, imported_pairs
+from resources.lake import DeltaLake
 from assets.pairs.normalizer import Normalizer
+from assets.pairs.refresh import refresh_normalized_pairs
 
 GROUP = "pairs"
 STEP_COLUMNS = ["session_key", "step_id", "step_index", "messages", "tools", "response",
@@ -57,17 +63,28 @@ class PairsConfig(dg.Config):
     max_pairs_per_step: int = 1
     blocking_flags: list[str] = Field(default=list(DEFAULT_BLOCKING_FLAGS),
                                       description="teacher flags that make an answer never 'chosen'")
+    failure_policy: str = Field(default="", description="failure policy YAML (mistake / informative / "
+                                "external); empty: recipes/failures.yaml")
+    validity_rules: list[str] = Field(default=list(VALIDITY_RULES),
+                                      description="pair validity rules stamped on candidates (invalid_rule)")
+    min_text_chars: int = Field(default=30, description="a text-only chosen answer needs this many characters")
 
 
-def strategies_from_config(config: PairsConfig, judge: PairJudge | None) -> tuple[list, list[str]]:
+def validity_from_config(config: PairsConfig) -> ValidityConfig:
+    return ValidityConfig(tuple(config.validity_rules), config.min_text_chars)
+
+
+def strategies_from_config(config: PairsConfig, judge: PairJudge | None,
+                           scorer: JudgeScorer | None = None) -> tuple[list, list[str]]:
     out, skipped = [], []
-    common = {"blocking_flags": config.blocking_flags}
+    common = {"blocking_flags": config.blocking_flags, "validity": validity_from_config(config)}
     for name in config.strategies:
         if name == "judge":
             if judge is None or not judge.enabled:
                 skipped.append("judge (pair_judge resource off)")
                 continue
-            out.append(JudgeStrategy(judge.score, min_margin=judge.min_margin, **common))
+            out.append(JudgeStrategy(scorer.score if scorer is not None else judge.score,
+                                     min_margin=judge.min_margin, **common))
         elif name == "consensus":
             out.append(make_strategy(name, min_answers=config.min_answers,
                                      threshold=config.consensus_threshold,
@@ -84,9 +101,10 @@ def strategies_from_config(config: PairsConfig, judge: PairJudge | None) -> tupl
     group_name=GROUP,
     partitions_def=SESSIONS,
     backfill_policy=SESSION_BACKFILL,
-    deps=[AGENT_STEPS.asset_key, TEACHER_RESPONSES.asset_key],
+    deps=[AGENT_STEPS.asset_key, TEACHER_RESPONSES.asset_key, TRACE_TURNS.asset_key],
     kinds={"delta", "gold"},
-    description=PREFERENCE_PAIRS.description,
+    description=PREFERENCE_PAIRS.description + " Pairs of ingested preference datasets come in as "
+                "strategy 'imported' (assets/pairs/imported.py).",
 )
 def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, lake: DeltaLake,
                      pair_judge: PairJudge) -> dg.MaterializeResult:
@@ -96,20 +114,61 @@ def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, lak
     step_rows = _read_steps(lake, rs.scope)
     teacher_rows = lake.read(TEACHER_RESPONSES, columns=TEACHER_COLUMNS, scope=rs.scope,
                              filter=pc.field("status") == "ok").to_pylist()
-    strategies, skipped = strategies_from_config(config, pair_judge)
-    rows, report = build_pairs(steps_from_rows(step_rows, teacher_rows), strategies, _now())
+    scorer = pair_judge.scorer() if pair_judge.enabled else None
+    strategies, skipped = strategies_from_config(config, pair_judge, scorer)
+    policy = load_failure_policy(config.failure_policy or None)
+    rows, report = build_pairs(steps_from_rows(step_rows, teacher_rows, policy), strategies, _now(),
+                               validity_from_config(config))
+    # a separate source: pairs that arrived as data (preference datasets ingested as sessions)
+    rejected_turns = lake.read(TRACE_TURNS, columns=REJECTED_TURN_COLUMNS, scope=rs.scope,
+                               filter=pc.field("kind") == "rejected").to_pylist()
+    imported, imported_counts = imported_pairs(step_rows, rejected_turns, _now(), validity_from_config(config))
+    mined_ids = {r["pair_id"] for r in rows}
+    rows += [r for r in imported if r["pair_id"] not in mined_ids]
+    judge_md: dict = {"judge": pair_judge.describe()}
+    if scorer is not None and pair_judge.confirm:
+        # only candidates that pass the validity rules are worth a judge call
+        invalid = [r for r in rows if r["invalid_rule"]]
+        kept, _dropped, confirm = confirm_pairs([r for r in rows if not r["invalid_rule"]], scorer,
+                                                pair_judge.confirm, pair_judge.confirm_margin)
+        rows = kept + invalid
+        judge_md["judge_confirmation"] = dg.MetadataValue.json(confirm.as_dict())
+        if confirm.examples:
+            judge_md["judge_dropped_examples"] = md_table(
+                ["pair_id", "strategy", "rule", "score_chosen", "score_rejected", "chosen", "rejected"],
+                [[e[k] for k in ("pair_id", "strategy", "rule", "score_chosen", "score_rejected", "chosen",
+                                 "rejected")] for e in confirm.examples])
+    if scorer is not None:
+        judge_md["judge_calls"] = dg.MetadataValue.json({**scorer.stats.as_dict(), "usage": scorer.usage})
     result = lake.replace_sessions(PREFERENCE_PAIRS, rs.stamp(rows), rs.scope)
-    by_source = Counter(f"{r['chosen_source']} > {r['rejected_source']}" for r in rows)
+    valid = [r for r in rows if r["invalid_rule"] is None]
+    by_source = Counter(f"{r['chosen_source']} > {r['rejected_source']}" for r in valid)
+    removed = {rule: n for rule, n in report.removed_by_rule.items() if n}
+    examples = {}
+    for r in rows:
+        if r["invalid_rule"]:
+            examples.setdefault(r["invalid_rule"], r["invalid_reason"])
     md = result.metadata() | {
-        "pairs": dg.MetadataValue.int(len(rows)),
+        "pairs": dg.MetadataValue.int(len(valid)),
+        "candidates": dg.MetadataValue.int(report.candidates),
+        "removed_by_rule": md_table(
+            ["validity rule", "candidates removed", "example"],
+            [[rule, removed.get(rule, 0), (examples.get(rule) or "")[:140]] for rule in VALIDITY_RULES
+             if rule in config.validity_rules]),
+        "failed_steps_by_class": md_counts("class (rule)", dict(report.failures)),
+        "failure_policy": f"{policy.path} @ {policy.version}",
+        "preview": pair_preview(sorted(valid, key=lambda r: (r["strategy"] != "error_site", r["pair_id"])), n=3),
         "steps": dg.MetadataValue.int(report.steps),
         "steps_with_teacher_answers": dg.MetadataValue.int(report.steps_with_teachers),
         "teacher_answers_ok": dg.MetadataValue.int(len(teacher_rows)),
-        "pairs_by_strategy": md_counts("strategy", dict(report.by_strategy)),
+        "pairs_by_strategy": md_counts("strategy", dict(report.by_strategy) | (
+            {"imported": imported_counts["pairs"]} if imported_counts["pairs"] else {})),
+        "imported_from_datasets": dg.MetadataValue.json(dict(imported_counts)),
         "pairs_by_source": md_counts("chosen > rejected", dict(by_source)),
         "merged_duplicates": dg.MetadataValue.int(report.merged_duplicates),
         "strategies": ", ".join(s.name for s in strategies) + (f" (skipped: {', '.join(skipped)})" if skipped else ""),
         "seconds": dg.MetadataValue.float(round(time.perf_counter() - t0, 3)),
+        **judge_md,
     }
     return dg.MaterializeResult(metadata=md)
 
@@ -118,52 +177,56 @@ def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, lak
 
 class NormalizeConfig(dg.Config):
     recipe: str = Field(default="", description="recipe name for this run (empty: the normalizer's)")
+    full_refresh: bool = Field(default=False, description="rebuild from every pair instead of the changed sessions")
+    group_rows: int = Field(default=5000, description="pairs per recipe run (memory bound of a refresh)")
 
 
-@dg.asset(
-    key=NORMALIZED_PAIRS.asset_key,
-    group_name=GROUP,
-    deps=[PREFERENCE_PAIRS.asset_key],
-    kinds={"delta", "gold"},
-    description=NORMALIZED_PAIRS.description + " Also writes gold/pair_rejections (every dropped "
-                "pair with the op, reason and stats that dropped it) in the same run.",
+@dg.multi_asset(
+    name="gold__normalized_pairs",
+    specs=[NORMALIZED_PAIRS.asset_spec(group_name=GROUP, deps=[PREFERENCE_PAIRS.asset_key]),
+           PAIR_REJECTIONS.asset_spec(group_name=GROUP, deps=[PREFERENCE_PAIRS.asset_key])],
+    description="The data-juicer recipe over the preference pairs: the kept pairs and, in the same "
+                "run, every dropped pair with the op, reason and stats that dropped it. Refreshes "
+                "the sessions whose pairs changed since the last run (full_refresh: all).",
 )
 def normalized_pairs(context: dg.AssetExecutionContext, config: NormalizeConfig, lake: DeltaLake,
-                     normalizer: Normalizer) -> dg.MaterializeResult:
-    """All preference pairs through the data-juicer recipe (global dedup needs the whole set)."""
+                     normalizer: Normalizer):
+    """The changed sessions' preference pairs through the data-juicer recipe (assets/pairs/refresh.py)."""
     recipe = normalizer.load(config.recipe or None)
-    pairs = lake.read(PREFERENCE_PAIRS).to_pylist()
-    pairs.sort(key=lambda r: (r["session_key"], r["step_id"], r["pair_id"]))
-    pairs_version = lake.version(PREFERENCE_PAIRS)
-    context.log.info(f"normalizing {len(pairs)} pairs with recipe {recipe.name}@{recipe.version}")
-    res = normalizer.normalize(pairs, recipe)
-    if len(res.kept) + len(res.rejections) != len(pairs):  # also asserted inside normalize
-        raise dg.Failure(f"drop accounting: {len(res.kept)} kept + {len(res.rejections)} dropped "
-                         f"!= {len(pairs)} pairs in")
-    w_kept = lake.overwrite(NORMALIZED_PAIRS, res.kept)
-    w_rej = lake.overwrite(PAIR_REJECTIONS, res.rejections)
-    examples: dict[str, str] = {}
-    for r in res.rejections:
-        examples.setdefault(r["op"], r["reason"])
+    rep = refresh_normalized_pairs(lake, recipe, overrides=normalizer.overrides(), full=config.full_refresh,
+                                   group_rows=config.group_rows, log=context.log.info)
+    context.log.info(f"normalized_pairs: {rep.mode} ({rep.reason}): {rep.sessions} sessions, "
+                     f"{rep.rows_in} pairs with recipe {recipe.name}@{recipe.version}")
     ops_md = md_table(
         ["op", "rows in", "dropped", "seconds", "example reason"],
-        [[o.name, o.rows_in, o.dropped, f"{o.seconds:.2f}", examples.get(o.name, "")[:120]] for o in res.ops])
+        [[o.name, o.rows_in, o.dropped, f"{o.seconds:.2f}", rep.examples.get(o.name, "")[:120]]
+         for o in rep.ops.values()])
     common = {
+        "refresh_mode": rep.mode,
+        "refresh_reason": rep.reason,
+        "sessions_refreshed": dg.MetadataValue.int(rep.sessions),
         "recipe": recipe.name,
         "recipe_version": recipe.version,
-        "recipe_path": dg.MetadataValue.path(str(recipe.path)),
-        "rows_in": dg.MetadataValue.int(len(pairs)),
-        "rows_kept": dg.MetadataValue.int(len(res.kept)),
-        "rows_dropped": dg.MetadataValue.int(len(res.rejections)),
-        "preference_pairs_version": dg.MetadataValue.int(-1 if pairs_version is None else pairs_version),
-    }
-    langs = Counter(r.get("language") or "n/a" for r in res.kept)
-    strategies = Counter(r["strategy"] for r in res.kept)
-    return dg.MaterializeResult(metadata=metadata_for({"kept": w_kept, "pair_rejections": w_rej}) | common | {
+        "rows_in": dg.MetadataValue.int(rep.rows_in),
+        "rows_kept": dg.MetadataValue.int(rep.kept),
+        "rows_dropped": dg.MetadataValue.int(rep.dropped),
+        "preference_pairs_version": dg.MetadataValue.int(-1 if rep.input_version is None else rep.input_version),
         "drops_by_op": ops_md,
-        "kept_by_strategy": md_counts("strategy", dict(strategies)),
-        "kept_by_language": md_counts("language", dict(langs)),
-        "seconds": dg.MetadataValue.float(round(res.seconds, 3)),
+    }
+    kept = lake.state(NORMALIZED_PAIRS, rows_written=rep.kept, mode="replace sessions")
+    yield dg.MaterializeResult(asset_key=NORMALIZED_PAIRS.asset_key, metadata=kept.metadata() | common | {
+        "recipe_runs": dg.MetadataValue.int(rep.groups),
+        "recipe_path": dg.MetadataValue.path(str(recipe.path)),
+        "duplicates_of_earlier_pairs": dg.MetadataValue.int(rep.cross_duplicates),
+        "pairs_total": dg.MetadataValue.int(rep.pairs_total),
+        "kept_by_strategy": md_counts("strategy", dict(rep.strategies)),
+        "kept_by_language": md_counts("language", dict(rep.languages)),
+        "preview": pair_preview(rep.kept_preview, n=3),
+        "seconds": dg.MetadataValue.float(round(rep.seconds, 3)),
+    })
+    dropped = lake.state(PAIR_REJECTIONS, rows_written=rep.dropped, mode="replace sessions")
+    yield dg.MaterializeResult(asset_key=PAIR_REJECTIONS.asset_key, metadata=dropped.metadata() | common | {
+        "preview": pair_preview(rep.rejected_preview, n=3, why=lambda r: f"{r['op']}: {r['reason']}"),
     })
 
 
@@ -204,7 +267,8 @@ def pair_drop_accounting(context: dg.AssetCheckExecutionContext, lake: DeltaLake
         lake.read(PAIR_REJECTIONS, columns=["pair_id"]).num_rows
     ev = context.instance.get_latest_materialization_event(NORMALIZED_PAIRS.asset_key)
     md = ev.asset_materialization.metadata if ev and ev.asset_materialization else {}
-    rows_in = md["rows_in"].value if "rows_in" in md else None
+    # the pairs the table stands for (a refresh processes only the changed sessions: rows_in)
+    rows_in = md["pairs_total"].value if "pairs_total" in md else md["rows_in"].value if "rows_in" in md else None
     problems = []
     if rows_in is None:
         problems.append("no rows_in recorded by the last materialization")
@@ -250,4 +314,7 @@ def normalized_pairs_render(lake: DeltaLake, normalizer: Normalizer) -> dg.Asset
 
 
 ASSETS = [preference_pairs, normalized_pairs]
-CHECKS = [preference_pairs_valid, pair_drop_accounting, normalized_pairs_render]
+CHECKS = [preference_pairs_valid, pair_drop_accounting, normalized_pairs_render, table_check(PAIR_REJECTIONS)]
+
+defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS,
+                      resources={"normalizer": Normalizer(), "pair_judge": PairJudge()})

@@ -3,15 +3,11 @@
 data-juicer pip-installs any missing module at run time (an unpinned ``uv pip install``
 that can pull a multi-GB CUDA torch). :func:`block_runtime_installs` replaces that
 installer with one that raises ``ImportError``; it must run before any op is loaded, so
-every entry point here calls it first.
+every entry point calls it first (``assets.pairs.normalize.ensure_data_juicer`` and the
+ops module ``assets.pairs.dj_ops`` itself).
 """
 
 from __future__ import annotations
-
-import threading
-
-_LOCK = threading.Lock()
-_READY = False
 
 
 class RuntimeInstallBlocked(ImportError):
@@ -29,19 +25,3 @@ def block_runtime_installs() -> None:
 
     if getattr(LazyLoader._install_package, "__func__", None) is not _no_install:
         LazyLoader._install_package = classmethod(_no_install)
-
-
-def ensure_data_juicer():
-    """Block installs, import data-juicer's ops and register ours. Returns the registry."""
-    global _READY
-    with _LOCK:
-        block_runtime_installs()
-        if not _READY:
-            import data_juicer.ops  # noqa: F401  (registers the built-in ops)
-
-            import assets.pairs.dj_ops  # noqa: F401  (registers ours)
-
-            _READY = True
-    from data_juicer.ops.base_op import OPERATORS
-
-    return OPERATORS

@@ -8,6 +8,10 @@
   plus a rule for source code (lingua never answers "unknown").
 - ``semantic_disagreement_filter``: MiniLM cosine between chosen and rejected; drops
   "false disagreements" above ``max_similarity``.
+- ``pair_validity_filter``: the pair validity rules (assets/pairs/validity.py): the
+  rejected original of an error-site pair is a mistake, the chosen answer is a valid action
+  (an offered tool with schema-valid arguments, or substantive text; not the call the
+  context just answered; no tool call left as text). Drops carry the rule's name.
 
 Ops keep only plain values as attributes (models live in module caches), so data-juicer
 can fingerprint them cheaply. Each op has ``drop_reason(stats)`` for pair_rejections.
@@ -485,3 +489,45 @@ class SemanticDisagreementFilter(Filter):
     def drop_reason(self, st: dict) -> str:
         return (f"false disagreement: chosen/rejected cosine {st.get('chosen_rejected_cosine')} "
                 f">= max_similarity {self.max_similarity}")
+
+
+@OPERATORS.register_module("pair_validity_filter")
+class PairValidityFilter(Filter):
+    """Drop pairs that would teach the wrong thing (assets/pairs/validity.py); the reason
+    names the rule. ``rules``: the subset of validity rules to apply (default: all)."""
+
+    _batched_op = True
+
+    def __init__(self, rules: Sequence[str] | None = None, min_text_chars: int = 30,
+                 check_schema: bool = True, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from assets.pairs.validity import RULES, ValidityConfig
+
+        self.rules = tuple(rules) if rules else RULES
+        self.min_text_chars = int(min_text_chars)
+        self.check_schema = bool(check_schema)
+        self._config = ValidityConfig(self.rules, self.min_text_chars, self.check_schema)  # validates names
+
+    def compute_stats_batched(self, samples):
+        from assets.pairs.validity import check_row
+
+        _require_fields(samples, self._name, "prompt", "chosen", "rejected")
+        stats = samples[Fields.stats]
+        n = len(stats)
+        col = lambda f: samples[f] if f in samples else [None] * n  # noqa: E731
+        tools, strategy, failure = col("tools"), col("strategy"), col("rejected_failure")
+        for i, st in enumerate(stats):
+            if "validity_rule" in st:
+                continue
+            v = check_row({"prompt": samples["prompt"][i], "chosen": samples["chosen"][i],
+                           "rejected": samples["rejected"][i], "tools": tools[i] or None,
+                           "strategy": strategy[i], "rejected_failure": failure[i] or None}, self._config)
+            st["validity_rule"] = v.rule if v else ""
+            st["validity_reason"] = v.reason if v else ""
+        return samples
+
+    def process_batched(self, samples):
+        return map(lambda st: not st["validity_rule"], samples[Fields.stats])
+
+    def drop_reason(self, st: dict) -> str:
+        return f"{st.get('validity_rule')}: {st.get('validity_reason')}"

@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from resources.model_client import content_text
+
 ROLES = ("system", "user", "assistant", "tool")
 _WS = re.compile(r"\s+")
 
@@ -40,26 +42,8 @@ def content_hash(*parts: Any, n: int = 24) -> str:
 
 
 def flatten_content(content: Any) -> str:
-    """OpenAI content (string, None, or a list of parts) → one string."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        out = []
-        for part in content:
-            if isinstance(part, str):
-                out.append(part)
-            elif isinstance(part, dict):
-                kind = part.get("type", "")
-                if "text" in part and isinstance(part["text"], str):
-                    out.append(part["text"])
-                elif kind in ("image_url", "image", "input_image"):
-                    out.append("[image]")
-                elif kind:
-                    out.append(f"[{kind}]")
-        return "\n".join(s for s in out if s)
-    return str(content)
+    """OpenAI content (string, None, or a list of parts) → one string (the model client's rule)."""
+    return content_text(content)
 
 
 def clean_tool_call(tc: dict) -> dict:

@@ -11,7 +11,8 @@ Each pair becomes one data-juicer sample with rendered text fields the recipe's 
 - ``text``: the prompt's last user/tool turn + chosen + rejected (per-turn dedup key);
 - ``chosen_text`` / ``rejected_text``: the answer's text with tool calls as ``name(args)``;
 - ``chosen_content``: the chosen answer's prose only (language ID);
-- ``prompt`` / ``chosen`` / ``rejected`` / ``tools``: the JSON columns, unchanged.
+- ``prompt`` / ``chosen`` / ``rejected`` / ``tools``: the JSON columns, unchanged;
+- ``strategy`` / ``rejected_failure``: what made the pair (for ``pair_validity_filter``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import copy
 import hashlib
 import re
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -30,15 +32,36 @@ from typing import Any
 
 import yaml
 
-from assets.pairs.dj_env import ensure_data_juicer
+from assets.pairs.dj_env import block_runtime_installs
 from assets.pairs.messages import dumps, last_turn_text, loads, message_text
+from resources import settings
 
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes" / "replaysim"
+RECIPES_DIR = settings.RECIPES_DIR / "replaysim"
 ROW_ID = "__tl_row__"
 SAMPLE_FIELDS = ("text", "chosen_text", "rejected_text", "chosen_content",
-                 "prompt", "chosen", "rejected", "tools")
+                 "prompt", "chosen", "rejected", "tools", "strategy", "rejected_failure")
 _BOUND_ATTRS = ("min_len", "max_len", "min_ratio", "max_ratio", "min_num", "max_num",
                 "min_score", "max_score", "min_val", "max_val")
+
+
+_DJ_LOCK = threading.Lock()
+_DJ_READY = False
+
+
+def ensure_data_juicer():
+    """Block installs, import data-juicer's ops and register ours. Returns the registry."""
+    global _DJ_READY
+    with _DJ_LOCK:
+        block_runtime_installs()
+        if not _DJ_READY:
+            import data_juicer.ops  # noqa: F401  (registers the built-in ops)
+
+            import assets.pairs.dj_ops  # noqa: F401  (registers ours)
+
+            _DJ_READY = True
+    from data_juicer.ops.base_op import OPERATORS
+
+    return OPERATORS
 
 
 # ------------------------------------------------------------------------- recipes
@@ -176,6 +199,8 @@ def pair_sample(row: Mapping[str, Any], i: int) -> dict:
         "chosen": row["chosen"],
         "rejected": row["rejected"],
         "tools": row.get("tools") or "",
+        "strategy": row.get("strategy") or "",
+        "rejected_failure": row.get("rejected_failure") or "",
     }
 
 

@@ -13,11 +13,19 @@ Built-ins:
 
 Flags from the teacher (refusal, truncated, ...) make an answer less preferred as
 ``chosen``; ``blocking_flags`` make it never ``chosen``.
+
+Validity (assets/pairs/validity.py): teacher tool calls written as text are parsed into
+``tool_calls`` when rows become steps; the original step's failure is read through the
+failure policy (assets/pairs/failures.py), so an error-site pair's ``rejected`` carries
+its class (``rejected_failure``); strategies prefer a ``chosen`` that passes the validity
+rules, and :func:`build_pairs` stamps every candidate with the first rule it breaks
+(``invalid_rule``/``invalid_reason``; the recipe's ``pair_validity_filter`` drops those).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import difflib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -26,6 +34,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from assets.pairs.failures import FailurePolicy, Verdict, load_failure_policy, step_verdict
 from assets.pairs.messages import (
     action_signature,
     assistant_message,
@@ -38,6 +47,8 @@ from assets.pairs.messages import (
     message_text,
     normalize_text,
 )
+from assets.pairs.validity import ValidityConfig, Violation, check_pair
+from resources.tool_text import structure_tool_calls
 
 ORIGINAL = "original"
 DEFAULT_BLOCKING_FLAGS = ("empty", "refusal", "truncated", "invalid_tool_json")
@@ -74,6 +85,11 @@ class Step:
     teachers: tuple[Candidate, ...]
     caused_error: bool = False
     error_kind: str | None = None
+    failure: Verdict | None = None  # how the policy reads the original's failure
+
+    @property
+    def failure_label(self) -> str | None:
+        return f"{self.failure.cls}:{self.failure.rule}" if self.failure is not None else None
 
     @property
     def answers(self) -> list[Candidate]:
@@ -90,7 +106,17 @@ class Pair:
     score_chosen: float | None = None
     score_rejected: float | None = None
 
-    def row(self, created_at: dt.datetime | None = None) -> dict:
+    @property
+    def rejected_failure(self) -> str | None:
+        """The policy's reading of the rejected answer's failure (the original's only)."""
+        return self.step.failure_label if self.rejected.source == ORIGINAL and self.rejected.failed else None
+
+    def violation(self, config: ValidityConfig | None = None) -> Violation | None:
+        return check_pair(self.step.prompt, self.chosen.message, self.rejected.message, self.step.tools,
+                          strategy=self.strategy, rejected_failure=self.rejected_failure,
+                          config=config or ValidityConfig())
+
+    def row(self, created_at: dt.datetime | None = None, violation: Violation | None = None) -> dict:
         prompt, chosen, rejected = (dumps(self.step.prompt), dumps([self.chosen.message]),
                                     dumps([self.rejected.message]))
         return {
@@ -108,6 +134,9 @@ class Pair:
             "strategy": self.strategy,
             "score_chosen": self.score_chosen,
             "score_rejected": self.score_rejected,
+            "rejected_failure": self.rejected_failure,
+            "invalid_rule": violation.rule if violation else None,
+            "invalid_reason": violation.reason if violation else None,
             "created_at": created_at,
         }
 
@@ -140,8 +169,14 @@ def make_strategy(name: str, **params: Any) -> PairStrategy:
 class _Base:
     name = "base"
 
-    def __init__(self, blocking_flags: Iterable[str] = DEFAULT_BLOCKING_FLAGS):
+    def __init__(self, blocking_flags: Iterable[str] = DEFAULT_BLOCKING_FLAGS,
+                 validity: ValidityConfig | None = None):
         self.blocking_flags = frozenset(blocking_flags)
+        self.validity = validity or ValidityConfig()
+
+    def invalid(self, step: Step, chosen: Candidate, rejected: Candidate) -> bool:
+        """True when this chosen/rejected would break a validity rule (ranked last)."""
+        return Pair(step, chosen, rejected, self.name).violation(self.validity) is not None
 
     def prepare(self, steps: Sequence[Step]) -> None:  # optional batch hook
         return None
@@ -168,7 +203,7 @@ class ErrorSiteStrategy(_Base):
             return []
         bad = step.original.signature
         options = sorted((t for t in step.teachers if self.can_be_chosen(t) and t.signature != bad),
-                         key=self.preference)
+                         key=lambda t: (self.invalid(step, t, step.original), *self.preference(t)))
         return [Pair(step, t, step.original, self.name, 1.0 if t.clean else 0.5, 0.0)
                 for t in options[: self.max_pairs_per_step]]
 
@@ -257,8 +292,9 @@ class ConsensusStrategy(_Base):
         choosable = [j for j in cluster if self.can_be_chosen(answers[j])]
         if not choosable:
             return []
-        c = min(choosable, key=lambda j: (self.preference(answers[j])[:2], -sim[j, cluster].mean()))
         r = min(outliers, key=lambda j: (sim[j, cluster].mean(), answers[j].source))
+        c = min(choosable, key=lambda j: (self.invalid(step, answers[j], answers[r]),
+                                          self.preference(answers[j])[:2], -sim[j, cluster].mean()))
         return [Pair(step, answers[c], answers[r], self.name,
                      round(len(cluster) / n, 4), round(float(sim[r, cluster].mean()), 4))]
 
@@ -287,12 +323,13 @@ class JudgeStrategy(_Base):
         scores = [float(s) for s in self.scorer(step.prompt, [a.message for a in answers])]
         if len(scores) != len(answers):
             raise ValueError(f"judge returned {len(scores)} scores for {len(answers)} answers")
-        idx = range(len(answers))
+        idx = [i for i in range(len(answers)) if not math.isnan(scores[i])]  # NaN: the judge gave no score
         choosable = [i for i in idx if self.can_be_chosen(answers[i])]
         if not choosable:
             return []
-        best = max(choosable, key=lambda i: (scores[i], answers[i].clean))
         worst = min(idx, key=lambda i: (scores[i], answers[i].source))
+        best = max(choosable, key=lambda i: (not self.invalid(step, answers[i], answers[worst]),
+                                             scores[i], answers[i].clean))
         if best == worst or scores[best] - scores[worst] <= self.min_margin:
             return []
         if answers[best].signature == answers[worst].signature:
@@ -302,13 +339,22 @@ class JudgeStrategy(_Base):
 
 # ------------------------------------------------------------------ rows → steps
 
-def steps_from_rows(step_rows: Iterable[Mapping], teacher_rows: Iterable[Mapping]) -> list[Step]:
-    """Join AGENT_STEPS rows with TEACHER_RESPONSES rows (status ok only)."""
+def steps_from_rows(step_rows: Iterable[Mapping], teacher_rows: Iterable[Mapping],
+                    policy: FailurePolicy | None = None) -> list[Step]:
+    """Join AGENT_STEPS rows with TEACHER_RESPONSES rows (status ok only).
+
+    Teacher tool calls written as text are parsed into ``tool_calls`` (against the step's
+    tools) before anything else sees them; the original's failure is read with ``policy``
+    (default ``recipes/failures.yaml``)."""
+    policy = policy or load_failure_policy()
+    step_rows = list(step_rows)
+    tools_of = {r["step_id"]: clean_tools(r.get("tools")) for r in step_rows}
     by_step: dict[str, list[Candidate]] = {}
     for r in teacher_rows:
         if r.get("status") != "ok":
             continue
         msg = assistant_message(loads(r.get("message"), None), r.get("text"))
+        msg, _fmt = structure_tool_calls(msg, tools_of.get(r["step_id"]))
         flags = tuple(sorted(set(r.get("flags") or ())))
         if is_empty(msg) and "empty" not in flags:
             flags = tuple(sorted({*flags, "empty"}))
@@ -328,6 +374,7 @@ def steps_from_rows(step_rows: Iterable[Mapping], teacher_rows: Iterable[Mapping
             teachers=tuple(sorted(by_step.get(r["step_id"], []), key=lambda c: c.source)),
             caused_error=failed,
             error_kind=r.get("caused_error_kind"),
+            failure=step_verdict(r, policy),
         ))
     return steps
 
@@ -338,14 +385,28 @@ class PairBuildReport:
     steps_with_teachers: int = 0
     by_strategy: Counter = field(default_factory=Counter)
     merged_duplicates: int = 0
+    candidates: int = 0
+    removed_by_rule: Counter = field(default_factory=Counter)  # validity rule -> candidates it removed
+    failures: Counter = field(default_factory=Counter)  # "class (rule)" of the steps whose call failed
+
+    @property
+    def kept(self) -> int:
+        return self.candidates - sum(self.removed_by_rule.values())
 
 
 def build_pairs(steps: Sequence[Step], strategies: Sequence[PairStrategy],
-                created_at: dt.datetime | None = None) -> tuple[list[dict], PairBuildReport]:
+                created_at: dt.datetime | None = None,
+                validity: ValidityConfig | None = None) -> tuple[list[dict], PairBuildReport]:
     """Run every strategy on every step. A pair several strategies produce at one step is
-    kept once, under the first strategy in ``strategies`` (so list them by priority)."""
+    kept once, under the first strategy in ``strategies`` (so list them by priority).
+
+    Every candidate row carries the first validity rule it breaks (``invalid_rule``, None
+    when it is worth training on); ``report.removed_by_rule`` counts them."""
     report = PairBuildReport(steps=len(steps),
                              steps_with_teachers=sum(1 for s in steps if s.teachers))
+    for s in steps:
+        if s.failure is not None:
+            report.failures[f"{s.failure.cls} ({s.failure.rule})"] += 1
     for s in strategies:
         s.prepare(steps)
     rows: dict[str, dict] = {}
@@ -354,10 +415,15 @@ def build_pairs(steps: Sequence[Step], strategies: Sequence[PairStrategy],
             continue
         for strat in strategies:
             for pair in strat.pairs(step):
-                row = pair.row(created_at)
+                v = pair.violation(validity)
+                row = pair.row(created_at, v)
                 if row["pair_id"] in rows:
                     report.merged_duplicates += 1
                     continue
                 rows[row["pair_id"]] = row
-                report.by_strategy[strat.name] += 1
+                report.candidates += 1
+                if v is None:
+                    report.by_strategy[strat.name] += 1
+                else:
+                    report.removed_by_rule[v.rule] += 1
     return list(rows.values()), report

@@ -27,12 +27,18 @@ _PAIR_FIELDS = [
     pa.field("strategy", pa.string(), nullable=False),  # error_site | consensus | judge
     pa.field("score_chosen", pa.float64()),
     pa.field("score_rejected", pa.float64()),
+    # "<class>:<rule>" of the rejected original's failure (recipes/failures.yaml), else null
+    pa.field("rejected_failure", pa.string()),
+    # first validity rule the candidate breaks (assets/pairs/validity.py); null = worth training on
+    pa.field("invalid_rule", pa.string()),
+    pa.field("invalid_reason", pa.string()),
     pa.field("created_at", TS),
 ]
 
 PREFERENCE_PAIRS = TableSpec(
     layer="gold", name="preference_pairs", partition_by=("day",),
-    description="DPO pairs from teacher disagreement (TRL conversational format, JSON columns).",
+    description="DPO pair candidates from teacher disagreement (TRL conversational format, JSON "
+                "columns); each carries the validity rule it breaks (invalid_rule, null when valid).",
     schema=pa.schema(_PAIR_FIELDS),
 )
 
@@ -43,6 +49,8 @@ NORMALIZED_PAIRS = TableSpec(
         pa.field("language", pa.string()),
         pa.field("recipe", pa.string()),
         pa.field("recipe_version", pa.string()),
+        # hash of the recipe's exact-dedup key: duplicates are found across refreshes
+        pa.field("text_hash", pa.string()),
     ]),
 )
 
@@ -57,3 +65,7 @@ PAIR_REJECTIONS = TableSpec(
         pa.field("recipe_version", pa.string()),
     ]),
 )
+
+
+# The fixed tables of the family, upstream first (definitions.all_tables() lists them).
+TABLES = (PREFERENCE_PAIRS, NORMALIZED_PAIRS, PAIR_REJECTIONS,)

@@ -1,31 +1,36 @@
 """Thin Dagster wrappers of the rag family: playbooks, the run log, the batch job and the report."""
 
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
 
 import dagster as dg
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from assets.metadata import md_counts
-from assets.pairs.tables import NORMALIZED_PAIRS
 from assets.examples.tables import SFT_EXAMPLES
-from assets.rag.config import RagConfig, load_rag_config
+from assets.pairs.tables import NORMALIZED_PAIRS
+from assets.rag.config import ESCALATION_HELP, RagConfig, load_rag_config
 from resources.embeddings import embed_texts
 from assets.rag.playbooks import DeriveStats, derive_playbooks, reuse_embeddings
-from assets.rag.report import markdown, report_rows
+from assets.rag.report import _day, markdown, report_rows, with_totals
 from assets.rag.retrieval import playbook_text
-from assets.rag.runtime import RagRuntime, RunLog, read_tasks
+from assets.rag.runlog import RunLog, migrate_rag_runs, report_view
+from assets.rag.runtime import RagRuntime, read_tasks
 from assets.rag.tables import EMBEDDING_DIM, LABELS, RAG_PLAYBOOKS, RAG_REPORT, RAG_RUNS
 from assets.traces.tables import AGENT_STEPS, TRACE_TURNS
 from resources.embeddings import EmbeddingsResource
+from resources.changes import changes_since, consumed_versions, record_consumed, scan
 from resources.lake import DeltaLake
 
 GROUP = "rag"
 SAMPLE_TASKS = Path(__file__).with_name("sample_tasks.jsonl")
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 
+RUN_COLUMNS = ["recorded_run_id", "input_task", "task_hash", "model_response", "validation_result", "escalated",
+               "model_used", "recorded_at", "no_retrieval"]
 TURN_COLUMNS = ["session_key", "source_format", "turn_id", "turn_index", "role", "kind", "content",
                 "tool_calls", "tool_call_id", "tool_name", "tool_error", "error_kind", "is_sidechain",
                 "is_compact_summary"]
@@ -87,8 +92,8 @@ def rag_playbooks(context: dg.AssetExecutionContext, lake: DeltaLake, rag_embedd
     steps = lake.read(AGENT_STEPS, columns=["session_key", "step_id", "step_index"]).to_pylist()
     pairs = lake.read(NORMALIZED_PAIRS).to_pylist()
     sft = lake.read(SFT_EXAMPLES, columns=["session_key", "step_id", "messages"]).to_pylist()
-    runs = lake.read(RAG_RUNS, columns=["run_id", "task", "task_hash", "response", "gate_passed", "escalated",
-                                        "model_used", "created_at"]).to_pylist()
+    migrate_rag_runs(lake)
+    runs = report_view(lake.read(RAG_RUNS, columns=RUN_COLUMNS).to_pylist())
     read_s = time.perf_counter() - t0
     now = datetime.now(timezone.utc)
     stats = DeriveStats()
@@ -140,21 +145,68 @@ def rag_playbooks_valid(lake: DeltaLake) -> dg.AssetCheckResult:
                                metadata={"rows": len(ids), "duplicate_ids": dupes, "bad_labels": bad_labels})
 
 
+class RagReportConfig(dg.Config):
+    full_refresh: bool = False  # recount every run, not only the days that got new runs
+
+
+REPORT_RUN_COLUMNS = ["validation_result", "escalated", "recorded_at", "no_retrieval"]
+
+
+def _report_runs(lake: DeltaLake, filter=None):
+    """rag_runs rows (the report's columns), a batch at a time."""
+    for b in scan(lake, RAG_RUNS, REPORT_RUN_COLUMNS, filter=filter):
+        yield from report_view(b.to_pylist())
+
+
+def _days_filter(days: set[str]):
+    """recorded_at on one of these UTC days ("unknown": no timestamp)."""
+    expr = None
+    field = pc.field("recorded_at")
+    for d in sorted(days):
+        if d == "unknown":
+            e = field.is_null()
+        else:
+            start = datetime.fromisoformat(d).replace(tzinfo=timezone.utc)
+            e = (field >= pa.scalar(start, pa.timestamp("us", tz="UTC"))) & (
+                field < pa.scalar(start + timedelta(days=1), pa.timestamp("us", tz="UTC")))
+        expr = e if expr is None else (expr | e)
+    return expr
+
+
 @dg.asset(
     key=RAG_REPORT.asset_key,
     group_name=GROUP,
     deps=[RAG_RUNS.asset_key],
     kinds={"delta", "gold"},
-    description=RAG_REPORT.description,
+    description=RAG_REPORT.description + " Recounts only the days that got runs since the last refresh.",
 )
-def rag_report(context: dg.AssetExecutionContext, lake: DeltaLake):
-    runs = lake.read(RAG_RUNS, columns=["no_retrieval", "gate_passed", "escalated", "created_at"]).to_pylist()
-    rows = report_rows(runs, now=datetime.now(timezone.utc))
+def rag_report(context: dg.AssetExecutionContext, config: RagReportConfig, lake: DeltaLake):
+    migrate_rag_runs(lake)
+    now = datetime.now(timezone.utc)
+    state = consumed_versions(lake, RAG_REPORT.path)
+    ch = changes_since(lake, RAG_RUNS, state.get(RAG_RUNS.path), ["recorded_at"],
+                       full=config.full_refresh or not lake.exists(RAG_REPORT))
+    days: set[str] = set()
+    if ch.version is None or ch.full:  # every run, counted a batch at a time
+        rows = report_rows(_report_runs(lake), now=now)
+        mode = "full"
+    else:  # recount only the days that got runs since the last refresh
+        for b in ch.batches():
+            days.update(_day(ts) for ts in b.column("recorded_at").to_pylist())
+        kept = [r for r in lake.read(RAG_REPORT).to_pylist() if r["day"] not in days]
+        fresh = report_rows(_report_runs(lake, _days_filter(days)), now=now) if days else []
+        rows = with_totals(kept + [r for r in fresh if r["day"] != "all"], now=now)
+        mode = "incremental"
     result = lake.overwrite(RAG_REPORT, rows)
+    record_consumed(lake, RAG_REPORT.path, {RAG_RUNS.path: ch.version}, mode)
     overall = {r["retrieval"]: r for r in rows if r["day"] == "all"}
     md = {
         **result.metadata(),
-        "runs": len(runs),
+        "runs": sum(r["runs"] for r in overall.values()),
+        "refresh_mode": mode,
+        "refresh_reason": ch.reason,
+        "days_recounted": ", ".join(sorted(days)) if mode == "incremental" else "all",
+        "rag_runs_version": -1 if ch.version is None else ch.version,
         "overall": dg.MetadataValue.md(markdown(rows)),
         "per_day": dg.MetadataValue.md(markdown(rows, per_day=True)),
     }
@@ -181,8 +233,12 @@ def rag_batch(context: dg.OpExecutionContext, config: RagBatchConfig, lake: Delt
     if bad:
         raise dg.Failure(f"unknown variants {sorted(bad)}")
     runtime = rag.runtime(lake)
+    allow = runtime.config.allow_escalation if config.allow_escalation is None else config.allow_escalation
+    if allow and not config.local_only and runtime.escalation is None:
+        raise dg.Failure(ESCALATION_HELP)
     counts = {v: {"runs": 0, "passed": 0, "escalated": 0} for v in config.variants}
     spooled = 0
+    recorded: list[dict] = []
     for t in tasks:
         for variant in config.variants:
             out = runtime.run(t["task"], local_only=config.local_only, allow_escalation=config.allow_escalation,
@@ -193,10 +249,13 @@ def rag_batch(context: dg.OpExecutionContext, config: RagBatchConfig, lake: Delt
             c["passed"] += bool(out.gate_passed)
             c["escalated"] += bool(out.escalated)
             spooled += not out.logged
+            recorded.append(out.row)
             context.log.info(f"{variant} {out.run_id}: gate={'pass' if out.gate_passed else 'fail'} "
                              f"{out.failed_rules} path={out.escalation_path}")
     md = {"tasks": len(tasks), "runs": sum(c["runs"] for c in counts.values()), "spooled_runs": spooled,
-          "delta_version": lake.version(RAG_RUNS) or 0}
+          "delta_version": lake.version(RAG_RUNS) or 0,
+          "recorded_run_ids": dg.MetadataValue.json([r["recorded_run_id"] for r in recorded]),
+          "preview": dg.MetadataValue.md(runs_preview(recorded))}
     for v, c in counts.items():
         md[f"pass_rate/{v}"] = round(c["passed"] / c["runs"], 4) if c["runs"] else 0.0
         md[f"escalation_rate/{v}"] = round(c["escalated"] / c["runs"], 4) if c["runs"] else 0.0
@@ -213,3 +272,50 @@ rag_refresh_job = dg.define_asset_job(
     "rag_refresh_job", selection=[RAG_PLAYBOOKS.asset_key, RAG_REPORT.asset_key],
     description="Rebuild the playbooks (mining accepted runs) and the report.",
 )
+
+
+def runs_preview(rows: list[dict], n: int = 5) -> str:
+    """A markdown preview of a few runs (task, model, gate, the start of the answer)."""
+    if not rows:
+        return "_no runs_"
+    lines = ["| recorded_run_id | task | model_used | passed | reasons | answer |", "|---|---|---|---|---|---|"]
+
+    def cell(v: str, n: int) -> str:
+        v = " ".join(str(v or "").split())
+        return (v[:n] + "…" if len(v) > n else v).replace("|", "\\|")
+
+    for r in rows[:n]:
+        vr = r["validation_result"]
+        lines.append(f"| {r['recorded_run_id']} | {cell(r['input_task'], 60)} | {r['model_used']} "
+                     f"| {vr['passed']} | {', '.join(vr['reasons'])} | {cell(r['model_response'], 80)} |")
+    return "\n".join(lines)
+
+
+def record_run_materialization(instance: dg.DagsterInstance, lake: DeltaLake, row: dict, logged: bool) -> None:
+    """Report one CLI run as a materialization of gold/rag_runs (downstream assets follow it)."""
+    vr = row["validation_result"]
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key=RAG_RUNS.asset_key,
+        description=f"rag run {row['recorded_run_id']} ({row['source']})",
+        metadata={
+            "recorded_run_id": row["recorded_run_id"],
+            "source": row["source"],
+            "passed": vr["passed"],
+            "reasons": ", ".join(vr["reasons"]) or "-",
+            "model_used": str(row["model_used"]),
+            "escalation_path": dg.MetadataValue.json(row["escalation_path"]),
+            "duration_ms": dg.MetadataValue.float(round(row["duration_ms"], 1)),
+            "logged": logged,
+            "delta_version": lake.version(RAG_RUNS) or 0,
+            "table_uri": dg.MetadataValue.path(lake.uri(RAG_RUNS)),
+            "preview": dg.MetadataValue.md(runs_preview([row])),
+        },
+    ))
+
+
+ASSETS = [rag_playbooks, rag_runs, rag_report]
+CHECKS = [rag_playbooks_embedded, rag_playbooks_valid]
+JOBS = [rag_batch_job, rag_refresh_job]
+
+defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS, jobs=JOBS,
+                      resources={"rag": RagResource(), "rag_embeddings": EmbeddingsResource()})

@@ -19,6 +19,13 @@ from assets.rag.retrieval import RetrievalConfig
 from resources import settings
 
 ENV_PREFIX = settings.RAG_PREFIX
+ESCALATION_HELP = (
+    "escalation is allowed but no escalation endpoint is configured: set "
+    "TRACELAKE_RAG_ESCALATION_BASE_URL (an OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1) and "
+    "TRACELAKE_RAG_ESCALATION_MODEL, and TRACELAKE_RAG_ESCALATION_API_KEY_ENV to the NAME of the "
+    "environment variable holding its key if it needs one (or escalation.base_url / escalation.model in "
+    "the rag recipe, or --escalation-base-url / --escalation-model)"
+)
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,7 @@ class RagConfig:
     max_failure_chars: int = 350
     max_bundle_tokens: int = 1200
     # gate
-    min_chars: int = 20
+    min_chars: int = 80  # the design's minimum answer length
     min_checklist_overlap: int = 1
     # where a run goes if the lake cannot take it (flushed on the next successful append)
     spool_dir: str | None = None

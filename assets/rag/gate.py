@@ -35,7 +35,7 @@ RULES = ("empty", "too_short", "refusal", "hedge", "no_checklist_overlap", "miss
 
 @dataclass(frozen=True)
 class GateConfig:
-    min_chars: int = 20
+    min_chars: int = 80
     min_checklist_overlap: int = 1  # content tokens shared with the checklist (0 disables)
     refusal_patterns: tuple[str, ...] = REFUSAL_PATTERNS
     hedge_patterns: tuple[str, ...] = HEDGE_PATTERNS

@@ -33,6 +33,27 @@ def report_rows(runs: Iterable[Mapping[str, Any]], now=None) -> list[dict]:
     return rows
 
 
+def with_totals(day_rows: Iterable[Mapping[str, Any]], now=None) -> list[dict]:
+    """Per-day rows plus the ("all", retrieval) rows summed from them (an incremental refresh
+    recomputes only the days that got runs and keeps the others)."""
+    acc: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    rows = []
+    for r in day_rows:
+        if r["day"] == "all":
+            continue
+        a = acc[r["retrieval"]]
+        for i, k in enumerate(("runs", "passed", "escalated", "passed_local")):
+            a[i] += int(r[k])
+        rows.append(dict(r))
+    for scope, (n, p, e, pl) in acc.items():
+        rows.append({"day": "all", "retrieval": scope, "runs": n, "passed": p, "escalated": e, "passed_local": pl,
+                     "pass_rate": round(p / n, 4), "local_pass_rate": round(pl / n, 4),
+                     "escalation_rate": round(e / n, 4), "created_at": now})
+    for r in rows:
+        r["created_at"] = now
+    return sorted(rows, key=lambda r: (r["day"] != "all", r["day"], r["retrieval"]))
+
+
 def markdown(rows: Iterable[Mapping[str, Any]], day: str | None = None, per_day: bool = False) -> str:
     """A markdown table: the overall rows (day="all") or the per-day rows."""
     sel = [r for r in rows if (r["day"] != "all") == per_day and (day is None or r["day"] == day)]

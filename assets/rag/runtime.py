@@ -1,9 +1,15 @@
 """The rag runtime: retrieval → context bundle → local model → deterministic gate →
-escalation (only when the gate fails and escalation is allowed) → one row in ``rag_runs``.
+escalation (only when the gate fails and escalation is allowed) → one replay_run.v1 record
+in ``rag_runs`` (see ``runlog.py``).
+
+Both models are clients of the one model client (``resources.model_client``): the local
+model is the embedded SmolLM2 (or an HF dir / .gguf, or an OpenAI-compatible endpoint by
+config), the escalation target any OpenAI-compatible endpoint.
 
 Every run is logged, whatever happens: a failing local model or escalation call is
 recorded as an error on the run, and a run the lake cannot take is spooled to a local
-JSONL file and flushed with the next successful append.
+JSONL file and flushed with the next successful append. Allowing escalation without an
+escalation endpoint is an error before anything runs (:class:`EscalationNotConfigured`).
 """
 
 from __future__ import annotations
@@ -11,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,34 +25,53 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from assets.rag.bundle import ContextBundle, assemble_prompt, build_bundle
-from assets.rag.config import RagConfig
+from assets.rag.config import ESCALATION_HELP, RagConfig
 from assets.rag.gate import GateResult, validate
-from assets.rag.llm import ChatModel, LocalChatModel, OpenAICompatClient
 from assets.rag.retrieval import EmbeddingIndex, Hit, LexicalIndex, PlaybookIndex, playbook_text
-from assets.rag.tables import EMBEDDING_DIM, RAG_PLAYBOOKS, RAG_RUNS, RUN_SCHEMA_VERSION
-from assets.rag.text import normalize_task, task_hash, token_set
-from resources import settings
+from assets.rag.runlog import RunLog, recorded_run_id, sha256_hex
+from assets.rag.tables import EMBEDDING_DIM, MAX_RESPONSE_CHARS, RAG_PLAYBOOKS, RUN_SCHEMA_VERSION
+from assets.rag.text import normalize_task, token_set
+from resources.model_client import CallOutcome, ModelClient, ModelSpec, make_client
 
 Embedder = Callable[[Sequence[str]], np.ndarray]
+RETRY_AFTER_CAP_S = 10.0  # an interactive run does not wait minutes on a server's Retry-After
+
+
+class EscalationNotConfigured(ValueError):
+    """Escalation was allowed but no escalation endpoint is configured."""
 
 
 # ------------------------------------------------------------------ building blocks from config
-def build_local_model(cfg: RagConfig) -> ChatModel:
+def local_model_spec(cfg: RagConfig) -> ModelSpec:
+    common = dict(model=cfg.local_model, max_tokens=cfg.max_new_tokens, temperature=0.0, max_concurrency=1)
     if cfg.local_base_url:
-        return OpenAICompatClient(cfg.local_base_url, cfg.local_model, cfg.local_api_key_env,
-                                  timeout=cfg.timeout_s, max_retries=cfg.max_retries, backoff_s=cfg.backoff_s,
-                                  max_tokens=cfg.max_new_tokens)
-    return LocalChatModel(cfg.local_model, max_new_tokens=cfg.max_new_tokens, device=cfg.local_device,
-                          max_input_tokens=cfg.max_input_tokens, threads=cfg.local_threads,
-                          gguf_cache=cfg.local_gguf_cache)
+        return ModelSpec(provider="openai_compatible", base_url=cfg.local_base_url,
+                         api_key_env=cfg.local_api_key_env, timeout=cfg.timeout_s,
+                         max_attempts=cfg.max_retries + 1, backoff_base=cfg.backoff_s,
+                         max_retry_after=RETRY_AFTER_CAP_S, **common)
+    # greedy with a mild repetition penalty: a 135M model repeats itself otherwise
+    return ModelSpec(provider="local", device=cfg.local_device, batch_size=1,
+                     max_context_tokens=cfg.max_input_tokens + cfg.max_new_tokens, repetition_penalty=1.1,
+                     gguf_cache=cfg.local_gguf_cache, torch_threads=cfg.local_threads or None, **common)
 
 
-def build_escalation_model(cfg: RagConfig) -> ChatModel | None:
+def escalation_model_spec(cfg: RagConfig) -> ModelSpec | None:
     if not cfg.escalation_configured:
         return None
-    return OpenAICompatClient(cfg.escalation_base_url, cfg.escalation_model, cfg.escalation_api_key_env,
-                              timeout=cfg.timeout_s, max_retries=cfg.max_retries, backoff_s=cfg.backoff_s,
-                              max_tokens=cfg.escalation_max_tokens)
+    return ModelSpec(provider="openai_compatible", base_url=cfg.escalation_base_url, model=cfg.escalation_model,
+                     api_key_env=cfg.escalation_api_key_env, max_tokens=cfg.escalation_max_tokens,
+                     temperature=0.0, max_concurrency=1, timeout=cfg.timeout_s,
+                     max_attempts=cfg.max_retries + 1, backoff_base=cfg.backoff_s,
+                     max_retry_after=RETRY_AFTER_CAP_S)
+
+
+def build_local_model(cfg: RagConfig) -> ModelClient:
+    return make_client(local_model_spec(cfg))
+
+
+def build_escalation_model(cfg: RagConfig) -> ModelClient | None:
+    spec = escalation_model_spec(cfg)
+    return make_client(spec) if spec is not None else None
 
 
 def default_embedder(device: str = "cpu") -> Embedder:
@@ -83,61 +107,30 @@ def load_playbook_index(lake, metric: str = "jaccard") -> PlaybookIndex:
     return index_from_arrow(lake.read(RAG_PLAYBOOKS), version=version, metric=metric)
 
 
-# ------------------------------------------------------------------ the run log
-def default_spool_dir() -> Path:
-    return settings.cache_home() / "tracelake" / "rag_spool"
-
-
-class RunLog:
-    """Appends runs to rag_runs; spools them locally when the lake refuses, flushes later."""
-
-    def __init__(self, lake, spool_dir: str | os.PathLike | None = None):
-        self.lake = lake
-        self.spool = Path(spool_dir) if spool_dir else default_spool_dir()
-
-    @property
-    def spool_file(self) -> Path:
-        return self.spool / "rag_runs.jsonl"
-
-    def _spooled(self) -> list[dict]:
-        if not self.spool_file.is_file():
-            return []
-        rows = []
-        for line in self.spool_file.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                r["created_at"] = datetime.fromisoformat(r["created_at"])
-                rows.append(r)
-        return rows
-
-    def append(self, rows: list[dict]) -> tuple[bool, str | None]:
-        pending = self._spooled()
-        try:
-            if self.lake is None:
-                raise RuntimeError("no lake configured")
-            self.lake.append(RAG_RUNS, pending + rows)
-        except Exception as exc:  # noqa: BLE001 - the run must not be lost: keep it on local disk
-            self.spool.mkdir(parents=True, exist_ok=True)
-            with self.spool_file.open("a") as f:
-                for r in rows:
-                    f.write(json.dumps({**r, "created_at": r["created_at"].isoformat()}) + "\n")
-            return False, f"{type(exc).__name__}: {str(exc)[:300]}"
-        if pending:
-            self.spool_file.unlink(missing_ok=True)
-        return True, None
-
-
 # ------------------------------------------------------------------ the runtime
 @dataclass
 class RunOutcome:
-    row: dict
+    row: dict  # the rag_runs row
     hits: list[Hit] = field(default_factory=list)
     bundle: ContextBundle | None = None
     gate: GateResult | None = None
+    response: str = ""  # the full final answer (the row holds it cut at 4,000 characters)
     logged: bool = False
     log_error: str | None = None
 
-    def __getattr__(self, name: str) -> Any:  # run_id, response, gate_passed, ... straight from the row
+    @property
+    def run_id(self) -> str:
+        return self.row["recorded_run_id"]
+
+    @property
+    def gate_passed(self) -> bool:
+        return bool(self.row["validation_result"]["passed"])
+
+    @property
+    def failed_rules(self) -> list[str]:
+        return list(self.row["validation_result"]["reasons"])
+
+    def __getattr__(self, name: str) -> Any:  # escalated, escalation_path, ... straight from the row
         row = self.__dict__.get("row") or {}
         if name in row:
             return row[name]
@@ -146,7 +139,7 @@ class RunOutcome:
 
 class RagRuntime:
     def __init__(self, config: RagConfig, *, lake=None, index: PlaybookIndex | None = None,
-                 local: ChatModel | None = None, escalation: ChatModel | None = None,
+                 local: ModelClient | None = None, escalation: ModelClient | None = None,
                  embedder: Embedder | None = None, run_log: RunLog | None = None,
                  clock: Callable[[], datetime] | None = None):
         self.config = config
@@ -177,16 +170,19 @@ class RagRuntime:
             return None
 
     def run(self, task: str, *, local_only: bool = False, allow_escalation: bool | None = None,
-            no_retrieval: bool = False, source: str = "api", run_id: str | None = None,
-            checks: Sequence[str] = ()) -> RunOutcome:
+            no_retrieval: bool = False, source: str = "api", checks: Sequence[str] = ()) -> RunOutcome:
         """Answer one task. ``checks``: validation lines the caller requires (e.g. from a task
-        file); the gate requires the answer to cover each of them, with or without retrieval."""
+        file); the gate requires the answer to cover each of them, with or without retrieval.
+
+        Raises :class:`EscalationNotConfigured` (before anything runs) when escalation is
+        allowed but no escalation endpoint is configured."""
         cfg = self.config
         task = normalize_task(task)
         if not task:
             raise ValueError("empty task")
         allow = (cfg.allow_escalation if allow_escalation is None else bool(allow_escalation)) and not local_only
-        run_id = run_id or "run_" + uuid.uuid4().hex
+        if allow and self.escalation is None:
+            raise EscalationNotConfigured(ESCALATION_HELP)
         errors: list[str] = []
         t_start = time.perf_counter()
 
@@ -213,16 +209,16 @@ class RagRuntime:
 
         # 3. local model
         attempts: list[dict] = []
-        path = [f"local:{self.local.name}"]
+        path = [self.local.model_id]
         t0 = time.perf_counter()
-        response, model_used = "", self.local.name
-        try:
-            res = self.local.chat(messages)
-            response = res.text
-            attempts.append(_attempt("local", self.local.name, res=res))
-        except Exception as exc:  # noqa: BLE001 - a failing local model is a logged, failed run
-            errors.append(f"local model failed: {type(exc).__name__}: {exc}"[:500])
-            attempts.append(_attempt("local", self.local.name, error=errors[-1]))
+        response, model_used = "", self.local.model_id
+        res = self.local.chat(messages)
+        if res.ok:
+            response = (res.text or "").strip()
+            attempts.append(_attempt("local", self.local.model_id, res=res))
+        else:  # a failing local model is a logged, failed run
+            errors.append(f"local model failed: {res.describe_error()}"[:500])
+            attempts.append(_attempt("local", self.local.model_id, error=errors[-1]))
         local_ms = (time.perf_counter() - t0) * 1000
 
         # 4. the gate (code, never a model)
@@ -234,73 +230,76 @@ class RagRuntime:
         # 5. escalation, only when the gate failed and it is allowed
         escalation_ms = None
         if not gate.passed and allow:
-            if self.escalation is None:
-                errors.append("escalation allowed but no escalation model is configured")
-                attempts.append(_attempt("escalation", None, error=errors[-1], status="skipped"))
-            else:
-                path.append(f"escalation:{self.escalation.name}")
-                t0 = time.perf_counter()
-                try:
-                    res = self.escalation.chat(messages)
-                    escalation_ms = (time.perf_counter() - t0) * 1000
-                    t1 = time.perf_counter()
-                    esc_gate = validate(res.text, checklist, cfg.gate(), required)
-                    gate_ms += (time.perf_counter() - t1) * 1000
-                    attempts.append(_attempt("escalation", self.escalation.name, res=res, gate=esc_gate.to_dict()))
-                    response, model_used, gate = res.text, self.escalation.name, esc_gate
-                except Exception as exc:  # noqa: BLE001 - the run is still logged, with the error
-                    escalation_ms = (time.perf_counter() - t0) * 1000
-                    errors.append(f"escalation failed: {type(exc).__name__}: {exc}"[:500])
-                    attempts.append(_attempt("escalation", self.escalation.name, error=errors[-1]))
+            esc = self.escalation
+            path.append(esc.model_id)
+            t0 = time.perf_counter()
+            res = esc.chat(messages)
+            escalation_ms = (time.perf_counter() - t0) * 1000
+            if res.ok:
+                text = (res.text or "").strip()
+                t1 = time.perf_counter()
+                esc_gate = validate(text, checklist, cfg.gate(), required)
+                gate_ms += (time.perf_counter() - t1) * 1000
+                attempts.append(_attempt("escalation", esc.model_id, res=res, gate=esc_gate.to_dict()))
+                response, model_used, gate = text, esc.model_id, esc_gate
+            else:  # the run is still logged, with the error
+                errors.append(f"escalation failed: {res.describe_error()}"[:500])
+                attempts.append(_attempt("escalation", esc.model_id, error=errors[-1]))
 
+        now = self.clock()
+        th = sha256_hex(task)
         row = {
-            "schema_version": RUN_SCHEMA_VERSION,
-            "run_id": run_id,
-            "task": task,
-            "task_hash": task_hash(task),
+            "schema": RUN_SCHEMA_VERSION,
+            "input_task": task,
+            "task_hash": th,
+            "retrieved_artifacts": {"rag_ids": [h.id for h in hits]},
+            "context_bundle": json.dumps(bundle.to_dict(), ensure_ascii=False) if bundle else None,
+            "model_response": response[:MAX_RESPONSE_CHARS],
+            "model_used": model_used,
+            "escalation_path": path,
+            "validation_result": {"passed": gate.passed, "reasons": list(gate.failed_rules)},
+            "recorded_run_id": recorded_run_id(th, now),
+            "recorded_at": now,
+            "duration_ms": (time.perf_counter() - t_start) * 1000,
             "source": source,
+            "response_chars": len(response),
             "retrieval_mode": mode,
-            "retrieved_ids": [h.id for h in hits],
             "retrieved_scores": [round(h.score, 6) for h in hits],
             "playbooks_version": playbooks_version,
-            "bundle": json.dumps(bundle.to_dict() if bundle else None, ensure_ascii=False),
             "prompt": json.dumps(messages, ensure_ascii=False),
-            "response": response,
-            "model_used": model_used,
-            "local_model": self.local.name,
-            "escalation_model": self.escalation.name if self.escalation is not None else None,
-            "escalation_path": path,
+            "local_model": self.local.model_id,
+            "escalation_model": self.escalation.model_id if self.escalation is not None else None,
             "escalated": len(path) > 1,
             "attempts": json.dumps(attempts, ensure_ascii=False),
-            "gate_passed": gate.passed,
-            "failed_rules": list(gate.failed_rules),
-            "validation": json.dumps(gate.to_dict(), ensure_ascii=False),
+            "validation_details": json.dumps(gate.to_dict(), ensure_ascii=False),
             "error": "; ".join(errors) or None,
             "retrieval_ms": retrieval_ms,
             "bundle_ms": bundle_ms,
             "local_ms": local_ms,
             "gate_ms": gate_ms,
             "escalation_ms": escalation_ms,
-            "total_ms": (time.perf_counter() - t_start) * 1000,
             "local_only": bool(local_only),
             "allow_escalation": allow,
             "no_retrieval": bool(no_retrieval),
             "config": json.dumps(cfg.public(), sort_keys=True),
-            "created_at": self.clock(),
+            "legacy_run_id": None,
         }
         logged, log_error = self.run_log.append([row])
-        return RunOutcome(row=row, hits=hits, bundle=bundle, gate=gate, logged=logged, log_error=log_error)
+        return RunOutcome(row=row, hits=hits, bundle=bundle, gate=gate, response=response,
+                          logged=logged, log_error=log_error)
 
     def run_many(self, tasks: Sequence[str], **kw) -> list[RunOutcome]:
         return [self.run(t, **kw) for t in tasks]
 
 
-def _attempt(stage: str, model: str | None, *, res=None, error: str | None = None,
+def _attempt(stage: str, model: str | None, *, res: CallOutcome | None = None, error: str | None = None,
              gate: dict | None = None, status: str | None = None) -> dict:
     a: dict[str, Any] = {"stage": stage, "model": model, "status": status or ("ok" if res is not None else "error")}
     if res is not None:
-        a.update(response=res.text, finish_reason=res.finish_reason, input_tokens=res.input_tokens,
-                 output_tokens=res.output_tokens, latency_ms=round(res.latency_ms, 2), attempts=res.attempts)
+        a.update(response=(res.text or "").strip(), finish_reason=res.finish_reason, input_tokens=res.input_tokens,
+                 output_tokens=res.output_tokens, cost_usd=res.cost_usd,
+                 latency_ms=round(res.latency_ms, 2) if res.latency_ms is not None else None,
+                 attempts=res.attempts)
     if error:
         a["error"] = error
     if gate is not None:

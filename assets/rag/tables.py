@@ -7,6 +7,7 @@ from resources.lake import TableSpec
 TS = pa.timestamp("us", tz="UTC")
 EMBEDDING_DIM = 384
 RUN_SCHEMA_VERSION = "replay_run.v1"
+MAX_RESPONSE_CHARS = 4000  # model_response is cut here in the log
 LABELS = ("accepted", "partially_accepted", "rejected")
 
 RAG_PLAYBOOKS = TableSpec(
@@ -53,44 +54,49 @@ RAG_RUNS = TableSpec(
     layer="gold",
     name="rag_runs",
     description=(
-        "Append-only log of every rag run: retrieval → context bundle → local model → deterministic "
-        "gate → escalation, with full provenance (schema replay_run.v1)."
+        "Append-only log of every rag run (retrieval → context bundle → local model → deterministic "
+        "gate → escalation): one replay_run.v1 record per run under the design's field names, with "
+        "provenance columns beside them. `tracelake rag export-log` writes the records as JSONL."
     ),
     schema=pa.schema(
         [
-            pa.field("schema_version", pa.string(), nullable=False),  # replay_run.v1
-            pa.field("run_id", pa.string(), nullable=False),
-            pa.field("task", pa.string(), nullable=False),
-            pa.field("task_hash", pa.string(), nullable=False),
+            # ---- the replay_run.v1 record (names and meaning fixed by the design)
+            pa.field("schema", pa.string(), nullable=False),  # "replay_run.v1"
+            pa.field("input_task", pa.string(), nullable=False),  # the task (whitespace-normalized)
+            pa.field("task_hash", pa.string(), nullable=False),  # sha256 hex of input_task (UTF-8)
+            pa.field("retrieved_artifacts", pa.struct([pa.field("rag_ids", pa.list_(pa.string()))])),
+            pa.field("context_bundle", pa.string()),  # JSON: the context bundle; null without retrieval
+            pa.field("model_response", pa.string()),  # the final answer, cut at 4,000 characters
+            pa.field("model_used", pa.string()),  # the model whose answer is model_response
+            pa.field("escalation_path", pa.list_(pa.string())),  # models tried, in order
+            pa.field("validation_result", pa.struct([pa.field("passed", pa.bool_()),
+                                                     pa.field("reasons", pa.list_(pa.string()))])),
+            pa.field("recorded_run_id", pa.string(), nullable=False),  # replay:<task_hash[:16]>:<epoch ms>
+            pa.field("recorded_at", TS, nullable=False),  # ISO time in the JSONL record
+            pa.field("duration_ms", pa.float64()),
+            # ---- beside the record: provenance and timings
             pa.field("source", pa.string()),  # cli | batch:<dagster run id> | api
+            pa.field("response_chars", pa.int64()),  # length of the full answer before the cut
             pa.field("retrieval_mode", pa.string()),  # lexical | embedding | hybrid | none
-            pa.field("retrieved_ids", pa.list_(pa.string())),
             pa.field("retrieved_scores", pa.list_(pa.float64())),
             pa.field("playbooks_version", pa.int64()),  # Delta version of rag_playbooks read
-            pa.field("bundle", pa.string()),  # JSON: the context bundle
-            pa.field("prompt", pa.string()),  # JSON: chat messages sent to the local model
-            pa.field("response", pa.string()),  # final answer (escalated one if escalation answered)
-            pa.field("model_used", pa.string()),  # the model whose answer is `response`
+            pa.field("prompt", pa.string()),  # JSON: chat messages sent to the models
             pa.field("local_model", pa.string()),
             pa.field("escalation_model", pa.string()),
-            pa.field("escalation_path", pa.list_(pa.string())),  # e.g. ["local:smollm2-135m", "escalation:gpt-x"]
             pa.field("escalated", pa.bool_(), nullable=False),
             pa.field("attempts", pa.string()),  # JSON: every model call (stage, model, response, gate, error, ms)
-            pa.field("gate_passed", pa.bool_(), nullable=False),
-            pa.field("failed_rules", pa.list_(pa.string())),
-            pa.field("validation", pa.string()),  # JSON: the final gate result with per-rule details
+            pa.field("validation_details", pa.string()),  # JSON: the final gate result with per-rule details
             pa.field("error", pa.string()),  # e.g. the escalation call failed
             pa.field("retrieval_ms", pa.float64()),
             pa.field("bundle_ms", pa.float64()),
             pa.field("local_ms", pa.float64()),
             pa.field("gate_ms", pa.float64()),
             pa.field("escalation_ms", pa.float64()),
-            pa.field("total_ms", pa.float64()),
             pa.field("local_only", pa.bool_(), nullable=False),
             pa.field("allow_escalation", pa.bool_(), nullable=False),
             pa.field("no_retrieval", pa.bool_(), nullable=False),
             pa.field("config", pa.string()),  # JSON: the (secret-free) runtime config
-            pa.field("created_at", TS, nullable=False),
+            pa.field("legacy_run_id", pa.string()),  # run_id of a row carried over from the old layout
         ]
     ),
 )
@@ -116,3 +122,7 @@ RAG_REPORT = TableSpec(
 )
 
 TABLES = [RAG_PLAYBOOKS, RAG_RUNS, RAG_REPORT]
+
+
+# The fixed tables of the family, upstream first (definitions.all_tables() lists them).
+TABLES = (RAG_PLAYBOOKS, RAG_RUNS, RAG_REPORT,)

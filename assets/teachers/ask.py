@@ -2,8 +2,8 @@
 
 ``await ask_teachers(steps, teachers, cache, budget)`` takes plain AGENT_STEPS rows (dicts with
 ``session_key``, ``step_id``, ``messages`` and ``tools`` JSON), runtime teachers
-(``resources.teachers.TeacherSet``), a response cache and a budget, and returns the
-TEACHER_RESPONSES rows plus per-teacher totals.
+(``assets.teachers.pool.TeacherSet``: clients of the one model client), a response cache and
+a budget, and returns the TEACHER_RESPONSES rows plus per-teacher totals.
 
 * Requests are content-addressed (``request_hash``); answers held by the cache are reused
   without a call, identical requests in one run are sent once.
@@ -17,6 +17,20 @@ TEACHER_RESPONSES rows plus per-teacher totals.
   input tokens than the request's bytes (true for byte-level BPE tokenizers).
 * Flags are computed as each answer arrives (``checks.answer_flags``) and every successful
   answer is handed to the cache writer at once.
+* Spend control (the pool's ``circuit_breaker`` and ``prefilter``):
+  - circuit breaker: per priced teacher (every teacher with ``priced_only: false``), the last
+    ``window`` answers of this run's calls are kept;
+    when the share flagged (empty, refusal, hedge, truncated, invalid_tool_json by default)
+    is above ``max_flagged_share``, the teacher is paused for the rest of the run: its
+    remaining requests are not sent and their rows say ``skipped_breaker`` (requests already
+    in flight at that moment still finish: at most ``max_concurrency - 1`` more calls);
+  - pre-filter: a request is not sent when it cannot produce a usable answer: its context is
+    over the teacher's declared ``context_window`` (``over_window``), or the context has
+    nothing to answer (it ends with an assistant message, or holds no user/tool text):
+    rows say ``skipped_prefilter`` with the rule. Answers the cache already holds are used
+    either way (they cost nothing).
+  The totals count what was skipped and an estimate of what it saved (calls, tokens, USD at
+  the teacher's prices with ``max_tokens`` out).
 """
 
 from __future__ import annotations
@@ -32,10 +46,18 @@ import orjson
 
 from assets.metadata import percentiles
 from assets.teachers.cache import MemoryResponseCache, ResponseCache
-from assets.teachers.checks import answer_flags
-from resources.teachers import CallOutcome, LocalTeacher, Teacher, TeacherRequest
+from assets.teachers.flags import answer_flags
+from assets.teachers.pool import CircuitBreakerSettings, PrefilterSettings
+from resources.model_client import (
+    CallOutcome,
+    LocalModelClient,
+    ModelClient,
+    ModelRequest,
+    content_text,
+)
 
 OK, ERROR, SKIPPED = "ok", "error", "skipped_budget"
+SKIPPED_BREAKER, SKIPPED_PREFILTER = "skipped_breaker", "skipped_prefilter"
 
 
 class Budget:
@@ -106,6 +128,14 @@ class TeacherTotals:
     ok: int = 0
     errors: int = 0
     skipped_budget: int = 0
+    skipped_breaker: int = 0  # rows not asked: the teacher was paused by the circuit breaker
+    skipped_prefilter: int = 0  # rows not asked: the step could not yield a usable answer
+    saved_calls: int = 0  # calls not made thanks to the breaker and the pre-filter
+    saved_tokens_estimate: int = 0  # their typical input + max_tokens
+    saved_usd_estimate: float = 0.0  # at the teacher's prices
+    breaker_tripped: bool = False
+    breaker_after_calls: int | None = None  # calls made when the breaker tripped
+    breaker_reason: str | None = None
     input_tokens: int = 0  # of this run's calls
     output_tokens: int = 0
     cost_usd: float = 0.0  # spent in this run
@@ -127,6 +157,7 @@ class AskResult:
     budget_usd: float | None
     wall_seconds: float
     cache_stats: dict[str, Any]
+    prefilter_by_rule: collections.Counter = field(default_factory=collections.Counter)
 
     @property
     def calls(self) -> int:
@@ -138,17 +169,32 @@ class AskResult:
 
     def markdown(self) -> str:
         head = ("| teacher | provider | model | rows | calls | cached | ok | errors | skipped_budget "
+                "| skipped_breaker | skipped_prefilter "
                 "| tokens in | tokens out | cost USD (run) | p50 latency ms | p95 latency ms |")
-        lines = [head, "|" + "---|" * 14]
+        lines = [head, "|" + "---|" * 16]
         for t in self.totals.values():
             d = t.as_dict()
             p50, p95 = (f"{d[k]:.0f}" if d[k] is not None else "–" for k in ("p50_latency_ms", "p95_latency_ms"))
             lines.append(
                 f"| {t.teacher} | {t.provider} | {t.model} | {t.rows} | {t.calls} | {t.cached} "
-                f"| {t.ok} | {t.errors} | {t.skipped_budget} | {t.input_tokens} | {t.output_tokens} "
+                f"| {t.ok} | {t.errors} | {t.skipped_budget} | {t.skipped_breaker} | {t.skipped_prefilter} "
+                f"| {t.input_tokens} | {t.output_tokens} "
                 f"| {t.cost_usd:.6f} | {p50} | {p95} |"
             )
         return "\n".join(lines)
+
+    def spend_control(self) -> dict[str, Any]:
+        """What the circuit breaker and the pre-filter did, and what they saved."""
+        tot = self.totals.values()
+        return {
+            "paused_teachers": {t.teacher: {"after_calls": t.breaker_after_calls, "reason": t.breaker_reason}
+                                for t in tot if t.breaker_tripped},
+            "skipped_breaker": sum(t.skipped_breaker for t in tot),
+            "skipped_prefilter": dict(self.prefilter_by_rule),
+            "saved_calls": sum(t.saved_calls for t in tot),
+            "saved_tokens_estimate": sum(t.saved_tokens_estimate for t in tot),
+            "saved_usd_estimate": round(sum(t.saved_usd_estimate for t in tot), 6),
+        }
 
     def latency_ms(self) -> dict[str, float | None]:
         """p50 / p95 / max latency of this run's calls over all teachers (None: no call)."""
@@ -161,7 +207,48 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _cache_record(teacher: Teacher, req: TeacherRequest, out: CallOutcome, run_id: str | None,
+def nothing_to_answer(messages: Sequence[dict[str, Any]]) -> str | None:
+    """Why a context holds nothing for a model to answer (None: it does).
+
+    It is empty; it ends with an assistant message (the model has already spoken, the step
+    continues its own turn); or it has no user or tool message with any text."""
+    if not messages:
+        return "empty context"
+    if messages[-1].get("role") == "assistant":
+        return "context ends with an assistant message"
+    asked = [m for m in messages if m.get("role") in ("user", "tool")]
+    if not any(content_text(m.get("content")).strip() for m in asked):
+        return "no user or tool message with text"
+    return None
+
+
+class CircuitBreaker:
+    """The last ``window`` answers of one teacher; trips when too many are flagged."""
+
+    def __init__(self, cfg: CircuitBreakerSettings) -> None:
+        self.cfg = cfg
+        self.recent: collections.deque = collections.deque(maxlen=cfg.window)
+        self.flags = frozenset(cfg.flags)
+        self.tripped = False
+        self.reason: str | None = None
+
+    def record(self, flags: Iterable[str]) -> bool:
+        """Record one answer; True when this answer trips the breaker."""
+        if self.tripped or not self.cfg.enabled:
+            return False
+        self.recent.append(tuple(sorted(self.flags & set(flags))))
+        n = len(self.recent)
+        bad = [f for f in self.recent if f]
+        if n >= self.cfg.window and len(bad) / n > self.cfg.max_flagged_share:
+            kinds = collections.Counter(k for f in bad for k in f)
+            self.tripped = True
+            self.reason = (f"{len(bad)} of the last {n} answers flagged ("
+                           + ", ".join(f"{k}: {v}" for k, v in kinds.most_common()) + ")")
+            return True
+        return False
+
+
+def _cache_record(teacher: ModelClient, req: ModelRequest, out: CallOutcome, run_id: str | None,
                   created_at: datetime) -> dict[str, Any]:
     return {
         "request_hash": req.request_hash,
@@ -186,15 +273,19 @@ def _cache_record(teacher: Teacher, req: TeacherRequest, out: CallOutcome, run_i
 
 async def ask_teachers(
     steps: Sequence[dict[str, Any]],
-    teachers: Iterable[Teacher],
+    teachers: Iterable[ModelClient],
     cache: ResponseCache | None = None,
     budget: Budget | float | None = None,
     *,
     reserve_bytes_per_token: float = 1.0,
     run_id: str | None = None,
     log: Any = None,
+    circuit_breaker: CircuitBreakerSettings | None = None,
+    prefilter: PrefilterSettings | None = None,
 ) -> AskResult:
-    """Ask every teacher at every step; return TEACHER_RESPONSES rows and totals."""
+    """Ask every teacher at every step; return TEACHER_RESPONSES rows and totals.
+
+    ``circuit_breaker`` / ``prefilter``: spend control (the pool's; None: the defaults)."""
     t_start = time.perf_counter()
     teachers = list(teachers)
     cache = cache if cache is not None else MemoryResponseCache()
@@ -204,7 +295,7 @@ async def ask_teachers(
     flags_by_kind: collections.Counter = collections.Counter()
 
     # 1. build every request (a step whose JSON is unusable still gets rows: errors)
-    entries: list[tuple[dict[str, Any], Teacher, TeacherRequest | None, str | None]] = []
+    entries: list[tuple[dict[str, Any], ModelClient, ModelRequest | None, str | None]] = []
     for step in steps:
         for t in teachers:
             try:
@@ -217,21 +308,51 @@ async def ask_teachers(
     all_hashes = {req.request_hash for _, _, req, _ in entries if req is not None}
     held = await cache.lookup(all_hashes) if all_hashes else {}
 
-    # 3. one queue per teacher of the distinct requests still to answer (in step order)
+    # 3. one queue per teacher of the distinct requests still to answer (in step order);
+    #    the pre-filter keeps out those that cannot yield a usable answer
+    prefilter = prefilter or PrefilterSettings()
+    cb = circuit_breaker or CircuitBreakerSettings()
+    breakers = {t.name: CircuitBreaker(cb if (t.spec.priced or not cb.priced_only)
+                                       else cb.model_copy(update={"enabled": False}))
+                for t in teachers}
+    prefilter_by_rule: collections.Counter = collections.Counter()
     queues: dict[str, collections.deque] = {t.name: collections.deque() for t in teachers}
     owner: dict[str, str] = {}
+    results: dict[str, CallOutcome | str] = {}
+    skip_reason: dict[str, str] = {}
+
+    def saved(t: ModelClient, req: ModelRequest) -> None:
+        tot = totals[t.name]
+        tot.saved_calls += 1
+        tot.saved_tokens_estimate += req.estimate_tokens
+        tot.saved_usd_estimate += t.spec.cost(req.estimate_input_tokens, int(req.body["max_tokens"]))
+
     for _, t, req, _ in entries:
         if req is None or req.request_hash in held or req.request_hash in owner:
             continue
         owner[req.request_hash] = t.name
+        why = None
+        if prefilter.nothing_to_answer:
+            nothing = nothing_to_answer(req.body["messages"])
+            if nothing:
+                why = f"prefilter nothing_to_answer: {nothing}"
+                prefilter_by_rule["nothing_to_answer"] += 1
+        if why is None and prefilter.over_window and not t.fits_window(req):
+            why = (f"prefilter over_window: ~{req.estimate_tokens} tokens (input + max_tokens) "
+                   f"> context_window {t.spec.context_window}")
+            prefilter_by_rule["over_window"] += 1
+        if why is not None:
+            results[req.request_hash] = SKIPPED_PREFILTER
+            skip_reason[req.request_hash] = why
+            saved(t, req)
+            continue
         queues[t.name].append(req)
 
-    results: dict[str, CallOutcome | str] = {}
     done = 0
     n_todo = len(owner)
     report_every = max(50, n_todo // 10)
 
-    def finish(t: Teacher, req: TeacherRequest, out: CallOutcome) -> None:
+    def finish(t: ModelClient, req: ModelRequest, out: CallOutcome) -> None:
         nonlocal done
         tot = totals[t.name]
         tot.calls += 1
@@ -239,6 +360,12 @@ async def ask_teachers(
         if out.status == OK:
             calls = (out.message or {}).get("tool_calls")
             out.flags = answer_flags(out.text, out.finish_reason, calls, req.tools, out.flags)
+            br = breakers[t.name]
+            if br.record(out.flags):
+                tot.breaker_tripped, tot.breaker_after_calls, tot.breaker_reason = True, tot.calls, br.reason
+                if log is not None:
+                    log.warning(f"teacher {t.name} paused for the rest of the run after {tot.calls} "
+                                f"calls: {br.reason}")
             tot.ok += 1
             tot.input_tokens += out.input_tokens or 0
             tot.output_tokens += out.output_tokens or 0
@@ -254,7 +381,18 @@ async def ask_teachers(
             log.info(f"teacher asking: {done}/{n_todo} requests answered, "
                      f"spent ${budget.spent:.4f}")
 
-    async def call_one(t: Teacher, req: TeacherRequest) -> None:
+    def paused(t: ModelClient, req: ModelRequest) -> bool:
+        br = breakers[t.name]
+        if not br.tripped:
+            return False
+        results[req.request_hash] = SKIPPED_BREAKER
+        skip_reason[req.request_hash] = f"teacher paused by the circuit breaker: {br.reason}"
+        saved(t, req)
+        return True
+
+    async def call_one(t: ModelClient, req: ModelRequest) -> None:
+        if paused(t, req):
+            return
         worst = t.worst_case_cost(req) if t.spec.priced else 0.0
         if not await budget.reserve(worst):
             results[req.request_hash] = SKIPPED
@@ -269,16 +407,18 @@ async def ask_teachers(
             await budget.settle(worst, out.cost_usd if out is not None and out.status == OK else 0.0)
         finish(t, req, out)
 
-    async def http_worker(t: Teacher, q: collections.deque) -> None:
+    async def http_worker(t: ModelClient, q: collections.deque) -> None:
         while q:
             await call_one(t, q.popleft())
 
-    async def local_worker(t: LocalTeacher, q: collections.deque) -> None:
+    async def local_worker(t: LocalModelClient, q: collections.deque) -> None:
         q = collections.deque(sorted(q, key=lambda r: r.estimate_tokens))  # less padding
         while q:
             batch = [q.popleft() for _ in range(min(t.spec.batch_size, len(q)))]
             go = []
             for req in batch:
+                if paused(t, req):
+                    continue
                 worst = t.worst_case_cost(req) if t.spec.priced else 0.0
                 if await budget.reserve(worst):
                     go.append((req, worst))
@@ -298,7 +438,7 @@ async def ask_teachers(
             q = queues[t.name]
             if not q:
                 continue
-            if isinstance(t, LocalTeacher):
+            if isinstance(t, LocalModelClient):
                 workers.append(local_worker(t, q))
             else:
                 workers.extend(http_worker(t, q) for _ in range(min(t.spec.max_concurrency, len(q))))
@@ -340,7 +480,13 @@ async def ask_teachers(
             first = h not in seen and owner.get(h) == t.name
             if not first and out is not None:
                 tot.shared += 1
-            if out == SKIPPED or out is None:
+            if out in (SKIPPED_BREAKER, SKIPPED_PREFILTER):
+                if out == SKIPPED_BREAKER:
+                    tot.skipped_breaker += 1
+                else:
+                    tot.skipped_prefilter += 1
+                row.update(status=out, flags=[], error=skip_reason.get(h), attempts=0)
+            elif out == SKIPPED or out is None:
                 tot.skipped_budget += 1
                 row.update(status=SKIPPED, flags=[], error="budget exhausted" if out else "not run")
             elif out.status == OK:
@@ -363,4 +509,5 @@ async def ask_teachers(
         rows=rows, totals=totals, errors_by_kind=errors_by_kind, flags_by_kind=flags_by_kind,
         spent_usd=budget.spent, budget_usd=budget.limit,
         wall_seconds=time.perf_counter() - t_start, cache_stats=stats,
+        prefilter_by_rule=prefilter_by_rule,
     )

@@ -1,4 +1,4 @@
-"""teacher_responses: every agent step answered by every teacher of the pool."""
+"""teacher_responses (+ teacher_cache): every agent step answered by every teacher of the pool."""
 
 
 import asyncio
@@ -9,13 +9,14 @@ import dagster as dg
 import orjson
 from pydantic import Field
 
-from assets.partitions import SESSION_BACKFILL, SESSIONS, run_sessions
+from assets.checks import table_check
+from assets.partitions import SESSION_BACKFILL, SESSIONS, check_scope, run_sessions
 from assets.teachers.cache import DeltaResponseCache
 from assets.teachers.ask import AskResult, Budget, ask_teachers
+from assets.teachers.pool import TeacherPool
 from assets.teachers.tables import TEACHER_CACHE, TEACHER_RESPONSES
 from assets.traces.tables import AGENT_STEPS
 from resources.lake import DeltaLake
-from resources.teachers import TeacherPool
 
 STEP_COLUMNS = ["session_key", "step_id", "step_index", "messages", "tools"]
 
@@ -23,7 +24,7 @@ STEP_COLUMNS = ["session_key", "step_id", "step_index", "messages", "tools"]
 class TeacherAskConfig(dg.Config):
     max_steps_per_session: Optional[int] = Field(
         default=None,
-        description="Replay only the first N steps of each session (0: all; unset: the pool's cap).",
+        description="Ask about only the first N steps of each session (0: all; unset: the pool's cap).",
     )
     budget_usd: Optional[float] = Field(
         default=None, description="Per-run budget in USD (overrides the pool's)."
@@ -52,6 +53,9 @@ def ask_metadata(out: AskResult, n_steps: int, n_teachers: int) -> dict:
         "cost_usd_run": dg.MetadataValue.float(round(out.spent_usd, 6)),
         "budget_usd": dg.MetadataValue.float(out.budget_usd) if out.budget_usd is not None else "unlimited",
         "skipped_budget": dg.MetadataValue.int(sum(t.skipped_budget for t in out.totals.values())),
+        "skipped_breaker": dg.MetadataValue.int(sum(t.skipped_breaker for t in out.totals.values())),
+        "skipped_prefilter": dg.MetadataValue.int(sum(t.skipped_prefilter for t in out.totals.values())),
+        "spend_control": dg.MetadataValue.json(out.spend_control()),
         "errors_by_kind": dg.MetadataValue.json(dict(out.errors_by_kind)),
         "flags_by_kind": dg.MetadataValue.json(dict(out.flags_by_kind)),
         "per_teacher": dg.MetadataValue.md(out.markdown()),
@@ -61,21 +65,32 @@ def ask_metadata(out: AskResult, n_steps: int, n_teachers: int) -> dict:
     }
 
 
-@dg.asset(
-    key=TEACHER_RESPONSES.asset_key,
-    deps=[AGENT_STEPS.asset_key],
-    partitions_def=SESSIONS,
+def cache_metadata(lake: DeltaLake, cache: DeltaResponseCache) -> dict:
+    """The response cache after a run: what this run added and what the table holds."""
+    return lake.state(TEACHER_CACHE, rows_written=cache.rows_written, mode="append").metadata() | {
+        "commits": dg.MetadataValue.int(cache.commits),
+        "recovered_from_spool": dg.MetadataValue.int(cache.recovered),
+    }
+
+
+@dg.multi_asset(
+    name="silver__teacher_responses",
+    specs=[
+        TEACHER_RESPONSES.asset_spec(deps=[AGENT_STEPS.asset_key], partitions_def=SESSIONS,
+                                     group_name="teachers"),
+        # not partitioned: one cache for every session, written as the answers arrive
+        TEACHER_CACHE.asset_spec(group_name="teachers"),
+    ],
     backfill_policy=SESSION_BACKFILL,
-    group_name="teachers",
-    kinds={"delta", "python"},
-    description=TEACHER_RESPONSES.description,
+    description="Every agent step asked of every teacher of the pool; every answer goes to the "
+                "response cache as it arrives (a re-run pays for nothing twice).",
 )
 def teacher_responses(
     context: dg.AssetExecutionContext,
     config: TeacherAskConfig,
     lake: DeltaLake,
     teachers: TeacherPool,
-) -> dg.MaterializeResult:
+):
     rs = run_sessions(context, lake, AGENT_STEPS)
     keys = rs.keys
     pool = teachers.pool_spec()
@@ -100,7 +115,8 @@ def teacher_responses(
         async with teachers.open(pool) as tset:
             return await ask_teachers(steps, tset, cache, Budget(budget),
                                 reserve_bytes_per_token=pool.reserve_bytes_per_token,
-                                run_id=context.run.run_id, log=context.log)
+                                run_id=context.run.run_id, log=context.log,
+                                circuit_breaker=pool.circuit_breaker, prefilter=pool.prefilter)
 
     out = asyncio.run(run())
     if out.cache_stats.get("unflushed"):
@@ -112,4 +128,11 @@ def teacher_responses(
     md.update(ask_metadata(out, len(steps), len(pool.teachers)))
     md["teacher_pool"] = teachers.source()
     md["cache_table"] = dg.MetadataValue.path(lake.uri(TEACHER_CACHE))
-    return dg.MaterializeResult(metadata=md)
+    yield dg.MaterializeResult(asset_key=TEACHER_RESPONSES.asset_key, metadata=md)
+    yield dg.MaterializeResult(asset_key=TEACHER_CACHE.asset_key, metadata=cache_metadata(lake, cache))
+
+
+ASSETS = [teacher_responses]
+CHECKS = [table_check(TEACHER_CACHE)]
+
+defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS, resources={"teachers": TeacherPool()})

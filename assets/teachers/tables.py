@@ -71,3 +71,7 @@ TEACHER_CACHE = TableSpec(
         ]
     ),
 )
+
+
+# The fixed tables of the family, upstream first (definitions.all_tables() lists them).
+TABLES = (TEACHER_RESPONSES, TEACHER_CACHE,)

@@ -1,9 +1,9 @@
-"""The trace family: session files → raw_traces (bronze) → trace_turns → agent_steps (silver)."""
+"""The traces family: session files → raw_traces (bronze) → trace_turns → agent_steps (silver).
 
-import dagster as dg
-
-from assets.traces.assets import ASSETS, CHECKS
-
-__all__ = ["ASSETS", "CHECKS", "defs"]
-
-defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS)
+- ``raw.py``: lines of a session file → RAW_TRACES rows (secrets scrubbed, bad lines quarantined)
+- ``detect.py``, ``formats/``: which format a file is in, one parser per format → TRACE_TURNS rows
+- ``steps.py``: TRACE_TURNS → AGENT_STEPS (each assistant step with the context it saw)
+- ``secrets.py``, ``errors.py``: secret scrubbing, error classification
+- ``ingest.py``: the same chain on plain files, without Dagster
+- ``tables.py``: the table specs; ``assets.py``: the thin Dagster wrappers and ``defs``
+"""

@@ -27,6 +27,7 @@ from assets.traces.formats import parse_turns
 from assets.traces.registry import read_change
 from assets.traces.steps import build_agent_steps
 from assets.traces.tables import AGENT_STEPS, RAW_TRACES, SESSION_FILES, TRACE_TURNS
+from resources import privacy
 from resources.lake import DeltaLake, SessionScope, string_field
 from resources.sessions import SessionSource
 
@@ -99,6 +100,8 @@ def read_session_files(context: dg.AssetExecutionContext, config: SessionFilesCo
     raw_stats = Counter()
     quarantined: Counter = Counter()
     secrets: Counter = Counter()
+    personal: Counter = Counter()
+    scrubber = privacy.for_lake(lake.root)
     sums = SessionSums({"lines": lambda r: 1, "quarantined": lambda r: r["quarantined"],
                         "secrets_scrubbed": lambda r: r["secrets_scrubbed"]})
     writes = []
@@ -107,7 +110,7 @@ def read_session_files(context: dg.AssetExecutionContext, config: SessionFilesCo
         group, nbytes = [], 0
         while i < len(changes) and (not group or nbytes < READ_CHUNK_BYTES):
             key, path, change = changes[i]
-            fr = read_change(root, key, path, change, prev.get(key), run_id=run_id, now=now)
+            fr = read_change(root, key, path, change, prev.get(key), run_id=run_id, now=now, privacy=scrubber)
             i += 1
             if not fr.registry:
                 problems.append([path, fr.stats.get("skipped", "skipped")])
@@ -125,6 +128,7 @@ def read_session_files(context: dg.AssetExecutionContext, config: SessionFilesCo
             raw_stats["bytes"] += st.get("bytes", 0)
             quarantined.update(st.get("quarantined", {}))
             secrets.update(st.get("secrets", {}))
+            personal.update(st.get("personal_data", {}))
             if fr.registry["status"] not in ("ingested", "deleted"):
                 problems.append([fr.registry["path"], fr.registry["status"] + (
                     f": {fr.registry['reason']}" if fr.registry.get("reason") else "")])
@@ -162,6 +166,8 @@ def read_session_files(context: dg.AssetExecutionContext, config: SessionFilesCo
         "quarantined_by_reason": md_counts("reason", dict(quarantined)),
         "secrets_scrubbed": dg.MetadataValue.int(sum(secrets.values())),
         "secrets_by_kind": md_counts("secret kind", dict(secrets)),
+        "personal_data_replaced": dg.MetadataValue.int(sum(personal.values())),
+        "personal_data_by_kind": md_counts("personal data kind", dict(personal)),
         "per_session": sums.md(),
         "read_mb_per_s": round(raw_stats["bytes"] / 1e6 / read_s, 2) if read_s > 0 else 0.0,
         "seconds": dg.MetadataValue.float(round(read_s, 3)),
@@ -326,3 +332,5 @@ def no_lost_lines(context: dg.AssetCheckExecutionContext, lake: DeltaLake) -> dg
 
 ASSETS = [read_session_files, trace_turns, agent_steps]
 CHECKS = [tool_results_have_tool_use, every_session_has_turns, no_lost_lines]
+
+defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS)

@@ -82,16 +82,23 @@ RULES: list[ErrorRule] = [
        r"|AssertionError"),
     _r("syntax_error", ["syntax", "indentationerror", "parseerror", "unexpected token"],
        r"SyntaxError|IndentationError|(?i:syntax error)|ParseError|Unexpected token"),
-    _r("file_not_found", ["no such file", "enoent", "filenotfounderror", "does not exist", "cannot find the"],
-       r"(?i)no such file or directory|ENOENT|FileNotFoundError|file does not exist"
+    _r("file_not_found", ["no such file", "enoent", "filenotfounderror", "does not exist", "cannot find the",
+                          "file not found"],
+       r"(?i)no such file or directory|ENOENT|FileNotFoundError|file does not exist|\bfile not found"
        r"|(?:path|directory) does not exist|cannot find the (?:file|path)"),
     _r("command_not_found", ["command not found", "exit code 127", "not recognized as an internal"],
        r"(?i)command not found|Exit code 127\b|is not recognized as an internal"),
     _r("not_found", ["not found", "does not exist", "404"], r"(?i)\bnot found\b|does not exist|\b404\b"),
-    _r("network_error", ["econnrefused", "connection refused", "resolve host", "getaddrinfo", "unreachable",
-                         "name resolution"],
-       r"(?i)ECONNREFUSED|connection refused|could not resolve host|getaddrinfo|network is unreachable"
-       r"|Temporary failure in name resolution"),
+    _r("connection_error", ["econnrefused", "econnreset", "connection", "resolve host", "getaddrinfo",
+                            "unreachable", "name resolution", "enotfound", "failed to connect", "max retries",
+                            "socket hang up", "network error", "fetch failed", "ssl"],
+       r"(?i)ECONNREFUSED|ECONNRESET|ENOTFOUND|connection (?:refused|reset|aborted|closed by)"
+       r"|could not resolve host|getaddrinfo|network is unreachable|Temporary failure in name resolution"
+       r"|failed to connect|Max retries exceeded|ConnectionError|socket hang up|network error|fetch failed"
+       r"|SSL(?:Error|: )|certificate verify failed"),
+    _r("session_closed", ["stdin is closed", "session", "no such process"],
+       r"(?i)stdin is closed|(?:exec |shell )?session (?:\S+ )?(?:not found|closed|has exited)"
+       r"|unknown session id|no such process"),
     _r("nonzero_exit", ["exit", "non-zero"],
        r"(?i)exit(?:ed with)? code:? ?[1-9]\d*|exit status [1-9]\d*|returned non-zero"),
 ]

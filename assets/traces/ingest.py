@@ -75,4 +75,4 @@ def ingest_file(
 
 def sample_files() -> list[Path]:
     """The bundled sample sessions (relative layout as a session root: claude-code/, codex/, ...)."""
-    return sorted(p for p in SAMPLES_DIR.rglob("*") if p.suffix in (".jsonl", ".json") and p.is_file())
+    return sorted(p for p in SAMPLES_DIR.rglob("*") if p.suffix in (".jsonl", ".json", ".traj") and p.is_file())

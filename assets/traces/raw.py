@@ -35,26 +35,20 @@ from typing import Any
 
 import orjson
 
-from assets.traces.secrets import _scrub_sparse, scrub_bytes, scrub_obj
+from assets.traces.detect import DOCUMENT_FORMATS, document_format, line_format
+from resources import privacy as _privacy
+from resources.privacy import Privacy, split_counts
 from assets.traces.util import without_gc
 
 __all__ = ["read_raw_lines", "rows_of_file_bytes", "rows_from_bytes", "detect_format", "record_type_of", "document_of", "FORMATS"]
 
-FORMATS = ("claude_code", "codex", "openai_messages", "sharegpt", "unknown")
+FORMATS = ("claude_code", "codex", "openai_messages", "sharegpt", "gemini_cli", "swe_agent", "mini_swe_agent",
+           "openhands", "langfuse", "otel_genai", "atif", "preference", "unknown")
+DOCUMENT_SUFFIXES = (".json", ".traj")
 
 JSON_FRAGMENT = "json_fragment"  # a line of a multi-line JSON document (.json export)
 JSON_ARRAY = "json_array"  # a line that is by itself a JSON array of conversations
 
-_CODEX_TYPES = {"session_meta", "turn_context", "response_item", "event_msg", "compacted"}
-_CODEX_ITEM_TYPES = {
-    "message", "reasoning", "function_call", "function_call_output", "custom_tool_call",
-    "custom_tool_call_output", "local_shell_call", "web_search_call",
-}
-_CC_TYPES = {
-    "user", "assistant", "system", "summary", "file-history-snapshot", "queue-operation",
-    "progress", "last-prompt", "attachment", "pr-link", "agent-name", "custom-title",
-    "permission-mode", "ai-title",
-}
 
 
 def record_type_of(obj: Any) -> str | None:
@@ -72,36 +66,17 @@ def record_type_of(obj: Any) -> str | None:
             return rt
         if "instructions" in obj and "id" in obj:  # legacy Codex first line
             return "session_meta"
+        if "$set" in obj:
+            return "$set"
+        if "chosen" in obj and "rejected" in obj:
+            return "preference"
         return None
     if isinstance(obj, list):
         return JSON_ARRAY
     return None
 
 
-def _format_of(obj: Any) -> str | None:
-    if isinstance(obj, list):
-        for item in obj[:5]:
-            f = _format_of(item)
-            if f in ("openai_messages", "sharegpt"):
-                return f
-        return None
-    if not isinstance(obj, dict):
-        return None
-    if isinstance(obj.get("messages"), list):
-        return "openai_messages"
-    if isinstance(obj.get("conversations"), list):
-        return "sharegpt"
-    t = obj.get("type")
-    if t in _CODEX_TYPES and "payload" in obj:
-        return "codex"
-    if t in _CC_TYPES and ("sessionId" in obj or "uuid" in obj or "message" in obj or "leafUuid" in obj
-                           or "messageId" in obj):
-        return "claude_code"
-    if ("record_type" in obj) or (t in _CODEX_ITEM_TYPES and "message" not in obj):
-        return "codex"  # legacy (pre-0.30) rollout lines are bare response items
-    if "instructions" in obj and "id" in obj and "timestamp" in obj:
-        return "codex"
-    return None
+_format_of = line_format
 
 
 def detect_format(objs: list[Any], path: str | Path | None = None) -> str:
@@ -133,15 +108,19 @@ def read_raw_lines(
     max_line_bytes: int = 8 * 1024 * 1024,
     now: datetime | None = None,
     source_file: str | None = None,
+    privacy: Privacy | None = None,
 ) -> tuple[list[dict], dict]:
     """Read a session file into RAW_TRACES rows. Returns ``(rows, stats)``.
 
     stats: ``lines``, ``bytes``, ``quarantined`` ({reason: n}), ``secrets``
-    ({kind: n}), ``record_types`` ({type: n}), ``source_format``.
+    ({kind: n}), ``personal_data`` ({kind: n}), ``record_types`` ({type: n}),
+    ``source_format``. ``privacy``: the scrubber (default: the configured lake's).
     """
     p = Path(path)
-    return rows_of_file_bytes(p.read_bytes(), session_key, source_file=source_file if source_file is not None else str(p),
-                              max_line_bytes=max_line_bytes, now=now, json_document=p.suffix.lower() == ".json")
+    return rows_of_file_bytes(p.read_bytes(), session_key,
+                              source_file=source_file if source_file is not None else str(p),
+                              max_line_bytes=max_line_bytes, now=now,
+                              json_document=p.suffix.lower() in DOCUMENT_SUFFIXES, privacy=privacy)
 
 
 def rows_of_file_bytes(data: bytes, session_key: str, **kw) -> tuple[list[dict], dict]:
@@ -203,9 +182,11 @@ def rows_from_bytes(
     max_line_bytes: int = 8 * 1024 * 1024,
     now: datetime | None = None,
     json_document: bool = False,
+    privacy: Privacy | None = None,
 ) -> tuple[list[dict], dict]:
     """:func:`read_raw_lines` over bytes already in memory."""
     ingested_at = _utc(now)
+    privacy = privacy or _privacy.active()
     parts = data.split(b"\n")
     trailing_nl = data.endswith(b"\n")
     if trailing_nl or not data:
@@ -241,12 +222,12 @@ def rows_from_bytes(
             if reasons[i] is None and (not b or b.isspace()):
                 reasons[i] = "blank"
 
-    # Pass 2: scrub (vectorized pre-filter, Python rules only on suspicious lines).
-    # counts: {line index: {kind: n}} of the lines that changed.
-    scrubbed, counts = _scrub_sparse(texts)
+    # Pass 2: scrub secrets and personal data (vectorized pre-filter, Python rules only
+    # on suspicious lines). counts: {line index: {kind: n}} of the lines that changed.
+    scrubbed, counts = privacy.scrub_texts(texts)
     raw_bytes: dict[int, bytes] = {}
     for i, b in bad_bytes.items():
-        raw_bytes[i], _ = scrub_bytes(b)  # counted once, through the text above
+        raw_bytes[i], _ = privacy.scrub_bytes(b)  # counted once, through the text above
 
     # Pass 3: parse what may be parsed. Only the first parsed records are kept (for the
     # format vote); holding every parsed line would only feed the garbage collector.
@@ -271,7 +252,7 @@ def rows_from_bytes(
             if lazy_blank and (not b or b.isspace()):
                 reasons[i] = "blank"
                 continue
-            obj = _recover(texts[i], scrubbed, counts, i)
+            obj = _recover(texts[i], scrubbed, counts, i, privacy)
             if obj is _FAIL:
                 last_open = i == n - 1 and not trailing_nl
                 reasons[i] = "truncated" if last_open else f"invalid_json: {e}"
@@ -292,13 +273,31 @@ def rows_from_bytes(
             sample_left -= 1
     fmt = detect_format(sample, source_file or None)
 
-    # A .json export that is one (multi-line) JSON document.
-    if json_document or (fmt == "unknown" and n > 1):
-        doc = _as_document(scrubbed, reasons)
-        if doc is not None:
-            fmt = detect_format([doc], source_file or None)
-            reasons = [None] * n
-            record_types = [JSON_FRAGMENT] * n
+    # A file that is one JSON document (pretty-printed over many lines, or a single line),
+    # recognized by its content: most of its lines are not JSON by themselves, or its one
+    # record has a document shape (a trajectory, a trace export, ...).
+    nonblank = [i for i in range(n) if reasons[i] != "blank"]
+    failed = sum(1 for i in nonblank if reasons[i] is not None and reasons[i] != "oversized")
+    multi_line_doc = (len(nonblank) > 1 and reasons[nonblank[0]] is not None and reasons[nonblank[0]] != "oversized"
+                      and failed * 2 >= len(nonblank))
+    if len(sample) == 1 and len(nonblank) == 1 and reasons[nonblank[0]] is None:
+        dfmt = document_format(sample[0])
+        if dfmt in DOCUMENT_FORMATS:
+            fmt = dfmt
+            record_types = [JSON_FRAGMENT if r is None else None for r in reasons]
+    elif multi_line_doc or json_document or (fmt == "unknown" and n > 1):
+        doc, err = _as_document(scrubbed, reasons)
+        if err is None:
+            dfmt = document_format(doc)
+            if dfmt is not None or multi_line_doc:
+                fmt = dfmt or "unknown"
+                reasons = [None] * n
+                record_types = [JSON_FRAGMENT] * n
+        elif multi_line_doc and err != "undecodable":
+            kind = "truncated_document" if err.startswith("unexpected end of data") else "invalid_document"
+            reasons = [r if r == "blank" else f"{kind}: {err}" for r in reasons]
+            record_types = [None] * n
+            fmt = "unknown"
 
     rows: list[dict] = []
     append = rows.append
@@ -351,13 +350,15 @@ def rows_from_bytes(
     secrets_total: Counter = Counter()
     for i in sorted(counts):
         secrets_total.update(counts[i])
+    secrets_total, pii_total = split_counts(dict(secrets_total))
     quarantined = Counter(r.split(":", 1)[0] for r in reasons if r is not None)
     rtypes = Counter(filter(None, record_types))
     stats = {
         "lines": n,
         "bytes": len(data),
         "quarantined": dict(quarantined),
-        "secrets": dict(secrets_total),
+        "secrets": secrets_total,
+        "personal_data": pii_total,
         "record_types": dict(rtypes),
         "source_format": fmt,
     }
@@ -367,7 +368,7 @@ def rows_from_bytes(
 _FAIL = object()
 
 
-def _recover(original: str, scrubbed: list[str], counts: dict[int, dict], i: int) -> Any:
+def _recover(original: str, scrubbed: list[str], counts: dict[int, dict], i: int, privacy: Privacy) -> Any:
     """The line did not parse after scrubbing. If the *original* parses, scrubbing broke it
     (a rule bug): scrub the parsed object instead and store its re-serialization."""
     if scrubbed[i] == original:
@@ -376,25 +377,24 @@ def _recover(original: str, scrubbed: list[str], counts: dict[int, dict], i: int
         obj = orjson.loads(original)
     except orjson.JSONDecodeError:
         return _FAIL
-    obj, c = scrub_obj(obj)
+    obj, c = privacy.scrub_json(obj)
     scrubbed[i] = orjson.dumps(obj).decode()
     counts[i] = c
     return obj
 
 
-def _as_document(scrubbed: list[str], reasons: list[str | None]) -> Any:
-    """Parse all lines joined as one JSON document, or None."""
+def _as_document(scrubbed: list[str], reasons: list[str | None]) -> tuple[Any, str | None]:
+    """``(document, None)`` when all lines joined parse as one JSON document, else
+    ``(None, error message)``."""
     if any(r in ("oversized", "binary", "invalid_utf8") for r in reasons):
-        return None
+        return None, "undecodable"
     try:
         doc = orjson.loads("\n".join(scrubbed))
-    except orjson.JSONDecodeError:
-        return None
-    if isinstance(doc, list) and doc and all(isinstance(x, dict) for x in doc):
-        return doc
-    if isinstance(doc, dict) and (isinstance(doc.get("messages"), list) or isinstance(doc.get("conversations"), list)):
-        return doc
-    return None
+    except orjson.JSONDecodeError as e:
+        return None, str(e)
+    if isinstance(doc, dict) or (isinstance(doc, list) and doc and all(isinstance(x, dict) for x in doc)):
+        return doc, None
+    return None, "not_object"
 
 
 def document_of(raw_rows: list[dict]) -> Any:

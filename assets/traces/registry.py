@@ -161,7 +161,7 @@ def relpath_of(path: Path, root: Path) -> str:
 
 # ----------------------------------------------------------------- one file, one run
 
-DOCUMENT_SUFFIXES = (".json", ".traj")  # one JSON document per file (re-written whole)
+from assets.traces.raw import DOCUMENT_SUFFIXES  # noqa: E402  one JSON document per file (re-written whole)
 
 
 @dataclass
@@ -174,7 +174,7 @@ class FileRead:
 
 
 def read_change(root: Path, key: str, relpath: str, change: str, prev: Mapping[str, Any] | None, *,
-                run_id: str, now: datetime, today: date | None = None) -> FileRead:
+                run_id: str, now: datetime, today: date | None = None, privacy=None) -> FileRead:
     """Read one file of a run to a consistent point and make its registry row and raw rows.
 
     The file is read up to the size it had when opened (a file still being appended to
@@ -234,7 +234,7 @@ def read_change(root: Path, key: str, relpath: str, change: str, prev: Mapping[s
     if prev is not None and prev.get("day") and prev["day"] != day and prev.get("status") != "deleted":
         base["prev_day"] = prev["day"]
     raw, stats = rows_of_file_bytes(data, key, source_file=str(path), now=now,
-                                    json_document=path.suffix.lower() in DOCUMENT_SUFFIXES)
+                                    json_document=path.suffix.lower() in DOCUMENT_SUFFIXES, privacy=privacy)
     fmt = stats.get("source_format") or "unknown"
     if not data:
         status, reason = "empty", None

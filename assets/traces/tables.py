@@ -141,3 +141,6 @@ SESSION_FILES = TableSpec(
         ]
     ),
 )
+
+# The fixed tables of the family, upstream first (definitions.all_tables() lists them).
+TABLES = (SESSION_FILES, RAW_TRACES, TRACE_TURNS, AGENT_STEPS,)

@@ -5,7 +5,7 @@ import json
 import dagster as dg
 import pyarrow.compute as pc
 
-from assets.capture import defs
+from assets.capture.assets import defs
 from assets.capture.assets import GPU_OP_TAGS, capture_shards, capture_shards_contract, prompt_pool
 from assets.capture.reader import load_batch
 from assets.capture.tables import CAPTURE_ASSET_KEY, CAPTURE_REJECTIONS, PROMPT_POOL, capture_spec
@@ -23,6 +23,8 @@ def _run(lake, gpu, instance, quotas_path=None, selection=None, **capture_cfg):
     ops = {"gold__capture_shards": {"config": capture_cfg}}
     if quotas_path:
         ops["gold__prompt_pool"] = {"config": {"quotas_path": str(quotas_path)}}
+    if selection is not None:  # the shards and the post-filter log are written by one step
+        selection = dg.AssetSelection.assets(*selection).required_multi_asset_neighbors()
     return dg.materialize([prompt_pool, capture_shards, capture_shards_contract], selection=selection,
                           resources={"lake": lake, "verifier": gpu}, run_config={"ops": ops}, instance=instance)
 
@@ -34,7 +36,8 @@ def test_definitions_gpu_pool_and_k8s_tags(lake):
     assert k8s == GPU_OP_TAGS["dagster-k8s/config"]
     res = k8s["container_config"]["resources"]
     assert res["limits"]["nvidia.com/gpu"] == res["requests"]["nvidia.com/gpu"] == "1"
-    assert capture_shards.key == dg.AssetKey(["gold", "capture_shards"]) == CAPTURE_ASSET_KEY
+    # one step writes the shards and the post-filter log, each an asset of its own
+    assert set(capture_shards.keys) == {CAPTURE_ASSET_KEY, dg.AssetKey(["gold", "capture_rejections"])}
 
 
 def test_materialize_capture_resume_and_postfilter(tmp_path, lake, tiny_gpu):
@@ -74,8 +77,14 @@ def test_materialize_capture_resume_and_postfilter(tmp_path, lake, tiny_gpu):
     table = lake.read(spec, columns=["prompt_id", "filter_reason"])
     assert pc.count_distinct(table.column("prompt_id")).as_py() == n_pool
     reasons = set(table.column("filter_reason").to_pylist())
-    assert None in reasons and all("low_confidence" in r for r in reasons - {None})
-    assert "low_confidence;repetition" in reasons  # the 12x repeated log line
+    assert None in reasons and "low_confidence" in reasons
+    # a sequence without answer tokens is not scored for confidence (the rule says so)
+    for r in lake.read(CAPTURE_REJECTIONS).to_pylist():
+        if "low_confidence" not in r["reason"]:
+            assert json.loads(r["stats"])["measured"]["low_confidence"] == "off: no answer tokens"
+    # the 12x repeated log line is in the prompt: repetition is measured over answer tokens,
+    # so only a sequence without answer tokens is judged on its whole text
+    assert "low_confidence;repetition" not in reasons
     rej = lake.read(CAPTURE_REJECTIONS)
     assert rej.num_rows == n_pool - 4 and set(rej.column("action").to_pylist()) == {"flagged"}
     kept = load_batch(lake, verifier_id, dtype)

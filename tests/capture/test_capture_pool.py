@@ -102,3 +102,73 @@ def test_length_filter_and_unassigned():
     assert rep.dropped == {"too_short": 1, "too_long": 1}
     assert rep.unassigned == {"math": 1}
     assert [r["domain"] for r in rows] == ["chat-en"]
+
+
+# ------------------------------------------------------------------ near duplicates, language detectors
+# (issue 16 point 6)
+
+def _conv(text, answer="Sure, here is how to do that."):
+    return Candidate([{"role": "user", "content": text}, {"role": "assistant", "content": answer}], "file")
+
+
+def test_near_duplicates_are_removed_with_the_threshold_of_the_quotas_file(tmp_path):
+    base = ("Please explain how Python's garbage collector handles reference cycles, and when "
+            "gc.collect() should be called explicitly in a long-running web service that keeps "
+            "large caches of parsed documents in memory between requests and sees its resident "
+            "memory grow slowly over a few days of traffic.")
+    cands = [_conv(base), _conv(base.replace("Please explain", "Please, explain")),  # one comma apart
+             _conv(base + " Thanks!"), _conv("What is the capital of France, and why is it Paris?")]
+    path = write_quotas(tmp_path / "q.yaml", {"chat-en": 10})
+    cfg = load_pool_config(path)
+    assert cfg.near_duplicate_threshold == 0.85 and cfg.language_detector == "lingua"
+    rows, report = compose_pool(cands, cfg)
+    assert len(rows) == 2 and report.dropped["near_duplicate"] == 2
+    kept = {r["prompt_id"] for r in rows}
+    assert set(report.near_duplicates.values()) <= kept
+    # exact dedup alone (threshold 0 in the file) keeps all four
+    raw = path.read_text() + "\ndedup:\n  near_duplicate_threshold: 0\n"
+    (tmp_path / "off.yaml").write_text(raw)
+    rows, report = compose_pool(cands, load_pool_config(tmp_path / "off.yaml"))
+    assert len(rows) == 4 and "near_duplicate" not in report.dropped
+    # the same inputs in another order: the same pool
+    rows2, _ = compose_pool(list(reversed(cands)), cfg)
+    assert sorted(r["prompt_id"] for r in rows2) == sorted(kept)
+
+
+def test_language_detector_is_pluggable(tmp_path):
+    from assets.capture.pool import LANGUAGE_DETECTORS, register_language_detector
+
+    @register_language_detector("always-de")
+    def always_de(text, languages):
+        return "de"
+
+    try:
+        path = write_quotas(tmp_path / "q.yaml", {"chat-en": 10})
+        (tmp_path / "de.yaml").write_text(path.read_text() + "\nlanguage_detector: always-de\n")
+        rows, report = compose_pool([_conv("What is the capital of France, and why is it Paris?")],
+                                    load_pool_config(tmp_path / "de.yaml"))
+        assert [r["language"] for r in rows] == ["de"] and report.languages == {"de": 1}
+    finally:
+        LANGUAGE_DETECTORS.pop("always-de")
+    (tmp_path / "bad.yaml").write_text(path.read_text() + "\nlanguage_detector: nope\n")
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown language_detector"):
+        load_pool_config(tmp_path / "bad.yaml")
+
+
+def test_default_pair_recipe_keeps_the_languages_the_pool_asks_for():
+    """The pool asks for chat-zh (and lists zh, de, ...): the pair recipe must not drop them."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2] / "recipes"
+    pool = load_pool_config(root / "capture_quotas.yaml")
+    assert pool.quotas.get("chat-zh", 0) > 0
+    for name in ("default", "with_disagreement_filter"):
+        recipe = yaml.safe_load((root / "replaysim" / f"{name}.yaml").read_text())
+        lid = next(args for item in recipe["process"] for op, args in item.items()
+                   if op == "offline_language_id_filter")
+        assert set(pool.languages) <= set(lid["keep"]), name
+        assert set(pool.languages) <= set(lid["languages"]), name

@@ -15,20 +15,21 @@ from resources.verifier import VerifierResource
 def test_smollm2_capture_equals_direct_forward(lake):
     gpu = VerifierResource(device="cpu", top_k=8, batch_tokens=1, max_length=128, cpu_threads=1)  # embedded smollm2-135m
     v = gpu.load()  # first load on a machine converts the GGUF once (~30-50 s), later ~1 s
-    assert (v.verifier_id, v.dtype, v.hidden_size) == ("smollm2-135m", "float32", 576)
+    assert (v.model_id, v.dtype, v.hidden_size) == ("HuggingFaceTB/SmolLM2-135M-Instruct", "float32", 576)
+    assert v.verifier_id == f"HuggingFaceTB/SmolLM2-135M-Instruct@{v.fingerprint[:8]}"
     prompts = [
         PromptIn("france", [{"role": "user", "content": "What is the capital of France?"}]),
         PromptIn("hello", [{"role": "user", "content": "Say hello."}, {"role": "assistant", "content": "Hello!"}]),
     ]
     caps = capture_prompts(v, prompts, CaptureSettings(top_k=8, batch_tokens=1, max_length=128, max_new_tokens=8))
     spec = capture_spec(v.verifier_id, v.dtype)
-    assert spec.path == "gold/capture_shards__smollm2-135m__float32__v1"
+    assert spec.path == f"gold/capture_shards__huggingfacetb-smollm2-135m-instruct-{v.fingerprint[:8]}__float32__v1"
     props = table_properties(verifier_id=v.verifier_id, dtype=v.dtype, top_k=8, hidden_size=576,
                              hidden_layer=-1, block_size=16)
     ensure_shard_table(lake, spec, props)
     append_shard(lake, spec, build_shard_table(caps, [None, None], 16), props)
 
-    batch = load_batch(lake, "smollm2-135m", "float32", prompt_ids=["france"])
+    batch = load_batch(lake, v.verifier_id, "float32", prompt_ids=["france"])
     france = caps[0]
     text = v.tokenizer.decode(france.token_ids[france.n_prompt_tokens:])
     assert "Paris" in text

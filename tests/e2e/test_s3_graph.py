@@ -22,17 +22,10 @@ pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 
 def table_specs() -> dict[str, TableSpec]:
-    """Every family's TableSpecs by asset key (what definitions.all_tables() collects)."""
-    import importlib
+    """Every table of the definitions by asset key."""
+    from dagster_project.definitions import all_tables
 
-    out = {}
-    for fam in ("traces", "teachers", "pairs", "examples", "corpus", "capture", "rag"):
-        try:
-            mod = importlib.import_module(f"assets.{fam}.tables")
-        except ImportError:
-            continue
-        out.update({v.asset_key.to_user_string(): v for v in vars(mod).values() if isinstance(v, TableSpec)})
-    return out
+    return {spec.asset_key.to_user_string(): spec for spec in all_tables()}
 
 
 def test_ingest_job_on_s3_by_env_only(tmp_path):

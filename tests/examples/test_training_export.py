@@ -9,9 +9,17 @@ from dagster_project.export import export_table, main, trl_rows, write_rows
 from assets.pairs.strategies import build_pairs, make_strategy, steps_from_rows
 from assets.pairs.tables import PREFERENCE_PAIRS
 from assets.examples.tables import KTO_EXAMPLES, SDPO_EXAMPLES, SFT_EXAMPLES
-from assets.examples.training import kto_rows, make_hint, sdpo_rows, sft_rows
+from assets.examples.training import (
+    HINT_GENERATORS,
+    HintInput,
+    kto_rows,
+    make_hint,
+    register_hint_generator,
+    sdpo_rows,
+    sft_rows,
+)
 from resources.lake import DeltaLake
-from tests.pairs.data import TS, session
+from tests.pairs.data import TS, asst, call, session, step, tool
 from tests.sessions import put_sessions
 
 
@@ -31,7 +39,8 @@ def rows():
 
 def test_sft_skips_error_steps_and_keeps_tool_calls(rows):
     sft, skipped = rows["sft"]
-    assert [r["step_id"] for r in sft] == ["s1:0", "s1:2", "s1:3"] and skipped == {"caused_error": 1}
+    assert [r["step_id"] for r in sft] == ["s1:0", "s1:2", "s1:3"]
+    assert skipped == {"mistake (invalid_arguments)": 1}
     msgs = json.loads(sft[0]["messages"])
     assert [m["role"] for m in msgs] == ["system", "user", "assistant"]
     assert msgs[-1]["tool_calls"][0]["function"] == {"name": "Bash",
@@ -52,14 +61,77 @@ def test_kto_labels_originals_and_adds_chosen_teacher_answers(rows):
     KTO_EXAMPLES.conform(kto)
 
 
-def test_sdpo_injects_the_failure_as_a_hint_before_the_step(rows):
+def test_sdpo_recovery_turn_is_the_default_site(rows):
+    """The assistant turn right after the failed tool result, hint = the error excerpt."""
     sdpo, counts = rows["sdpo"]
     assert len(sdpo) == 1 and counts == {"with_error_text": 1}
     r = sdpo[0]
-    assert r["step_id"] == "s1:1" and r["error_kind"] == "invalid_input"
+    assert (r["step_id"], r["site"], r["error_kind"]) == ("s1:2", "recovery", "invalid_tool_input")
+    assert r["failure_class"] == "mistake" and r["trace_id"] == "s1" and r["hint_generator"] == "template"
+    prompt, hinted = json.loads(r["prompt"]), json.loads(r["hinted_prompt"])
+    assert prompt[-1]["role"] == "tool" and "InputValidationError" in prompt[-1]["content"]
+    assert hinted[:-1] == prompt and hinted[-1]["role"] == "user"
+    assert hinted[-1]["content"].startswith("Hint: Read failed with invalid_tool_input: InputValidationError: "
+                                            "offset must be a non-negative number")
+    assert "follow the tool's schema" in hinted[-1]["content"]
+    # the recovery turn itself: read the whole file
+    assert json.loads(r["completion"])[0]["tool_calls"][0]["function"]["arguments"] == \
+        '{"file_path": "/repo/src/utils.py"}'
+    # the session ends on an edit whose result never came: unresolved
+    assert r["final_reward"] == 0.0
+    SDPO_EXAMPLES.conform(sdpo)
+
+
+def test_sdpo_final_reward_rule_and_pluggable_hints():
+    steps, _ = session("s2")
+    done = steps[-1] | {}
+    ctx = json.loads(done["messages"]) + [json.loads(done["response"]), tool("s2c3", "Edit", "updated")]
+    steps.append(step("s2", 4, ctx, asst("Fixed: slugify strips the trailing dash; the test passes now.")))
+    rows, _ = sdpo_rows(steps, TS)
+    assert [r["final_reward"] for r in rows] == [1.0]  # resolved, no mistake after the recovery
+    steps2 = steps[:3] + [steps[3] | {"caused_error": True, "caused_error_kind": "edit_mismatch"}] + steps[4:]
+    rows2, _ = sdpo_rows(steps2, TS)
+    assert [r["final_reward"] for r in rows2] == [0.5]  # one more mistake before the end
+
+    @register_hint_generator("shout")
+    def shout(h: HintInput) -> str:
+        return f"HINT {h.kind} {h.failure_class} {h.site}"
+
+    try:
+        rows3, _ = sdpo_rows(steps, TS, hint_generator_name="shout")
+        assert rows3[0]["hint"] == "HINT invalid_tool_input mistake recovery"
+        assert rows3[0]["hint_generator"] == "shout"
+    finally:
+        HINT_GENERATORS.pop("shout")
+    with pytest.raises(KeyError, match="unknown hint generator"):
+        sdpo_rows(steps, TS, hint_generator_name="nope")
+
+
+def test_informative_failures_stay_sft_and_desirable_kto():
+    """`pytest -q` run to see what fails (exit code 1) is the right action, not a negative."""
+    u = {"role": "user", "content": "test_totals is failing, fix it"}
+    run = asst("I'll run the tests.", call("c0", "Bash", command="pytest -q"))
+    s0 = step("s3", 0, [u], run, caused_error=True, caused_error_kind="test_failure")
+    fail = "Exit code 1\nFAILED tests/test_totals.py::test_x - AssertionError\n1 failed, 11 passed"
+    s1 = step("s3", 1, [u, run, tool("c0", "Bash", fail)], asst("", call("c1", "Read", file_path="/r/totals.py")),
+              is_error_site=True, error_kind="test_failure", error_text=fail)
+    sft, skipped = sft_rows([s0, s1], TS)
+    assert [r["step_id"] for r in sft] == ["s3:0", "s3:1"] and not skipped
+    kto, counts = kto_rows([s0, s1], [], TS)
+    assert all(r["label"] for r in kto) and counts == {"desirable": 2}
+    sdpo, _ = sdpo_rows([s0, s1], TS)
+    assert [(r["step_id"], r["failure_class"]) for r in sdpo] == [("s3:1", "informative")]
+    assert sdpo_rows([s0, s1], TS, site_classes=("mistake",))[0] == []
+
+
+def test_sdpo_failing_turn_variant(rows):
+    sdpo, counts = sdpo_rows(rows["steps"], TS, site="failing_turn")
+    assert len(sdpo) == 1 and counts == {"with_error_text": 1}
+    r = sdpo[0]
+    assert r["step_id"] == "s1:1" and r["error_kind"] == "invalid_tool_input" and r["site"] == "failing_turn"
     prompt, hinted = json.loads(r["prompt"]), json.loads(r["hinted_prompt"])
     assert hinted[:-1] == prompt and hinted[-1]["role"] == "user"
-    assert hinted[-1]["content"].startswith("Hint: the previous attempt at this step failed with invalid_input: "
+    assert hinted[-1]["content"].startswith("Hint: the previous attempt at this step failed with invalid_tool_input: "
                                             "InputValidationError: offset must be a non-negative number")
     assert json.loads(r["completion"])[0]["tool_calls"][0]["function"]["name"] == "Read"
     assert make_hint("timeout", "x" * 2000, max_chars=10).endswith("xxxxxxxxxx… Do not repeat it; take a "

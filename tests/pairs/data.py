@@ -92,8 +92,8 @@ def session(key: str) -> tuple[list[dict], list[dict]]:
                    new_string="return re.sub(r'\\W+', '-', s.lower()).strip('-')"))
     steps = [
         step(key, 0, c0, r0),
-        step(key, 1, c1, r1, caused_error=True, caused_error_kind="invalid_input"),
-        step(key, 2, c2, r2, is_error_site=True, error_kind="invalid_input", error_text=err),
+        step(key, 1, c1, r1, caused_error=True, caused_error_kind="invalid_tool_input"),
+        step(key, 2, c2, r2, is_error_site=True, error_kind="invalid_tool_input", error_text=err),
         step(key, 3, c3, r3),
     ]
     s0, s1, s2, s3 = steps

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from assets.pairs.dj_env import RuntimeInstallBlocked, ensure_data_juicer
+from assets.pairs.dj_env import RuntimeInstallBlocked
+from assets.pairs.normalize import ensure_data_juicer
 from assets.pairs.normalize import (
     RECIPES_DIR,
     build_ops,
@@ -54,8 +55,8 @@ def test_default_recipe_drops_and_records_why(default_recipe, default_ops):
         pair_row(4, "Je vais d'abord lancer les tests pour voir ce qui échoue dans le fichier.", "ok"),
         pair_row(5, "```python\ndef slugify(s):\n    return s.strip('-')\n```", "ok"),
         pair_row(6, "Done.", "Nope"),
-        pair_row(7, "Same answer here.", "Same answer here."),  # renders identically
-        pair_row(8, "Read the file.", "bad", prompt=[{"role": "user", "content": "hi"},
+        pair_row(7, "Same answer here, said at enough length to count.", "Same answer here, said at enough length to count."),  # same action
+        pair_row(8, "Read the file and look at what slugify returns.", "bad", prompt=[{"role": "user", "content": "hi"},
                                                     tool("x", "Bash", "orphan tool result")]),
         pair_row(9, asst("Let me read it.", call("a", "Read", file_path="/r/u.py")),
                  asst("Let me read it.", call("b", "Read", file_path="/r/u.py", offset=-5))),
@@ -63,26 +64,28 @@ def test_default_recipe_drops_and_records_why(default_recipe, default_ops):
     res = normalize_pairs(rows, default_recipe, ops=default_ops)
     dropped, kept = _by_pair(res)
     assert len(kept) + len(dropped) == len(rows) == res.rows_in
-    assert set(kept) == {"p0", "p5", "p6", "p9"}
+    assert set(kept) == {"p0", "p4", "p5", "p9"}
 
     def stats(pid):
         return json.loads(dropped[pid]["stats"])
 
     assert dropped["p1"]["op"] == "document_deduplicator" and stats("p1")["duplicate_of"] == "p0"
     assert "duplicate of pair p0" in dropped["p1"]["reason"]
-    assert dropped["p2"]["op"] == "text_length_filter" and stats("p2") == {"text_len": 0}
-    assert "min_len=2" in dropped["p2"]["reason"]
+    assert dropped["p2"]["op"] == "pair_validity_filter" and stats("p2")["validity_rule"] == "chosen_not_substantive"
     assert dropped["p3"]["op"] in ("character_repetition_filter", "word_repetition_filter")
     assert max(stats("p3").values()) > 0.5
-    assert dropped["p4"]["op"] == "offline_language_id_filter"
-    assert stats("p4")["offline_lang"] == "fr" and stats("p4")["offline_lang_score"] > 0.5
-    assert dropped["p7"]["op"] == "chat_template_validation_filter"
-    assert stats("p7")["ct_distinct"] is False and "render identically" in dropped["p7"]["reason"]
+    # French is one of the languages the prompt pool asks for: kept, tagged
+    assert kept["p4"]["language"] == "fr"
+    # "Done." is no action: neither a tool call nor a substantive answer
+    assert dropped["p6"]["op"] == "pair_validity_filter" and stats("p6")["validity_rule"] == "chosen_not_substantive"
+    assert dropped["p6"]["reason"].startswith("chosen_not_substantive: ")
+    assert dropped["p7"]["op"] == "pair_validity_filter"
+    assert stats("p7")["validity_rule"] == "chosen_same_action_as_rejected"
     assert dropped["p8"]["op"] == "chat_template_validation_filter"
     assert "tool message 1 does not follow an assistant tool call" in stats("p8")["ct_error"]
     for r in dropped.values():
         assert r["recipe"] == "default" and r["recipe_version"] == default_recipe.version
-    assert kept["p5"]["language"] == "code" and kept["p6"]["language"] == "und"
+    assert kept["p5"]["language"] == "code"
     assert kept["p0"]["language"] == "en" and kept["p0"]["recipe_version"] == default_recipe.version
     # per-op report: rows in/out add up op by op
     n = len(rows)
@@ -94,8 +97,8 @@ def test_default_recipe_drops_and_records_why(default_recipe, default_ops):
 
 def test_chat_template_limits_and_tool_call_rendering(default_recipe, tiny_tokenizer):
     rows = [
-        pair_row(0, "short answer here", "another answer"),
-        pair_row(1, "a fine answer", "x", prompt=[{"role": "user", "content": " ".join(
+        pair_row(0, "a short answer that still says something useful", "another answer"),
+        pair_row(1, "a fine answer that says enough to be an answer", "x", prompt=[{"role": "user", "content": " ".join(
             f"line {i}: AssertionError in test_{i}" for i in range(60))}]),
         pair_row(2, asst("", call("a", "Read", file_path="/r/u.py")),
                  asst("", call("b", "Read", file_path="/r/u.py", offset=-5))),

@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 
-from assets.pairs.judge import llm_scorer, parse_score
 from assets.pairs.strategies import (
     STRATEGIES,
     Candidate,
@@ -124,20 +123,6 @@ def test_judge_best_vs_worst_with_a_deterministic_scorer():
     assert JudgeStrategy(scorer, min_margin=100).pairs(step) == []
     with pytest.raises(ValueError):
         JudgeStrategy(lambda p, a: [1.0]).pairs(step)
-
-
-def test_llm_scorer_parses_scores_from_a_chat_callable():
-    seen = []
-
-    def complete(messages):
-        seen.append(messages)
-        return "Score: 7" if "utils" in messages[-1]["content"] else "I'd say 3/10"
-
-    scores = llm_scorer(complete)([{"role": "user", "content": "fix"}],
-                                  [asst("edit utils.py"), asst("no")])
-    assert scores == [7.0, 3.0] and len(seen) == 2 and seen[0][0]["role"] == "system"
-    with pytest.raises(ValueError):
-        parse_score("no number here")
 
 
 def test_build_pairs_runs_strategies_by_priority_and_merges_duplicates(steps):

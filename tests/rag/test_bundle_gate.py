@@ -86,23 +86,33 @@ def test_gate_rules_each_named():
     assert ok.passed and ok.failed_rules == []
 
 
+SHORT = GateConfig(min_chars=20)  # the rules below on short answers
+
+
+def test_gate_minimum_length_is_80_characters_by_default():
+    assert GateConfig().min_chars == 80
+    answer = "Run pytest -q tests/pairs and fix build_pairs in assets/pairs/builder.py."  # 74 chars
+    assert validate(answer, []).failed_rules == ["too_short"]
+    assert validate(answer + " Then commit.", []).passed
+
+
 def test_gate_checklist_overlap_ignores_generic_words():
     checklist = ["Verify: `pytest -q tests/pairs/test_builder.py` passes"]
-    assert validate("Run pytest on the builder module, then commit.", checklist).passed
-    r = validate("Run the tests and check that the result passes.", checklist)
+    assert validate("Run pytest on the builder module, then commit.", checklist, SHORT).passed
+    r = validate("Run the tests and check that the result passes.", checklist, SHORT)
     assert r.failed_rules == ["no_checklist_overlap"] and r.details["checklist_overlap"] == []
     # no checklist, or the rule disabled: no overlap needed
-    assert validate("Run the tests and check that it passes.", []).passed
-    assert validate("Run the tests and check that it passes.", checklist, GateConfig(min_checklist_overlap=0)).passed
+    assert validate("Run the tests and check that it passes.", [], SHORT).passed
+    assert validate("Run the tests and check that it passes.", checklist, GateConfig(min_chars=20, min_checklist_overlap=0)).passed
 
 
 def test_gate_required_checks_are_each_covered():
     required = ["Verify: replace_partitions with a session_key IN predicate", "Check: SESSION_BACKFILL"]
-    ok = validate("Use DeltaLake.replace_partitions and SESSION_BACKFILL on the asset.", [], GateConfig(),
+    ok = validate("Use DeltaLake.replace_partitions and SESSION_BACKFILL on the asset.", [], SHORT,
                   required)
     assert ok.passed
-    r = validate("Use DeltaLake.replace_partitions with a predicate.", [], GateConfig(), required)
+    r = validate("Use DeltaLake.replace_partitions with a predicate.", [], SHORT, required)
     assert r.failed_rules == ["missed_required_check"] and r.details["missed_required"] == ["Check: SESSION_BACKFILL"]
     # the bundle's checklist (any overlap) and the required checks (each) are separate rules
-    both = validate("Run it and see what happens now.", ["Verify: pytest -q passes"], GateConfig(), required)
+    both = validate("Run it and see what happens now.", ["Verify: pytest -q passes"], SHORT, required)
     assert both.failed_rules == ["no_checklist_overlap", "missed_required_check"]

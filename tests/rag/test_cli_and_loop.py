@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from assets.rag.config import RagConfig, load_rag_config
-from assets.rag.runtime import RagRuntime, RunLog
+from assets.rag.runlog import RunLog
+from assets.rag.runtime import RagRuntime
 from assets.rag.tables import RAG_PLAYBOOKS, RAG_REPORT, RAG_RUNS
 from dagster_project.cli_rag import main
 from resources.lake import DeltaLake
@@ -33,7 +34,18 @@ def recipe(tmp_path_factory):
 
 
 def _last_run(lake) -> dict:
-    return max(lake.read(RAG_RUNS).to_pylist(), key=lambda r: r["created_at"])
+    return max(lake.read(RAG_RUNS).to_pylist(), key=lambda r: r["recorded_at"])
+
+
+@pytest.fixture(autouse=True)
+def dagster_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    return tmp_path / "dagster_home"
+
+
+def _materializations():
+    inst = dg.DagsterInstance.get()
+    return inst.fetch_materializations(RAG_RUNS.asset_key, limit=100).records
 
 
 def test_cli_local_only_failing_run_makes_no_http_call(rag_lake, escalation_server, recipe, capsys, api_key):
@@ -46,12 +58,18 @@ def test_cli_local_only_failing_run_makes_no_http_call(rag_lake, escalation_serv
     out = capsys.readouterr().out
     assert code == 1 and escalation_server.count == before  # gate failed, and no escalation call
     row = _last_run(rag_lake)
-    assert f"run_id: {row['run_id']}" in out and "gate: FAIL (" in out and "missed_required_check" in out
-    assert "escalation path: local:smollm2-135m" in out and "model: smollm2-135m" in out
-    assert row["retrieved_ids"][0] in out and "answer:" in out
+    assert f"recorded_run_id: {row['recorded_run_id']}" in out and "gate: FAIL (" in out
+    assert "missed_required_check" in out
+    assert "escalation path: smollm2-135m" in out and "model: smollm2-135m" in out
+    assert row["retrieved_artifacts"]["rag_ids"][0] in out and "answer:" in out
     assert row["local_only"] and not row["allow_escalation"] and not row["escalated"]
-    assert row["escalation_path"] == ["local:smollm2-135m"] and row["source"] == "cli"
-    assert "missed_required_check" in row["failed_rules"] and row["retrieval_mode"] == "lexical"
+    assert row["escalation_path"] == ["smollm2-135m"] and row["source"] == "cli"
+    assert "missed_required_check" in row["validation_result"]["reasons"] and row["retrieval_mode"] == "lexical"
+    # the run is a materialization of gold/rag_runs on the instance
+    mats = _materializations()
+    assert len(mats) == 1
+    md = mats[0].asset_materialization.metadata
+    assert md["recorded_run_id"].value == row["recorded_run_id"] and md["source"].value == "cli"
     assert json.loads(row["config"])["escalation_api_key_env"] == KEY_ENV and KEY_VALUE not in out
 
 
@@ -60,11 +78,14 @@ def test_cli_no_retrieval_baseline(rag_lake, recipe, capsys):
                  "--max-new-tokens", "8", "--lake-root", rag_lake.root, "--recipe", recipe])
     out = capsys.readouterr().out
     row = _last_run(rag_lake)
-    assert code == (0 if row["gate_passed"] else 1)
+    assert code == (0 if row["validation_result"]["passed"] else 1)
     assert "retrieval: off" in out and row["no_retrieval"] and row["retrieval_mode"] == "none"
-    assert row["retrieved_ids"] == [] and row["bundle"] == "null" and row["playbooks_version"] is None
+    assert row["retrieved_artifacts"] == {"rag_ids": []} and row["context_bundle"] is None
+    assert row["playbooks_version"] is None
     assert "Playbooks" not in json.loads(row["prompt"])[0]["content"]
-    assert row["response"] and row["escalation_path"] == ["local:smollm2-135m"]
+    assert row["model_response"] and row["escalation_path"] == ["smollm2-135m"]
+    # 8 new tokens are well under the design's 80 characters: the default gate fails the answer
+    assert "too_short" in row["validation_result"]["reasons"] and code == 1
 
 
 def test_config_layers(tmp_path, recipe):
@@ -90,7 +111,7 @@ def test_unloggable_run_is_spooled_then_flushed(rag_lake, tmp_path):
         good = RagRuntime(cfg, lake=rag_lake, run_log=RunLog(rag_lake, tmp_path / "sp"))
         second = good.run("Fix the pair builder test")
     assert second.logged and not (tmp_path / "sp" / "rag_runs.jsonl").exists()
-    ids = {r["run_id"] for r in rag_lake.read(RAG_RUNS, columns=["run_id"]).to_pylist()}
+    ids = {r["recorded_run_id"] for r in rag_lake.read(RAG_RUNS, columns=["recorded_run_id"]).to_pylist()}
     assert {first.run_id, second.run_id} <= ids
 
 
@@ -100,7 +121,8 @@ def test_batch_job_runs_an_ab_batch(rag_lake, tmp_path):
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text('{"task": "Fix the pair builder test", "checks": ["Check: build_pairs"]}\n'
                      "How does the sessions sensor add partitions?\n")
-    with LoopbackLLM(reply="Edit build_pairs in assets/pairs/builder.py, then run pytest.", model="lb") as local:
+    reply = "Edit build_pairs in assets/pairs/builder.py so it picks the chosen answer first, then run pytest."
+    with LoopbackLLM(reply=reply, model="lb") as local:
         res = rag_batch_job.execute_in_process(
             run_config={"ops": {"rag_batch": {"config": {"tasks_path": str(tasks),
                                                          "variants": ["with_retrieval", "no_retrieval"]}}}},
@@ -114,8 +136,10 @@ def test_batch_job_runs_an_ab_batch(rag_lake, tmp_path):
     assert len(rows) == 4 and sum(r["no_retrieval"] for r in rows) == 2
     mats = res.asset_materializations_for_node("rag_batch")
     assert mats and mats[0].asset_key == RAG_RUNS.asset_key and mats[0].metadata["runs"].value == 4
-    first = [r for r in rows if r["task"] == "Fix the pair builder test" and not r["no_retrieval"]][0]
-    assert json.loads(first["validation"])["details"]["required"] == ["Check: build_pairs"] and first["gate_passed"]
+    first = [r for r in rows if r["input_task"] == "Fix the pair builder test" and not r["no_retrieval"]][0]
+    assert json.loads(first["validation_details"])["details"]["required"] == ["Check: build_pairs"]
+    assert first["validation_result"] == {"passed": True, "reasons": []}
+    assert set(mats[0].metadata["recorded_run_ids"].value) == {r["recorded_run_id"] for r in rows}
 
 
 def test_closing_the_loop_mines_accepted_runs_and_reports(rag_lake, tmp_path):
@@ -128,7 +152,7 @@ def test_closing_the_loop_mines_accepted_runs_and_reports(rag_lake, tmp_path):
     from resources.embeddings import EmbeddingsResource
 
     runs = rag_lake.read(RAG_RUNS).to_pylist()
-    passed = [r for r in runs if r["gate_passed"]]
+    passed = [r for r in runs if r["validation_result"]["passed"]]
     assert passed and len(passed) < len(runs)
     lake = DeltaLake(root=str(tmp_path / "lake"))
     rows = sample_trace_rows()
@@ -143,7 +167,7 @@ def test_closing_the_loop_mines_accepted_runs_and_reports(rag_lake, tmp_path):
     pbs = rag_lake.read(RAG_PLAYBOOKS).to_pylist()
     mined = [p for p in pbs if p["mined"]]
     assert len(mined) == len({r["task_hash"] for r in passed})
-    assert {m["source_run_id"] for m in mined} <= {r["run_id"] for r in passed}
+    assert {m["source_run_id"] for m in mined} <= {r["recorded_run_id"] for r in passed}
     assert all(m["label"] == "accepted" and len(m["embedding"]) == 384 for m in mined)
     md = res.asset_materializations_for_node("gold__rag_playbooks")[0].metadata
     assert md["embeddings_reused"].value == 8 and md["embedded_new"].value == len(mined)
@@ -152,14 +176,14 @@ def test_closing_the_loop_mines_accepted_runs_and_reports(rag_lake, tmp_path):
     assert sum(r["runs"] for r in both) == len(runs)
     assert sum(r["passed"] for r in both) == len(passed)
     assert sum(r["escalated"] for r in both) == sum(r["escalated"] for r in runs)
-    day = runs[0]["created_at"].date().isoformat()
+    day = runs[0]["recorded_at"].date().isoformat()
     assert (day, "with_retrieval") in report
     rmd = res.asset_materializations_for_node("gold__rag_report")[0].metadata
     assert "| with_retrieval |" in rmd["overall"].value and f"| {day} |" in rmd["per_day"].value
 
 
 def test_definitions_load():
-    import assets.rag as rag
+    import assets.rag.assets as rag
 
     defs = dg.Definitions.merge(rag.defs, dg.Definitions(resources={"lake": DeltaLake(root="/tmp/unused")}))
     dg.Definitions.validate_loadable(defs)

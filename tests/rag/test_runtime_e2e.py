@@ -2,7 +2,9 @@
 OpenAI-compatible server as the escalation target; every run must land in rag_runs with
 full provenance."""
 
+import hashlib
 import json
+import re
 
 import pytest
 
@@ -10,6 +12,7 @@ from assets.rag.config import RagConfig
 from assets.rag.runtime import RagRuntime
 from assets.rag.tables import RAG_PLAYBOOKS, RAG_RUNS, RUN_SCHEMA_VERSION
 from tests.rag.conftest import KEY_ENV, KEY_VALUE
+from tests.rag.loopback import LoopbackLLM
 
 pytestmark = pytest.mark.slow
 
@@ -26,17 +29,20 @@ def _cfg(server, tmp_path, **kw) -> RagConfig:
 
 
 def _row(lake, run_id) -> dict:
-    rows = [r for r in lake.read(RAG_RUNS).to_pylist() if r["run_id"] == run_id]
+    rows = [r for r in lake.read(RAG_RUNS).to_pylist() if r["recorded_run_id"] == run_id]
     assert len(rows) == 1, f"run {run_id} not logged exactly once"
     return rows[0]
 
 
 def _assert_provenance(row, cfg):
-    assert row["schema_version"] == RUN_SCHEMA_VERSION
-    assert row["task_hash"] and row["created_at"] is not None
+    assert row["schema"] == RUN_SCHEMA_VERSION == "replay_run.v1"
+    assert row["task_hash"] == hashlib.sha256(row["input_task"].encode()).hexdigest()
+    at_ms = int(row["recorded_at"].timestamp() * 1000)
+    assert row["recorded_run_id"] == f"replay:{row['task_hash'][:16]}:{at_ms}"
+    assert re.fullmatch(r"replay:[0-9a-f]{16}:\d{13}", row["recorded_run_id"])
     assert json.loads(row["prompt"])[-1]["role"] == "user"
     assert row["local_model"] == "smollm2-135m"
-    assert row["total_ms"] > 0 and row["local_ms"] > 0 and row["retrieval_ms"] >= 0
+    assert row["duration_ms"] > 0 and row["local_ms"] > 0 and row["retrieval_ms"] >= 0
     assert json.loads(row["config"]) == cfg.public()
     assert KEY_VALUE not in json.dumps(row, default=str)  # the key is never stored
     attempts = json.loads(row["attempts"])
@@ -44,25 +50,27 @@ def _assert_provenance(row, cfg):
 
 
 def test_passing_run_grounded_in_playbooks(rag_lake, escalation_server, tmp_path, api_key):
-    cfg = _cfg(escalation_server, tmp_path, retrieval_mode="hybrid")
+    cfg = _cfg(escalation_server, tmp_path, retrieval_mode="hybrid", min_chars=20)  # a 14-token answer
     before = escalation_server.count
     out = RagRuntime(cfg, lake=rag_lake).run(PASS_TASK, allow_escalation=True)
     row = _row(rag_lake, out.run_id)
     _assert_provenance(row, cfg)
-    assert row["gate_passed"], (row["response"], row["validation"])
-    assert row["failed_rules"] == [] and row["escalation_path"] == ["local:smollm2-135m"]
-    assert row["model_used"] == "smollm2-135m" and not row["escalated"] and row["response"]
+    assert row["validation_result"] == {"passed": True, "reasons": []}, (row["model_response"],
+                                                                        row["validation_details"])
+    assert row["escalation_path"] == ["smollm2-135m"]
+    assert row["model_used"] == "smollm2-135m" and not row["escalated"] and row["model_response"]
     assert escalation_server.count == before  # the gate passed: no escalation call
     assert row["retrieval_mode"] == "hybrid" and row["playbooks_version"] == rag_lake.version(RAG_PLAYBOOKS)
-    assert len(row["retrieved_ids"]) == len(row["retrieved_scores"]) == 4
+    ids = row["retrieved_artifacts"]["rag_ids"]
+    assert len(ids) == len(row["retrieved_scores"]) == 4
     assert row["retrieved_scores"] == sorted(row["retrieved_scores"], reverse=True)
     titles = {r["playbook_id"]: r["title"] for r in rag_lake.read(RAG_PLAYBOOKS).to_pylist()}
-    assert titles[row["retrieved_ids"][0]] == "Fix the failing test in tests/pairs/test_builder.py"
-    bundle = json.loads(row["bundle"])
-    assert {e["id"] for e in bundle["exemplars"]} <= set(row["retrieved_ids"])
+    assert titles[ids[0]] == "Fix the failing test in tests/pairs/test_builder.py"
+    bundle = json.loads(row["context_bundle"])
+    assert {e["id"] for e in bundle["exemplars"]} <= set(ids)
     assert "Verify: `pytest -q tests/pairs/test_builder.py` passes" in bundle["validation_steps"]
     assert "Playbooks that worked" in json.loads(row["prompt"])[0]["content"]
-    assert json.loads(row["validation"])["details"]["checklist_overlap"]  # the answer covered the checklist
+    assert json.loads(row["validation_details"])["details"]["checklist_overlap"]  # it covered the checklist
     assert row["allow_escalation"] and not row["local_only"] and not row["no_retrieval"]
 
 
@@ -77,9 +85,9 @@ def test_failing_run_escalates(rag_lake, escalation_server, tmp_path, api_key):
     assert escalation_server.count == before + 1
     assert escalation_server.auth_headers[-1] == f"Bearer {KEY_VALUE}"
     assert escalation_server.requests[-1]["messages"] == json.loads(row["prompt"])
-    assert row["escalation_path"] == ["local:smollm2-135m", "escalation:loopback-large"] and row["escalated"]
-    assert row["model_used"] == "loopback-large" and row["gate_passed"] and row["failed_rules"] == []
-    assert "zanzibar_quux_frobnicator" in row["response"]
+    assert row["escalation_path"] == ["smollm2-135m", "loopback-large"] and row["escalated"]
+    assert row["model_used"] == "loopback-large" and row["validation_result"] == {"passed": True, "reasons": []}
+    assert "zanzibar_quux_frobnicator" in row["model_response"]
     local, esc = json.loads(row["attempts"])
     assert not local["gate"]["passed"] and "missed_required_check" in local["gate"]["failed_rules"]
     assert local["response"] and local["output_tokens"] <= 6  # the local answer is kept (provenance)
@@ -88,8 +96,6 @@ def test_failing_run_escalates(rag_lake, escalation_server, tmp_path, api_key):
 
 def test_failed_escalation_is_still_logged(rag_lake, tmp_path, api_key):
     """Local model = an OpenAI-compatible endpoint by config; the escalation endpoint is down."""
-    from tests.rag.loopback import LoopbackLLM
-
     with LoopbackLLM(reply="ok", model="loopback-small") as local, LoopbackLLM() as down:
         down.mode = "fail"
         cfg = RagConfig(local_base_url=local.base_url, local_model="loopback-small", escalation_base_url=down.base_url,
@@ -98,8 +104,21 @@ def test_failed_escalation_is_still_logged(rag_lake, tmp_path, api_key):
         out = RagRuntime(cfg, lake=rag_lake).run("Add a --limit flag to the export command", allow_escalation=True)
         assert local.count == 1 and down.count == 2  # one try + one retry
     row = _row(rag_lake, out.run_id)
-    assert not row["gate_passed"] and "too_short" in row["failed_rules"]
-    assert row["escalation_path"] == ["local:loopback-small", "escalation:down-model"]
-    assert row["model_used"] == "loopback-small" and row["response"] == "ok"
-    assert "escalation failed" in row["error"] and "HTTP 500" in row["error"]
+    assert not row["validation_result"]["passed"] and "too_short" in row["validation_result"]["reasons"]
+    assert row["escalation_path"] == ["loopback-small", "down-model"]
+    assert row["model_used"] == "loopback-small" and row["model_response"] == "ok"
+    assert "escalation failed" in row["error"] and "http_500" in row["error"]
     assert json.loads(row["attempts"])[1]["status"] == "error"
+
+
+def test_allowing_escalation_without_an_endpoint_is_a_clear_error(rag_lake, tmp_path):
+    from assets.rag.runtime import EscalationNotConfigured
+
+    before = rag_lake.read(RAG_RUNS).num_rows
+    with LoopbackLLM(reply="ok", model="small") as local:
+        cfg = RagConfig(local_base_url=local.base_url, local_model="small", retrieval_mode="lexical",
+                        spool_dir=str(tmp_path / "spool"))
+        with pytest.raises(EscalationNotConfigured, match="TRACELAKE_RAG_ESCALATION_BASE_URL"):
+            RagRuntime(cfg, lake=rag_lake).run("Fix the pair builder test", allow_escalation=True)
+        assert local.count == 0  # refused before anything ran
+    assert rag_lake.read(RAG_RUNS).num_rows == before

@@ -13,8 +13,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.traces import ASSETS as TRACE_ASSETS
-from assets.traces import CHECKS as TRACE_CHECKS
+from assets.traces.assets import ASSETS as TRACE_ASSETS
+from assets.traces.assets import CHECKS as TRACE_CHECKS
 from assets.traces.tables import AGENT_STEPS, RAW_TRACES, SESSION_FILES, TRACE_TURNS
 from resources.lake import DeltaLake
 from resources.sessions import SessionSource, session_key_for

@@ -12,7 +12,7 @@ import sys
 from assets.teachers.cache import DeltaResponseCache
 from assets.teachers.ask import ask_teachers
 from resources.lake import DeltaLake
-from resources.teachers import TeacherSet, load_pool_spec
+from assets.teachers.pool import TeacherSet, load_pool_spec
 
 
 async def main(root: str, steps_file: str, pool_file: str) -> None:

@@ -9,14 +9,14 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 
-from assets.teachers import defs as teacher_defs
+from assets.teachers.assets import defs as teacher_defs
 from assets.teachers.assets import teacher_responses
 from assets.teachers.tables import TEACHER_CACHE, TEACHER_RESPONSES
 from assets.traces.tables import AGENT_STEPS
 from resources.lake import DeltaLake
-from resources.teachers import TeacherPool
+from assets.teachers.pool import TeacherPool
 from tests.sessions import put_sessions
-from tests.teachers.conftest import http_teacher, pool_yaml, agent_step_row
+from tests.teachers.conftest import agent_step_row, http_teacher, pool_yaml
 
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 
@@ -97,7 +97,12 @@ def test_materialize_a_partition_range_in_one_run(server, tmp_path):
     counts = {k: table.column("session_key").to_pylist().count(k) for k in keys}
     assert counts == {"s1": 3, "s2": 3, "s3": 3, "s4": 3}  # s4 untouched by the range run
     assert server.calls == 9
-    assert len(res.asset_materializations_for_node(teacher_responses.op.name)) == 3
+    mats = res.asset_materializations_for_node(teacher_responses.op.name)
+    assert sorted(m.partition for m in mats if m.asset_key == TEACHER_RESPONSES.asset_key) == ["s1", "s2", "s3"]
+    # the response cache (one table for every session) is materialized once, with its rows
+    cache = [m for m in mats if m.asset_key == TEACHER_CACHE.asset_key]
+    assert len(cache) == 1 and cache[0].partition is None
+    assert cache[0].metadata["table_rows"].value == lake.read(TEACHER_CACHE).num_rows == 12
     md = _md(res)
     assert md["partitions_replaced"].value == 3 and md["rows_written"].value == 9
     # all 9 requests of the 3 sessions ran through one pool: ~1 latency, not 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from assets.teachers.ask import Budget, ask_teachers
-from resources.teachers import PoolSpec, TeacherSet
+from assets.teachers.pool import PoolSpec, TeacherSet
 from tests.teachers.conftest import http_teacher, step
 
 

@@ -12,7 +12,8 @@ from assets.teachers.cache import DeltaResponseCache
 from assets.teachers.ask import ask_teachers
 from assets.teachers.tables import TEACHER_CACHE
 from resources.lake import DeltaLake
-from resources.teachers import PoolSpec, TeacherSet, TokenBucket, load_pool_spec
+from assets.teachers.pool import PoolSpec, TeacherSet, load_pool_spec
+from resources.model_client import TokenBucket
 from tests.teachers.conftest import http_teacher, step
 
 # content -> (final status, requests the server sees when nothing else goes wrong);

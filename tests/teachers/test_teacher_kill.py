@@ -21,7 +21,7 @@ from assets.teachers.cache import DeltaResponseCache, default_spool_dir
 from assets.teachers.ask import ask_teachers
 from assets.teachers.tables import TEACHER_CACHE
 from resources.lake import DeltaLake
-from resources.teachers import TeacherSet, load_pool_spec
+from assets.teachers.pool import TeacherSet, load_pool_spec
 from tests.teachers.conftest import http_teacher, pool_yaml, step
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from assets.teachers.ask import ask_teachers
-from resources.teachers import PoolSpec, TeacherPool, TeacherSet
+from assets.teachers.pool import PoolSpec, TeacherPool, TeacherSet
 from tests.teachers.conftest import http_teacher, step
 
 
@@ -48,7 +48,7 @@ def test_long_context_is_cut_from_the_left_keeping_the_system_prompt(tiny_llama)
     tok, _ = teacher._model()
     s = step(0, "the last user message " + "word " * 200)
     req = teacher.build_request(s["messages"], s["tools"])
-    ids, truncated = teacher._encode(tok, req.body["messages"])
+    ids, truncated = teacher._encode(tok, req.body["messages"], req.body["max_tokens"])
     assert truncated and len(ids) == 64 - 8
     text = tok.decode(ids)
     assert text.startswith("<|im_start|>system\nSYS rules") and text.endswith("<|im_start|>assistant\n")

@@ -256,7 +256,15 @@ def test_error_classifier():
         "Exit code 1\nbash: ./run.sh: Permission denied": "permission_denied",
         "FAILED tests/test_a.py::test_x - assert 1 == 2\n1 failed, 3 passed in 0.1s": "test_failure",
         "  File \"a.py\", line 3\n    def f(\n         ^\nSyntaxError: '(' was never closed": "syntax_error",
-        "curl: (7) Failed to connect: Connection refused": "network_error",
+        "curl: (7) Failed to connect: Connection refused": "connection_error",
+        "requests.exceptions.ConnectionError: HTTPSConnectionPool(host='x', port=443): Max retries exceeded":
+            "connection_error",
+        "Error: getaddrinfo ENOTFOUND registry.npmjs.org": "connection_error",
+        "write_stdin failed: stdin is closed for this session": "session_closed",
+        "Process exited with code 2": "nonzero_exit",
+        "ls: cannot access 'x': Permission denied": "permission_denied",
+        "bash: line 1: rg: command not found": "command_not_found",
+        "ReadTimeout: HTTPSConnectionPool read timed out": "timeout",
         "Exit code 3": "nonzero_exit",
         "something odd happened": "other",
     }

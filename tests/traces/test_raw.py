@@ -172,7 +172,7 @@ def test_scrub_never_breaks_json(tmp_path):
 def test_rule_that_breaks_json_falls_back_to_object_scrubbing(tmp_path):
     """A (user-registered) rule that eats a quote would break the line; the reader then
     scrubs the parsed object instead and stores its re-serialization."""
-    from assets.traces import secrets
+    from resources.privacy import secrets
 
     rule = secrets.register("greedy", ["zzsecret"], r'zzsecret[^,]*')
     try:
@@ -182,9 +182,7 @@ def test_rule_that_breaks_json_falls_back_to_object_scrubbing(tmp_path):
         assert orjson.loads(rows[0]["raw"]) == {"type": "user", "a": "x [REDACTED:greedy]", "b": 1}
         assert rows[0]["secrets_scrubbed"] == 1
     finally:
-        secrets.RULES.remove(rule)
-        secrets._EXTRA_GATES.clear()
-        secrets._bulk_gate_pattern.cache_clear()
+        secrets.unregister(rule)
 
 
 @pytest.mark.parametrize("encoding,bom", [("utf-16-le", b"\xff\xfe"), ("utf-16-le", b""), ("utf-16-be", b"\xfe\xff")])

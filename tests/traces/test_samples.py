@@ -25,6 +25,10 @@ EXPECTED = {
         "codex", 8, {"test_failure": 1, "edit_mismatch": 1}, {}, {}),
     "openai/support-bot-2026-01.jsonl": ("openai_messages", 12, {"not_found": 1, "permission_denied": 1}, {}, {}),
     "sharegpt/invoicer-helpdesk.jsonl": ("sharegpt", 9, {"not_found": 1}, {}, {}),
+    # one pretty-printed JSON document: 5 agent actions (run, read, edit, run, finish); the first run fails
+    "openhands/invoicer__invoicer-12.json": ("openhands", 5, {"test_failure": 1}, {}, {}),
+    # two traces: 2 GenAI chat spans around a tool run + 1 OpenInference LLM span
+    "otel/helpdesk-spans.jsonl": ("otel_genai", 3, {}, {}, {}),
 }
 
 

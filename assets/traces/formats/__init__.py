@@ -10,10 +10,16 @@ from __future__ import annotations
 
 from typing import Callable
 
-from assets.traces.formats import claude_code, codex, openai_messages, sharegpt
+from assets.traces.formats import (
+    atif, claude_code, codex, gemini_cli, llm_apps, openai_messages, preference, sharegpt, trajectories,
+)
 from assets.traces.util import without_gc
+from assets.traces.raw import JSON_FRAGMENT
 from assets.traces.formats._common import (
     TURN_COLUMNS,
+    dumps,
+    load_document,
+    unknown_row,
     TurnIds,
     finalize,
     iter_records,
@@ -29,6 +35,16 @@ def _parse_unknown(raw_rows: list[dict], session_key: str) -> list[dict]:
     """A format we cannot read: keep every parseable record as a meta row."""
     ids = TurnIds(session_key)
     rows, order = [], []
+    if any(r.get("record_type") == JSON_FRAGMENT for r in raw_rows):
+        loaded = load_document(raw_rows)
+        if loaded is not None:
+            doc, line = loaded
+            shape = f"keys {sorted(doc)[:12]}" if isinstance(doc, dict) else f"a list of {len(doc)} objects"
+            return [unknown_row(session_key, "unknown", ids, line,
+                                f"no parser claims this JSON document ({shape})", None,
+                                session_id=session_key, record_type=JSON_FRAGMENT,
+                                ) | {"extra": dumps({"reason": f"no parser claims this JSON document ({shape})",
+                                                     "document": doc})}]
     for line_no, obj, raw_row in iter_records(raw_rows):
         rows.append(new_turn(session_key, "unknown", ids.make(f"L{line_no}", line_no), "meta", "unknown",
                              session_id=session_key, record_type=raw_row.get("record_type"),
@@ -45,6 +61,14 @@ PARSERS: dict[str, Callable[[list[dict], str], list[dict]]] = {
     "codex": codex.parse,
     "openai_messages": openai_messages.parse,
     "sharegpt": sharegpt.parse,
+    "gemini_cli": gemini_cli.parse,
+    "swe_agent": trajectories.parse_swe_agent,
+    "mini_swe_agent": trajectories.parse_mini_swe_agent,
+    "openhands": trajectories.parse_openhands,
+    "langfuse": llm_apps.parse_langfuse,
+    "otel_genai": llm_apps.parse_otel,
+    "atif": atif.parse,
+    "preference": preference.parse,
     "unknown": _parse_unknown,
 }
 

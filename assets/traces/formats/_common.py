@@ -20,6 +20,11 @@ TURN_COLUMNS = (
 
 IMAGE_PLACEHOLDER = "[image]"
 
+# A document (trajectory, ATIF, Gemini session) with more assistant steps than this is not
+# expanded into turns: it stays one meta/unknown row saying so (its bytes are in bronze).
+# Every step's context holds the steps before it, so agent_steps grows with the square.
+MAX_DOCUMENT_STEPS = 10_000
+
 
 _TEMPLATE = dict.fromkeys(TURN_COLUMNS)
 _TEMPLATE.update(turn_index=0, is_sidechain=False, is_compact_summary=False, is_compaction_boundary=False)
@@ -235,3 +240,52 @@ def looks_like_error(text: str) -> bool:
     if low.startswith("{") and ('"error"' in low[:60] or "'error'" in low[:60]):
         return True
     return head.startswith("Exit code") and not head.startswith("Exit code 0") and not head.startswith("Exit code: 0")
+
+
+def load_document(raw_rows: list[dict]) -> tuple[Any, int] | None:
+    """``(document, first line_no)`` of a file stored as one JSON document (``json_fragment``
+    rows, or a single JSON line), else None."""
+    rows = sorted(raw_rows, key=_LINE_NO)
+    frags = [r for r in rows if r.get("record_type") == JSON_FRAGMENT]
+    if frags:
+        try:
+            return document_of(frags), frags[0]["line_no"]
+        except orjson.JSONDecodeError:
+            return None
+    good = [r for r in rows if not r.get("quarantined") and r.get("raw")]
+    if len(good) == 1:
+        try:
+            return orjson.loads(good[0]["raw"]), good[0]["line_no"]
+        except orjson.JSONDecodeError:
+            return None
+    return None
+
+
+def unknown_row(session_key: str, fmt: str, ids: "TurnIds", line_no: int, reason: str, obj: Any = None,
+                **kw: Any) -> dict:
+    """A ``role="meta"``, ``kind="unknown"`` row that says why a record was not read."""
+    extra = {"reason": reason}
+    if obj is not None:
+        extra["record"] = obj
+    return new_turn(session_key, fmt, ids.make(f"L{line_no}:unknown", line_no), "meta", "unknown",
+                    source_lines=[line_no], extra=dumps(extra), **kw)
+
+
+def too_many_steps(session_key: str, fmt: str, ids: "TurnIds", line: int, n: int, sid: str) -> list[dict] | None:
+    """The single row of a document over :data:`MAX_DOCUMENT_STEPS` steps, else None."""
+    import assets.traces.formats._common as _self  # read the limit at call time (users may change it)
+
+    if n <= _self.MAX_DOCUMENT_STEPS:
+        return None
+    return [unknown_row(session_key, fmt, ids, line,
+                        f"too_many_steps: {n} assistant steps > MAX_DOCUMENT_STEPS={_self.MAX_DOCUMENT_STEPS}; "
+                        "not expanded (the file is kept in raw_traces)", session_id=sid)]
+
+
+def clip_text(v: Any) -> str:
+    """A value as text: strings as they are, anything else as JSON."""
+    if v is None:
+        return ""
+    if isinstance(v, str):
+        return v
+    return dumps(v)

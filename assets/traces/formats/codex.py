@@ -55,10 +55,12 @@ FORMAT = "codex"
 ASSISTANT_ITEMS = {"reasoning", "function_call", "custom_tool_call", "local_shell_call", "web_search_call"}
 OUTPUT_ITEMS = {"function_call_output", "custom_tool_call_output"}
 ITEM_TYPES = ASSISTANT_ITEMS | OUTPUT_ITEMS | {"message"}
-_EXIT_RE = re.compile(r"^(?:Exit code|exit_code|Process exited with code):? ?(-?\d+)", re.I)
+_EXIT_RE = re.compile(r"^(?:Exit code|exit_code|Process exited with code):? ?(-?\d+)", re.I | re.M)
+_RUNNING_RE = re.compile(r"^Process running with session ID (\d+)", re.M)
+_EXIT_HEAD = 600  # unified exec writes "Chunk ID / Wall time / Process exited with code N" first
 _HARNESS_ERR = re.compile(
     r"^(?:failed to parse function arguments|aborted|execution error|error:|sandbox (?:error|denied)"
-    r"|unsupported call|unknown tool|patch rejected|apply_patch verification failed)",
+    r"|unsupported call|unknown tool|patch rejected|apply_patch verification failed|[a-z_]+ failed: )",
     re.I,
 )
 
@@ -101,7 +103,7 @@ def _tool_output(out: Any) -> tuple[str, str, int | None, bool, dict]:
             if md.get("duration_seconds") is not None:
                 extra["duration_seconds"] = md.get("duration_seconds")
     if exit_code is None:
-        m = _EXIT_RE.match(content)
+        m = _EXIT_RE.search(content, 0, _EXIT_HEAD)
         if m:
             exit_code = int(m.group(1))
     if exit_code is not None:
@@ -112,6 +114,30 @@ def _tool_output(out: Any) -> tuple[str, str, int | None, bool, dict]:
     return content, inner, exit_code, failed, extra
 
 
+def _apply_exec_ends(exec_ends: list[tuple[int, dict]], process_rows: dict[str, list[dict]]) -> None:
+    """``exec_command_end`` events carry a command's exit code. A command that ran on
+    (unified exec) reports its exit in a later ``write_stdin`` output: when no output of
+    that command already shows a non-zero exit, the last one is marked failed with it."""
+    for line_no, p in exec_ends:
+        code = as_int(p.get("exit_code"))
+        if code in (None, 0):
+            continue
+        cid = p.get("call_id") if isinstance(p.get("call_id"), str) else None
+        proc = str(p["process_id"]) if p.get("process_id") is not None else None
+        cands = list(process_rows.get("call:" + cid, []) if cid else [])
+        for r in process_rows.get(proc, []) if proc else []:
+            if r not in cands:
+                cands.append(r)
+        if not cands or any(r.get("_exit") not in (None, 0) for r in cands):
+            continue
+        r = max(cands, key=lambda x: x["source_lines"][0])
+        text = r.get("content") or ""
+        r["tool_error"] = True
+        r["_exit"] = code
+        r["error_kind"] = classify_error(text, r.get("tool_name"), exit_code=code)
+        r["_extra"] = {**(r.get("_extra") or {}), "exit_code": code, "exit_code_from_line": line_no}
+
+
 def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
     ids = TurnIds(session_key)
     rows: list[dict] = []
@@ -119,6 +145,7 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
     session_id: str | None = None
     model: str | None = None
     call_names: dict[str, str] = {}
+    call_process: dict[str, str] = {}  # call id -> unified-exec session id it started / polled
     pending: list[tuple[int, dict, Any]] = []
     last_assistant: dict | None = None
 
@@ -132,6 +159,7 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
         if not pending:
             return
         texts, thinks, calls, other = [], [], [], []
+        encrypted = 0
         message_id = None
         for _, p, _ in pending:
             pt = p.get("type")
@@ -139,6 +167,8 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
                 texts.append(text_of(p.get("content")))
                 message_id = message_id or p.get("id")
             elif pt == "reasoning":
+                if p.get("encrypted_content"):
+                    encrypted += 1
                 thinks.append(text_of(p.get("summary")))
                 if p.get("content"):
                     thinks.append(text_of(p.get("content")))
@@ -161,12 +191,22 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
             model=model, message_id=message_id, timestamp=parse_ts(ts), record_type="response_item",
             source_lines=sorted({ln for ln, _, _ in pending}),
         )
-        row["_extra"] = {"other_items": other}
+        row["_extra"] = {"other_items": other, "encrypted_reasoning_items": encrypted}
         add(row, (first_line, 0))
         last_assistant = row
         pending = []
 
-    for line_no, obj, raw_row in iter_records(raw_rows):
+    records = list(iter_records(raw_rows))
+    # prompts the rollout also wrote as response_item user messages (newer rollouts may hold
+    # a prompt only as an event_msg user_message)
+    item_prompts = set()
+    for _, obj, _ in records:
+        t, p, _ = _split(obj)
+        if t == "response_item" and p.get("type") == "message" and p.get("role") == "user":
+            item_prompts.add(text_of(p.get("content")).strip())
+    process_rows: dict[str, list[dict]] = {}  # unified-exec session id -> its output rows
+    exec_ends: list[tuple[int, dict]] = []
+    for line_no, obj, raw_row in records:
         t, p, ts = _split(obj)
         if t == "response_item":
             pt = p.get("type")
@@ -175,6 +215,13 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
                 if pt in ("function_call", "custom_tool_call", "local_shell_call"):
                     cid = str(p.get("call_id") or p.get("id") or "")
                     call_names[cid] = "local_shell" if pt == "local_shell_call" else str(p.get("name") or "")
+                    if p.get("name") == "write_stdin":  # polls a running exec session
+                        try:
+                            a = orjson.loads(p.get("arguments") or "{}")
+                        except (orjson.JSONDecodeError, TypeError):
+                            a = {}
+                        if isinstance(a, dict) and a.get("session_id") is not None:
+                            call_process[cid] = str(a["session_id"])
                 pending.append((line_no, p, ts))
                 continue
             if pt in OUTPUT_ITEMS:
@@ -191,7 +238,17 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
                 if cid not in call_names:
                     ex["orphan"] = True
                 row["_extra"] = ex
+                row["_exit"] = exit_code
                 add(row, (line_no, 0))
+                if cid:
+                    process_rows.setdefault("call:" + cid, []).append(row)
+                    proc = call_process.get(cid)
+                    running = _RUNNING_RE.search(content, 0, _EXIT_HEAD)
+                    if running:
+                        proc = running.group(1)
+                        call_process[cid] = proc
+                    if proc:
+                        process_rows.setdefault(proc, []).append(row)
                 continue
             if pt == "message":
                 flush()
@@ -220,6 +277,18 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
                          source_lines=[line_no]), (line_no, 1))
             continue
 
+        if t == "event_msg" and p.get("type") == "user_message":
+            text = text_of(p.get("message"))
+            if text.strip() and text.strip() not in item_prompts:
+                flush()
+                row = new_turn(session_key, FORMAT, ids.make(f"L{line_no}", line_no), "user", "message",
+                               content=text, timestamp=parse_ts(ts), record_type="user_message",
+                               source_lines=[line_no])
+                row["_extra"] = {"from_event": True}
+                add(row, (line_no, 0))
+                continue
+        if t == "event_msg" and p.get("type") == "exec_command_end":
+            exec_ends.append((line_no, p))
         if t == "session_meta":
             session_id = session_id or (p.get("id") if isinstance(p.get("id"), str) else None)
         elif t == "turn_context":
@@ -244,10 +313,12 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
                      timestamp=parse_ts(ts), record_type=t,
                      source_lines=[line_no], extra=raw_row.get("raw")), (line_no, 0))
     flush()
+    _apply_exec_ends(exec_ends, process_rows)
 
     out = finalize(rows, order)
     for r in out:
         r["session_id"] = session_id or session_key
+        r.pop("_exit", None)
         ex = r.pop("_extra", None)
         if ex is not None and r.get("extra") is None:
             r["extra"] = extra_json(ex)

@@ -625,6 +625,160 @@ def sharegpt_file() -> None:
     p.write_text("\n".join(json.dumps(c, ensure_ascii=False) for c in convs) + "\n", encoding="utf-8")
 
 
+def openhands_output() -> None:
+    """An OpenHands run output (one JSON object per run): the agent fixes the rounding bug."""
+    t0 = datetime(2026, 1, 16, 9, 0, 0, tzinfo=timezone.utc)
+
+    def ts(sec: int) -> str:
+        return (t0 + timedelta(seconds=sec)).isoformat()
+
+    def action(eid, sec, name, fn, call_id, resp_id, args, pt, ct):
+        return {"id": eid, "timestamp": ts(sec), "source": "agent", "action": name, "message": f"{name}", "args": args,
+                "tool_call_metadata": {"function_name": fn, "tool_call_id": call_id,
+                                       "model_response": {"id": resp_id, "model": "gpt-4o-2024-08-06",
+                                                          "usage": {"prompt_tokens": pt, "completion_tokens": ct}}}}
+
+    def obs(eid, sec, name, cause, content, exit_code=None):
+        e = {"id": eid, "timestamp": ts(sec), "source": "environment", "observation": name, "cause": cause,
+             "content": content, "message": content[:40], "extras": {}}
+        if exit_code is not None:
+            e["extras"] = {"command": "", "metadata": {"exit_code": exit_code}}
+        return e
+
+    failing = ("F.\n=================================== FAILURES ===================================\n"
+               "____________________________ test_total_rounds_half_up ____________________________\n"
+               "    assert invoice_total([(\"1\", \"0.125\")], \"0\") == Decimal(\"0.13\")\n"
+               "E   AssertionError: assert Decimal('0.12') == Decimal('0.13')\n"
+               "1 failed, 1 passed in 0.05s")
+    source = ("from decimal import Decimal, ROUND_HALF_EVEN\n\n\n"
+              "def invoice_total(lines, tax_rate):\n"
+              "    total = sum(Decimal(q) * Decimal(p) for q, p in lines)\n"
+              "    total *= 1 + Decimal(tax_rate)\n"
+              "    return total.quantize(Decimal(\"0.01\"), rounding=ROUND_HALF_EVEN)\n")
+    history = [
+        {"id": 0, "timestamp": ts(0), "source": "agent", "action": "system", "message": "system prompt",
+         "args": {"content": "You are OpenHands agent, a helpful AI assistant that can interact with a computer "
+                             "to solve tasks.", "tools": []}},
+        {"id": 1, "timestamp": ts(1), "source": "user", "action": "message", "message": "task",
+         "args": {"content": "Invoice totals must round half up (0.125 -> 0.13). tests/test_totals.py fails. "
+                             "Fix invoicer/totals.py.", "image_urls": None}},
+        action(2, 3, "run", "execute_bash", "toolu_oh_01", "chatcmpl-oh-1",
+               {"command": "python -m pytest -q tests/test_totals.py", "is_input": False,
+                "thought": "Let me run the failing test first."}, 2210, 41),
+        obs(3, 5, "run", 2, failing, exit_code=1),
+        action(4, 7, "read", "str_replace_editor", "toolu_oh_02", "chatcmpl-oh-2",
+               {"path": "/workspace/invoicer/totals.py", "command": "view",
+                "thought": "The total rounds half to even. Let me look at the code."}, 2480, 38),
+        obs(5, 7, "read", 4, source),
+        action(6, 10, "edit", "str_replace_editor", "toolu_oh_03", "chatcmpl-oh-3",
+               {"path": "/workspace/invoicer/totals.py", "command": "str_replace",
+                "old_str": "ROUND_HALF_EVEN", "new_str": "ROUND_HALF_UP",
+                "thought": "Switch both the import and the quantize call to ROUND_HALF_UP."}, 2700, 95),
+        obs(7, 10, "edit", 6, "The file /workspace/invoicer/totals.py has been edited: 2 occurrences of "
+                              "ROUND_HALF_EVEN replaced."),
+        action(8, 12, "run", "execute_bash", "toolu_oh_04", "chatcmpl-oh-4",
+               {"command": "python -m pytest -q tests/test_totals.py", "is_input": False,
+                "thought": "Run the tests again."}, 2850, 30),
+        obs(9, 14, "run", 8, "..\n2 passed in 0.04s", exit_code=0),
+        action(10, 15, "finish", "finish", "toolu_oh_05", "chatcmpl-oh-5",
+               {"final_thought": "Totals now round half up; both tests pass.", "outputs": {},
+                "thought": "Done."}, 2950, 25),
+    ]
+    run = {
+        "instance_id": "invoicer__invoicer-12",
+        "instruction": "Invoice totals must round half up (0.125 -> 0.13). tests/test_totals.py fails. "
+                       "Fix invoicer/totals.py.",
+        "metadata": {"agent_class": "CodeActAgent", "llm_config": {"model": "gpt-4o-2024-08-06"},
+                     "max_iterations": 30, "dataset": "invoicer-bugs"},
+        "history": history,
+        "metrics": {"accumulated_cost": 0.0421},
+        "error": None,
+        "test_result": {"git_patch": "diff --git a/invoicer/totals.py b/invoicer/totals.py\n"
+                                     "-from decimal import Decimal, ROUND_HALF_EVEN\n"
+                                     "+from decimal import Decimal, ROUND_HALF_UP\n",
+                        "report": {"resolved": True, "tests_passed": 2, "tests_failed": 0}},
+    }
+    p = HERE / "openhands/invoicer__invoicer-12.json"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(run, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def _attr(key: str, value) -> dict:
+    if isinstance(value, bool):
+        v = {"boolValue": value}
+    elif isinstance(value, int):
+        v = {"intValue": str(value)}
+    elif isinstance(value, float):
+        v = {"doubleValue": value}
+    else:
+        v = {"stringValue": value if isinstance(value, str) else json.dumps(value)}
+    return {"key": key, "value": v}
+
+
+def otel_spans() -> None:
+    """OTLP JSON file exporter output (one ExportTraceServiceRequest per line) of a small
+    helpdesk app: one trace with OpenTelemetry GenAI attributes (two chat calls around a
+    tool run), one trace instrumented with OpenInference attributes (one LLM call)."""
+    t0 = 1768554000 * 10**9  # 2026-01-16T09:00:00Z in ns
+
+    def span(trace, sid, parent, name, start_ms, end_ms, attrs, status=0):
+        return {"traceId": trace, "spanId": sid, "parentSpanId": parent or "", "name": name, "kind": 1,
+                "startTimeUnixNano": str(t0 + start_ms * 10**6), "endTimeUnixNano": str(t0 + end_ms * 10**6),
+                "attributes": [_attr(k, v) for k, v in attrs.items()], "status": {"code": status}}
+
+    tr1 = "5f0c1e2d3c4b5a69788796a5b4c3d2e1"
+    system = [{"type": "text", "content": "You answer questions about invoices. Use lookup_invoice."}]
+    user = {"role": "user", "parts": [{"type": "text", "content": "What is the total of INV-1042, tax included?"}]}
+    call = {"role": "assistant", "parts": [{"type": "tool_call", "id": "call_otel_1", "name": "lookup_invoice",
+                                            "arguments": {"invoice_id": "INV-1042"}}], "finish_reason": "tool_call"}
+    result = {"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_otel_1",
+                                         "result": {"id": "INV-1042", "subtotal": "200.00", "tax_rate": "0.20",
+                                                    "total": "240.00"}}]}
+    answer = {"role": "assistant", "parts": [{"type": "text", "content": "INV-1042 comes to 240.00 with 20% tax "
+                                                                          "(200.00 before tax)."}],
+              "finish_reason": "stop"}
+    tools = [{"type": "function", "name": "lookup_invoice", "description": "Fetch an invoice by id.",
+              "parameters": {"type": "object", "properties": {"invoice_id": {"type": "string"}},
+                             "required": ["invoice_id"]}}]
+    spans1 = [
+        span(tr1, "a1b2c3d4e5f60001", None, "invoke_agent helpdesk", 0, 2400,
+             {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "helpdesk"}),
+        span(tr1, "a1b2c3d4e5f60002", "a1b2c3d4e5f60001", "chat gpt-4o-mini", 10, 900,
+             {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini",
+              "gen_ai.response.model": "gpt-4o-mini-2024-07-18", "gen_ai.usage.input_tokens": 182,
+              "gen_ai.usage.output_tokens": 19, "gen_ai.system_instructions": system,
+              "gen_ai.input.messages": [user], "gen_ai.output.messages": [call],
+              "gen_ai.tool.definitions": tools}),
+        span(tr1, "a1b2c3d4e5f60003", "a1b2c3d4e5f60001", "execute_tool lookup_invoice", 910, 950,
+             {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "lookup_invoice",
+              "gen_ai.tool.call.id": "call_otel_1", "gen_ai.tool.call.arguments": {"invoice_id": "INV-1042"},
+              "gen_ai.tool.call.result": result["parts"][0]["result"]}),
+        span(tr1, "a1b2c3d4e5f60004", "a1b2c3d4e5f60001", "chat gpt-4o-mini", 960, 2300,
+             {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini",
+              "gen_ai.response.model": "gpt-4o-mini-2024-07-18", "gen_ai.usage.input_tokens": 240,
+              "gen_ai.usage.output_tokens": 24, "gen_ai.usage.cache_read.input_tokens": 128,
+              "gen_ai.system_instructions": system, "gen_ai.input.messages": [user, call, result],
+              "gen_ai.output.messages": [answer], "gen_ai.tool.definitions": tools}),
+    ]
+    tr2 = "6a1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f"
+    oi = {"openinference.span.kind": "LLM", "llm.model_name": "gpt-4o-mini-2024-07-18",
+          "llm.input_messages.0.message.role": "system",
+          "llm.input_messages.0.message.content": "Answer briefly.",
+          "llm.input_messages.1.message.role": "user",
+          "llm.input_messages.1.message.content": "Can I export invoices as CSV?",
+          "llm.output_messages.0.message.role": "assistant",
+          "llm.output_messages.0.message.content": "Yes: `invoicer export --format csv > invoices.csv`.",
+          "llm.token_count.prompt": 31, "llm.token_count.completion": 14}
+    spans2 = [span(tr2, "b1b2c3d4e5f60001", None, "ChatCompletion", 5000, 5600, oi)]
+    resource = {"attributes": [_attr("service.name", "invoicer-helpdesk")]}
+    scope = {"name": "opentelemetry.instrumentation.openai", "version": "0.40.0"}
+    lines = [{"resourceSpans": [{"resource": resource, "scopeSpans": [{"scope": scope, "spans": spans}]}]}
+             for spans in (spans1, spans2)]
+    p = HERE / "otel/helpdesk-spans.jsonl"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n", encoding="utf-8")
+
+
 def main(out: Path | None = None) -> None:
     global HERE
     if out is not None:
@@ -636,6 +790,8 @@ def main(out: Path | None = None) -> None:
     codex_rollout()
     openai_file()
     sharegpt_file()
+    openhands_output()
+    otel_spans()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from assets.teachers.checks import answer_flags, tool_call_flags
+from assets.teachers.flags import answer_flags, tool_call_flags
 
 
 def call(name: str, args) -> dict:

@@ -1,61 +1,78 @@
-"""Teacher endpoints: the pool configuration and the clients that talk to them.
+"""The one model client: every model call of tracelake goes through here.
 
-A *teacher pool* is a YAML file (``recipes/teachers.yaml`` is the embedded, fully offline
-default; ``recipes/teachers.example-openrouter.yaml`` shows remote teachers). The
-:class:`TeacherPool` resource finds it (``config_file`` > ``$TRACELAKE_TEACHERS_FILE`` >
-the embedded default) and opens a :class:`TeacherSet` of runtime clients:
+Two providers behind one interface (:class:`ModelClient`):
 
-* :class:`HttpTeacher` — any OpenAI-compatible ``/v1/chat/completions`` server (OpenRouter,
-  vLLM, Ollama, llama.cpp, LiteLLM...), on one pooled ``httpx.AsyncClient`` per teacher with
-  bounded concurrency, an RPM and a TPM token bucket, and retries with exponential backoff
-  and jitter on 429 / 5xx / timeouts / connection errors (honouring ``Retry-After``).
-* :class:`LocalTeacher` — an in-process transformers model (``resources.models``), batched
-  generation with left padding on a worker thread so HTTP teachers keep going.
+* :class:`HttpModelClient` — any OpenAI-compatible ``/v1/chat/completions`` server (OpenRouter,
+  vLLM, Ollama, llama.cpp, LiteLLM, OpenAI...), on pooled ``httpx.AsyncClient`` s with bounded
+  concurrency, an RPM and a TPM token bucket, and retries with exponential backoff and full
+  jitter on 408/409/425/429, 5xx, timeouts and connection errors, honouring ``Retry-After``
+  (seconds or an HTTP date; a 429's pause holds the whole client).
+* :class:`LocalModelClient` — an in-process transformers causal LM (``resources.models``:
+  the embedded SmolLM2-135M, an HF directory or a .gguf), batched generation with left padding,
+  contexts longer than the window cut from the left (the system message kept), run on a
+  worker thread so an event loop keeps serving HTTP clients meanwhile.
 
-Secrets: a teacher names the environment variable that holds its key (``api_key_env``);
-the value is read at request time, put in the ``Authorization`` header only, and scrubbed
-from any error text. It never enters the request hash, a table, a log line or metadata.
+Both take a :class:`ModelSpec` (connection, limits, prices, sampling), build content-addressed
+:class:`ModelRequest` s (the request hash covers everything that changes the answer and nothing
+else), and end every call as a :class:`CallOutcome` — ``ok`` or an ``error`` with a kind
+(``http_429``, ``timeout``, ``connection``, ``malformed_json``, ``empty_choices``,
+``missing_api_key``, ``local_model``...): nothing raises on a bad answer. Each client keeps
+its :class:`Usage` (calls, attempts, tokens, cost in USD from the spec's per-million prices).
 
-Nothing here raises on a bad answer: every call ends as a :class:`CallOutcome` that is
-either ``ok`` or an ``error`` with a kind (``http_429``, ``timeout``, ``connection``,
-``malformed_json``, ``empty_choices``...).
+Two ways to call:
+
+* async: ``async with client: out = await client.complete(req)`` (teachers: many requests
+  on one loop; ``complete_batch`` for a local model's batches);
+* sync: ``client.chat(messages)`` / ``client.chat_many([messages, ...])`` (the RAG runtime,
+  the pair judge): opens, answers and closes on a private event loop.
+
+Secrets: a spec names the environment variable that holds its key (``api_key_env``); the
+value is read (through ``resources.settings``) at request time, put in the ``Authorization``
+header only, and scrubbed from any error text. It never enters the request hash, a table, a
+log line or metadata.
+
+Message helpers (:func:`content_text`, :func:`normalize_messages`) are the one place chat
+content is flattened and cleaned for a model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import email.utils
 import functools
 import hashlib
-import os
 import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Iterable, Literal, Optional, Sequence
 
-import dagster as dg
 import httpx
 import orjson
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-HASH_VERSION = "tl-teacher-v1"
-DEFAULT_TEACHERS_FILE = Path(__file__).resolve().parents[1] / "recipes" / "teachers.yaml"
-TEACHERS_FILE_ENV = "TRACELAKE_TEACHERS_FILE"
-
+HASH_VERSION = "tl-teacher-v1"  # request hashes address the teacher cache: changing it re-pays
+RETRY_STATUS = frozenset({408, 409, 425, 429})
 _MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id")
+# substrings of every text tool-call format resources.tool_text reads (besides bare/fenced JSON)
+_TEXT_CALL_MARKERS = ("<tool_call>", "<function=", "<|python_tag|>", "[TOOL_CALLS]", "tool\u2581call")
+
+__all__ = [
+    "ModelSpec", "ModelRequest", "CallOutcome", "Usage", "ModelClient", "HttpModelClient",
+    "LocalModelClient", "ModelClients", "make_client", "TokenBucket", "parse_retry_after",
+    "content_text", "normalize_messages", "normalize_tool_calls", "canonical_json", "load_json",
+]
 
 
 # --------------------------------------------------------------------------- config
-class TeacherSpec(BaseModel):
-    """One teacher of the pool (one YAML list item)."""
+class ModelSpec(BaseModel):
+    """How to reach one model and how to sample from it (one YAML mapping)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str
+    name: str = ""  # a label (a teacher's name, "judge", "escalation"); not part of the hash
     provider: Literal["openai_compatible", "local"] = "openai_compatible"
     base_url: str = ""  # e.g. https://openrouter.ai/api/v1 (".../chat/completions" is appended)
     model: str  # remote model id, or for local: "smollm2-135m" / an HF dir / a .gguf file
@@ -66,6 +83,9 @@ class TeacherSpec(BaseModel):
     tokens_per_minute: Optional[float] = Field(default=None, gt=0)
     price_input_per_mtok: float = Field(default=0.0, ge=0)  # USD per million input tokens
     price_output_per_mtok: float = Field(default=0.0, ge=0)
+    # the model's context window in tokens (prompt + answer), when known: a request that
+    # cannot fit is not sent (see ``fits_window``); local models cut from the left instead
+    context_window: Optional[int] = Field(default=None, ge=16)
     temperature: float = 0.0
     top_p: float = 1.0
     max_tokens: int = Field(default=512, ge=1)
@@ -80,22 +100,36 @@ class TeacherSpec(BaseModel):
     max_retry_after: float = Field(default=120.0, ge=0)  # cap on a server's Retry-After
     # local provider only
     batch_size: int = Field(default=4, ge=1)
-    max_context_tokens: int = Field(default=2048, ge=32)
+    max_context_tokens: int = Field(default=2048, ge=32)  # prompt + answer; longer prompts are cut
     device: str = "cpu"
     dtype: str = "float32"
-    # torch intra-op threads while this teacher generates (process-wide, restored after);
+    repetition_penalty: Optional[float] = Field(default=None, gt=0)
+    gguf_cache: bool = True  # load a GGUF from its dequantized safetensors copy (~2 s, not ~70 s)
+    # torch intra-op threads while this model generates (process-wide, restored after);
     # 1 is ~5x faster than 2 on a CPU shared with other busy processes. None: leave as is.
     torch_threads: Optional[int] = Field(default=None, ge=1)
 
     @model_validator(mode="after")
-    def _check(self) -> "TeacherSpec":
+    def _check(self) -> "ModelSpec":
+        who = self.name or self.model
         if self.provider == "openai_compatible" and not self.base_url:
-            raise ValueError(f"teacher {self.name!r}: openai_compatible needs a base_url")
+            raise ValueError(f"model {who!r}: openai_compatible needs a base_url")
         if self.api_key_env is not None and not self.api_key_env.replace("_", "").isalnum():
-            raise ValueError(
-                f"teacher {self.name!r}: api_key_env must be the NAME of an environment variable"
-            )
+            raise ValueError(f"model {who!r}: api_key_env must be the NAME of an environment variable")
         return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.model_id
+
+    @property
+    def model_id(self) -> str:
+        """A stable, readable id of the model ("smollm2-135m", a directory's name, a remote id)."""
+        if self.provider == "local":
+            from resources.models import ModelRef
+
+            return ModelRef(self.model).model_id
+        return self.model
 
     @property
     def priced(self) -> bool:
@@ -105,54 +139,18 @@ class TeacherSpec(BaseModel):
         return (input_tokens * self.price_input_per_mtok
                 + output_tokens * self.price_output_per_mtok) / 1e6
 
-
-class CacheSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    flush_seconds: float = Field(default=0.5, gt=0)  # max age of an unpersisted answer
-    flush_rows: int = Field(default=256, ge=1)  # or flush as soon as this many are waiting
-    compact_min_files: int = Field(default=64, ge=2)  # compact the cache table past this
-    # every answer is also appended to a local write-ahead spool at once (survives kill -9);
-    # fsync each line too (survives a power loss, costs a disk sync per answer)
-    spool_fsync: bool = False
+    def public(self) -> dict[str, Any]:
+        """The spec as it may be logged (it holds no secret: only the key variable's name)."""
+        return self.model_dump(mode="json")
 
 
-class PoolSpec(BaseModel):
-    """A teacher pool file."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    teachers: list[TeacherSpec]
-    budget_usd: Optional[float] = Field(default=None, ge=0)  # per run; None = unlimited
-    # ask only the first N steps of each session (a demo pool's cap); None = all
-    max_steps_per_session: Optional[int] = Field(default=None, ge=1)
-    # worst-case input tokens are reserved as (request bytes / this); 1.0 is a true upper
-    # bound for byte-level BPE tokenizers, larger values reserve less (and may overshoot).
-    reserve_bytes_per_token: float = Field(default=1.0, gt=0)
-    cache: CacheSettings = Field(default_factory=CacheSettings)
-
-    @model_validator(mode="after")
-    def _unique(self) -> "PoolSpec":
-        names = [t.name for t in self.teachers]
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise ValueError(f"duplicate teacher names: {sorted(dup)}")
-        return self
-
-
-def load_pool_spec(path: str | os.PathLike | None = None, text: str | None = None) -> PoolSpec:
-    if text is None:
-        text = Path(path or DEFAULT_TEACHERS_FILE).read_text(encoding="utf-8")
-    data = yaml.safe_load(text) or {}
-    return PoolSpec.model_validate(data)
-
-
-# --------------------------------------------------------------------------- requests
+# --------------------------------------------------------------------------- messages
 def canonical_json(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
 
 
-def _load_json(value: Any, default: Any) -> Any:
+def load_json(value: Any, default: Any) -> Any:
+    """A JSON column's value (a string, bytes, or already parsed); ``default`` when unusable."""
     if value is None or value == "":
         return default
     if isinstance(value, (str, bytes)):
@@ -161,6 +159,30 @@ def _load_json(value: Any, default: Any) -> Any:
         except orjson.JSONDecodeError:
             return default
     return value
+
+
+def content_text(content: Any) -> str:
+    """The text of an OpenAI ``content``: a string, None, or a list of parts (text parts joined
+    by newlines; an image part becomes ``[image]``, another typed part ``[<type>]``)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        out = []
+        for part in content:
+            if isinstance(part, str):
+                out.append(part)
+            elif isinstance(part, dict):
+                kind = part.get("type", "")
+                if isinstance(part.get("text"), str):
+                    out.append(part["text"])
+                elif kind in ("image_url", "image", "input_image"):
+                    out.append("[image]")
+                elif kind:
+                    out.append(f"[{kind}]")
+        return "\n".join(s for s in out if s)
+    return str(content)
 
 
 def normalize_tool_calls(calls: Any) -> list[dict[str, Any]]:
@@ -197,33 +219,21 @@ def normalize_messages(messages: Any) -> list[dict[str, Any]]:
     return out
 
 
-def content_text(content: Any) -> str:
-    """Text of an OpenAI ``content`` (a string or a list of parts)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for p in content:
-            if isinstance(p, str):
-                parts.append(p)
-            elif isinstance(p, dict) and isinstance(p.get("text"), str):
-                parts.append(p["text"])
-        return "".join(parts)
-    return str(content)
-
-
+# --------------------------------------------------------------------------- requests / outcomes
 @dataclass(frozen=True)
-class TeacherRequest:
+class ModelRequest:
     """A request as it will be sent, and its content address."""
 
-    teacher: str
+    client: str  # label of the client that built it
     body: dict[str, Any]  # the exact JSON body (never holds a key)
     request_hash: str
     tools: tuple[str, ...]  # names of the tools offered (for the unknown_tool check)
-    reserve_input_tokens: int  # upper bound used for the budget reservation
+    reserve_input_tokens: int  # upper bound used for a budget reservation
     estimate_tokens: int  # typical input + max_tokens, for the TPM limiter
+
+    @property
+    def estimate_input_tokens(self) -> int:
+        return self.estimate_tokens - int(self.body.get("max_tokens") or 0)
 
 
 @dataclass
@@ -242,6 +252,40 @@ class CallOutcome:
     error_kind: str | None = None
     error: str | None = None
     flags: list[str] = field(default_factory=list)  # flags known to the client (usage_estimated...)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def describe_error(self) -> str:
+        return f"{self.error_kind}: {self.error}" if self.error_kind else str(self.error)
+
+
+@dataclass
+class Usage:
+    """What a client has done so far (this process): calls, attempts, tokens, cost."""
+
+    calls: int = 0
+    ok: int = 0
+    errors: int = 0
+    attempts: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def add(self, out: CallOutcome) -> None:
+        self.calls += 1
+        self.attempts += out.attempts
+        if out.ok:
+            self.ok += 1
+            self.input_tokens += out.input_tokens or 0
+            self.output_tokens += out.output_tokens or 0
+            self.cost_usd += out.cost_usd
+        else:
+            self.errors += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__, cost_usd=round(self.cost_usd, 8))
 
 
 # --------------------------------------------------------------------------- rate limits
@@ -280,85 +324,8 @@ class TokenBucket:
             self.tokens = min(self.capacity, self.tokens + n)
 
 
-# --------------------------------------------------------------------------- teachers
-class Teacher:
-    """Common request building / hashing of both providers."""
-
-    spec: TeacherSpec
-    kind = "base"
-
-    def __init__(self, spec: TeacherSpec) -> None:
-        self.spec = spec
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    def _messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        sp = self.spec.system_prompt
-        if not sp:
-            return messages
-        if self.spec.system_prompt_mode == "replace":
-            return [{"role": "system", "content": sp}] + [m for m in messages if m["role"] != "system"]
-        if messages and messages[0]["role"] == "system":
-            first = dict(messages[0])
-            first["content"] = sp + "\n\n" + content_text(first.get("content"))
-            return [first] + messages[1:]
-        return [{"role": "system", "content": sp}] + messages
-
-    def _sampling(self) -> dict[str, Any]:
-        s = self.spec
-        out: dict[str, Any] = {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens}
-        if s.seed is not None:
-            out["seed"] = s.seed
-        out.update(s.extra_body)
-        return out
-
-    def _body(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.spec.model, "messages": messages}
-        body.update(self._sampling())
-        if tools:
-            body["tools"] = tools
-            body["tool_choice"] = "auto"
-        return body
-
-    def _address(self, body: dict[str, Any]) -> dict[str, Any]:
-        return {"v": HASH_VERSION, "provider": self.spec.provider,
-                "base_url": self.spec.base_url.rstrip("/"), "body": body}
-
-    def build_request(self, messages: Any, tools: Any = None,
-                      reserve_bytes_per_token: float = 1.0) -> TeacherRequest:
-        msgs = self._messages(normalize_messages(_load_json(messages, [])))
-        tool_list = [t for t in (_load_json(tools, []) or []) if isinstance(t, dict)]
-        body = self._body(msgs, tool_list)
-        h = hashlib.sha256(canonical_json(self._address(body))).hexdigest()
-        size = len(canonical_json(msgs)) + (len(canonical_json(tool_list)) if tool_list else 0)
-        names = tuple(
-            str((t.get("function") or {}).get("name") or t.get("name") or "") for t in tool_list
-        )
-        return TeacherRequest(
-            teacher=self.name, body=body, request_hash=h, tools=names,
-            reserve_input_tokens=int(size / reserve_bytes_per_token) + 64,
-            estimate_tokens=size // 4 + self.spec.max_tokens,
-        )
-
-    def worst_case_cost(self, req: TeacherRequest) -> float:
-        return self.spec.cost(req.reserve_input_tokens, self.spec.max_tokens)
-
-    async def start(self) -> None:  # pragma: no cover - trivial
-        pass
-
-    async def aclose(self) -> None:  # pragma: no cover - trivial
-        pass
-
-
-class _Retry(Exception):
-    def __init__(self, kind: str, detail: str, retry_after: float | None = None) -> None:
-        super().__init__(detail)
-        self.kind, self.detail, self.retry_after = kind, detail, retry_after
-
-
 def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
     if not value:
         return None
     value = value.strip()
@@ -373,18 +340,178 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, dt.timestamp() - time.time())
 
 
+def _api_key(name: str) -> str | None:
+    from resources import settings
+
+    return settings.secret(name)
+
+
+def _run_sync(coro_fn):
+    """Run ``coro_fn()`` to completion on a private loop (a worker thread when this thread
+    already runs one, e.g. inside an async caller)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro_fn())
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        return ex.submit(asyncio.run, coro_fn()).result()
+
+
+# --------------------------------------------------------------------------- clients
+class ModelClient:
+    """Request building / hashing / accounting common to both providers."""
+
+    kind = "base"
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.usage = Usage()
+
+    @property
+    def name(self) -> str:
+        return self.spec.label
+
+    @property
+    def model_id(self) -> str:
+        return self.spec.model_id
+
+    # ---- requests
+    def _messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        sp = self.spec.system_prompt
+        if not sp:
+            return messages
+        if self.spec.system_prompt_mode == "replace":
+            return [{"role": "system", "content": sp}] + [m for m in messages if m["role"] != "system"]
+        if messages and messages[0]["role"] == "system":
+            first = dict(messages[0])
+            first["content"] = sp + "\n\n" + content_text(first.get("content"))
+            return [first] + messages[1:]
+        return [{"role": "system", "content": sp}] + messages
+
+    def _sampling(self, max_tokens: int | None = None) -> dict[str, Any]:
+        s = self.spec
+        out: dict[str, Any] = {"temperature": s.temperature, "top_p": s.top_p,
+                               "max_tokens": max_tokens or s.max_tokens}
+        if s.seed is not None:
+            out["seed"] = s.seed
+        out.update(s.extra_body)
+        return out
+
+    def _body(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
+              max_tokens: int | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.spec.model, "messages": messages}
+        body.update(self._sampling(max_tokens))
+        if tools:
+            body["tools"] = tools
+            body["tool_choice"] = "auto"
+        return body
+
+    def _address(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {"v": HASH_VERSION, "provider": self.spec.provider,
+                "base_url": self.spec.base_url.rstrip("/"), "body": body}
+
+    def build_request(self, messages: Any, tools: Any = None, reserve_bytes_per_token: float = 1.0,
+                      max_tokens: int | None = None) -> ModelRequest:
+        """A request for ``messages`` (a list or its JSON) offering ``tools`` (the same)."""
+        msgs = self._messages(normalize_messages(load_json(messages, [])))
+        tool_list = [t for t in (load_json(tools, []) or []) if isinstance(t, dict)]
+        body = self._body(msgs, tool_list, max_tokens)
+        h = hashlib.sha256(canonical_json(self._address(body))).hexdigest()
+        size = len(canonical_json(msgs)) + (len(canonical_json(tool_list)) if tool_list else 0)
+        names = tuple(
+            str((t.get("function") or {}).get("name") or t.get("name") or "") for t in tool_list
+        )
+        return ModelRequest(
+            client=self.name, body=body, request_hash=h, tools=names,
+            reserve_input_tokens=int(size / reserve_bytes_per_token) + 64,
+            estimate_tokens=size // 4 + body["max_tokens"],
+        )
+
+    def worst_case_cost(self, req: ModelRequest) -> float:
+        return self.spec.cost(req.reserve_input_tokens, int(req.body["max_tokens"]))
+
+    @staticmethod
+    def _structure(req: ModelRequest, out: CallOutcome) -> CallOutcome:
+        """Tool calls the model wrote as text (Hermes, Qwen XML, Llama, Mistral, DeepSeek, JSON)
+        become structured ``tool_calls`` when the request offered tools; the text left is the
+        prose around them. Nothing after the client sees a tool call written as text."""
+        tools = req.body.get("tools")
+        if not tools or not out.ok or not out.message or out.message.get("tool_calls"):
+            return out
+        text = out.message.get("content")
+        if not isinstance(text, str) or not (any(m in text for m in _TEXT_CALL_MARKERS)
+                                             or text.lstrip().startswith(("{", "[", "`"))):
+            return out  # the common case, decided without parsing
+        from resources.tool_text import structure_tool_calls
+
+        msg, fmt = structure_tool_calls(out.message, tools)
+        if fmt is not None:
+            out.message = msg
+            out.text = content_text(msg.get("content"))
+        return out
+
+    def fits_window(self, req: ModelRequest) -> bool:
+        """False when the spec declares a context window and the request's typical size
+        (request bytes / 4 + max_tokens) is over it: the call could only fail or be cut."""
+        w = self.spec.context_window
+        return w is None or req.estimate_tokens <= w
+
+    # ---- lifecycle
+    async def start(self) -> None:  # pragma: no cover - trivial
+        pass
+
+    async def aclose(self) -> None:  # pragma: no cover - trivial
+        pass
+
+    async def __aenter__(self) -> "ModelClient":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+    # ---- calls
+    async def complete(self, req: ModelRequest) -> CallOutcome:
+        raise NotImplementedError
+
+    async def complete_batch(self, reqs: Sequence[ModelRequest]) -> list[CallOutcome]:
+        """Answer several requests (concurrently up to ``max_concurrency``, or as one batch)."""
+        return list(await asyncio.gather(*(self.complete(r) for r in reqs)))
+
+    def chat(self, messages: Any, tools: Any = None, max_tokens: int | None = None) -> CallOutcome:
+        """One synchronous call (opens and closes this client around it)."""
+        return self.chat_many([messages], tools, max_tokens)[0]
+
+    def chat_many(self, conversations: Iterable[Any], tools: Any = None,
+                  max_tokens: int | None = None) -> list[CallOutcome]:
+        """Synchronous calls for several conversations, answered concurrently."""
+        reqs = [self.build_request(m, tools, max_tokens=max_tokens) for m in conversations]
+
+        async def go() -> list[CallOutcome]:
+            async with self:
+                return await self.complete_batch(reqs)
+
+        return _run_sync(go) if reqs else []
+
+
 @functools.lru_cache(maxsize=1)
 def _ssl_context():
     return httpx.create_ssl_context()
 
 
-class HttpTeacher(Teacher):
+class _Retry(Exception):
+    def __init__(self, kind: str, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.kind, self.detail, self.retry_after = kind, detail, retry_after
+
+
+class HttpModelClient(ModelClient):
     """An OpenAI-compatible chat-completions endpoint."""
 
     kind = "openai_compatible"
-    RETRY_STATUS = frozenset({408, 409, 425, 429})
+    RETRY_STATUS = RETRY_STATUS
 
-    def __init__(self, spec: TeacherSpec) -> None:
+    def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
         self.url = spec.base_url.rstrip("/") + "/chat/completions"
         # One pooled keep-alive AsyncClient per concurrency slot: checking a client out of
@@ -396,7 +523,7 @@ class HttpTeacher(Teacher):
                      if spec.requests_per_minute else None)
         self._tpm = (TokenBucket(spec.tokens_per_minute, spec.tokens_per_minute / 6)
                      if spec.tokens_per_minute else None)
-        self._cooldown_until = 0.0  # a 429's Retry-After pauses the whole teacher
+        self._cooldown_until = 0.0  # a 429's Retry-After pauses the whole client
         self.http_requests = 0  # attempts actually sent
 
     async def start(self) -> None:
@@ -421,22 +548,28 @@ class HttpTeacher(Teacher):
             await client.aclose()
         self._clients = []
         self._slots = None
+        # token buckets hold an asyncio.Lock bound to the loop that used them
+        s = self.spec
+        self._rpm = TokenBucket(s.requests_per_minute, s.requests_per_minute / 30) if s.requests_per_minute else None
+        self._tpm = TokenBucket(s.tokens_per_minute, s.tokens_per_minute / 6) if s.tokens_per_minute else None
 
     def _scrub(self, text: str, key: str | None) -> str:
         if key:
             text = text.replace(key, "***")
         return text[:500]
 
-    async def complete(self, req: TeacherRequest) -> CallOutcome:
+    async def complete(self, req: ModelRequest) -> CallOutcome:
         await self.start()
         assert self._slots is not None
         client = await self._slots.get()
         try:
-            return await self._complete(req, client)
+            out = self._structure(req, await self._complete(req, client))
         finally:
             self._slots.put_nowait(client)
+        self.usage.add(out)
+        return out
 
-    async def _complete(self, req: TeacherRequest, client: httpx.AsyncClient) -> CallOutcome:
+    async def _complete(self, req: ModelRequest, client: httpx.AsyncClient) -> CallOutcome:
         s = self.spec
         payload = orjson.dumps(req.body)
         attempts = 0
@@ -452,7 +585,7 @@ class HttpTeacher(Teacher):
             key = None
             headers = dict(s.extra_headers)
             if s.api_key_env:
-                key = os.environ.get(s.api_key_env)
+                key = _api_key(s.api_key_env)
                 if not key:
                     return CallOutcome(status="error", attempts=attempts, error_kind="missing_api_key",
                                        error=f"environment variable {s.api_key_env} is not set")
@@ -483,7 +616,7 @@ class HttpTeacher(Teacher):
                 kind, detail = "timeout", f"{type(exc).__name__} after {s.timeout}s"
             except httpx.TransportError as exc:
                 kind, detail = "connection", self._scrub(f"{type(exc).__name__}: {exc}", key)
-            except Exception as exc:  # never let a teacher crash the run
+            except Exception as exc:  # never let a model call crash the caller
                 return CallOutcome(status="error", attempts=attempts, error_kind="internal",
                                    error=self._scrub(f"{type(exc).__name__}: {exc}", key))
             if attempts >= s.max_attempts:
@@ -498,7 +631,7 @@ class HttpTeacher(Teacher):
         return CallOutcome(status="error", attempts=attempts, error_kind=kind,
                            error=f"after {attempts} attempt(s): {detail}")
 
-    def _parse(self, raw: bytes, req: TeacherRequest, key: str | None) -> CallOutcome:
+    def _parse(self, raw: bytes, req: ModelRequest, key: str | None) -> CallOutcome:
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -528,7 +661,7 @@ class HttpTeacher(Teacher):
         tin, tout = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if not isinstance(tin, int) or not isinstance(tout, int):
             flags.append("usage_estimated")
-            tin = req.estimate_tokens - self.spec.max_tokens
+            tin = req.estimate_input_tokens
             tout = max(1, len(text) // 4) if text else 0
         return CallOutcome(
             status="ok", message=message, text=text, finish_reason=choice.get("finish_reason"),
@@ -536,44 +669,76 @@ class HttpTeacher(Teacher):
         )
 
 
-class LocalTeacher(Teacher):
-    """An in-process causal LM (SmolLM2 GGUF by default), generating in batches on a thread."""
+class LocalModelClient(ModelClient):
+    """An in-process causal LM (SmolLM2 GGUF by default), generating in batches on a thread.
+
+    ``executor``: the thread that generates (clients of one model share one, so they share the
+    weights and never generate at once); without one, a private thread is used.
+    """
 
     kind = "local"
 
-    def __init__(self, spec: TeacherSpec, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, spec: ModelSpec, executor: ThreadPoolExecutor | None = None) -> None:
         super().__init__(spec)
         self._executor = executor
+        self._own_executor: ThreadPoolExecutor | None = None
         self._loaded: tuple[Any, Any] | None = None
         self._load_lock = threading.Lock()
 
-    def _body(self, messages, tools):
-        body = super()._body(messages, tools)
+    def _body(self, messages, tools, max_tokens=None):
+        body = super()._body(messages, tools, max_tokens)
         body["max_context_tokens"] = self.spec.max_context_tokens  # changes the input: hashed
+        if self.spec.repetition_penalty is not None:
+            body["repetition_penalty"] = self.spec.repetition_penalty
         return body
+
+    def fits_window(self, req: ModelRequest) -> bool:
+        return True  # a local model cuts a long context from the left (flag context_truncated)
 
     def _model(self):
         with self._load_lock:
             if self._loaded is None:
                 from resources.models import load_causal_lm
 
-                self._loaded = load_causal_lm(self.spec.model,
-                                              device=self.spec.device, dtype=self.spec.dtype)
+                self._loaded = load_causal_lm(self.spec.model, device=self.spec.device,
+                                              dtype=self.spec.dtype, gguf_cache=self.spec.gguf_cache)
             return self._loaded
 
-    async def complete_batch(self, reqs: Sequence[TeacherRequest]) -> list[CallOutcome]:
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, self._generate, list(reqs))
-        except Exception as exc:  # a model failure is an error of these calls, not a crash
-            return [CallOutcome(status="error", attempts=1, error_kind="local_model",
-                                error=f"{type(exc).__name__}: {str(exc)[:300]}") for _ in reqs]
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is not None:
+            return self._executor
+        if self._own_executor is None:
+            self._own_executor = ThreadPoolExecutor(1, thread_name_prefix="local-model")
+        return self._own_executor
 
-    async def complete(self, req: TeacherRequest) -> CallOutcome:
+    async def aclose(self) -> None:
+        if self._own_executor is not None:
+            self._own_executor.shutdown(wait=False)
+            self._own_executor = None
+
+    async def complete_batch(self, reqs: Sequence[ModelRequest]) -> list[CallOutcome]:
+        """Generate for ``reqs`` in batches of ``batch_size`` on the model's thread."""
+        reqs = list(reqs)
+        loop = asyncio.get_running_loop()
+        outs: list[CallOutcome] = []
+        for i in range(0, len(reqs), self.spec.batch_size):
+            chunk = reqs[i:i + self.spec.batch_size]
+            try:
+                got = await loop.run_in_executor(self._pool(), self._generate, chunk)
+            except Exception as exc:  # a model failure is an error of these calls, not a crash
+                got = [CallOutcome(status="error", attempts=1, error_kind="local_model",
+                                   error=f"{type(exc).__name__}: {str(exc)[:300]}") for _ in chunk]
+            outs.extend(self._structure(r, o) for r, o in zip(chunk, got))
+        for out in outs:
+            self.usage.add(out)
+        return outs
+
+    async def complete(self, req: ModelRequest) -> CallOutcome:
         return (await self.complete_batch([req]))[0]
 
     @staticmethod
     def _chat(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+        """Messages as a plain chat template reads them (tool calls rendered as Hermes text)."""
         out = []
         for m in messages:
             role = m["role"] if m["role"] in ("system", "user", "assistant", "tool") else "user"
@@ -585,12 +750,12 @@ class LocalTeacher(Teacher):
             out.append({"role": role, "content": text})
         return out
 
-    def _encode(self, tok, messages: list[dict[str, Any]]) -> tuple[list[int], bool]:
+    def _encode(self, tok, messages: list[dict[str, Any]], max_new: int) -> tuple[list[int], bool]:
         """Prompt ids; contexts longer than the window are cut from the left (system kept)."""
         chat = self._chat(messages)
         text = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
         ids = tok(text, add_special_tokens=False)["input_ids"]
-        limit = max(16, self.spec.max_context_tokens - self.spec.max_tokens)
+        limit = max(16, self.spec.max_context_tokens - max_new)
         if len(ids) <= limit:
             return ids, False
         keep: list[int] = []
@@ -601,13 +766,14 @@ class LocalTeacher(Teacher):
                 keep = []
         return keep + ids[len(ids) - (limit - len(keep)):], True
 
-    def _generate(self, reqs: list[TeacherRequest]) -> list[CallOutcome]:
+    def _generate(self, reqs: list[ModelRequest]) -> list[CallOutcome]:
         import torch
 
         tok, model = self._model()
         s = self.spec
         t0 = time.perf_counter()
-        encoded = [self._encode(tok, r.body["messages"]) for r in reqs]
+        max_new = max(int(r.body["max_tokens"]) for r in reqs)
+        encoded = [self._encode(tok, r.body["messages"], int(r.body["max_tokens"])) for r in reqs]
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         eos = {tok.eos_token_id}
         gc_eos = getattr(model.generation_config, "eos_token_id", None)
@@ -619,8 +785,9 @@ class LocalTeacher(Teacher):
         width = max(len(ids) for ids, _ in encoded)
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids, _ in encoded])
         attn = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids, _ in encoded])
-        kw: dict[str, Any] = dict(max_new_tokens=s.max_tokens, pad_token_id=pad,
-                                  eos_token_id=sorted(eos))
+        kw: dict[str, Any] = dict(max_new_tokens=max_new, pad_token_id=pad, eos_token_id=sorted(eos))
+        if s.repetition_penalty is not None:
+            kw["repetition_penalty"] = s.repetition_penalty
         if s.temperature > 0:
             kw.update(do_sample=True, temperature=s.temperature, top_p=s.top_p)
             if s.seed is not None:
@@ -639,8 +806,8 @@ class LocalTeacher(Teacher):
                 torch.set_num_threads(prev_threads)
         latency = (time.perf_counter() - t0) * 1000 / len(reqs)
         results = []
-        for i, (ids, truncated) in enumerate(encoded):
-            new = out[i, width:].tolist()
+        for i, ((ids, truncated), req) in enumerate(zip(encoded, reqs)):
+            new = out[i, width:].tolist()[: int(req.body["max_tokens"])]
             finish = "length"
             for j, t in enumerate(new):
                 if t in eos:
@@ -656,70 +823,44 @@ class LocalTeacher(Teacher):
         return results
 
 
-class TeacherSet:
-    """The runtime clients of a pool; ``async with`` it to open and close connections."""
+def make_client(spec: ModelSpec, executor: ThreadPoolExecutor | None = None) -> ModelClient:
+    """The client of ``spec``'s provider."""
+    if spec.provider == "local":
+        return LocalModelClient(spec, executor)
+    return HttpModelClient(spec)
 
-    def __init__(self, pool: PoolSpec) -> None:
-        self.pool = pool
+
+class ModelClients:
+    """Clients of several specs on one event loop; ``async with`` it to open and close them.
+
+    Local clients of the same model and device share one generating thread (and the weights).
+    """
+
+    def __init__(self, specs: Iterable[ModelSpec]) -> None:
         self._executors: dict[tuple[str, str], ThreadPoolExecutor] = {}
-        self.teachers: list[Teacher] = []
-        for spec in pool.teachers:
+        self.clients: list[ModelClient] = []
+        for spec in specs:
+            ex = None
             if spec.provider == "local":
-                key = (spec.model, spec.device)  # one thread per model: they share the weights
+                key = (spec.model, spec.device)
                 ex = self._executors.get(key)
                 if ex is None:
-                    ex = self._executors[key] = ThreadPoolExecutor(1, thread_name_prefix="local-teacher")
-                self.teachers.append(LocalTeacher(spec, ex))
-            else:
-                self.teachers.append(HttpTeacher(spec))
+                    ex = self._executors[key] = ThreadPoolExecutor(1, thread_name_prefix="local-model")
+            self.clients.append(make_client(spec, ex))
 
     def __iter__(self):
-        return iter(self.teachers)
+        return iter(self.clients)
 
     def __len__(self) -> int:
-        return len(self.teachers)
+        return len(self.clients)
 
-    async def __aenter__(self) -> "TeacherSet":
-        for t in self.teachers:
-            await t.start()
+    async def __aenter__(self) -> "ModelClients":
+        for c in self.clients:
+            await c.start()
         return self
 
     async def __aexit__(self, *exc) -> None:
-        for t in self.teachers:
-            await t.aclose()
+        for c in self.clients:
+            await c.aclose()
         for ex in self._executors.values():
             ex.shutdown(wait=False, cancel_futures=True)
-
-
-# --------------------------------------------------------------------------- resource
-class TeacherPool(dg.ConfigurableResource):
-    """The teachers asked, from a YAML pool file (see recipes/teachers*.yaml).
-
-    ``config_file`` > ``$TRACELAKE_TEACHERS_FILE`` > the embedded offline default
-    (three SmolLM2-135M teachers). ``config_yaml`` (inline YAML) wins over both.
-    """
-
-    config_file: str = Field(default="", description="Teacher pool YAML (empty: env, then default).")
-    config_yaml: str = Field(default="", description="Inline teacher pool YAML (overrides the file).")
-    budget_usd: Optional[float] = Field(default=None, description="Per-run budget (overrides the YAML).")
-    only: list[str] = Field(default_factory=list, description="Use only these teachers (by name).")
-
-    def source(self) -> str:
-        if self.config_yaml:
-            return "<inline>"
-        return self.config_file or os.environ.get(TEACHERS_FILE_ENV) or str(DEFAULT_TEACHERS_FILE)
-
-    def pool_spec(self) -> PoolSpec:
-        spec = (load_pool_spec(text=self.config_yaml) if self.config_yaml
-                else load_pool_spec(self.source()))
-        if self.only:
-            missing = set(self.only) - {t.name for t in spec.teachers}
-            if missing:
-                raise ValueError(f"unknown teachers: {sorted(missing)}")
-            spec = spec.model_copy(update={"teachers": [t for t in spec.teachers if t.name in self.only]})
-        if self.budget_usd is not None:
-            spec = spec.model_copy(update={"budget_usd": self.budget_usd})
-        return spec
-
-    def open(self, pool: PoolSpec | None = None) -> TeacherSet:
-        return TeacherSet(pool or self.pool_spec())

@@ -7,8 +7,8 @@ import json
 import orjson
 import pytest
 
-from assets.traces import secrets
-from assets.traces.secrets import scrub, scrub_bytes, scrub_many, scrub_obj, suspicious
+from resources.privacy import secrets
+from resources.privacy.secrets import scrub, scrub_bytes, scrub_many, scrub_obj, suspicious
 
 # Made-up credentials of every kind (none is real); (kind, secret-bearing text, part that must vanish)
 FAKE_ANT = "sk-ant-api03-" + "Zx9Qw8Er7Ty6Ui5Op4As3Df2Gh1Jk0Lz" * 3 + "-AbCdEfAA"
@@ -131,9 +131,7 @@ def test_register_custom_rule():
         assert scrub_many(["x ACME_0123456789abcdef", "acme_0123456789abcdef"])[0] == [
             "x ACME_0123456789abcdef", "[REDACTED:acme_token]"]
     finally:
-        secrets.RULES.remove(rule)
-        secrets._EXTRA_GATES.clear()
-        secrets._bulk_gate_pattern.cache_clear()
+        secrets.unregister(rule)
 
 
 def test_realdata_lines_need_no_scrubbing(realdata):
