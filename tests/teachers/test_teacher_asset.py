@@ -98,7 +98,7 @@ def test_materialize_a_partition_range_in_one_run(server, tmp_path):
     assert counts == {"s1": 3, "s2": 3, "s3": 3, "s4": 3}  # s4 untouched by the range run
     assert server.calls == 9
     mats = res.asset_materializations_for_node(teacher_responses.op.name)
-    assert sorted(m.partition for m in mats if m.asset_key == TEACHER_RESPONSES.asset_key) == ["s1", "s2", "s3"]
+    assert sorted(m.partition for m in mats if m.asset_key == TEACHER_RESPONSES.asset_key) == [DAYS["s1"], DAYS["s2"], DAYS["s3"]]
     # the response cache (one table for every session) is materialized once, with its rows
     cache = [m for m in mats if m.asset_key == TEACHER_CACHE.asset_key]
     assert len(cache) == 1 and cache[0].partition is None
