@@ -5,7 +5,10 @@
     tracelake export --table T ...    write a training set as JSONL/Parquet for `datasets`
     tracelake export --format atif --out DIR   every session of trace_turns as an ATIF trajectory
     tracelake migrate                 carry a lake of an older version over to today's table names
+    tracelake audit [--lake ROOT]     an independent detector scans every table for secrets left
     tracelake rag run --task "..."    answer a task with the local model, gated, logged
+    tracelake train [--seed N]        held-out split → student (TRL, LoRA) → draft head
+    tracelake eval [--run-id ID]      base vs trained student on the held-out sessions
 """
 
 from __future__ import annotations
@@ -175,14 +178,22 @@ def main(argv: list[str] | None = None) -> int:
                    ).set_defaults(fn=cmd_materialize)
     sub.add_parser("migrate", help="rename the tables of a lake written by an older version"
                    ).set_defaults(fn=cmd_migrate)
+    sub.add_parser("audit", help="scan every table of the lake for secrets with an independent detector")
     # `tracelake export ...` hands its arguments to dagster_project.export (see `tracelake export -h`)
     sub.add_parser("export", help="write a training set as JSONL/Parquet for datasets.load_dataset")
     from dagster_project.cli_rag import add_rag_commands
 
     add_rag_commands(sub)
+    from dagster_project.cli_student import add_student_commands
+
+    add_student_commands(sub)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["export"]:
         return export_main(argv[1:])
+    if argv[:1] == ["audit"]:
+        from dagster_project.audit import main as audit
+
+        return audit(argv[1:])
     args = parser.parse_args(argv)
     return args.fn(args)
 

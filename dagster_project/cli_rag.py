@@ -92,7 +92,7 @@ def cmd_rag_run(args) -> int:
     row = out.row
     from dagster_project.instance import local_instance
 
-    record_run_materialization(local_instance(), lake, row, out.logged)
+    record_run_materialization(local_instance(), lake, row, out.logged, runtime.run_log.last_write)
     passed = out.gate_passed
     if args.json:
         print(json.dumps({k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()},

@@ -10,20 +10,22 @@ Only ``defs`` is a Definitions object at module scope (what ``dagster dev`` / ``
 import dagster as dg
 
 from assets.capture import tables as capture_tables
-from assets.capture.assets import defs as capture
+from assets.capture import assets as capture_assets
 from assets.corpus import tables as corpus_tables
-from assets.corpus.assets import defs as corpus
+from assets.corpus import assets as corpus_assets
 from assets.examples import tables as examples_tables
-from assets.examples.assets import defs as examples
+from assets.examples import assets as examples_assets
 from assets.pairs import tables as pairs_tables
-from assets.pairs.assets import defs as pairs
+from assets.pairs import assets as pairs_assets
 from assets.partitions import SESSIONS
 from assets.rag import tables as rag_tables
-from assets.rag.assets import defs as rag
+from assets.rag import assets as rag_assets
+from assets.student import assets as student_assets
+from assets.student import tables as student_tables
 from assets.teachers import tables as teachers_tables
-from assets.teachers.assets import defs as teachers
+from assets.teachers import assets as teachers_assets
 from assets.traces import tables as traces_tables
-from assets.traces.assets import defs as traces
+from assets.traces import assets as traces_assets
 from dagster_project.automation import automation_sensor, refresh_condition
 from dagster_project.maintenance import build_maintenance
 from resources import settings
@@ -31,11 +33,13 @@ from resources.lake import DeltaLake, TableSpec
 from resources.sessions import SessionSource
 from sensors.sessions import build_session_sensor
 
-# upstream first: traces -> teachers -> pairs -> examples -> corpus -> capture, rag
-FAMILIES = (traces, teachers, pairs, examples, corpus, capture, rag)
+# upstream first: traces -> teachers -> pairs -> examples -> corpus -> capture, rag, student
+# (modules, not their defs: ONE Definitions object at module scope, or `dagster dev -m` refuses to load)
+FAMILIES = tuple(m.defs for m in (traces_assets, teachers_assets, pairs_assets, examples_assets, corpus_assets,
+                                  capture_assets, rag_assets, student_assets))
 TABLES: tuple[TableSpec, ...] = (
     *traces_tables.TABLES, *teachers_tables.TABLES, *pairs_tables.TABLES, *examples_tables.TABLES,
-    *corpus_tables.TABLES, *capture_tables.TABLES, *rag_tables.TABLES,
+    *corpus_tables.TABLES, *capture_tables.TABLES, *rag_tables.TABLES, *student_tables.TABLES,
 )
 INGEST_JOB = "ingest_sessions"
 DATASETS_JOB = "build_datasets"
@@ -44,6 +48,11 @@ DATASETS_JOB = "build_datasets"
 def _per_session(a: dg.AssetsDefinition) -> bool:
     """Does the step write session partitions (possibly beside an unpartitioned side table)?"""
     return any(spec.partitions_def == SESSIONS for spec in a.specs)
+
+
+def _manual(a: dg.AssetsDefinition) -> bool:
+    """Steps run only when asked (student training and evaluation: minutes of compute)."""
+    return any((spec.tags or {}).get("tracelake/manual") for spec in a.specs)
 
 
 def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | None = None) -> dg.Definitions:
@@ -57,7 +66,7 @@ def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | N
     # refresh per burst of files. Tables written outside runs (rag_runs, by `tracelake rag
     # run`) are asset specs without a step and part of neither.
     session_keys = [k for a in steps if _per_session(a) for k in a.keys]
-    dataset_keys = [k for a in steps if not _per_session(a) for k in a.keys]
+    dataset_keys = [k for a in steps if not _per_session(a) and not _manual(a) for k in a.keys]
     refresh = refresh_condition([INGEST_JOB], session_keys, settings.refresh_quiet_seconds())
     assets = [
         a.map_asset_specs(lambda spec: spec.replace_attributes(automation_condition=refresh))
@@ -80,9 +89,12 @@ def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | N
         description="Over all sessions: normalized pairs, replay corpus, prompt pool, capture shards, playbooks.",
     )
     maintenance_job, maintenance_schedule = build_maintenance(lambda: all_tables())
+    from dagster_project.audit import build_audit_checks
+
+    keys = {k for a in assets if isinstance(a, dg.AssetsDefinition) for k in a.keys}
     return dg.Definitions(
         assets=assets,
-        asset_checks=families.asset_checks,
+        asset_checks=[*(families.asset_checks or []), *build_audit_checks(list(TABLES), keys)],
         jobs=[*(families.jobs or []), ingest_job, datasets_job, maintenance_job],
         sensors=[*(families.sensors or []), build_session_sensor(ingest_job),
                  automation_sensor(dg.AssetSelection.assets(*dataset_keys),

@@ -93,6 +93,11 @@ def trl_rows(table: str, rows: Iterable[Mapping[str, Any]], *, all_columns: bool
 
 
 def write_rows(rows: Sequence[dict], fmt: str, path: str | Path) -> Path:
+    """Write rows as JSONL / Parquet. Every string in them goes through the privacy scrubber
+    first: exports leave the machine (idempotent on already-scrubbed data)."""
+    from resources import privacy
+
+    rows, _ = privacy.scrub_json(list(rows))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "jsonl":
@@ -139,11 +144,15 @@ def export_atif(lake, out_dir: str | Path, *, sessions: Sequence[str] | None = N
     from assets.traces.atif import trajectories_from_turns, validate
     from assets.traces.tables import TRACE_TURNS
 
-    turns = lake.read(TRACE_TURNS, partitions=list(sessions) if sessions else None).to_pylist()
+    turns = lake.read(TRACE_TURNS, filter=string_field("session_key").isin(list(sessions)) if sessions else None
+                      ).to_pylist()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n = 0
+    from resources import privacy
+
     for traj in trajectories_from_turns(turns):
+        traj, _ = privacy.scrub_json(traj)
         validate(traj)
         sid = traj["session_id"]
         key = traj["extra"]["tracelake"]["session_key"]

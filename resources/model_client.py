@@ -43,6 +43,7 @@ import email.utils
 import functools
 import hashlib
 import random
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -51,13 +52,15 @@ from typing import Any, Iterable, Literal, Optional, Sequence
 
 import httpx
 import orjson
+
+from resources import privacy
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 HASH_VERSION = "tl-teacher-v1"  # request hashes address the teacher cache: changing it re-pays
 RETRY_STATUS = frozenset({408, 409, 425, 429})
 _MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id")
 # substrings of every text tool-call format resources.tool_text reads (besides bare/fenced JSON)
-_TEXT_CALL_MARKERS = ("<tool_call>", "<function=", "<|python_tag|>", "[TOOL_CALLS]", "tool\u2581call")
+_TEXT_CALL_MARKERS = re.compile(r"<tool_call>|<function=|<\|python_tag\|>|\[TOOL_CALLS\]|tool\u2581call")
 
 __all__ = [
     "ModelSpec", "ModelRequest", "CallOutcome", "Usage", "ModelClient", "HttpModelClient",
@@ -366,14 +369,8 @@ class ModelClient:
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         self.usage = Usage()
-
-    @property
-    def name(self) -> str:
-        return self.spec.label
-
-    @property
-    def model_id(self) -> str:
-        return self.spec.model_id
+        self.name: str = spec.label  # the spec is frozen: computed once
+        self.model_id: str = spec.model_id
 
     # ---- requests
     def _messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -415,6 +412,10 @@ class ModelClient:
         """A request for ``messages`` (a list or its JSON) offering ``tools`` (the same)."""
         msgs = self._messages(normalize_messages(load_json(messages, [])))
         tool_list = [t for t in (load_json(tools, []) or []) if isinstance(t, dict)]
+        # nothing unscrubbed leaves the machine: the text was scrubbed when it was first
+        # written, and is again here (idempotent: placeholders and pseudonyms stay as they are)
+        (msgs, tool_list), _ = privacy.scrub_json((msgs, tool_list))
+        msgs, tool_list = list(msgs), list(tool_list)
         body = self._body(msgs, tool_list, max_tokens)
         h = hashlib.sha256(canonical_json(self._address(body))).hexdigest()
         size = len(canonical_json(msgs)) + (len(canonical_json(tool_list)) if tool_list else 0)
@@ -439,7 +440,7 @@ class ModelClient:
         if not tools or not out.ok or not out.message or out.message.get("tool_calls"):
             return out
         text = out.message.get("content")
-        if not isinstance(text, str) or not (any(m in text for m in _TEXT_CALL_MARKERS)
+        if not isinstance(text, str) or not (_TEXT_CALL_MARKERS.search(text)
                                              or text.lstrip().startswith(("{", "[", "`"))):
             return out  # the common case, decided without parsing
         from resources.tool_text import structure_tool_calls
@@ -556,7 +557,7 @@ class HttpModelClient(ModelClient):
     def _scrub(self, text: str, key: str | None) -> str:
         if key:
             text = text.replace(key, "***")
-        return text[:500]
+        return privacy.scrub_text(text[:2000])[0][:500]
 
     async def complete(self, req: ModelRequest) -> CallOutcome:
         await self.start()

@@ -166,7 +166,9 @@ KIND_ADVICE = {
     "syntax_error": "There is a syntax error; fix the code or command it points at.",
     "test_failure": "The tests fail; fix what the failure points at rather than the test.",
     "timeout": "The command timed out; run something smaller or faster.",
-    "network_error": "The network call failed; do not rely on it.",
+    "connection_error": "The network call failed; do not rely on it.",
+    "network_error": "The network call failed; do not rely on it.",  # the kind's name before connection_error
+    "session_closed": "That process or session is gone; start the command again instead of writing to it.",
     "user_rejected": "The user rejected that action; ask or take a different one.",
     "nonzero_exit": "The command failed; read its output before the next step.",
 }

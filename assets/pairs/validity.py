@@ -7,7 +7,8 @@ A ``chosen`` answer must be a valid *action* for the step:
 * never a repeat of the call the context just answered (the prompt's last assistant turn
   called it and its result is right there);
 * no tool call left written as text (``<tool_call>...``) — those are parsed into
-  ``tool_calls`` before pairs are built; what could not be parsed stays invalid.
+  ``tool_calls`` before pairs are built; what could not be parsed stays invalid;
+* no imitation of a tool's output (``<tool_use_error>...``, ``Exit code 1``) instead of acting.
 
 and an error-site pair's ``rejected`` must be a *mistake* (assets/pairs/failures.py): a
 failing test or a search with no match is information the agent asked for, not a thing to
@@ -32,6 +33,7 @@ from resources.tool_text import tool_names_of
 RULES = (
     "rejected_not_a_mistake",
     "chosen_tool_call_as_text",
+    "chosen_imitates_tool_output",
     "chosen_unknown_tool",
     "chosen_invalid_arguments",
     "chosen_repeats_answered_call",
@@ -41,6 +43,9 @@ RULES = (
 
 _TOOL_MARKUP = re.compile(r"<tool_call>|</tool_call>|<function=[^>]+>|\[TOOL_CALLS\]|<\|python_tag\|>"
                           r"|<｜tool▁call▁begin｜>|<tool_use>|<invoke name=")
+# a model that writes what a tool would answer instead of acting
+_TOOL_OUTPUT = re.compile(r"<tool_use_error>|</tool_use_error>|<tool_response>|<tool_result>|<\|tool_output\|>"
+                          r"|^\s*(?:Exit code \d+|Error: |The file \S+ has been (?:updated|edited))")
 _FILLER = re.compile(r"(?i)^(?:ok(?:ay)?|sure|done|yes|no|thanks?(?: you)?|got it|understood|"
                      r"i(?:'ll| will) (?:do that|help|take a look|check)(?: now)?|let me (?:check|look)(?: into it)?)"
                      r"[.!…]*$")
@@ -156,6 +161,10 @@ def check_pair(prompt: Sequence[Mapping], chosen: Mapping, rejected: Mapping | N
         m = _TOOL_MARKUP.search(content)
         return Violation("chosen_tool_call_as_text",
                          f"chosen writes a tool call as text ({m.group(0)!r}) that does not parse into a call")
+    if "chosen_imitates_tool_output" in on and not calls and _TOOL_OUTPUT.search(content):
+        return Violation("chosen_imitates_tool_output",
+                         f"chosen writes what a tool would answer ({_TOOL_OUTPUT.search(content).group(0).strip()!r}) "
+                         "instead of an action")
     if calls:
         schemas = _schemas(tools)
         offered = set(tool_names_of(tools)) if tools else None

@@ -252,7 +252,10 @@ def rag_batch(context: dg.OpExecutionContext, config: RagBatchConfig, lake: Delt
             recorded.append(out.row)
             context.log.info(f"{variant} {out.run_id}: gate={'pass' if out.gate_passed else 'fail'} "
                              f"{out.failed_rules} path={out.escalation_path}")
-    md = {"tasks": len(tasks), "runs": sum(c["runs"] for c in counts.values()), "spooled_runs": spooled,
+    last = runtime.run_log.last_write
+    md = {**(last.metadata() if last is not None else {}),
+          "dagster/row_count": dg.MetadataValue.int(len(recorded) - spooled),
+          "tasks": len(tasks), "runs": sum(c["runs"] for c in counts.values()), "spooled_runs": spooled,
           "delta_version": lake.version(RAG_RUNS) or 0,
           "recorded_run_ids": dg.MetadataValue.json([r["recorded_run_id"] for r in recorded]),
           "preview": dg.MetadataValue.md(runs_preview(recorded))}
@@ -291,13 +294,16 @@ def runs_preview(rows: list[dict], n: int = 5) -> str:
     return "\n".join(lines)
 
 
-def record_run_materialization(instance: dg.DagsterInstance, lake: DeltaLake, row: dict, logged: bool) -> None:
-    """Report one CLI run as a materialization of gold/rag_runs (downstream assets follow it)."""
+def record_run_materialization(instance: dg.DagsterInstance, lake: DeltaLake, row: dict, logged: bool,
+                               write=None) -> None:
+    """Report one CLI run as a materialization of gold/rag_runs (downstream assets follow it).
+    ``write``: the WriteResult of the append (table URI, Delta version, row counts)."""
     vr = row["validation_result"]
     instance.report_runless_asset_event(dg.AssetMaterialization(
         asset_key=RAG_RUNS.asset_key,
         description=f"rag run {row['recorded_run_id']} ({row['source']})",
         metadata={
+            **(write.metadata() if write is not None else {}),
             "recorded_run_id": row["recorded_run_id"],
             "source": row["source"],
             "passed": vr["passed"],

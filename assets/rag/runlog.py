@@ -186,6 +186,7 @@ class RunLog:
         self.lake = lake
         self.spool = Path(spool_dir) if spool_dir else default_spool_dir()
         self._migrated = False
+        self.last_write = None  # the WriteResult of the last successful append
 
     @property
     def spool_file(self) -> Path:
@@ -213,7 +214,7 @@ class RunLog:
             if not self._migrated:
                 migrate_rag_runs(self.lake)
                 self._migrated = True
-            self.lake.append(RAG_RUNS, pending + rows)
+            self.last_write = self.lake.append(RAG_RUNS, pending + rows)
         except Exception as exc:  # noqa: BLE001 - the run must not be lost: keep it on local disk
             self.spool.mkdir(parents=True, exist_ok=True)
             with self.spool_file.open("a") as f:

@@ -227,19 +227,25 @@ class CircuitBreaker:
 
     def __init__(self, cfg: CircuitBreakerSettings) -> None:
         self.cfg = cfg
+        self.enabled = cfg.enabled
         self.recent: collections.deque = collections.deque(maxlen=cfg.window)
         self.flags = frozenset(cfg.flags)
+        self.n_flagged = 0  # flagged answers in ``recent``
         self.tripped = False
         self.reason: str | None = None
 
     def record(self, flags: Iterable[str]) -> bool:
         """Record one answer; True when this answer trips the breaker."""
-        if self.tripped or not self.cfg.enabled:
+        if self.tripped or not self.enabled:
             return False
-        self.recent.append(tuple(sorted(self.flags & set(flags))))
+        hit = tuple(sorted(self.flags.intersection(flags))) if flags else ()
+        if len(self.recent) == self.recent.maxlen and self.recent[0]:
+            self.n_flagged -= 1  # the oldest answer leaves the window
+        self.recent.append(hit)
+        self.n_flagged += bool(hit)
         n = len(self.recent)
-        bad = [f for f in self.recent if f]
-        if n >= self.cfg.window and len(bad) / n > self.cfg.max_flagged_share:
+        if n >= self.cfg.window and self.n_flagged / n > self.cfg.max_flagged_share:
+            bad = [f for f in self.recent if f]
             kinds = collections.Counter(k for f in bad for k in f)
             self.tripped = True
             self.reason = (f"{len(bad)} of the last {n} answers flagged ("

@@ -18,30 +18,41 @@ from assets.teachers.tables import TEACHER_CACHE, TEACHER_RESPONSES
 from assets.traces.tables import AGENT_STEPS
 from resources.lake import DeltaLake
 
-STEP_COLUMNS = ["session_key", "step_id", "step_index", "messages", "tools"]
+STEP_COLUMNS = ["session_key", "step_id", "step_index", "messages", "tools", "caused_error", "is_error_site"]
 
 
 class TeacherAskConfig(dg.Config):
     max_steps_per_session: Optional[int] = Field(
         default=None,
-        description="Ask about only the first N steps of each session (0: all; unset: the pool's cap).",
+        description="Ask about at most N steps of each session (0: all; unset: the pool's cap): the "
+                    "steps whose tool call failed first (they make error-site pairs), then the turns "
+                    "right after a failure, then the rest, each in session order.",
     )
     budget_usd: Optional[float] = Field(
         default=None, description="Per-run budget in USD (overrides the pool's)."
     )
 
 
+def step_priority(r: dict) -> int:
+    """0: the step's own call failed (an error site's rejected answer); 1: the turn right
+    after a failed tool result; 2: any other step."""
+    return 0 if r.get("caused_error") else 1 if r.get("is_error_site") else 2
+
+
 def select_steps(rows: list[dict], max_steps_per_session: Optional[int]) -> list[dict]:
-    rows = sorted(rows, key=lambda r: (r["session_key"], r["step_index"], r["step_id"]))
+    """The steps to ask teachers about, in session order. Under a cap, each session's steps
+    are taken by :func:`step_priority` first (error sites are what yields pairs), then order."""
+    order = lambda r: (r["session_key"], r["step_index"], r["step_id"])  # noqa: E731
+    rows = sorted(rows, key=order)
     if max_steps_per_session is None:
         return rows
-    seen: collections.Counter = collections.Counter()
-    out = []
+    by_session: dict[str, list[dict]] = collections.defaultdict(list)
     for r in rows:
-        if seen[r["session_key"]] < max_steps_per_session:
-            seen[r["session_key"]] += 1
-            out.append(r)
-    return out
+        by_session[r["session_key"]].append(r)
+    out = []
+    for steps in by_session.values():
+        out += sorted(steps, key=lambda r: (step_priority(r), r["step_index"], r["step_id"]))[:max_steps_per_session]
+    return sorted(out, key=order)
 
 
 def ask_metadata(out: AskResult, n_steps: int, n_teachers: int) -> dict:
@@ -103,7 +114,7 @@ def teacher_responses(
     context.log.info(
         f"teacher asking: {len(steps)} steps x {len(pool.teachers)} teachers "
         f"({', '.join(t.name for t in pool.teachers)}) over {len(keys)} session(s), "
-        f"{'all steps' if cap is None else f'first {cap} steps'} per session, "
+        f"{'all steps' if cap is None else f'at most {cap} steps (error sites first)'} per session, "
         f"budget {'unlimited' if budget is None else f'${budget:.2f}'}"
     )
     cache = DeltaResponseCache(

@@ -229,75 +229,94 @@ def rows_from_bytes(
     for i, b in bad_bytes.items():
         raw_bytes[i], _ = privacy.scrub_bytes(b)  # counted once, through the text above
 
-    # Pass 3: parse what may be parsed. Only the first parsed records are kept (for the
-    # format vote); holding every parsed line would only feed the garbage collector.
+    # A pretty-printed JSON document (its first line a lone "{" or "["): parse it whole
+    # first; its lines are not JSON by themselves and would each fail (slowly) in pass 3.
     record_types: list[str | None] = [None] * n
-    sample: list[Any] = []
-    sample_left = 200
-    loads = orjson.loads
-    JSONDecodeError = orjson.JSONDecodeError
-    if counts:  # changed lines parse from their scrubbed text
-        srcs: list = list(parts)
-        for i in counts:
-            srcs[i] = scrubbed[i]
-    else:  # unchanged lines parse from bytes (no str -> UTF-8 round trip)
-        srcs = parts
-    for i, src in enumerate(srcs):
-        if reasons[i] is not None:
-            continue
-        try:
-            obj = loads(src)
-        except JSONDecodeError as e:
-            b = parts[i]
-            if lazy_blank and (not b or b.isspace()):
-                reasons[i] = "blank"
-                continue
-            obj = _recover(texts[i], scrubbed, counts, i, privacy)
-            if obj is _FAIL:
-                last_open = i == n - 1 and not trailing_nl
-                reasons[i] = "truncated" if last_open else f"invalid_json: {e}"
-                continue
-        cls = obj.__class__
-        if cls is dict:
-            t = obj.get("type")
-            record_types[i] = t if t.__class__ is str else record_type_of(obj)
-        elif cls is list and all(x.__class__ is dict for x in obj):
-            record_types[i] = JSON_ARRAY
-        elif isinstance(obj, dict) or (isinstance(obj, list) and all(isinstance(x, dict) for x in obj)):
-            record_types[i] = record_type_of(obj)  # subclasses (not produced by orjson)
-        else:
-            reasons[i] = "not_object"
-            continue
-        if sample_left:
-            sample.append(obj)
-            sample_left -= 1
-    fmt = detect_format(sample, source_file or None)
-
-    # A file that is one JSON document (pretty-printed over many lines, or a single line),
-    # recognized by its content: most of its lines are not JSON by themselves, or its one
-    # record has a document shape (a trajectory, a trace export, ...).
-    nonblank = [i for i in range(n) if reasons[i] != "blank"]
-    failed = sum(1 for i in nonblank if reasons[i] is not None and reasons[i] != "oversized")
-    multi_line_doc = (len(nonblank) > 1 and reasons[nonblank[0]] is not None and reasons[nonblank[0]] != "oversized"
-                      and failed * 2 >= len(nonblank))
-    if len(sample) == 1 and len(nonblank) == 1 and reasons[nonblank[0]] is None:
-        dfmt = document_format(sample[0])
-        if dfmt in DOCUMENT_FORMATS:
-            fmt = dfmt
-            record_types = [JSON_FRAGMENT if r is None else None for r in reasons]
-    elif multi_line_doc or json_document or (fmt == "unknown" and n > 1):
+    fmt = "unknown"
+    whole = False
+    first_nb = next((i for i in range(n) if parts[i].strip()), None)
+    if (first_nb is not None and n > 1 and parts[first_nb].strip() in (b"{", b"[") and not bad_bytes
+            and all(r is None or r == "blank" for r in reasons)):
         doc, err = _as_document(scrubbed, reasons)
         if err is None:
-            dfmt = document_format(doc)
-            if dfmt is not None or multi_line_doc:
-                fmt = dfmt or "unknown"
-                reasons = [None] * n
-                record_types = [JSON_FRAGMENT] * n
-        elif multi_line_doc and err != "undecodable":
-            kind = "truncated_document" if err.startswith("unexpected end of data") else "invalid_document"
-            reasons = [r if r == "blank" else f"{kind}: {err}" for r in reasons]
-            record_types = [None] * n
-            fmt = "unknown"
+            fmt = document_format(doc) or "unknown"
+            reasons = [None] * n
+            record_types = [JSON_FRAGMENT] * n
+            whole = True
+
+    if not whole:
+        # Pass 3: parse what may be parsed. Only the first parsed records are kept (for the
+        # format vote); holding every parsed line would only feed the garbage collector.
+        sample: list[Any] = []
+        sample_left = 200
+        loads = orjson.loads
+        JSONDecodeError = orjson.JSONDecodeError
+        if counts:  # changed lines parse from their scrubbed text
+            srcs: list = list(parts)
+            for i in counts:
+                srcs[i] = scrubbed[i]
+        else:  # unchanged lines parse from bytes (no str -> UTF-8 round trip)
+            srcs = parts
+        for i, src in enumerate(srcs):
+            if reasons[i] is not None:
+                continue
+            try:
+                obj = loads(src)
+            except JSONDecodeError as e:
+                b = parts[i]
+                if lazy_blank and (not b or b.isspace()):
+                    reasons[i] = "blank"
+                    continue
+                obj = _recover(texts[i], scrubbed, counts, i, privacy)
+                if obj is _FAIL:
+                    last_open = i == n - 1 and not trailing_nl
+                    reasons[i] = "truncated" if last_open else f"invalid_json: {e}"
+                    continue
+            cls = obj.__class__
+            if cls is dict:
+                t = obj.get("type")
+                record_types[i] = t if t.__class__ is str else record_type_of(obj)
+            elif cls is list and all(x.__class__ is dict for x in obj):
+                record_types[i] = JSON_ARRAY
+            elif isinstance(obj, dict) or (isinstance(obj, list) and all(isinstance(x, dict) for x in obj)):
+                record_types[i] = record_type_of(obj)  # subclasses (not produced by orjson)
+            else:
+                reasons[i] = "not_object"
+                continue
+            if sample_left:
+                sample.append(obj)
+                sample_left -= 1
+        fmt = detect_format(sample, source_file or None)
+
+        # A file that is one JSON document (pretty-printed over many lines, or a single line),
+        # recognized by its content: most of its lines are not JSON by themselves, or its one
+        # record has a document shape (a trajectory, a trace export, ...).
+        nonblank = [i for i in range(n) if reasons[i] != "blank"]
+        # Lines of a pretty-printed document do not parse by themselves ("{", '"key": 1,');
+        # valid JSON that is not an object ("1", "null") is a bad line, not a document's part.
+        failed = sum(1 for i in nonblank if _unparsed(reasons[i]))
+        multi_line_doc = len(nonblank) > 1 and _unparsed(reasons[nonblank[0]]) and failed * 2 >= len(nonblank)
+        if len(sample) == 1 and len(nonblank) == 1 and reasons[nonblank[0]] is None:
+            dfmt = document_format(sample[0])
+            if dfmt in DOCUMENT_FORMATS:
+                fmt = dfmt
+                record_types = [JSON_FRAGMENT if r is None else None for r in reasons]
+        elif multi_line_doc or json_document or (fmt == "unknown" and n > 1):
+            doc, err = _as_document(scrubbed, reasons)
+            if err is None:
+                dfmt = document_format(doc)
+                if dfmt is not None or multi_line_doc:
+                    fmt = dfmt or "unknown"
+                    reasons = [None] * n
+                    record_types = [JSON_FRAGMENT] * n
+            elif multi_line_doc and err != "undecodable":
+                kind = "truncated_document" if err.startswith("unexpected end of data") else "invalid_document"
+                reasons = [r if r == "blank" else f"{kind}: {err}" for r in reasons]
+                record_types = [None] * n
+                fmt = "unknown"
+
+    # the file's path names its owner (/Users/<name>/.claude/...): stored pseudonymized
+    source_file = privacy.scrub_text(source_file)[0] if source_file else source_file
 
     rows: list[dict] = []
     append = rows.append
@@ -366,6 +385,10 @@ def rows_from_bytes(
 
 
 _FAIL = object()
+
+
+def _unparsed(reason: str | None) -> bool:
+    return reason is not None and (reason == "truncated" or reason.startswith("invalid_json"))
 
 
 def _recover(original: str, scrubbed: list[str], counts: dict[int, dict], i: int, privacy: Privacy) -> Any:

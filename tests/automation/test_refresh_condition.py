@@ -103,3 +103,19 @@ def test_a_queued_ingest_run_holds_the_refresh(tmp_path, instance):
     assert not quiet and "queued or running" in why
     instance.report_run_failed(run)
     assert ingest_quiet(instance, [INGEST_JOB], [key], 0)[0]
+
+
+def test_code_location_loads_as_dagster_dev_loads_it(tmp_path):
+    """`dagster dev -m dagster_project.definitions` / the daemon load the module: exactly one
+    Definitions object may sit at its module scope."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.e2e.support import ROOT, base_env
+
+    exe = str(Path(sys.executable).with_name("dagster"))
+    proc = subprocess.run([exe, "definitions", "validate", "-m", "dagster_project.definitions"], cwd=ROOT,
+                          env=base_env(PYTHONPATH=str(ROOT), DAGSTER_HOME=str(tmp_path)),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -81,7 +81,7 @@ def test_daemon_on_postgres_sensor_ingest_then_one_refresh(tmp_path, pg, monkeyp
             TRACELAKE_REFRESH_QUIET_SECONDS="5", TRACELAKE_AUTOMATION_INTERVAL_SECONDS="5",
             OMP_NUM_THREADS="1", **pg.env())
         exe = str(Path(PYTHON).with_name("dagster-daemon"))
-        proc = subprocess.Popen([exe, "run", "-m", "dagster_project.definitions"], cwd=ROOT, env=env,
+        proc = subprocess.Popen([exe, "run", "-m", "dagster_project.definitions"], cwd=tmp_path, env=env,
                                 stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
         try:
             with _instance(home, pg, monkeypatch) as instance:

@@ -201,3 +201,11 @@ def test_check_row_reads_json_columns():
            "rejected": json.dumps([asst("", call("x", "Edit", file_path=TOTALS, old_string="a", new_string="b"))]),
            "tools": json.dumps(TOOLS), "strategy": "consensus", "rejected_failure": None}
     assert check_row(row).rule == "chosen_repeats_answered_call"
+
+
+def test_chosen_that_imitates_a_tool_result_is_no_action():
+    prompt = _demo_context_edit_step()
+    rejected = asst("", call("x", "Edit", file_path=TOTALS, old_string="a", new_string="b"))
+    fake = asst("<tool_use_error>File has not been read yet. Read it first before writing to it.</tool_use_error>")
+    v = check_pair(prompt, fake, rejected, TOOLS, strategy="error_site", rejected_failure="mistake:x")
+    assert v.rule == "chosen_imitates_tool_output"

@@ -166,6 +166,7 @@ def test_cli_run_is_a_materialization_and_export_log_writes_jsonl(tmp_path, caps
     mats = inst.fetch_materializations(RAG_RUNS.asset_key, limit=10).records
     ids = {r["recorded_run_id"] for r in lake.read(RAG_RUNS).to_pylist()}
     assert len(mats) == 2 and {m.asset_materialization.metadata["recorded_run_id"].value for m in mats} == ids
+    assert sorted(m.asset_materialization.metadata["table_rows"].value for m in mats) == [1, 2]
     capsys.readouterr()
     out = tmp_path / "log.jsonl"
     assert main(["rag", "export-log", "--out", str(out), "--lake-root", lake.root]) == 0

@@ -203,3 +203,13 @@ def test_utf16_files_are_decoded_scrubbed_and_offsets_match_the_file(tmp_path, e
     assert [r["record_type"] for r in rows] == ["user", "assistant"]
     assert sum(r["byte_len"] for r in rows) == len(data) and rows[1]["byte_offset"] == rows[0]["byte_len"]
     assert "hf_abcdefghij" not in str(rows) and stats["secrets"] == {"hf_token": 1}
+
+
+def test_a_file_of_json_scalars_is_bad_lines_not_a_broken_document(tmp_path):
+    # Valid JSON that is not an object must not make the reader take the file for a
+    # pretty-printed document (whose lines do not parse by themselves).
+    p = tmp_path / "not-objects.jsonl"
+    p.write_text('1\n"a string"\n[1, 2]\nnull\ntrue\n{"unterminated": \n')
+    rows, stats = read_raw_lines(p, "k")
+    reasons = [r["quarantine_reason"] for r in rows]
+    assert reasons[:5] == ["not_object"] * 5 and reasons[5].startswith("invalid_json")

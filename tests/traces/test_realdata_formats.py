@@ -159,6 +159,10 @@ def test_langfuse_exports(shared, name, generations):
             if m["role"] == "tool":
                 assert m["content"] != "[no tool result recorded]"
     _check_steps(steps)
+    for s in steps:  # the real tool schemas the calls were offered (not derived from use)
+        offered = {t["function"]["name"]: t["function"] for t in orjson.loads(s["tools"])}
+        used = {c["function"]["name"] for c in orjson.loads(s["response"]).get("tool_calls", [])}
+        assert used <= set(offered) and all(f.get("parameters") for f in offered.values())
     header = next(t for t in turns if t["kind"] == "conversation")
     scores = doc["trace"]["scores"]
     if scores:

@@ -12,21 +12,24 @@ from tests.traces.conftest import check_openai_messages, ingest
 # The numbers follow from build_samples.py, which wrote each of these on purpose.
 EXPECTED = {
     "claude-code/-home-dev-invoicer/5b1e9f2a-7c3d-4e8f-9a0b-1c2d3e4f5a6b.jsonl": (
-        "claude_code", 18,  # 19 assistant turns, one of them the <synthetic> API error
-        {"test_failure": 1, "edit_mismatch": 1, "file_not_found": 1},
+        "claude_code", 23,  # 24 assistant turns, one of them the <synthetic> API error
+        {"test_failure": 1, "edit_mismatch": 2, "file_not_found": 3, "invalid_tool_input": 1, "command_not_found": 1},
         {"invalid_json": 1},  # the progress record cut mid-line
         {"anthropic_key": 1, "aws_access_key_id": 1, "aws_secret_key": 1, "env_secret": 1}),  # `cat .env`
     "claude-code/-home-dev-invoicer/9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a.jsonl": (
-        "claude_code", 7, {"syntax_error": 1}, {}, {}),
-    "claude-code/-home-dev-invoicer/agent-a3f9c21.jsonl": ("claude_code", 4, {}, {}, {}),
+        "claude_code", 9, {"syntax_error": 1, "not_found": 1, "edit_mismatch": 1}, {}, {}),
+    "claude-code/-home-dev-invoicer/agent-a3f9c21.jsonl": (
+        "claude_code", 6, {"file_not_found": 1, "invalid_tool_input": 1}, {}, {}),
     "claude-code/-home-dev-invoicer/c0ffee00-1d2e-4f3a-8b9c-0d1e2f3a4b5c.jsonl": (
-        "claude_code", 10, {"user_rejected": 1, "timeout": 1}, {}, {}),
+        "claude_code", 12, {"user_rejected": 1, "timeout": 1, "invalid_tool_input": 1, "file_not_read": 1}, {}, {}),
     "codex/2026/01/15/rollout-2026-01-15T10-12-03-0199a0f4-3b1c-7e2d-9c4b-5a6f7e8d9c0b.jsonl": (
-        "codex", 8, {"test_failure": 1, "edit_mismatch": 1}, {}, {}),
-    "openai/support-bot-2026-01.jsonl": ("openai_messages", 12, {"not_found": 1, "permission_denied": 1}, {}, {}),
-    "sharegpt/invoicer-helpdesk.jsonl": ("sharegpt", 9, {"not_found": 1}, {}, {}),
-    # one pretty-printed JSON document: 5 agent actions (run, read, edit, run, finish); the first run fails
-    "openhands/invoicer__invoicer-12.json": ("openhands", 5, {"test_failure": 1}, {}, {}),
+        "codex", 10, {"test_failure": 1, "edit_mismatch": 1, "file_not_found": 1, "command_not_found": 1}, {}, {}),
+    "openai/support-bot-2026-01.jsonl": ("openai_messages", 14, {"not_found": 1, "permission_denied": 1,
+                                                                 "invalid_tool_input": 1, "tool_unavailable": 1}, {}, {}),
+    "sharegpt/invoicer-helpdesk.jsonl": ("sharegpt", 10, {"not_found": 1, "invalid_tool_input": 1}, {}, {}),
+    # one pretty-printed JSON document: 6 agent actions (run, run, read, edit, run, finish); the first run
+    # fails (a test), the second reads a misspelled path
+    "openhands/invoicer__invoicer-12.json": ("openhands", 6, {"test_failure": 1, "file_not_found": 1}, {}, {}),
     # two traces: 2 GenAI chat spans around a tool run + 1 OpenInference LLM span
     "otel/helpdesk-spans.jsonl": ("otel_genai", 3, {}, {}, {}),
 }
@@ -51,7 +54,8 @@ def test_sample(samples, rel):
         check_openai_messages(orjson.loads(s["messages"]))
         names = {t.get("function", t).get("name") for t in orjson.loads(s["tools"])}
         used = {c["function"]["name"] for c in orjson.loads(s["response"]).get("tool_calls", [])}
-        assert used <= names  # every tool the step calls is among the tools offered
+        # every tool the step calls is among the tools offered (but the planted call of an unknown tool)
+        assert used <= names or s["caused_error_kind"] == "tool_unavailable"
     for r in raw:  # the planted secrets are gone from the stored text
         assert "DEMO0nly" not in r["raw"] and "wJalrXUtnFEMI" not in r["raw"]
 

@@ -22,7 +22,7 @@ def test_context_after_compaction_starts_at_summary(samples):
     boundary = next(t["turn_index"] for t in turns if t["is_compaction_boundary"])
     after = [s for s in steps if by_id[s["turn_id"]]["turn_index"] > boundary]
     before = [s for s in steps if by_id[s["turn_id"]]["turn_index"] < boundary]
-    assert len(after) == 3 and len(before) == 15
+    assert len(after) == 4 and len(before) == 19
     for s in after:
         msgs = orjson.loads(s["messages"])
         assert msgs[0]["content"].startswith("This session is being continued")
@@ -37,7 +37,7 @@ def test_context_after_compaction_starts_at_summary(samples):
 def test_sidechain_context_and_main_resumes_after_task(samples):
     raw, turns, steps, _ = ingest(samples / SIDE)
     side = [s for s in steps if s["is_sidechain"]]
-    assert len(side) == 3
+    assert len(side) == 4
     for s in side:
         assert orjson.loads(s["messages"])[0]["content"].startswith("Find every place")
         assert {t["function"]["name"] for t in orjson.loads(s["tools"])} == {"Grep", "Read"}
@@ -51,16 +51,21 @@ def test_sidechain_context_and_main_resumes_after_task(samples):
 def test_error_sites_and_caused_errors(samples):
     raw, turns, steps, _ = ingest(samples / MAIN)
     sites = [s for s in steps if s["is_error_site"]]
-    assert [s["error_kind"] for s in sites] == ["test_failure", "edit_mismatch", "file_not_found"]
+    kinds = ["test_failure", "file_not_found", "edit_mismatch", "invalid_tool_input", "file_not_found",
+             "edit_mismatch", "file_not_found", "command_not_found"]
+    assert [s["error_kind"] for s in sites] == kinds
     assert sites[0]["error_text"].startswith("Exit code 1") and "1 failed" in sites[0]["error_text"]
     caused = [s["caused_error_kind"] for s in steps if s["caused_error"]]
-    assert caused == ["test_failure", "edit_mismatch", "file_not_found"]
+    assert caused == kinds
     # the step right before each error site caused it
     idx = [i for i, s in enumerate(steps) if s["is_error_site"]]
     assert all(steps[i - 1]["caused_error"] for i in idx)
     resp = orjson.loads(sites[0]["response"])
     assert resp["role"] == "assistant" and resp["reasoning_content"].startswith("The total is rounded")
     assert resp["tool_calls"][0]["function"]["name"] == "Read"
+    # the recovery from the wrong path
+    assert orjson.loads(sites[1]["response"])["tool_calls"][0]["function"]["arguments"].endswith(
+        '/invoicer/invoicer/totals.py"}')
 
 
 def test_error_text_truncated(tmp_path):

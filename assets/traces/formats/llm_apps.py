@@ -207,6 +207,40 @@ def _sig(m: dict) -> bytes:
                         option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
 
 
+def _nested_tool(t: dict) -> dict:
+    """An OpenAI chat tool schema ``{"type": "function", "function": {...}}`` from the nested
+    form, the flat (Responses API / GenAI) form or pydantic-ai's ``parameters_json_schema``."""
+    if isinstance(t.get("function"), dict):
+        return {"type": "function", "function": t["function"]}
+    fn = {k: t[k] for k in ("name", "description", "parameters", "strict") if t.get(k) is not None}
+    if "parameters" not in fn and isinstance(t.get("parameters_json_schema"), dict):
+        fn["parameters"] = t["parameters_json_schema"]
+    return {"type": "function", "function": fn}
+
+
+_OI_TOOL = re.compile(r"llm[.]tools[.][0-9]+[.]tool[.]json_schema$")
+
+
+def tools_of(attrs: dict, output: Any = None) -> list[dict]:
+    """Tool schemas a model call was offered, from whichever attribute the instrumentation wrote."""
+    out: list[dict] = []
+    if isinstance(output, dict) and isinstance(output.get("tools"), list):  # Responses API response
+        out += [_nested_tool(t) for t in output["tools"] if isinstance(t, dict) and t.get("type") == "function"]
+    for k in sorted(attrs or {}):
+        if _OI_TOOL.match(k):
+            v = _json_attr(attrs[k])
+            if isinstance(v, dict):
+                out.append(_nested_tool(v))
+    defs = _json_attr((attrs or {}).get("gen_ai.tool.definitions"))
+    if isinstance(defs, list):
+        out += [_nested_tool(t) for t in defs if isinstance(t, dict)]
+    mrp = _json_attr((attrs or {}).get("model_request_parameters"))
+    if isinstance(mrp, dict):
+        for key in ("function_tools", "output_tools"):
+            out += [_nested_tool(t) for t in mrp.get(key) or [] if isinstance(t, dict)]
+    return [t for t in out if t["function"].get("name")]
+
+
 # ------------------------------------------------------------------ observations -> turns
 
 class Obs(dict):
@@ -282,6 +316,7 @@ def build_turns(session_key: str, fmt: str, sid: str, observations: list[Obs], h
                                               "name": o.get("name"), "input": o.get("input"),
                                               "output": o.get("output")}), **common))
             continue
+        tools += o.get("tools") or []
         msgs = list(o.get("system") or []) + to_messages(o.get("input"), tools)
         parent = None
         for n, m in enumerate(msgs):
@@ -330,7 +365,10 @@ def build_turns(session_key: str, fmt: str, sid: str, observations: list[Obs], h
                                  parent_turn_id=call_turn[cid]["turn_id"], timestamp=parse_ts(o.get("end")),
                                  record_type="TOOL", extra=extra_json({"from_tool_run": True}), **common))
             answered.add(cid)
-    uniq = {dumps(t): t for t in tools}
+    uniq: dict[str, dict] = {}
+    for t in tools:  # one schema per tool name (the first seen)
+        fn = t.get("function") if isinstance(t.get("function"), dict) else {}
+        uniq.setdefault(fn.get("name") or dumps(t), t)
     if uniq:
         header["tools"] = list(uniq.values())
     head["extra"] = dumps(header) if header else None
@@ -355,7 +393,8 @@ def _langfuse_obs(o: dict) -> Obs:
                usage={"input": u.get("input"), "output": u.get("output"), "cache_read": cache},
                cost=cost.get("total", o.get("totalCost")), latency=o.get("latency"), level=o.get("level"),
                model_parameters=o.get("modelParameters"), system=system,
-               tool_call_id=attrs.get("gen_ai.tool.call.id") if isinstance(attrs, dict) else None)
+               tool_call_id=attrs.get("gen_ai.tool.call.id") if isinstance(attrs, dict) else None,
+               tools=tools_of(attrs if isinstance(attrs, dict) else {}, out))
 
 
 def parse_langfuse(raw_rows: list[dict], session_key: str) -> list[dict]:
@@ -494,7 +533,6 @@ def _otel_obs(span: dict) -> Obs:
         typ = "TOOL"
     else:
         typ = "SPAN"
-    tools = a.get("gen_ai.tool.definitions")
     tcid = a.get("gen_ai.tool.call.id")
     return Obs(id=str(span.get("spanId")), parent=span.get("parentSpanId") or None, type=typ,
                name=span.get("name"), start=_nanos_iso(span.get("startTimeUnixNano")),
@@ -509,7 +547,7 @@ def _otel_obs(span: dict) -> Obs:
                cost=None, latency=None, system=system, tool_call_id=tcid,
                level="ERROR" if (span.get("status") or {}).get("code") in (2, "STATUS_CODE_ERROR") else None,
                tool_name=a.get("gen_ai.tool.name") or a.get("tool.name"),
-               _tools=_json_attr(tools) if tools else None, _trace=span.get("traceId"))
+               tools=tools_of(a), _trace=span.get("traceId"))
 
 
 def parse_otel(raw_rows: list[dict], session_key: str) -> list[dict]:
@@ -542,20 +580,14 @@ def parse_otel(raw_rows: list[dict], session_key: str) -> list[dict]:
                     first_line.setdefault(tid, line_no)
                     resources.setdefault(tid, res)
     for tid, obs in traces.items():
-        tools: list = []
         for o in obs:
             if o.get("type") == "TOOL" and o.get("tool_name"):
                 o["name"] = o["tool_name"]
-            if isinstance(o.get("_tools"), list):
-                tools += [t if "function" in t or t.get("type") == "function" else {"type": "function", "function": t}
-                          for t in o["_tools"] if isinstance(t, dict)]
         big = too_many_steps(session_key, fmt, ids, first_line[tid], sum(o.get("type") == "GENERATION" for o in obs),
                              tid)
         if big:
             rows += big
             continue
         header = {"resource": resources.get(tid) or None, "trace_id": tid}
-        if tools:
-            header["tools"] = tools
         rows += build_turns(session_key, fmt, tid, obs, {k: v for k, v in header.items() if v}, first_line[tid], ids)
     return finalize(rows, list(range(len(rows))))

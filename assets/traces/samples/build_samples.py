@@ -196,7 +196,10 @@ def session_main() -> None:
     s.result(t, PYTEST_FAIL, error=True, tur="Error: " + PYTEST_FAIL, secs=3.2)
     [t] = s.assistant(thinking="The total is rounded half-even (Decimal's default); the test expects half-up. "
                                "Let me look at totals.py.",
-                      tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/totals.py"})])
+                      tools=[("Read", {"file_path": "/home/dev/invoicer/totals.py"})])
+    s.result(t, "<tool_use_error>File does not exist. Current working directory: /home/dev/invoicer</tool_use_error>",
+             error=True, tur="Error: File does not exist.")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/totals.py"})])
     s.result(t, cat_n(TOTALS_PY), tur={"type": "text", "file": {"filePath": "/home/dev/invoicer/invoicer/totals.py",
                                                                   "numLines": 14, "startLine": 1, "totalLines": 14}})
     [t] = s.assistant(text="`quantize` uses ROUND_HALF_EVEN by default, so 10.865 becomes 10.86. "
@@ -233,6 +236,10 @@ def session_main() -> None:
     u2 = s.user("Another one: `invoicer import empty.csv` crashes with an IndexError. Can you look?", secs=40)
     s.snapshot(u2, {"invoicer/totals.py": {"backupFileName": "3c1f0a9e2b7d4c55@v2", "version": 2,
                                            "backupTime": "2026-01-14T09:03:40.000Z"}})
+    [t] = s.assistant(tools=[("Grep", {"pattern": "def parse_csv", "path": "/home/dev/invoicer", "output": "content"})])
+    s.result(t, "<tool_use_error>InputValidationError: Grep failed due to the following issue:\nAn unexpected parameter "
+                "`output` was provided</tool_use_error>", error=True,
+             tur="InputValidationError: [{\"code\": \"unrecognized_keys\", \"keys\": [\"output\"]}]")
     [t] = s.assistant(tools=[("Grep", {"pattern": "def parse_csv", "path": "/home/dev/invoicer", "output_mode": "content",
                                        "-n": True})])
     s.result(t, "/home/dev/invoicer/invoicer/parse.py:5:def parse_csv(text):")
@@ -241,6 +248,13 @@ def session_main() -> None:
              tur="Error: File does not exist. Did you mean parse.py?")
     [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/parse.py"})])
     s.result(t, cat_n(PARSE_PY))
+    [t] = s.assistant(text="`rows[0]` fails when the file is empty. I'll guard it.",
+                      tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/parse.py",
+                                       "old_string": "    header = next(reader)",
+                                       "new_string": "    header = next(reader, None)\n    if header is None:\n"
+                                                     "        return []"})])
+    s.result(t, "<tool_use_error>String to replace not found in file.\nString:     header = next(reader)</tool_use_error>",
+             error=True, tur="Error: String to replace not found in file.")
     [t] = s.assistant(text="`rows[0]` fails when the file is empty. I'll return an empty list for empty input.",
                       tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/parse.py",
                                        "old_string": "    rows = list(csv.reader(io.StringIO(text)))\n    header = rows[0]",
@@ -254,6 +268,9 @@ def session_main() -> None:
                      "reports 0 invoices instead of crashing.")
 
     s.user("Before you commit: check that the app picks up the API key from .env", secs=65)
+    [t] = s.assistant(tools=[("Bash", {"command": "cat .env.local", "description": "Show the env file"})])
+    s.result(t, "Exit code 1\ncat: .env.local: No such file or directory", error=True,
+             tur="Error: Exit code 1\ncat: .env.local: No such file or directory")
     [t] = s.assistant(tools=[("Bash", {"command": "cat .env", "description": "Show the env file"})])
     s.result(t, f"INVOICER_ENV=dev\nANTHROPIC_API_KEY={FAKE_ANTHROPIC}\nAWS_ACCESS_KEY_ID={FAKE_AWS_ID}\n"
                 f"AWS_SECRET_ACCESS_KEY={FAKE_AWS_SECRET}\nINVOICER_DB_PASSWORD=hunter2-but-longer\n")
@@ -282,6 +299,9 @@ def session_main() -> None:
     s.assistant(text="API Error: 529 {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}",
                 model="<synthetic>", usage_in=0, cache_read=0, out=0, isApiErrorMessage=True)
     s.user("continue", secs=30)
+    [t] = s.assistant(tools=[("Bash", {"command": "pyest -q", "description": "Run the full suite"})])
+    s.result(t, "Exit code 127\n/bin/bash: line 1: pyest: command not found", error=True,
+             tur="Error: Exit code 127\n/bin/bash: line 1: pyest: command not found")
     [t] = s.assistant(tools=[("Bash", {"command": "pytest -q", "description": "Run the full suite"})])
     s.result(t, "..................                                                       [100%]\n18 passed in 0.11s")
     [t] = s.assistant(tools=[("Bash", {"command": "git add invoicer/totals.py invoicer/parse.py && git commit -m "
@@ -311,6 +331,11 @@ def session_sidechain() -> None:
     s.result(g, "/home/dev/invoicer/invoicer/totals.py:14:    return (subtotal + tax).quantize(CENT, "
                 "rounding=ROUND_HALF_UP)\n/home/dev/invoicer/invoicer/report.py:22:    return f\"{amount:.2f}\"\n"
                 "/home/dev/invoicer/invoicer/export.py:31:        row[\"total\"] = round(float(inv.total), 2)")
+    [r] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/export.py", "offset": "25", "limit": "12"})])
+    s.result(r, "<tool_use_error>InputValidationError: Read failed due to the following issues:\nThe parameter `offset` "
+                "type is expected as `number` but provided as `string`\nThe parameter `limit` type is expected as "
+                "`number` but provided as `string`</tool_use_error>", error=True,
+             tur="InputValidationError: [{\"expected\": \"number\", \"path\": [\"offset\"]}]")
     [r] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/export.py", "offset": 25, "limit": 12})])
     s.result(r, cat_n("def to_rows(invoices):\n    out = []\n    for inv in invoices:\n        row = {\"id\": inv.id}\n"
                       "        row[\"customer\"] = inv.customer\n        row[\"total\"] = round(float(inv.total), 2)\n"
@@ -333,6 +358,11 @@ def session_sidechain() -> None:
                 "tell you how to proceed.", error=True, tur="Error: The user doesn't want to proceed with this tool use.")
     s.user([{"type": "text", "text": "[Request interrupted by user for tool use]"}], secs=0.5)
     s.user("Leave report.py alone, it only formats for display. Fix export.py only.", secs=25)
+    [e] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/export.py",
+                                       "old_string": "        row[\"total\"] = round(float(inv.total), 2)",
+                                       "new_string": "        row[\"total\"] = str(inv.total)"})])
+    s.result(e, "<tool_use_error>File has not been read yet. Read it first before writing to it.</tool_use_error>",
+             error=True, tur="Error: File has not been read yet. Read it first before writing to it.")
     [r] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/export.py"})])
     s.result(r, cat_n("import csv\n\nfrom invoicer.totals import CENT\n\n\ndef to_rows(invoices):\n    ..."))
     [e] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/export.py",
@@ -365,6 +395,9 @@ def session_agent_file() -> None:
     a = CC(sid, "/home/dev/invoicer", "2.0.31", start + timedelta(seconds=12), agent_id=agent,
            model="claude-haiku-4-5-20251001")
     a.user(prompt, secs=0)
+    [g] = a.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/test/test_parse.py"})])
+    a.result(g, "<tool_use_error>File does not exist. Current working directory: /home/dev/invoicer</tool_use_error>",
+             error=True, tur="Error: File does not exist.")
     [g] = a.assistant(tools=[("Glob", {"pattern": "tests/test_parse*.py"})])
     a.result(g, "/home/dev/invoicer/tests/test_parse.py")
     [r] = a.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/tests/test_parse.py"})])
@@ -372,6 +405,10 @@ def session_agent_file() -> None:
                       "    assert parse_csv(\"id,total\\n1,9.50\\n\") == [{\"id\": \"1\", \"total\": \"9.50\"}]\n\n\n"
                       "def test_trailing_blank_line():\n    assert len(parse_csv(\"id\\n1\\n\\n\")) == 1\n\n\n"
                       "def test_empty():\n    assert parse_csv(\"\") == []"))
+    [q] = a.assistant(tools=[("Grep", {"pattern": "quote|BOM", "path": "/home/dev/invoicer/tests", "-i": "yes"})])
+    a.result(q, "<tool_use_error>InputValidationError: Grep failed due to the following issue:\nThe parameter `-i` "
+                "type is expected as `boolean` but provided as `string`</tool_use_error>", error=True,
+             tur="InputValidationError: [{\"expected\": \"boolean\", \"path\": [\"-i\"]}]")
     [q] = a.assistant(tools=[("Grep", {"pattern": "quote|BOM|\\\\ufeff", "path": "/home/dev/invoicer/tests"})])
     a.result(q, "No matches found")
     a.assistant(text=summary)
@@ -393,6 +430,9 @@ def session_agent_file() -> None:
                                                    "    rows = parse_csv('id,customer\\n1,\"Acme, Inc.\\n')\n"
                                                    "    assert rows[0][\"customer\"] == \"Acme, Inc.\"\n"})])
     s.result(w, "File created successfully at: /home/dev/invoicer/tests/test_parse_quotes.py")
+    [b] = s.assistant(tools=[("Bash", {"command": "pytest -q tests/test_parse_quote.py", "description": "Run new test"})])
+    s.result(b, "Exit code 4\nERROR: file or directory not found: tests/test_parse_quote.py\n\nno tests ran in 0.01s",
+             error=True, tur="Error: Exit code 4\nERROR: file or directory not found: tests/test_parse_quote.py")
     [b] = s.assistant(tools=[("Bash", {"command": "pytest -q tests/test_parse_quotes.py", "description": "Run new test"})])
     s.result(b, "Exit code 2\n\n==================================== ERRORS ====================================\n"
                 "________________ ERROR collecting tests/test_parse_quotes.py _________________\n"
@@ -403,7 +443,13 @@ def session_agent_file() -> None:
                 "=========================== short test summary info ============================\n"
                 "ERROR tests/test_parse_quotes.py\n!!!!!!!!!!!!!!!!!!!! Interrupted: 1 error during collection "
                 "!!!!!!!!!!!!!!!!!!!!\n1 error in 0.05s", error=True, tur="Error: Exit code 2")
-    [e] = s.assistant(text="The closing quote of the CSV field got lost. Fixing the literal.",
+    [e] = s.assistant(text="The closing quote of the CSV field got lost.",
+                      tools=[("Edit", {"file_path": "/home/dev/invoicer/tests/test_parse_quotes.py",
+                                       "old_string": "parse_csv(\"id,customer\\n1,\\\"Acme, Inc.\\n\")",
+                                       "new_string": "parse_csv(\"id,customer\\n1,\\\"Acme, Inc.\\\"\\n\")"})])
+    s.result(e, "<tool_use_error>String to replace not found in file.\nString: parse_csv(\"id,customer\\n1,"
+                "\\\"Acme, Inc.\\n\")</tool_use_error>", error=True, tur="Error: String to replace not found in file.")
+    [e] = s.assistant(text="The file uses single quotes. Fixing the literal.",
                       tools=[("Edit", {"file_path": "/home/dev/invoicer/tests/test_parse_quotes.py",
                                        "old_string": "'id,customer\\n1,\"Acme, Inc.\\n'",
                                        "new_string": "'id,customer\\n1,\"Acme, Inc.\"\\n'"})])
@@ -483,6 +529,7 @@ def codex_rollout() -> None:
     reason("**Locating the JSON export path**")
     shell("rg -n \"format == .json.|json.dumps\" invoicer", "invoicer/cli.py:41:        print(json.dumps(rows, default=repr))\n")
     reason("**Inspecting the CLI export code**")
+    shell("cat invoicer/export_cli.py", "cat: invoicer/export_cli.py: No such file or directory\n", code=1)
     shell("sed -n 30,50p invoicer/cli.py",
           "def export(args):\n    invoices = load(args.path)\n    rows = to_rows(invoices)\n    if args.format == \"json\":\n"
           "        print(json.dumps(rows, default=repr))\n    else:\n        write_csv(rows, sys.stdout)\n")
@@ -504,6 +551,7 @@ def codex_rollout() -> None:
     patch("*** Begin Patch\n*** Update File: invoicer/cli.py\n@@\n-        print(json.dumps(rows, default=str))\n"
           "+        print(json.dumps(rows, default=float))\n*** End Patch\n",
           "Success. Updated the following files:\nM invoicer/cli.py\n")
+    shell("pytets -q", "bash: line 1: pytets: command not found\n", code=127)
     shell("pytest -q", "....................                                                     [100%]\n20 passed in 0.19s\n",
           secs=1.2)
     msg("assistant", "Fixed `invoicer/cli.py`: JSON export now serializes Decimal values as numbers "
@@ -553,6 +601,9 @@ def openai_file() -> None:
           "tool_calls": [_call("call_b1", "lookup_invoice", {"invoice_id": "INV-1042"})]},
          {"role": "tool", "tool_call_id": "call_b1", "content": inv42},
          {"role": "assistant", "content": None,
+          "tool_calls": [_call("call_b0", "refund_invoice", {"amount": "40.00"})]},
+         {"role": "tool", "tool_call_id": "call_b0", "content": "Error: missing required parameter 'invoice_id'"},
+         {"role": "assistant", "content": None,
           "tool_calls": [_call("call_b2", "refund_invoice", {"invoice_id": "INV-1042", "amount": "40.00"})]},
          {"role": "tool", "tool_call_id": "call_b2", "content": json.dumps({"refund_id": "RF-311", "amount": "40.00"})},
          {"role": "assistant", "content": "Refunded 40.00 on INV-1042 (refund RF-311)."}],
@@ -571,6 +622,9 @@ def openai_file() -> None:
                                           "a supervisor has to approve it."}],
         [{"role": "system", "content": SUPPORT_SYSTEM},
          {"role": "user", "content": "Email Acme that their refund went through."},
+         {"role": "assistant", "content": None, "tool_calls": [
+             _call("call_e0", "lookup_customer", {"name": "Acme, Inc."})]},
+         {"role": "tool", "tool_call_id": "call_e0", "content": "Error: unknown tool lookup_customer"},
          {"role": "assistant", "content": None, "tool_calls": [
              _call("call_e1", "send_email", {"to": "billing@acme.example", "subject": "Refund RF-311 processed",
                                              "body": "Hello, we refunded 40.00 on invoice INV-1042. Regards, Invoicer"})]},
@@ -601,6 +655,8 @@ def sharegpt_file() -> None:
                                      "10.86499999...), and round() also rounds half-to-even. Use Decimal for money."}]},
         {"system": "You are a helpful assistant for the Invoicer CLI.", "tools": tools, "conversations": [
             {"from": "human", "value": "Is INV-1042 paid?"},
+            {"from": "function_call", "value": json.dumps({"name": "lookup_invoice", "arguments": {"id": "INV-1042"}})},
+            {"from": "observation", "value": "Error: unexpected argument 'id' (required parameter: invoice_id)"},
             {"from": "function_call", "value": json.dumps({"name": "lookup_invoice", "arguments": {"invoice_id": "INV-1042"}})},
             {"from": "observation", "value": json.dumps({"id": "INV-1042", "status": "paid", "total": "240.00"})},
             {"from": "gpt", "value": "Yes, INV-1042 is paid (240.00)."}]},
@@ -666,6 +722,10 @@ def openhands_output() -> None:
                {"command": "python -m pytest -q tests/test_totals.py", "is_input": False,
                 "thought": "Let me run the failing test first."}, 2210, 41),
         obs(3, 5, "run", 2, failing, exit_code=1),
+        action(31, 5, "run", "execute_bash", "toolu_oh_01b", "chatcmpl-oh-1b",
+               {"command": "cat /workspace/invoicer/total.py", "is_input": False,
+                "thought": "Let me look at the totals module."}, 2300, 30),
+        obs(32, 6, "run", 31, "cat: /workspace/invoicer/total.py: No such file or directory", exit_code=1),
         action(4, 7, "read", "str_replace_editor", "toolu_oh_02", "chatcmpl-oh-2",
                {"path": "/workspace/invoicer/totals.py", "command": "view",
                 "thought": "The total rounds half to even. Let me look at the code."}, 2480, 38),

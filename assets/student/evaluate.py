@@ -1,0 +1,282 @@
+"""Student evaluation on held-out sessions, base vs trained in one pass (no Dagster).
+
+The trained model is a peft model; the base model is the same object with its adapter
+disabled (``model.disable_adapter()``), so both are measured on exactly the same rows,
+tokenization and device in the same run.
+
+Metrics
+-------
+``ll``             mean per-token log-likelihood of the chosen answers (held-out SFT answers
+                   and the chosen side of held-out pairs), pooled over tokens.
+``pair_acc``       share of held-out pairs where the model's mean per-token log-likelihood of
+                   the chosen answer exceeds the rejected one's (same rule for base and trained).
+``reward_acc``     share of pairs whose DPO implicit reward margin
+                   β·[(log π − log π_ref)(chosen) − (log π − log π_ref)(rejected)] is > 0, with
+                   the base model as π_ref (0.5 by definition for the base model itself).
+``tool_valid``     share of held-out prompts that offer tools and whose reference answer calls
+                   one, where the greedy answer holds a tool call naming an offered tool with
+                   JSON-object arguments.
+``rag_pass``       share of the rag batch tasks whose answer passes the rag gate, the student
+                   being the local model (no escalation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from assets.student.data import tool_names
+
+
+# ------------------------------------------------------------------ scoring
+def _encode(tok, prompt: list[dict], completion: list[dict]) -> tuple[list[int], int]:
+    """(ids of prompt + completion, number of prompt ids)."""
+    p = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+    full = tok.apply_chat_template(prompt + completion, tokenize=True, return_dict=True)["input_ids"]
+    p, full = list(p), list(full)
+    if full[: len(p)] != p:  # template re-renders the prompt differently: append the answer's own ids
+        text = "".join(m.get("content") or "" for m in completion)
+        full = p + tok(text, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if tok.eos_token_id is not None else [])
+    return full, len(p)
+
+
+def score(model, tok, prompts: Sequence[list[dict]], completions: Sequence[list[dict]],
+          batch_size: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """(sum of completion-token log-probs, completion token count) per row."""
+    import torch
+
+    enc = [_encode(tok, p, c) for p, c in zip(prompts, completions)]
+    order = sorted(range(len(enc)), key=lambda i: len(enc[i][0]))
+    sums, counts = np.zeros(len(enc)), np.zeros(len(enc), dtype=np.int64)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    device = next(model.parameters()).device
+    for b in range(0, len(order), batch_size):
+        idx = order[b: b + batch_size]
+        L = max(len(enc[i][0]) for i in idx)
+        ids = torch.full((len(idx), L), pad, dtype=torch.long)
+        mask = torch.zeros((len(idx), L), dtype=torch.long)
+        for j, i in enumerate(idx):
+            seq = enc[i][0]
+            ids[j, : len(seq)] = torch.tensor(seq)
+            mask[j, : len(seq)] = 1
+        with torch.inference_mode():
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:].to(device)[..., None])[..., 0]
+        for j, i in enumerate(idx):
+            seq, n_p = enc[i]
+            lp = logp[j, n_p - 1: len(seq) - 1]
+            sums[i], counts[i] = float(lp.sum()), int(lp.numel())
+    return sums, counts
+
+
+@contextlib.contextmanager
+def adapter(model, enabled: bool):
+    """The peft model as trained (enabled) or as its base (disabled)."""
+    if enabled or not hasattr(model, "disable_adapter"):
+        yield model
+    else:
+        with model.disable_adapter():
+            yield model
+
+
+# ------------------------------------------------------------------ generation
+@dataclass
+class StudentChat:
+    """The student as the rag runtime's local model (``model_id`` + ``chat`` → ``CallOutcome``,
+    the interface of ``resources.model_client``), adapter on (trained) or off (base)."""
+
+    model: Any
+    tokenizer: Any
+    trained: bool = True
+    max_new_tokens: int = 48
+    max_input_tokens: int = 256
+    repetition_penalty: float = 1.1
+    model_id: str = "student"
+
+    def chat(self, messages: Sequence[dict], tools: Any = None, max_tokens: int | None = None):
+        from resources.model_client import CallOutcome
+
+        t0 = time.perf_counter()
+        try:
+            text, n_in, n_out, finish = generate(self.model, self.tokenizer, list(messages), self.trained,
+                                                 max_tokens or self.max_new_tokens, self.max_input_tokens,
+                                                 self.repetition_penalty)
+        except Exception as exc:  # noqa: BLE001 - a failing model is a failed, logged run
+            return CallOutcome(status="error", attempts=1, error_kind="local_model",
+                               error=f"{type(exc).__name__}: {str(exc)[:300]}")
+        return CallOutcome(status="ok", message={"role": "assistant", "content": text}, text=text,
+                           finish_reason=finish, input_tokens=n_in, output_tokens=n_out,
+                           latency_ms=(time.perf_counter() - t0) * 1000, attempts=1)
+
+
+def generate(model, tok, messages: list[dict], trained: bool, max_new_tokens: int = 48,
+             max_input_tokens: int = 256, repetition_penalty: float = 1.1) -> tuple[str, int, int, str]:
+    """Greedy answer: (text, input tokens, output tokens, finish reason)."""
+    import torch
+
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                  return_dict=True)["input_ids"]
+    if ids.shape[1] > max_input_tokens:
+        ids = ids[:, -max_input_tokens:]
+    device = next(model.parameters()).device
+    with adapter(model, trained), torch.inference_mode():
+        out = model.generate(input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device),
+                             max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
+                             top_k=None, repetition_penalty=repetition_penalty, pad_token_id=tok.pad_token_id)
+    new = out[0, ids.shape[1]:]
+    text = tok.decode(new, skip_special_tokens=True).strip()
+    return text, int(ids.shape[1]), int(len(new)), "length" if len(new) >= max_new_tokens else "stop"
+
+
+def tool_call_valid(text: str, offered: set[str]) -> tuple[bool, str]:
+    """(valid, reason): the answer holds a tool call (any format ``resources.tool_text``
+    reads) naming an offered tool, with arguments that parse as a JSON object."""
+    from resources.tool_text import parse_text_tool_calls
+
+    _prose, calls, _fmt = parse_text_tool_calls(text, offered)
+    if not calls:
+        return False, "no_tool_call"
+    for c in calls:
+        fn = c["function"]
+        if fn["name"] not in offered:
+            return False, "unknown_tool"
+        try:
+            args = json.loads(fn["arguments"])
+        except ValueError:
+            return False, "arguments_not_json"
+        if not isinstance(args, dict):
+            return False, "arguments_not_object"
+    return True, "ok"
+
+
+# ------------------------------------------------------------------ the evaluation
+@dataclass
+class EvalSettings:
+    batch_size: int = 4
+    max_answers: int = 16  # CPU budget: first N held-out rows (stable order by id)
+    max_pairs: int = 12
+    max_tool_prompts: int = 3
+    tool_max_new_tokens: int = 32
+    max_rag_tasks: int = 3
+    rag_max_new_tokens: int = 40
+    rag_max_input_tokens: int = 256
+    beta: float = 0.1
+
+
+def _cap(rows: Sequence[Mapping], n: int | None) -> list:
+    """The first ``n`` rows in a stable order (real pairs before mined ones, then by id)."""
+    rows = sorted(rows, key=lambda r: (str(r.get("pair_source", "")).startswith("mined"), str(r.get("id"))))
+    return rows if n is None or n <= 0 else rows[:n]
+
+
+def _mean_ll(sums, counts) -> float | None:
+    n = int(np.sum(counts))
+    return float(np.sum(sums) / n) if n else None
+
+
+def evaluate(model, tok, answers: Sequence[Mapping], pairs: Sequence[Mapping],
+             tool_rows: Sequence[Mapping] = (), rag: Callable[[Any], list[dict]] | None = None,
+             s: EvalSettings = EvalSettings(), progress: Callable[[str], None] = print) -> dict:
+    """Base (adapter disabled) and trained (enabled) on the same rows. ``answers``: rows with
+    ``prompt`` + ``completion``; ``pairs``: ``prompt`` + ``chosen`` + ``rejected``;
+    ``tool_rows``: answers whose reference calls a tool (``tools`` offered); ``rag``: called
+    with a chat model, returns the rag gate outcomes ({"task", "passed", ...}) of the batch."""
+    t0 = time.perf_counter()
+    answers, pairs = _cap(answers, s.max_answers), _cap(pairs, s.max_pairs)
+    out: dict[str, Any] = {"n_answers": len(answers), "n_pairs": len(pairs)}
+    per = {}
+    for name, on in (("base", False), ("trained", True)):
+        with adapter(model, on):
+            a_s, a_n = score(model, tok, [r["prompt"] for r in answers], [r["completion"] for r in answers], s.batch_size)
+            c_s, c_n = score(model, tok, [r["prompt"] for r in pairs], [r["chosen"] for r in pairs], s.batch_size)
+            r_s, r_n = score(model, tok, [r["prompt"] for r in pairs], [r["rejected"] for r in pairs], s.batch_size)
+        per[name] = (a_s, a_n, c_s, c_n, r_s, r_n)
+        out[f"ll_{name}"] = _mean_ll(np.concatenate([a_s, c_s]), np.concatenate([a_n, c_n]))
+        if len(pairs):
+            pref = c_s / np.maximum(c_n, 1) > r_s / np.maximum(r_n, 1)
+            out[f"pair_acc_{name}"] = float(pref.mean())
+            out[f"pair_prefs_{name}"] = pref.astype(int).tolist()
+        progress(f"student eval {name}: ll={out[f'll_{name}']}, pair_acc={out.get(f'pair_acc_{name}')}")
+    out["ll_gain"] = (out["ll_trained"] - out["ll_base"]) if out["ll_base"] is not None else None
+    if len(pairs):
+        _, _, cb, _, rb, _ = per["base"]
+        _, _, ct, _, rt, _ = per["trained"]
+        margin = s.beta * ((ct - cb) - (rt - rb))
+        out["reward_acc"] = float((margin > 0).mean())
+        out["reward_margin"] = float(margin.mean())
+        out["pair_sources"] = sorted({r.get("pair_source", "normalized_pairs") for r in pairs})
+    out["score_seconds"] = round(time.perf_counter() - t0, 1)
+
+    t1 = time.perf_counter()
+    tools = list(tool_rows)[: s.max_tool_prompts]
+    out["n_tool_prompts"] = len(tools)
+    if tools:
+        for name, on in (("base", False), ("trained", True)):
+            reasons = []
+            for r in tools:
+                text, *_ = generate(model, tok, r["prompt"], on, s.tool_max_new_tokens, s.rag_max_input_tokens)
+                reasons.append(tool_call_valid(text, tool_names(r.get("tools")))[1])
+            out[f"tool_valid_{name}"] = sum(x == "ok" for x in reasons) / len(reasons)
+            out[f"tool_reasons_{name}"] = reasons
+    out["tool_seconds"] = round(time.perf_counter() - t1, 1)
+
+    t1 = time.perf_counter()
+    if rag is not None and s.max_rag_tasks:
+        for name, on in (("base", False), ("trained", True)):
+            chat = StudentChat(model, tok, trained=on, max_new_tokens=s.rag_max_new_tokens,
+                               max_input_tokens=s.rag_max_input_tokens, model_id=f"student-{name}")
+            res = rag(chat)
+            out["n_rag_tasks"] = len(res)
+            out[f"rag_pass_{name}"] = (sum(bool(x["passed"]) for x in res) / len(res)) if res else None
+            out[f"rag_{name}"] = res
+            progress(f"student eval {name}: rag pass {out[f'rag_pass_{name}']}")
+    out["rag_seconds"] = round(time.perf_counter() - t1, 1)
+    out["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+class MemoryRunLog:
+    """Where the rag runtime logs the student's evaluation runs: kept with the evaluation row
+    (student_evals.details), not in rag_runs, whose report describes production runs."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def append(self, rows):
+        self.rows.extend(rows)
+        return True, None
+
+
+def rag_gate_runner(lake, tasks: Sequence[Mapping], config=None) -> Callable[[Any], list[dict]]:
+    """A ``rag`` callable for :func:`evaluate`: the rag runtime (retrieval from the lake's
+    playbooks, bundle, the gate) with the given chat model as the local model."""
+    from assets.rag.config import load_rag_config
+    from assets.rag.runtime import RagRuntime, load_playbook_index
+
+    cfg = config or load_rag_config(None, retrieval_mode="lexical", allow_escalation=False)
+    index = None
+    if lake is not None:
+        try:
+            index = load_playbook_index(lake, cfg.lexical_metric)
+        except Exception:  # noqa: BLE001 - no playbooks yet: the tasks run without retrieval hits
+            index = None
+
+    def run(chat) -> list[dict]:
+        from assets.rag.retrieval import PlaybookIndex
+
+        rt = RagRuntime(cfg, lake=None, index=index or PlaybookIndex.build([]), local=chat,
+                        escalation=None, run_log=MemoryRunLog())
+        rt.escalation = None
+        res = []
+        for t in tasks:
+            o = rt.run(t["task"], local_only=True, source="student_eval", checks=t.get("checks") or ())
+            res.append({"task": t.get("id") or t["task"][:40], "passed": bool(o.gate_passed),
+                        "failed_rules": list(o.failed_rules), "response": (o.response or "")[:200]})
+        return res
+
+    return run
