@@ -100,7 +100,7 @@ def build_audit_checks(specs: list[TableSpec], asset_keys: set[dg.AssetKey]) -> 
                 description="An independent detector (gitleaks' rules, not the scrubber's) finds no secret "
                             "in any text column: counts by rule, never the text.",
             )
-            def _check(context: dg.AssetCheckExecutionContext, lake: DeltaLake) -> dg.AssetCheckResult:
+            def _check(context, lake: DeltaLake) -> dg.AssetCheckResult:
                 # in an ingest run: the sessions the run wrote (a tick costs what changed)
                 scope = None
                 if spec.partition_by == ("day",):
