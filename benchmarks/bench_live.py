@@ -9,7 +9,7 @@ lake, all in a work directory:
 * generates N Claude Code session files from the real transcripts in ../shared/realdata
   (each a real file with fresh session / message ids and its timestamps moved to one of the
   last three days; ~65 KB each), in 50 project folders;
-* starts a loopback teacher (tests/teachers/fake_openai.py, 50 ms per answer) and a teacher
+* starts a loopback teacher (testsupport/fake_openai.py, 50 ms per answer) and a teacher
   pool of one OpenAI-compatible teacher with 16 requests in flight, 11 steps per session;
 * (c) the bare floor, in this process: the pure ingest functions over the same files
   (file -> raw rows -> turns -> steps) plus the teacher calls of those steps at the
@@ -129,7 +129,7 @@ teachers:
 
 
 def start_teacher(latency: float) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "teachers" / "fake_openai.py"),
+    proc = subprocess.Popen([sys.executable, str(ROOT / "testsupport" / "fake_openai.py"),
                              "--latency", str(latency)], stdout=subprocess.PIPE, text=True,
                             start_new_session=True)
     line = proc.stdout.readline()

@@ -2,8 +2,8 @@
 
 Every asset writes through :class:`DeltaLake`. Partitioned tables are written with an
 explicit predicate over *all* of the run's partition keys, never through
-dagster-deltalake's IO manager (it silently overwrites the whole table on a multi-key
-run, see DESIGN.md). Each table has exactly one schema definition: a :class:`TableSpec`
+dagster-deltalake's IO manager (it overwrites the whole table on a run over several
+partition keys). Each table has exactly one schema definition: a :class:`TableSpec`
 declared next to the asset that owns it.
 """
 
@@ -13,6 +13,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import dagster as dg
@@ -245,6 +246,19 @@ class DeltaLake(dg.ConfigurableResource):
         return WriteResult(uri=self.uri(spec), version=dt.version(), mode=mode,
                            rows_written=rows_written, table_rows=count_rows(dt))
 
+    def table_paths(self) -> list[str]:
+        """``<layer>/<table>`` of every Delta table under a local root (object stores: [])."""
+        root = self.root.rstrip("/")
+        if "://" in root and not root.startswith("file://"):
+            return []
+        base = Path(os.path.abspath(root.removeprefix("file://")))
+        return sorted(p.parent.relative_to(base).as_posix() for p in base.glob("*/*/_delta_log"))
+
+    def table_at(self, path: str) -> DeltaTable | None:
+        """The Delta table at ``<layer>/<table>`` (a table created on demand, without a spec)."""
+        layer, name = path.split("/", 1)
+        return self.table(TableSpec(layer=layer, name=name, schema=pa.schema([])))
+
     def exists(self, spec: TableSpec) -> bool:
         return self.table(spec) is not None
 
@@ -393,12 +407,6 @@ class DeltaLake(dg.ConfigurableResource):
         dt = self._retrying(spec, op)
         return self._result(spec, dt, "replace_sessions", table.num_rows, partitions=list(scope.days),
                             sessions=len(scope.keys))
-
-    def delete_partitions(self, spec: TableSpec, partition_keys: Sequence[str]) -> WriteResult:
-        col = spec.partition_by[0]
-        pred = in_predicate(col, partition_keys)
-        dt = self._retrying(spec, lambda dt: dt.delete(pred, writer_properties=spec.writer_properties()))
-        return self._result(spec, dt, "delete", 0, partitions=sorted(set(partition_keys)))
 
     def merge(self, spec: TableSpec, data: Any, keys: Sequence[str] | None = None,
               update_columns: Sequence[str] | None = None) -> WriteResult:
@@ -563,11 +571,6 @@ class DeltaLake(dg.ConfigurableResource):
         # pyarrow's native local filesystem reads ~1.5-2x faster than the object-store adapter
         fs = pafs.SubTreeFileSystem(self.uri(spec), pafs.LocalFileSystem())
         return dt.to_pyarrow_dataset(filesystem=fs)
-
-    def read_polars(self, spec: TableSpec, **kw):
-        import polars as pl
-
-        return pl.from_arrow(self.read(spec, **kw))
 
     def version(self, spec: TableSpec) -> int | None:
         dt = self.table(spec)

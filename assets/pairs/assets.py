@@ -31,6 +31,7 @@ from assets.partitions import SESSION_BACKFILL, SESSIONS, check_scope, run_sessi
 from assets.teachers.tables import TEACHER_RESPONSES
 from assets.traces.tables import AGENT_STEPS, TRACE_TURNS
 from assets.pairs.imported import REJECTED_TURN_COLUMNS, imported_pairs
+from resources.changes import refresh_state_event
 from resources.lake import DeltaLake
 from assets.pairs.normalizer import Normalizer
 from assets.pairs.refresh import refresh_normalized_pairs
@@ -228,6 +229,7 @@ def normalized_pairs(context: dg.AssetExecutionContext, config: NormalizeConfig,
     yield dg.MaterializeResult(asset_key=PAIR_REJECTIONS.asset_key, metadata=dropped.metadata() | common | {
         "preview": pair_preview(rep.rejected_preview, n=3, why=lambda r: f"{r['op']}: {r['reason']}"),
     })
+    context.log_event(refresh_state_event(lake, NORMALIZED_PAIRS.path))
 
 
 # ------------------------------------------------------------------ asset checks

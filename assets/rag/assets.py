@@ -9,12 +9,12 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assets.metadata import md_counts
+from assets.metadata import md_counts, md_preview
 from assets.examples.tables import SFT_EXAMPLES
 from assets.pairs.tables import NORMALIZED_PAIRS
 from assets.rag.config import ESCALATION_HELP, RagConfig, load_rag_config
 from resources.embeddings import embed_texts
-from assets.rag.playbooks import DeriveStats, derive_playbooks, reuse_embeddings
+from assets.rag.refresh import refresh_playbooks
 from assets.rag.report import _day, markdown, report_rows, with_totals
 from assets.rag.retrieval import playbook_text
 from assets.rag.runlog import RunLog, migrate_rag_runs, report_view
@@ -78,6 +78,10 @@ rag_runs = dg.AssetSpec(
 )
 
 
+class RagPlaybooksConfig(dg.Config):
+    full_refresh: bool = False  # re-derive every session and run, not only what changed
+
+
 @dg.asset(
     key=RAG_PLAYBOOKS.asset_key,
     group_name=GROUP,
@@ -86,43 +90,53 @@ rag_runs = dg.AssetSpec(
     kinds={"delta", "gold"},
     description=RAG_PLAYBOOKS.description,
 )
-def rag_playbooks(context: dg.AssetExecutionContext, lake: DeltaLake, rag_embeddings: EmbeddingsResource):
+def rag_playbooks(context: dg.AssetExecutionContext, config: RagPlaybooksConfig, lake: DeltaLake,
+                  rag_embeddings: EmbeddingsResource):
     t0 = time.perf_counter()
-    turns = lake.read(TRACE_TURNS, columns=TURN_COLUMNS).to_pylist()
-    steps = lake.read(AGENT_STEPS, columns=["session_key", "step_id", "step_index"]).to_pylist()
-    pairs = lake.read(NORMALIZED_PAIRS).to_pylist()
-    sft = lake.read(SFT_EXAMPLES, columns=["session_key", "step_id", "messages"]).to_pylist()
     migrate_rag_runs(lake)
-    runs = report_view(lake.read(RAG_RUNS, columns=RUN_COLUMNS).to_pylist())
-    read_s = time.perf_counter() - t0
-    now = datetime.now(timezone.utc)
-    stats = DeriveStats()
-    records = derive_playbooks(turns=turns, steps=steps, pairs=pairs, sft=sft, runs=runs, now=now, stats=stats)
-    previous = lake.read(RAG_PLAYBOOKS, columns=["content_hash", "embedding", "embedding_model"]).to_pylist()
-    todo = reuse_embeddings(records, previous, EMBEDDING_MODEL)
-    t1 = time.perf_counter()
-    if todo:
+    embed_s = 0.0
+
+    def embed(records, todo):
+        nonlocal embed_s
+        t = time.perf_counter()
         vecs = embed_texts([playbook_text(records[i])[:2000] for i in todo],
                            batch_size=rag_embeddings.batch_size, device=rag_embeddings.device)
         for i, v in zip(todo, vecs):
             records[i]["embedding"] = v.tolist()
             records[i]["embedding_model"] = EMBEDDING_MODEL
-    embed_s = time.perf_counter() - t1
-    result = lake.overwrite(RAG_PLAYBOOKS, records)
-    labels = {lab: sum(1 for r in records if r["label"] == lab) for lab in LABELS}
+        embed_s += time.perf_counter() - t
+
+    rep = refresh_playbooks(lake, turn_columns=TURN_COLUMNS, run_columns=RUN_COLUMNS, embed=embed,
+                            model=EMBEDDING_MODEL, now=datetime.now(timezone.utc), full=config.full_refresh)
+    t = lake.read(RAG_PLAYBOOKS, columns=["label", "mined"])
+    labels = {lab: int(pc.sum(pc.equal(t.column("label"), lab)).as_py() or 0) for lab in LABELS}
+    stats = rep.stats
+    dt = lake.table(RAG_PLAYBOOKS)
     return dg.MaterializeResult(metadata={
-        **result.metadata(),
-        "sessions": stats.sessions,
-        "playbooks": len(records),
-        "mined": sum(1 for r in records if r["mined"]),
+        "table_uri": dg.MetadataValue.path(lake.uri(RAG_PLAYBOOKS)),
+        "delta_version": dg.MetadataValue.int(dt.version()),
+        "table_rows": dg.MetadataValue.int(t.num_rows),
+        "dagster/row_count": dg.MetadataValue.int(t.num_rows),
+        "refresh_mode": rep.mode,
+        "input_modes": dg.MetadataValue.json(rep.modes),
+        "sessions": rep.sessions,
+        "sessions_refreshed": rep.sessions,
+        "runs_mined_from": rep.runs,
+        "playbooks_written": rep.records,
+        "playbooks": t.num_rows,
+        "mined": int(pc.sum(t.column("mined")).as_py() or 0) if t.num_rows else 0,
         "accepted": labels["accepted"],
         "partially_accepted": labels["partially_accepted"],
         "rejected": labels["rejected"],
         "by_source_and_label": md_counts("source/label", dict(stats.playbooks)),
         "dropped_by_reason": md_counts("reason", dict(stats.dropped)),
-        "embedded_new": len(todo),
-        "embeddings_reused": len(records) - len(todo),
-        "read_s": round(read_s, 2),
+        "embedded_new": rep.embedded,
+        "embeddings_reused": rep.reused,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "preview": md_preview(lake.read(RAG_PLAYBOOKS, columns=["title", "source_kind", "label", "content"])
+                              .slice(0, 3).to_pylist(),
+                              {"title": lambda r: r["title"], "source": lambda r: r["source_kind"],
+                               "label": lambda r: r["label"], "content": lambda r: r["content"]}),
         "embed_s": round(embed_s, 2),
     })
 

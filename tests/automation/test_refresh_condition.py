@@ -112,7 +112,7 @@ def test_code_location_loads_as_dagster_dev_loads_it(tmp_path):
     import sys
     from pathlib import Path
 
-    from tests.e2e.support import ROOT, base_env
+    from testsupport.e2e import ROOT, base_env
 
     exe = str(Path(sys.executable).with_name("dagster"))
     proc = subprocess.run([exe, "definitions", "validate", "-m", "dagster_project.definitions"], cwd=ROOT,

@@ -45,6 +45,7 @@ def test_materialize_corpus_and_sample(tmp_path):
     assert c["dropped_by_reason"].value == {"kto_undesirable": 1}
     s = md["replay_sample"]
     assert s["dagster/row_count"].value == 5 and sum(s["composition"].value.values()) == 5
+    assert s["preview"].value.startswith("| id | type |") and c["preview"].value.startswith("| type |")
     sample = lake.read(REPLAY_SAMPLE)
     assert all(i.startswith("replay:") for i in sample.column("id").to_pylist())
 

@@ -10,7 +10,7 @@ import shutil
 import dagster as dg
 import pytest
 
-from tests.e2e.support import ROOT
+from testsupport.e2e import ROOT
 
 DEPLOY = ROOT / "deploy"
 

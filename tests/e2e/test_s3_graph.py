@@ -14,9 +14,9 @@ from __future__ import annotations
 import pytest
 
 from resources.lake import DeltaLake, TableSpec
-from tests.e2e.support import base_env, copy_samples, fake_teacher_pool, physical_lines, run_ingest
+from testsupport.e2e import base_env, copy_samples, fake_teacher_pool, physical_lines, run_ingest
 from tests.s3 import moto_server
-from tests.teachers.fake_openai import FakeOpenAI
+from testsupport.fake_openai import FakeOpenAI
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 

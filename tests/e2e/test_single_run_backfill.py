@@ -5,7 +5,7 @@ Runs the real ``ingest_sessions`` job of definitions.py (every day-partitioned a
 lead wired into it) with ``execute_in_process`` and the
 ``dagster/asset_partition_range_start/end`` tags over the daily partitions, without a file
 list — what a backfill from the UI launches. The naive Delta IO manager would overwrite the
-whole table on such a run (DESIGN.md); here each table keeps the rows of the other days byte
+whole table on such a run (dagster-deltalake); here each table keeps the rows of the other days byte
 for byte, and the run re-reads the files the registry (bronze/session_files) holds for its days.
 """
 
@@ -19,8 +19,8 @@ from assets.traces.tables import SESSION_FILES
 from dagster_project.cli import ingest_all
 from resources.lake import DeltaLake
 from resources.sessions import SessionSource
-from tests.e2e.support import copy_samples, fake_teacher_pool
-from tests.teachers.fake_openai import FakeOpenAI
+from testsupport.e2e import copy_samples, fake_teacher_pool
+from testsupport.fake_openai import FakeOpenAI
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,7 @@ AZURE_*, TRACELAKE_TEACHERS_FILE, DAGSTER_HOME), as ONE run over the days of the
 (``dagster_project.cli.ingest_all``). It is ``tracelake materialize`` without the unpartitioned datasets job; the
 e2e tests and the fault suite run it as a subprocess (so it can be killed with -9).
 
-    python tests/e2e/ingest_all.py [--keys k1,k2] [--job ingest_sessions] [--datasets]
+    python testsupport/ingest_all.py [--keys k1,k2] [--job ingest_sessions] [--datasets]
 
 Prints one JSON line ``RESULT {...}`` (run id, success, files, keys, days, seconds).
 """
