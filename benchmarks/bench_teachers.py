@@ -1,6 +1,6 @@
 """Teacher asking throughput against a local OpenAI-compatible server.
 
-Starts tests/teachers/fake_openai.py in its own process with 200 ms latency, asks
+Starts testsupport/fake_openai.py in its own process with 200 ms latency, asks
 2,000 distinct steps through one teacher with 32 requests in flight, writing every answer
 to the Delta response cache as it goes, and prints calls/s against the bound
 32 / 0.2 s = 160 calls/s (goal >= 0.9x). Two baselines in the same run: bare httpx posts at
@@ -36,7 +36,7 @@ from assets.teachers.pool import PoolSpec, TeacherSet  # noqa: E402
 class Server:
     def __init__(self, latency: float) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "teachers" / "fake_openai.py"), "--latency", str(latency)],
+            [sys.executable, str(ROOT / "testsupport" / "fake_openai.py"), "--latency", str(latency)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
         line = self.proc.stdout.readline()

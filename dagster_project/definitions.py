@@ -29,6 +29,7 @@ from assets.traces import assets as traces_assets
 from dagster_project.automation import automation_sensor, refresh_condition
 from dagster_project.maintenance import build_maintenance
 from resources import settings
+from resources.changes import REFRESH_STATE
 from resources.lake import DeltaLake, TableSpec
 from resources.sessions import SessionSource
 from sensors.sessions import build_session_sensor
@@ -40,7 +41,11 @@ FAMILIES = tuple(m.defs for m in (traces_assets, teachers_assets, pairs_assets, 
 TABLES: tuple[TableSpec, ...] = (
     *traces_tables.TABLES, *teachers_tables.TABLES, *pairs_tables.TABLES, *examples_tables.TABLES,
     *corpus_tables.TABLES, *capture_tables.TABLES, *rag_tables.TABLES, *student_tables.TABLES,
+    REFRESH_STATE,
 )
+# What the incrementally refreshed datasets consumed: written by several steps (each reports
+# a materialization of it), so an asset without a step of its own.
+refresh_state = REFRESH_STATE.asset_spec(group_name="meta")
 INGEST_JOB = "ingest_sessions"
 DATASETS_JOB = "build_datasets"
 
@@ -56,7 +61,7 @@ def _manual(a: dg.AssetsDefinition) -> bool:
 
 
 def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | None = None) -> dg.Definitions:
-    families = dg.Definitions.merge(*FAMILIES)
+    families = dg.Definitions.merge(*FAMILIES, dg.Definitions(assets=[refresh_state]))
     assets = list(families.assets or [])
     steps = [a for a in assets if isinstance(a, dg.AssetsDefinition)]
     # Everything partitioned by session runs together, per new or grown file (the sensor)
@@ -77,7 +82,11 @@ def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | N
     ingest_job = dg.define_asset_job(
         INGEST_JOB,
         selection=dg.AssetSelection.assets(*session_keys),
-        description="Per session: raw_traces → trace_turns → agent_steps → teacher_responses → pairs and training sets.",
+        description="The changed session files of a tick (or every file of a date range): session_files + "
+                    "raw_traces → trace_turns → agent_steps → teacher_responses → pairs and training sets, "
+                    "all steps in one process.",
+        # the CPU chain in one process: a step costs its work, not a process start and an import
+        executor_def=dg.in_process_executor,
     )
     datasets_job = dg.define_asset_job(
         DATASETS_JOB,

@@ -20,6 +20,7 @@ import datetime as _dt
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping, Sequence
 
+import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
@@ -57,6 +58,13 @@ def record_consumed(lake: DeltaLake, dataset: str, versions: Mapping[str, int | 
             for k, v in versions.items() if v is not None]
     if rows:
         lake.merge(REFRESH_STATE, rows)
+
+
+def refresh_state_event(lake: DeltaLake, dataset: str) -> dg.AssetMaterialization:
+    """The materialization a dataset's step reports for REFRESH_STATE after recording what
+    it consumed (several steps write the table, so it is an asset without a step of its own)."""
+    return dg.AssetMaterialization(asset_key=REFRESH_STATE.asset_key, description=f"consumed by {dataset}",
+                                   metadata=lake.state(REFRESH_STATE, mode="merge").metadata() | {"dataset": dataset})
 
 
 def enable_change_feed(lake: DeltaLake, spec: TableSpec) -> int | None:

@@ -23,7 +23,7 @@ from assets.capture import postfilter
 from assets.capture.capture import CaptureSettings, PromptIn, build_shard_table, capture_prompts, iter_chunks, sliding_window_of
 from assets.capture.shards import append_shard, ensure_shard_table, table_properties
 from assets.capture.tables import CAPTURE_REJECTIONS
-from assets.metadata import md_counts, md_table
+from assets.metadata import md_counts, md_preview, md_table
 from resources.lake import DeltaLake, TableSpec
 
 HIST_EDGES = np.linspace(0.0, 1.0, 11)
@@ -73,6 +73,7 @@ class CaptureReport:
     no_answer: int = 0
     hidden_clamped: int = 0
     clamped_sequences: int = 0
+    preview: list = field(default_factory=list)  # a few captured sequences, for the UI
     hist: np.ndarray = field(default_factory=lambda: np.zeros(len(HIST_EDGES) - 1, dtype=np.int64))
     top1_sum: float = 0.0
     load_seconds: float = 0.0
@@ -97,6 +98,9 @@ class CaptureReport:
             "postfilter_measured": md_counts("rule: what it measured (sequences)", dict(self.measured)),
             "hidden_values_clamped_fp16": self.hidden_clamped,
             "sequences_with_clamped_hidden": self.clamped_sequences,
+            "preview": md_preview(self.preview, {k: (lambda r, k=k: r[k]) for k in
+                                                 ("prompt_id", "domain", "tokens", "answer_tokens", "mean_top1",
+                                                  "filter")}),
             "truncated_sequences": self.truncated,
             "commits": self.commits,
             "bytes_written": self.bytes_added,
@@ -183,6 +187,10 @@ def _postfilter(caps, pf, action: str, spec: TableSpec, run_id: str | None, repo
         report.no_answer += st["n_answer_tokens"] == 0
         report.hidden_clamped += c.hidden_clamped
         report.clamped_sequences += c.hidden_clamped > 0
+        if len(report.preview) < 3:
+            report.preview.append({"prompt_id": c.prompt.prompt_id, "domain": c.prompt.domain, "tokens": c.n_tokens,
+                                   "answer_tokens": st["n_answer_tokens"], "mean_top1": st["mean_top1"],
+                                   "filter": ";".join(rs) or "-"})
         reason = ";".join(rs) or None
         report.reasons.update(rs)
         if reason:

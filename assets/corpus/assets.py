@@ -25,8 +25,10 @@ from assets.corpus.store import draw_sample, evict, upsert_snapshots, write_samp
 from assets.corpus.tables import EVICTION_COLUMNS, REPLAY_CORPUS, REPLAY_EVICTIONS, REPLAY_SAMPLE
 from assets.examples.tables import KTO_EXAMPLES, SFT_EXAMPLES
 from assets.pairs.tables import NORMALIZED_PAIRS
-from resources.changes import changes_since, consumed_versions, record_consumed, scan, scan_keys
+from resources.changes import changes_since, consumed_versions, record_consumed, refresh_state_event, scan, scan_keys
 from resources.lake import DeltaLake
+
+from assets.metadata import json_preview, md_preview
 
 _SAMPLE_IDS = 20
 
@@ -146,6 +148,7 @@ def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig,
     up = None
     merge_s = 0.0
     chunk = Snapshots()
+    preview: list[dict] = []  # a few snapshots of this refresh, for the UI
 
     def flush(chunk: Snapshots):
         nonlocal up, merge_s, duplicates
@@ -161,6 +164,7 @@ def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig,
         refreshed.extend(up.refreshed)
         fresh = set(up.added)
         new_types.update(r["section_type"] for r in d.rows if r["section_id"] in fresh)
+        preview.extend(r for r in d.rows[: max(0, 3 - len(preview))])
 
     for spec, columns, build in builders:
         ch = changes_since(lake, spec, state.get(spec.path), columns, full=config.full_refresh)
@@ -215,6 +219,8 @@ def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig,
         "input_versions": _json(versions),
         "input_rows_read": dg.MetadataValue.int(rows_in),
         "snapshots_seen": dg.MetadataValue.int(len(seen_ids)),
+        "preview": md_preview(preview, {"type": lambda r: r["section_type"], "source": lambda r: r["source"],
+                                        "content": lambda r: r["content"]}),
         "added": dg.MetadataValue.int(len(added)),
         "refreshed": dg.MetadataValue.int(len(refreshed)),
         "duplicates_in_inputs": dg.MetadataValue.int(snaps.duplicates),
@@ -241,6 +247,7 @@ def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig,
         "evicted_by_type": _json(plan.types),
         "logging": "on" if config.log_evictions else "off (config log_evictions)",
     })
+    context.log_event(refresh_state_event(lake, REPLAY_CORPUS.path))
 
 
 @dg.asset(
@@ -282,6 +289,11 @@ def replay_sample(context: dg.AssetExecutionContext, config: ReplaySampleConfig,
             "max": round(pc.max(ages).as_py(), 3),
         } if n else {}),
         "timings_s": _json({k: round(v, 4) for k, v in sample.timings.items()}),
+        "preview": md_preview(t.slice(0, 3).to_pylist(), {
+            "id": lambda r: r["id"], "type": lambda r: r["section_type"],
+            "conversation": lambda r: json_preview(r["messages"] or r["prompt"]),
+            "chosen": lambda r: json_preview(r["chosen"]) if r["chosen"] else "",
+            "rejected": lambda r: json_preview(r["rejected"]) if r["rejected"] else ""}),
     })
     if n < config.k:
         context.log.info(f"corpus holds {sample.corpus_rows} candidates; sampled {n} < k={config.k}")

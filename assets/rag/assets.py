@@ -9,7 +9,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assets.metadata import md_counts
+from assets.metadata import md_counts, md_preview
 from assets.examples.tables import SFT_EXAMPLES
 from assets.pairs.tables import NORMALIZED_PAIRS
 from assets.rag.config import ESCALATION_HELP, RagConfig, load_rag_config
@@ -133,6 +133,10 @@ def rag_playbooks(context: dg.AssetExecutionContext, config: RagPlaybooksConfig,
         "embedded_new": rep.embedded,
         "embeddings_reused": rep.reused,
         "seconds": round(time.perf_counter() - t0, 2),
+        "preview": md_preview(lake.read(RAG_PLAYBOOKS, columns=["title", "source_kind", "label", "content"])
+                              .slice(0, 3).to_pylist(),
+                              {"title": lambda r: r["title"], "source": lambda r: r["source_kind"],
+                               "label": lambda r: r["label"], "content": lambda r: r["content"]}),
         "embed_s": round(embed_s, 2),
     })
 

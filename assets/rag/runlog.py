@@ -27,11 +27,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from assets.rag.tables import MAX_RESPONSE_CHARS, RAG_RUNS, RUN_SCHEMA_VERSION
+from resources import settings
+from resources.spool import Spool, read_lines, spool_dir
 
 RECORD_FIELDS = ("schema", "input_task", "task_hash", "retrieved_artifacts", "context_bundle",
                  "model_response", "model_used", "escalation_path", "validation_result",
@@ -173,54 +176,59 @@ def report_view(rows: Iterable[Mapping[str, Any]]) -> list[dict]:
 
 
 # ------------------------------------------------------------------ appending, with a spool
-def default_spool_dir() -> Path:
-    from resources import settings
+def default_spool_dir(lake) -> Path:
+    """The spool of this lake's run log (see resources/spool.py)."""
+    return spool_dir(getattr(lake, "root", None), "rag_runs")
 
+
+def _legacy_spool_dir() -> Path:
+    """Where runs were spooled before the one spool layout (read, never written)."""
     return settings.cache_home() / "tracelake" / "rag_spool"
 
 
+def _decode(r: dict) -> dict:
+    if LEGACY_MARKER in r:
+        return from_legacy_row({**r, "created_at": datetime.fromisoformat(r["created_at"])})
+    if isinstance(r.get("recorded_at"), str):
+        r["recorded_at"] = datetime.fromisoformat(r["recorded_at"])
+    return r
+
+
 class RunLog:
-    """Appends runs to rag_runs; spools them locally when the lake refuses, flushes later."""
+    """Appends runs to rag_runs; spools them locally when the lake refuses, and the next
+    append folds every spooled run in (resources/spool.py)."""
 
     def __init__(self, lake, spool_dir: str | os.PathLike | None = None):
         self.lake = lake
-        self.spool = Path(spool_dir) if spool_dir else default_spool_dir()
+        self.spool = Spool(Path(spool_dir) if spool_dir else default_spool_dir(lake))
+        self.legacy = None if spool_dir else Spool(_legacy_spool_dir())
         self._migrated = False
         self.last_write = None  # the WriteResult of the last successful append
 
-    @property
-    def spool_file(self) -> Path:
-        return self.spool / "rag_runs.jsonl"
-
-    def _spooled(self) -> list[dict]:
-        if not self.spool_file.is_file():
-            return []
-        rows = []
-        for line in self.spool_file.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                if LEGACY_MARKER in r:
-                    r = from_legacy_row({**r, "created_at": datetime.fromisoformat(r["created_at"])})
-                else:
-                    r["recorded_at"] = datetime.fromisoformat(r["recorded_at"])
-                rows.append(r)
-        return rows
-
     def append(self, rows: list[dict]) -> tuple[bool, str | None]:
-        pending = self._spooled()
-        try:
-            if self.lake is None:
-                raise RuntimeError("no lake configured")
-            if not self._migrated:
-                migrate_rag_runs(self.lake)
-                self._migrated = True
-            self.last_write = self.lake.append(RAG_RUNS, pending + rows)
-        except Exception as exc:  # noqa: BLE001 - the run must not be lost: keep it on local disk
-            self.spool.mkdir(parents=True, exist_ok=True)
-            with self.spool_file.open("a") as f:
+        with self.spool.orphans() as files, (self.legacy.orphans() if self.legacy else _none()) as old:
+            pending = []
+            for p in [*files, *old]:
+                lines, _bad = read_lines(p)
+                pending += [_decode(r) for r in lines if isinstance(r, dict)]
+            try:
+                if self.lake is None:
+                    raise RuntimeError("no lake configured")
+                if not self._migrated:
+                    migrate_rag_runs(self.lake)
+                    self._migrated = True
+                self.last_write = self.lake.append(RAG_RUNS, pending + rows)
+            except Exception as exc:  # noqa: BLE001 - the run must not be lost: keep it on local disk
+                self.spool.open()
                 for r in rows:
-                    f.write(json.dumps({**r, "recorded_at": r["recorded_at"].isoformat()}) + "\n")
-            return False, f"{type(exc).__name__}: {str(exc)[:300]}"
-        if pending:
-            self.spool_file.unlink(missing_ok=True)
+                    self.spool.write(r)
+                self.spool.close(delete=False)
+                return False, f"{type(exc).__name__}: {str(exc)[:300]}"
+            for p in [*files, *old]:
+                p.unlink(missing_ok=True)
         return True, None
+
+
+@contextmanager
+def _none():
+    yield []

@@ -14,11 +14,10 @@ writer task while the teachers are being asked:
   folds the spool files of dead runs into the Delta table and deletes them. Only an answer
   still on the wire at the kill is asked again.
 
-Spool location: ``$TRACELAKE_SPOOL_DIR/<sha of lake root>/``, else
-``<lake root>/_spool/teacher_cache/`` for a local lake, else
-``~/.cache/tracelake/spool/<sha of lake root>/``. A live run holds an ``flock`` on its own
-file, so recovery never folds in (and deletes) the spool of a run still in flight. A spool
-line holds exactly the teacher_cache row (no API key, no header).
+The spool is :class:`resources.spool.Spool` in ``spool_dir(lake root, "teacher_cache")``
+(``<lake root>/_spool/teacher_cache/`` for a local lake). A live run holds an ``flock`` on
+its own file, so recovery never folds in (and deletes) the spool of a run still in flight.
+A spool line holds exactly the teacher_cache row (no API key, no header).
 
 Errors are not cached (the next run retries them). Concurrent runs (an overlapping
 backfill) only append, which Delta commits without conflict; a hash held twice is read
@@ -28,26 +27,18 @@ once (the newest row wins).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Protocol
 
-import orjson
 import pyarrow.compute as pc
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - non-POSIX: no liveness lock, recovery at start only
-    fcntl = None  # type: ignore[assignment]
-
 from assets.teachers.tables import TEACHER_CACHE
-from resources import settings
 from resources.lake import DeltaLake
+from resources.spool import Spool, read_lines, spool_dir
 
 log = logging.getLogger(__name__)
 
@@ -87,42 +78,15 @@ _STOP = object()
 
 
 def default_spool_dir(lake: DeltaLake) -> Path:
-    root = lake.root.rstrip("/")
-    local = "://" not in root or root.startswith("file://")
-    if local:
-        root = os.path.abspath(root.removeprefix("file://"))
-    sha = hashlib.sha256(root.encode()).hexdigest()[:16]
-    env = settings.spool_root()
-    if env:
-        return env / sha
-    if local:
-        return Path(root) / "_spool" / "teacher_cache"
-    return Path.home() / ".cache" / "tracelake" / "spool" / sha
-
-
-def _lock(f, blocking: bool = False) -> bool:
-    if fcntl is None:
-        return True
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        return True
-    except OSError:
-        return False
+    """The write-ahead spool of this lake's teacher cache (see resources/spool.py)."""
+    return spool_dir(lake.root, "teacher_cache")
 
 
 def read_spool(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """The rows of one spool file and the number of unreadable lines (a line cut by a kill)."""
-    rows, bad = [], 0
-    with open(path, "rb") as f:
-        data = f.read()
-    for line in data.split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            row = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            bad += 1
-            continue
+    """The answers of one spool file and the number of unusable lines (a line cut by a kill)."""
+    lines, bad = read_lines(path)
+    rows = []
+    for row in lines:
         if not isinstance(row, dict) or not row.get("request_hash") or row.get("status") != "ok" \
                 or not row.get("created_at"):
             bad += 1
@@ -131,43 +95,6 @@ def read_spool(path: Path) -> tuple[list[dict[str, Any]], int]:
             row["created_at"] = datetime.fromisoformat(row["created_at"])
         rows.append(row)
     return rows, bad
-
-
-class Spool:
-    """One run's write-ahead file: one JSON line per answer, flushed as it is written."""
-
-    def __init__(self, directory: Path, names: Iterable[str], fsync: bool = False) -> None:
-        self.dir = Path(directory)
-        self.names = tuple(names)
-        self.fsync = fsync
-        self.path: Path | None = None
-        self._f = None
-        self.lines = 0
-
-    def open(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        name = f"{os.getpid()}-{uuid.uuid4().hex}"
-        tmp = self.dir / f"{name}.open"
-        self._f = open(tmp, "ab", buffering=0)
-        _lock(self._f)  # held until close (or the process dies): "this run is alive"
-        self.path = self.dir / f"{name}.jsonl"
-        os.rename(tmp, self.path)  # visible to recovery only once locked
-
-    def write(self, record: dict[str, Any]) -> None:
-        line = orjson.dumps({k: record.get(k) for k in self.names},
-                            option=orjson.OPT_NAIVE_UTC) + b"\n"
-        self._f.write(line)  # unbuffered: one write(2), in the OS page cache at once
-        if self.fsync:
-            os.fsync(self._f.fileno())
-        self.lines += 1
-
-    def close(self, delete: bool) -> None:
-        if self._f is None:
-            return
-        if delete and self.path is not None:
-            self.path.unlink(missing_ok=True)  # unlink while still locked
-        self._f.close()
-        self._f = None
 
 
 class DeltaResponseCache:
@@ -200,41 +127,28 @@ class DeltaResponseCache:
     # --------------------------------------------------------------- recovery
     def recover(self) -> int:
         """Fold every dead run's spool file into the table; delete the files folded in."""
-        if self.spool is None or not self.spool.dir.is_dir():
+        if self.spool is None:
             return 0
-        own = self.spool.path
-        files, rows = [], {}
-        for p in sorted(self.spool.dir.glob("*.jsonl")):
-            if p == own:
-                continue
+        with self.spool.orphans() as files:
+            rows = {}
+            for p in files:
+                got, bad = read_spool(p)
+                if bad:
+                    log.warning("teacher cache spool %s: %s unreadable line(s) skipped", p.name, bad)
+                for r in got:
+                    rows[r["request_hash"]] = r
             try:
-                f = open(p, "rb")
-            except FileNotFoundError:
-                continue
-            if not _lock(f):  # a live run owns it
-                f.close()
-                continue
-            got, bad = read_spool(p)
-            if bad:
-                log.warning("teacher cache spool %s: %s unreadable line(s) skipped", p.name, bad)
-            for r in got:
-                rows[r["request_hash"]] = r
-            files.append((p, f))
-        try:
-            if rows:
-                held = self._lookup_sync(sorted(rows))
-                new = [r for h, r in rows.items() if h not in held]
-                if new:
-                    self.lake.append(self.spec, new)
-                    self.recovered += len(new)
-                    log.info("teacher cache: %s spooled answers of a killed run recovered", len(new))
-            for p, _ in files:
-                p.unlink(missing_ok=True)
-        except Exception as exc:  # keep the files, the next run tries again
-            log.warning("teacher cache spool recovery failed: %s", type(exc).__name__)
-        finally:
-            for _, f in files:
-                f.close()
+                if rows:
+                    held = self._lookup_sync(sorted(rows))
+                    new = [r for h, r in rows.items() if h not in held]
+                    if new:
+                        self.lake.append(self.spec, new)
+                        self.recovered += len(new)
+                        log.info("teacher cache: %s spooled answers of a killed run recovered", len(new))
+                for p in files:
+                    p.unlink(missing_ok=True)
+            except Exception as exc:  # keep the files, the next run tries again
+                log.warning("teacher cache spool recovery failed: %s", type(exc).__name__)
         return self.recovered
 
     # ------------------------------------------------------------------ reads
@@ -260,7 +174,7 @@ class DeltaResponseCache:
     async def start(self) -> None:
         if self._task is None:
             self._queue = asyncio.Queue()
-            if self.spool is not None and self.spool._f is None:
+            if self.spool is not None and not self.spool.is_open:
                 self.spool.open()
             self._task = asyncio.create_task(self._writer(), name="teacher-cache-writer")
 

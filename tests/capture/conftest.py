@@ -6,7 +6,7 @@ import pytest
 
 from resources.verifier import VerifierResource
 from resources.lake import DeltaLake
-from resources.models import build_tiny_llama
+from testsupport.models import build_tiny_llama
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from assets.capture.postfilter import PostFilterConfig, evaluate
 from assets.capture.shards import CHECKED_PROPS, capture_properties
 from assets.capture.tables import CAPTURE_REJECTIONS, capture_spec
 from resources.lake import DeltaLake
-from resources.models import build_tiny_llama
+from testsupport.models import build_tiny_llama
 from resources.verifier import LoadedVerifier, VerifierResource, verifier_fingerprint, verifier_model_id
 from tests.capture.capture_fixtures import write_inputs, write_quotas
 
@@ -130,5 +130,8 @@ def test_capture_metadata_reports_what_was_measured(tmp_path, tiny_gpu):
     assert "eos_failure: off: nothing generated" in md["postfilter_measured"].value
     assert md["answer_tokens_scored"].value > 0 and md["hidden_values_clamped_fp16"].value == 0
     assert md["verifier_fingerprint"].value == tiny_gpu.fingerprint()
+    assert md["preview"].value.startswith("| prompt_id | domain |")
+    pool_md = res.asset_materializations_for_node("gold__prompt_pool")[0].metadata
+    assert pool_md["preview"].value.startswith("| domain | language | conversation |")
     for r in lake.read(CAPTURE_REJECTIONS).to_pylist() if lake.exists(CAPTURE_REJECTIONS) else []:
         assert "measured" in json.loads(r["stats"])

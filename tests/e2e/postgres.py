@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.e2e.support import free_port
+from testsupport.e2e import free_port
 
 
 def postgres_bin() -> Path | None:

@@ -21,8 +21,8 @@ import dagster as dg
 import pytest
 
 from tests.e2e.postgres import postgres_bin, start_postgres
-from tests.e2e.support import PYTHON, ROOT, base_env, copy_samples, fake_teacher_pool, wait_for
-from tests.teachers.fake_openai import FakeOpenAI
+from testsupport.e2e import PYTHON, ROOT, base_env, copy_samples, fake_teacher_pool, wait_for
+from testsupport.fake_openai import FakeOpenAI
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@
 
 1. `dagster dev -m dagster_project.definitions` starts in a temp DAGSTER_HOME, with the
    lake and the session directory in tmp (two bundled sample sessions, one with planted
-   secrets). It runs from a subprocess that restores SIGINT (DESIGN.md: it hangs on
+   secrets). It runs from a subprocess that restores SIGINT (`dagster dev` hangs on
    SIGTERM otherwise) and is stopped with SIGINT, then its process group is killed.
 2. The daemon ticks the `session_files` sensor, which registers the session partitions.
    The runs it requests stay queued (a `dagster/sensor_name` run limit of 0 in this
@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.support import ROOT, SAMPLES, base_env, free_port, wait_for
+from testsupport.e2e import ROOT, SAMPLES, base_env, free_port, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

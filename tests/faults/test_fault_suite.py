@@ -1,4 +1,4 @@
-"""The reduced fault suite (benchmarks/fault_suite.py --quick) as a CI test.
+"""The reduced fault suite (testsupport/faults.py, `benchmarks/fault_suite.py --quick`) as a CI test.
 
 One run of the suite (module fixture): bad session files, planted secrets of every kind,
 a teacher that fails in every way, a run killed with SIGKILL during the teacher asking
@@ -8,23 +8,18 @@ and re-run, two runs writing the same tables at once. Full suite and figures tab
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
-from tests.e2e.support import ROOT
+from testsupport.faults import print_table, run_suite
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def figures(tmp_path_factory):
-    spec = importlib.util.spec_from_file_location("fault_suite", ROOT / "benchmarks" / "fault_suite.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     work = tmp_path_factory.mktemp("faults")
-    f = mod.run_suite(work, quick=True, log=print)
-    mod.print_table(f)
+    f = run_suite(work, quick=True, log=print)
+    print_table(f)
     return f
 
 
@@ -33,7 +28,7 @@ def test_no_crash_and_no_lost_row(figures):
     assert figures["lost_rows"] == 0
     assert figures["extra_rows"] == 0 and figures["duplicate_rows"] == 0
     assert figures["raw_rows"] == figures["lines_in_files"]
-    assert figures["partitions"] == figures["nonempty_files"]  # an empty file has no rows
+    assert figures["sessions"] == figures["nonempty_files"]  # an empty file has no rows
 
 
 def test_every_kind_of_bad_line_is_quarantined_with_its_reason(figures):

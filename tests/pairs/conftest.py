@@ -2,7 +2,7 @@
 
 import pytest
 
-from resources.models import build_tiny_llama
+from testsupport.models import build_tiny_llama
 
 
 @pytest.fixture(scope="session")

@@ -17,20 +17,19 @@ from assets.traces.tables import AGENT_STEPS
 from resources.lake import DeltaLake
 from assets.pairs.normalizer import Normalizer
 from tests.pairs.data import session
+from tests.sessions import put_sessions
 
 KEYS = ["sess-a", "sess-b"]
+DAYS = {"sess-a": "2026-01-01", "sess-b": "2026-01-02"}  # each session on its own day
 
 
 @pytest.fixture()
 def lake(tmp_path):
     lake = DeltaLake(root=str(tmp_path / "lake"))
-    steps, teachers = [], []
     for key in KEYS:  # the same work in two session files (a replayed session)
         s, t = session(key)
-        steps += s
-        teachers += t
-    lake.replace_partitions(AGENT_STEPS, steps, KEYS)
-    lake.replace_partitions(TEACHER_RESPONSES, teachers, KEYS)
+        put_sessions(lake, AGENT_STEPS, s, DAYS[key])
+        put_sessions(lake, TEACHER_RESPONSES, t, DAYS[key])
     return lake
 
 
@@ -42,18 +41,23 @@ def test_pairs_to_normalized_pairs_through_dagster(lake, tiny_tokenizer):
     resources = {"lake": lake, "normalizer": Normalizer(verifier_tokenizer=tiny_tokenizer),
                  "pair_judge": PairJudge()}
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("sessions", KEYS)
-        # one run over both sessions, as a single-run backfill would do
+        # one run over both sessions' days, as a single-run backfill would do
         r1 = dg.materialize(
             [preference_pairs, sft_examples, kto_examples, sdpo_examples, preference_pairs_valid],
             resources=resources, instance=instance,
-            tags={"dagster/asset_partition_range_start": KEYS[0],
-                  "dagster/asset_partition_range_end": KEYS[1]},
+            tags={"dagster/asset_partition_range_start": DAYS[KEYS[0]],
+                  "dagster/asset_partition_range_end": DAYS[KEYS[1]]},
         )
         assert r1.success
         assert _checks(r1)["preference_pairs_valid"].passed
         md = r1.asset_materializations_for_node("gold__preference_pairs")[0].metadata
         assert md["pairs"].value == 6 and "error_site" in md["pairs_by_strategy"].value
+        # what each validity rule removed, and a preview a user reads in the UI
+        assert md["candidates"].value == 6 and "| chosen_repeats_answered_call | 0 |" in md["removed_by_rule"].value
+        assert "| prompt (end) | chosen | rejected | why |" in md["preview"].value
+        assert "rejected failed: mistake:invalid_arguments" in md["preview"].value
+        for node in ("gold__sft_examples", "gold__kto_examples", "gold__sdpo_examples"):
+            assert r1.asset_materializations_for_node(node)[0].metadata["preview"].value.startswith("| ")
         assert "judge (pair_judge resource off)" in md["strategies"].value
         md = r1.asset_materializations_for_node("gold__sft_examples")[0].metadata
         sft = lake.read(SFT_EXAMPLES).to_pylist()
@@ -71,6 +75,10 @@ def test_pairs_to_normalized_pairs_through_dagster(lake, tiny_tokenizer):
         assert md["recipe"].value == "default" and len(md["recipe_version"].value) == 12
         assert (md["rows_in"].value, md["rows_kept"].value, md["rows_dropped"].value) == (6, 3, 3)
         assert "| document_deduplicator | 6 | 3 |" in md["drops_by_op"].value
+        assert md["preview"].value.startswith("| prompt (end) |")
+        mats = [e.event_specific_data.materialization for e in r2.get_asset_materialization_events()]
+        rej_md = next(m.metadata for m in mats if m.asset_key == PAIR_REJECTIONS.asset_key)
+        assert "document_deduplicator: duplicate of pair" in rej_md["preview"].value
 
     kept = lake.read(NORMALIZED_PAIRS).to_pylist()
     dropped = lake.read(PAIR_REJECTIONS).to_pylist()

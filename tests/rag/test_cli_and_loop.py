@@ -15,6 +15,7 @@ from dagster_project.cli_rag import main
 from resources.lake import DeltaLake
 from tests.rag.conftest import KEY_ENV, KEY_VALUE
 from tests.rag.loopback import LoopbackLLM
+from tests.sessions import DAY, put_sessions
 
 pytestmark = pytest.mark.slow
 
@@ -107,10 +108,10 @@ def test_unloggable_run_is_spooled_then_flushed(rag_lake, tmp_path):
         cfg = RagConfig(local_base_url=local.base_url, local_model="lb", retrieval_mode="lexical")
         bad = RagRuntime(cfg, lake=rag_lake, run_log=RunLog(DeltaLake(root=str(blocker / "lake")), tmp_path / "sp"))
         first = bad.run("Fix the pair builder test")
-        assert not first.logged and first.log_error and (tmp_path / "sp" / "rag_runs.jsonl").is_file()
+        assert not first.logged and first.log_error and len(list((tmp_path / "sp").glob("*.jsonl"))) == 1
         good = RagRuntime(cfg, lake=rag_lake, run_log=RunLog(rag_lake, tmp_path / "sp"))
         second = good.run("Fix the pair builder test")
-    assert second.logged and not (tmp_path / "sp" / "rag_runs.jsonl").exists()
+    assert second.logged and not list((tmp_path / "sp").glob("*.jsonl"))
     ids = {r["recorded_run_id"] for r in rag_lake.read(RAG_RUNS, columns=["recorded_run_id"]).to_pylist()}
     assert {first.run_id, second.run_id} <= ids
 
@@ -156,7 +157,7 @@ def test_closing_the_loop_mines_accepted_runs_and_reports(rag_lake, tmp_path):
     assert passed and len(passed) < len(runs)
     lake = DeltaLake(root=str(tmp_path / "lake"))
     rows = sample_trace_rows()
-    lake.replace_partitions(TRACE_TURNS, rows, sorted({r["session_key"] for r in rows}))
+    put_sessions(lake, TRACE_TURNS, rows)
     lake.overwrite(RAG_PLAYBOOKS, rag_lake.read(RAG_PLAYBOOKS))
     lake.append(RAG_RUNS, rag_lake.read(RAG_RUNS))
     res = dg.materialize([rag_playbooks, rag_report],
@@ -191,7 +192,7 @@ def test_closing_the_loop_mines_accepted_runs_and_reports(rag_lake, tmp_path):
         p["playbook_id"] for p in pbs)
     # one session's turns change: only that session is re-derived
     key = sorted({r["session_key"] for r in rows})[0]
-    lake.replace_partitions(TRACE_TURNS, [r for r in rows if r["session_key"] == key], [key])
+    put_sessions(lake, TRACE_TURNS, [r for r in rows if r["session_key"] == key], keys=[key])
     res = dg.materialize([rag_playbooks], resources={"lake": lake, "rag_embeddings": EmbeddingsResource()},
                          instance=dg.DagsterInstance.ephemeral())
     md = res.asset_materializations_for_node("gold__rag_playbooks")[0].metadata

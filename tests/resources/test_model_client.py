@@ -16,7 +16,7 @@ from resources.model_client import (
     parse_retry_after,
 )
 from tests.rag.loopback import LoopbackLLM
-from tests.teachers.fake_openai import FakeOpenAI
+from testsupport.fake_openai import FakeOpenAI
 
 MSGS = [{"role": "user", "content": "hi"}]
 KEY_ENV, KEY = "MODEL_CLIENT_TEST_KEY", "sk-model-client-secret-123"
@@ -24,7 +24,7 @@ KEY_ENV, KEY = "MODEL_CLIENT_TEST_KEY", "sk-model-client-secret-123"
 
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory) -> str:
-    from resources.models import build_tiny_llama
+    from testsupport.models import build_tiny_llama
 
     return str(build_tiny_llama(tmp_path_factory.mktemp("tiny-llama")))
 

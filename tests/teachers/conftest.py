@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.teachers.fake_openai import FakeOpenAI
+from testsupport.fake_openai import FakeOpenAI
 
 TOOLS = [{"type": "function", "function": {
     "name": "read_file", "description": "Read a file",
@@ -54,6 +54,6 @@ def server():
 
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> str:
-    from resources.models import build_tiny_llama
+    from testsupport.models import build_tiny_llama
 
     return str(build_tiny_llama(tmp_path_factory.mktemp("tiny-llama")))

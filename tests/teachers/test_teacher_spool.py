@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 
 import orjson
 
-from assets.teachers.cache import DeltaResponseCache, Spool, read_spool
+from assets.teachers.cache import DeltaResponseCache, read_spool
+from resources.spool import Spool
 from assets.teachers.tables import TEACHER_CACHE
 from resources.lake import DeltaLake
 

@@ -176,8 +176,10 @@ def test_openhands_sample_session_metadata():
     assert meta["test_result"]["report"]["resolved"] is True
     assert {t["session_id"] for t in turns} == {"invoicer__invoicer-12"}
     names = [orjson.loads(s["response"])["tool_calls"][0]["function"]["name"] for s in steps]
-    assert names == ["execute_bash", "str_replace_editor", "str_replace_editor", "execute_bash", "finish"]
+    assert names == ["execute_bash", "execute_bash", "str_replace_editor", "str_replace_editor", "execute_bash",
+                     "finish"]
     assert steps[1]["is_error_site"] and steps[1]["error_kind"] == "test_failure"
+    assert steps[2]["is_error_site"] and steps[2]["error_kind"] == "file_not_found"
     assert steps[0]["model"] == "gpt-4o-2024-08-06"
 
 
@@ -212,6 +214,6 @@ def test_openhands_output_jsonl_one_run_per_line(tmp_path):
     raw, turns, steps, stats = ingest(p, "oh")
     assert stats["source_format"] == "openhands" and not stats["quarantined"]
     assert {t["session_id"] for t in turns} == {"invoicer__invoicer-12", "invoicer__invoicer-13"}
-    assert len(steps) == 10 and len({t["turn_id"] for t in turns}) == len(turns)
+    assert len(steps) == 12 and len({t["turn_id"] for t in turns}) == len(turns)
     for s in steps:
         check_openai_messages(orjson.loads(s["messages"]))

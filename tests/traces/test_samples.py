@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 import pytest
 
@@ -9,7 +11,7 @@ from assets.traces.ingest import sample_files
 from tests.traces.conftest import check_openai_messages, ingest
 
 # relative path -> (source_format, steps, tool error kinds, quarantined, secrets)
-# The numbers follow from build_samples.py, which wrote each of these on purpose.
+# The numbers follow from scripts/build_samples.py, which wrote each of these on purpose.
 EXPECTED = {
     "claude-code/-home-dev-invoicer/5b1e9f2a-7c3d-4e8f-9a0b-1c2d3e4f5a6b.jsonl": (
         "claude_code", 23,  # 24 assistant turns, one of them the <synthetic> API error
@@ -68,7 +70,8 @@ def test_samples_are_what_the_builder_writes(samples, tmp_path):
     """The committed samples are exactly the output of build_samples.py (no hand edits drift)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("build_samples", samples / "build_samples.py")
+    builder = Path(__file__).resolve().parents[2] / "scripts" / "build_samples.py"
+    spec = importlib.util.spec_from_file_location("build_samples", builder)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     mod.main(tmp_path)

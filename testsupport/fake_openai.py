@@ -20,7 +20,7 @@ or by a schedule (``server.schedule.append("500")``: the next request gets that 
 ``hang_after`` (after that many successful answers every request hangs: a run to kill).
 
 In-process: ``with FakeOpenAI(latency=0.2) as srv: srv.url``. As a process (benchmarks):
-``python tests/teachers/fake_openai.py --latency 0.2`` prints ``PORT <n>`` then serves.
+``python testsupport/fake_openai.py --latency 0.2`` prints ``PORT <n>`` then serves.
 """
 
 from __future__ import annotations

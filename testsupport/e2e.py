@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 INGEST_ALL = Path(__file__).resolve().parent / "ingest_all.py"
 SAMPLES = ROOT / "assets" / "traces" / "samples"
@@ -90,7 +90,7 @@ def base_env(**extra: str) -> dict[str, str]:
 
 def run_ingest(env: dict[str, str], cwd: Path, *args: str, timeout: float = 300,
                log: Path | None = None) -> tuple[int, dict, str]:
-    """Run tests/e2e/ingest_all.py in a subprocess; (returncode, RESULT json, output)."""
+    """Run testsupport/ingest_all.py in a subprocess; (returncode, RESULT json, output)."""
     proc = subprocess.run([PYTHON, str(INGEST_ALL), *args], cwd=cwd, env=env, timeout=timeout,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           errors="backslashreplace")

@@ -1,6 +1,6 @@
 """Writes the sample sessions of this folder (deterministic; re-run after editing).
 
-    python assets/traces/samples/build_samples.py
+    python scripts/build_samples.py
 
 The samples are invented (a developer fixing bugs in a small ``invoicer`` package);
 they are not copied from any real transcript. They carry on purpose: multi-line
@@ -17,7 +17,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent  # where main() writes (tests point it elsewhere)
+HERE = Path(__file__).resolve().parents[1] / "assets" / "traces" / "samples"  # where main() writes (tests point it elsewhere)
 SEED = 20260115
 RNG = random.Random(SEED)
 B62 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
