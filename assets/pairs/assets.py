@@ -129,9 +129,9 @@ def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, lak
     if scorer is not None and pair_judge.confirm:
         # only candidates that pass the validity rules are worth a judge call
         invalid = [r for r in rows if r["invalid_rule"]]
-        kept, _dropped, confirm = confirm_pairs([r for r in rows if not r["invalid_rule"]], scorer,
-                                                pair_judge.confirm, pair_judge.confirm_margin)
-        rows = kept + invalid
+        kept, dropped, confirm = confirm_pairs([r for r in rows if not r["invalid_rule"]], scorer,
+                                               pair_judge.confirm, pair_judge.confirm_margin)
+        rows = kept + invalid + dropped  # dropped: marked invalid_rule judge_*, rejected by the recipe
         judge_md["judge_confirmation"] = dg.MetadataValue.json(confirm.as_dict())
         if confirm.examples:
             judge_md["judge_dropped_examples"] = md_table(

@@ -96,8 +96,8 @@ def test_error_site_and_consensus_pairs_are_confirmed_by_the_judge():
 
     with LoopbackLLM(reply=contrarian) as srv:
         kept, dropped, rep = confirm_pairs(rows, PairJudge(model="j", base_url=srv.base_url).scorer(), margin=1.0)
-    assert [r["strategy"] for r in dropped] == ["error_site"] and dropped[0]["rule"] == "judge_disagrees"
-    assert dropped[0]["judge_scores"] == {"chosen": 5.0, "rejected": 6.0, "margin": 1.0}
+    assert [r["strategy"] for r in dropped] == ["error_site"] and dropped[0]["invalid_rule"] == "judge_disagrees"
+    assert dropped[0]["invalid_reason"] == "the judge scored chosen 5 and rejected 6 (needs chosen >= rejected + 1)"
     assert len(kept) == 2 and rep.dropped == {"judge_disagrees": 1} and rep.examples[0]["rule"] == "judge_disagrees"
     # only the listed strategies are checked
     with LoopbackLLM(reply=contrarian) as srv:
@@ -137,7 +137,7 @@ def _materialize(lake, judge, strategies=None):
         return res.asset_materializations_for_node("gold__preference_pairs")[0].metadata
 
 
-def test_preference_pairs_with_a_judge_configured(tmp_path):
+def test_preference_pairs_with_a_judge_configured(tmp_path, tiny_tokenizer):
     lake = _lake(tmp_path)
 
     def picky(body):  # dislikes the error-site teacher answer too
@@ -146,9 +146,12 @@ def test_preference_pairs_with_a_judge_configured(tmp_path):
     with LoopbackLLM(reply=picky) as srv:
         md = _materialize(lake, PairJudge(model="judge", base_url=srv.base_url))
     rows = lake.read(PREFERENCE_PAIRS).to_pylist()
-    # the error-site pair is dropped; the judge strategy (listed before consensus) owns the
-    # consensus steps' pairs, which are the same best-vs-worst pairs
-    assert "error_site" not in {r["strategy"] for r in rows} and rows
+    # the error-site pair is marked with the judge's rule; the judge strategy (listed before
+    # consensus) owns the consensus steps' pairs, which are the same best-vs-worst pairs
+    site = [r for r in rows if r["strategy"] == "error_site"]
+    assert len(site) == 1 and site[0]["invalid_rule"] == "judge_disagrees"
+    assert "chosen 1 and rejected 2" in site[0]["invalid_reason"]
+    assert [r for r in rows if r["invalid_rule"] is None]
     conf = md["judge_confirmation"].value
     assert conf["dropped"] == {"judge_disagrees": 1} and conf["kept"] == conf["checked"] - 1
     assert "judge_disagrees" in md["judge_dropped_examples"].value
@@ -172,3 +175,25 @@ def test_judge_strategy_alone_through_the_resource(tmp_path):
         assert r["score_chosen"] == 9.0 and r["score_rejected"] == 2.0
         assert json.loads(r["chosen"])[0].get("tool_calls")
     assert md["judge_confirmation"].value["checked"] == 0
+
+
+def test_pairs_the_judge_drops_reach_pair_rejections_through_the_recipe(tmp_path, tiny_tokenizer):
+    from assets.pairs.assets import normalized_pairs
+    from assets.pairs.normalizer import Normalizer
+    from assets.pairs.tables import NORMALIZED_PAIRS, PAIR_REJECTIONS
+
+    lake = _lake(tmp_path)
+
+    def picky(body):
+        return "Score: 1" if "Let me read utils.py" in candidate(body) else fair(body)
+
+    with LoopbackLLM(reply=picky) as srv:
+        _materialize(lake, PairJudge(model="judge", base_url=srv.base_url))
+    res = dg.materialize([normalized_pairs], instance=dg.DagsterInstance.ephemeral(),
+                         resources={"lake": lake, "normalizer": Normalizer(verifier_tokenizer=tiny_tokenizer)})
+    assert res.success
+    site_id = [r["pair_id"] for r in lake.read(PREFERENCE_PAIRS).to_pylist() if r["strategy"] == "error_site"][0]
+    rejected = {r["pair_id"]: r for r in lake.read(PAIR_REJECTIONS).to_pylist()}
+    assert rejected[site_id]["op"] == "pair_validity_filter"
+    assert rejected[site_id]["reason"].startswith("judge_disagrees: the judge scored chosen 1")
+    assert site_id not in {r["pair_id"] for r in lake.read(NORMALIZED_PAIRS, columns=["pair_id"]).to_pylist()}
