@@ -19,6 +19,7 @@ from assets.traces.tables import AGENT_STEPS
 from resources.lake import DeltaLake
 from tests.pairs.data import session
 from tests.rag.loopback import LoopbackLLM
+from tests.sessions import DAY, put_sessions
 
 KEY_ENV, KEY = "PAIR_JUDGE_TEST_KEY", "sk-judge-test-never-stored-42"
 BAD = ("Sure! Sure!", "offset", "Je pense", "can't help")
@@ -122,16 +123,15 @@ def test_the_judge_can_be_a_teacher_of_the_pool(tmp_path):
 def _lake(tmp_path):
     lake = DeltaLake(root=str(tmp_path / "lake"))
     steps, teachers = _rows()
-    lake.replace_partitions(AGENT_STEPS, steps, ["sess-a"])
-    lake.replace_partitions(TEACHER_RESPONSES, teachers, ["sess-a"])
+    put_sessions(lake, AGENT_STEPS, steps, keys=["sess-a"])
+    put_sessions(lake, TEACHER_RESPONSES, teachers, keys=["sess-a"])
     return lake
 
 
 def _materialize(lake, judge, strategies=None):
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("sessions", ["sess-a"])
         cfg = {"ops": {"gold__preference_pairs": {"config": {"strategies": strategies}}}} if strategies else None
-        res = dg.materialize([preference_pairs], partition_key="sess-a", instance=instance, run_config=cfg,
+        res = dg.materialize([preference_pairs], partition_key=DAY, instance=instance, run_config=cfg,
                              resources={"lake": lake, "pair_judge": judge})
         assert res.success
         return res.asset_materializations_for_node("gold__preference_pairs")[0].metadata
