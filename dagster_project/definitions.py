@@ -34,7 +34,7 @@ from resources.lake import DeltaLake, TableSpec
 from resources.sessions import SessionSource
 from sensors.sessions import build_session_sensor
 
-# upstream first: traces -> teachers -> pairs -> examples -> corpus -> capture, rag, student
+# upstream first: traces -> teachers -> pairs -> examples -> corpus -> capture, rag -> student
 # (modules, not their defs: ONE Definitions object at module scope, or `dagster dev -m` refuses to load)
 FAMILIES = tuple(m.defs for m in (traces_assets, teachers_assets, pairs_assets, examples_assets, corpus_assets,
                                   capture_assets, rag_assets, student_assets))
@@ -82,7 +82,11 @@ def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | N
     ingest_job = dg.define_asset_job(
         INGEST_JOB,
         selection=dg.AssetSelection.assets(*session_keys),
-        description="Per session: raw_traces → trace_turns → agent_steps → teacher_responses → pairs and training sets.",
+        description="The changed session files of a tick (or every file of a date range): session_files + "
+                    "raw_traces → trace_turns → agent_steps → teacher_responses → pairs and training sets, "
+                    "all steps in one process.",
+        # the CPU chain in one process: a step costs its work, not a process start and an import
+        executor_def=dg.in_process_executor,
     )
     datasets_job = dg.define_asset_job(
         DATASETS_JOB,

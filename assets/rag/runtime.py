@@ -31,6 +31,7 @@ from assets.rag.retrieval import EmbeddingIndex, Hit, LexicalIndex, PlaybookInde
 from assets.rag.runlog import RunLog, recorded_run_id, sha256_hex
 from assets.rag.tables import EMBEDDING_DIM, MAX_RESPONSE_CHARS, RAG_PLAYBOOKS, RUN_SCHEMA_VERSION
 from assets.rag.text import normalize_task, token_set
+from resources import privacy
 from resources.model_client import CallOutcome, ModelClient, ModelSpec, make_client
 
 Embedder = Callable[[Sequence[str]], np.ndarray]
@@ -177,7 +178,9 @@ class RagRuntime:
         Raises :class:`EscalationNotConfigured` (before anything runs) when escalation is
         allowed but no escalation endpoint is configured."""
         cfg = self.config
-        task = normalize_task(task)
+        # a task is typed by a user and goes to the run log, the prompt and possibly an
+        # escalation endpoint: scrubbed first
+        task = privacy.scrub_text(normalize_task(task))[0]
         if not task:
             raise ValueError("empty task")
         allow = (cfg.allow_escalation if allow_escalation is None else bool(allow_escalation)) and not local_only

@@ -78,7 +78,7 @@ class StudentTrainConfig(dg.Config):
     dpo_max_steps: int = 6
     kto_max_steps: int = 6
     sft_lr: float = 5e-4
-    dpo_lr: float = 3e-4
+    dpo_lr: float = 1e-4
     beta: float = 0.1
     lora_r: int = 8
     lora_layers: int = 8  # top decoder layers with adapters (0 = all)
@@ -249,7 +249,7 @@ class DraftHeadConfig(dg.Config):
 
 
 def draft_run(lake: DeltaLake, verifier: VerifierResource, cfg: DraftHeadConfig, log=print,
-              run_id: str | None = None) -> tuple[dict, dict]:
+              run_id: str | None = None, artifact_root: str | None = None) -> tuple[dict, dict]:
     """Train and evaluate a draft head on the verifier's capture table → (draft_heads row, eval)."""
     from assets.capture.reader import load_table
     from assets.capture.shards import open_shard_table
@@ -279,10 +279,14 @@ def draft_run(lake: DeltaLake, verifier: VerifierResource, cfg: DraftHeadConfig,
     head, tm = train_head(train, emb, lm, hp, device=device, progress=log)
     result = evaluate_draft(head, Bigram(train), test, hp.chain, device=device)
     run_id = run_id or "draft_" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "_" + uuid.uuid4().hex[:6]
-    uri = artifact_uri(lake, "draft_heads", run_id)
-    with tempfile.TemporaryDirectory() as tmp:
-        save_head(head, hp, {**tm, **result}, tmp)
-        upload_dir(lake, tmp, uri)
+    if artifact_root:  # e.g. a benchmark that leaves the lake untouched
+        uri = f"{artifact_root}/{run_id}"
+        save_head(head, hp, {**tm, **result}, uri)
+    else:
+        uri = artifact_uri(lake, "draft_heads", run_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            save_head(head, hp, {**tm, **result}, tmp)
+            upload_dir(lake, tmp, uri)
     row = {"run_id": run_id, "shard_table": spec.path, "shard_version": dt.version(), "verifier_id": verifier_id,
            "device": device, "seed": cfg.seed, "draft_version": DRAFT_VERSION,
            "hyperparameters": summary_json(tm["hyperparameters"]), "n_train_prompts": len(tr),

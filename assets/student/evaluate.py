@@ -181,21 +181,32 @@ def _mean_ll(sums, counts) -> float | None:
 
 def evaluate(model, tok, answers: Sequence[Mapping], pairs: Sequence[Mapping],
              tool_rows: Sequence[Mapping] = (), rag: Callable[[Any], list[dict]] | None = None,
-             s: EvalSettings = EvalSettings(), progress: Callable[[str], None] = print) -> dict:
+             s: EvalSettings = EvalSettings(), progress: Callable[[str], None] = print,
+             cache: dict | None = None) -> dict:
     """Base (adapter disabled) and trained (enabled) on the same rows. ``answers``: rows with
     ``prompt`` + ``completion``; ``pairs``: ``prompt`` + ``chosen`` + ``rejected``;
     ``tool_rows``: answers whose reference calls a tool (``tools`` offered); ``rag``: called
-    with a chat model, returns the rag gate outcomes ({"task", "passed", ...}) of the batch."""
+    with a chat model, returns the rag gate outcomes ({"task", "passed", ...}) of the batch.
+
+    ``cache``: a dict kept between calls on the same rows (e.g. several seeds of one base):
+    the base model's scores and generations are computed once and reused."""
     t0 = time.perf_counter()
     answers, pairs = _cap(answers, s.max_answers), _cap(pairs, s.max_pairs)
     out: dict[str, Any] = {"n_answers": len(answers), "n_pairs": len(pairs)}
     per = {}
+    cache = {} if cache is None else cache
     for name, on in (("base", False), ("trained", True)):
-        with adapter(model, on):
-            a_s, a_n = score(model, tok, [r["prompt"] for r in answers], [r["completion"] for r in answers], s.batch_size)
-            c_s, c_n = score(model, tok, [r["prompt"] for r in pairs], [r["chosen"] for r in pairs], s.batch_size)
-            r_s, r_n = score(model, tok, [r["prompt"] for r in pairs], [r["rejected"] for r in pairs], s.batch_size)
-        per[name] = (a_s, a_n, c_s, c_n, r_s, r_n)
+        if name == "base" and "scores" in cache:
+            per[name] = cache["scores"]
+        else:
+            with adapter(model, on):
+                per[name] = (*score(model, tok, [r["prompt"] for r in answers], [r["completion"] for r in answers],
+                                    s.batch_size),
+                             *score(model, tok, [r["prompt"] for r in pairs], [r["chosen"] for r in pairs], s.batch_size),
+                             *score(model, tok, [r["prompt"] for r in pairs], [r["rejected"] for r in pairs], s.batch_size))
+            if name == "base":
+                cache["scores"] = per[name]
+        a_s, a_n, c_s, c_n, r_s, r_n = per[name]
         out[f"ll_{name}"] = _mean_ll(np.concatenate([a_s, c_s]), np.concatenate([a_n, c_n]))
         if len(pairs):
             pref = c_s / np.maximum(c_n, 1) > r_s / np.maximum(r_n, 1)
@@ -217,10 +228,15 @@ def evaluate(model, tok, answers: Sequence[Mapping], pairs: Sequence[Mapping],
     out["n_tool_prompts"] = len(tools)
     if tools:
         for name, on in (("base", False), ("trained", True)):
-            reasons = []
-            for r in tools:
-                text, *_ = generate(model, tok, r["prompt"], on, s.tool_max_new_tokens, s.rag_max_input_tokens)
-                reasons.append(tool_call_valid(text, tool_names(r.get("tools")))[1])
+            if name == "base" and "tool_reasons" in cache:
+                reasons = cache["tool_reasons"]
+            else:
+                reasons = []
+                for r in tools:
+                    text, *_ = generate(model, tok, r["prompt"], on, s.tool_max_new_tokens, s.rag_max_input_tokens)
+                    reasons.append(tool_call_valid(text, tool_names(r.get("tools")))[1])
+                if name == "base":
+                    cache["tool_reasons"] = reasons
             out[f"tool_valid_{name}"] = sum(x == "ok" for x in reasons) / len(reasons)
             out[f"tool_reasons_{name}"] = reasons
     out["tool_seconds"] = round(time.perf_counter() - t1, 1)
@@ -230,7 +246,9 @@ def evaluate(model, tok, answers: Sequence[Mapping], pairs: Sequence[Mapping],
         for name, on in (("base", False), ("trained", True)):
             chat = StudentChat(model, tok, trained=on, max_new_tokens=s.rag_max_new_tokens,
                                max_input_tokens=s.rag_max_input_tokens, model_id=f"student-{name}")
-            res = rag(chat)
+            res = cache["rag"] if name == "base" and "rag" in cache else rag(chat)
+            if name == "base":
+                cache["rag"] = res
             out["n_rag_tasks"] = len(res)
             out[f"rag_pass_{name}"] = (sum(bool(x["passed"]) for x in res) / len(res)) if res else None
             out[f"rag_{name}"] = res

@@ -37,13 +37,13 @@ class StudentHyper:
     lora_layers: int = 8  # top decoder layers with adapters (0 = all)
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     batch_size: int = 4
-    dpo_batch_size: int = 2
+    dpo_batch_size: int = 4
     sft_epochs: float = 1.0
     sft_max_steps: int = 10  # cap (the CPU budget); -1 = epochs only
     sft_lr: float = 5e-4
     dpo_epochs: float = 2.0
     dpo_max_steps: int = 6
-    dpo_lr: float = 3e-4
+    dpo_lr: float = 1e-4
     beta: float = 0.1
     kto_max_steps: int = 6
     kto_lr: float = 5e-5

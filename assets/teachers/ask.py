@@ -48,6 +48,7 @@ from assets.metadata import percentiles
 from assets.teachers.cache import MemoryResponseCache, ResponseCache
 from assets.teachers.flags import answer_flags
 from assets.teachers.pool import CircuitBreakerSettings, PrefilterSettings
+from resources import privacy
 from resources.model_client import (
     CallOutcome,
     LocalModelClient,
@@ -364,6 +365,11 @@ async def ask_teachers(
         tot.calls += 1
         tot.attempts += out.attempts
         if out.status == OK:
+            # an answer is written to the cache, a spool and tables: scrubbed before any of them
+            if out.message is not None:
+                out.message, _ = privacy.scrub_json(out.message)
+            if out.text:
+                out.text, _ = privacy.scrub_text(out.text)
             calls = (out.message or {}).get("tool_calls")
             out.flags = answer_flags(out.text, out.finish_reason, calls, req.tools, out.flags)
             br = breakers[t.name]

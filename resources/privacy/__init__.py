@@ -77,13 +77,22 @@ class Privacy:
 
     def scrub_texts(self, texts: list[str]) -> tuple[list[str], dict[int, dict[str, int]]]:
         """Scrub many texts: ``(texts, {index: {kind: n}})`` with counts only for changed texts."""
-        out, counts = secrets._scrub_sparse(texts)
-        if self.pii is not None:
-            out, pc = self.pii.scrub_many(out)
-            for i, c in pc.items():
-                d = counts.setdefault(i, {})
-                for k, n in c.items():
-                    d[k] = d.get(k, 0) + n
+        if self.pii is None:
+            return secrets._scrub_sparse(texts)
+        if len(texts) < 256:
+            out, counts = secrets._scrub_sparse(texts)
+            cand = None
+        else:
+            # the two pre-filters are independent passes of Rust's regex engine (which
+            # releases the GIL): the personal-data one runs beside the secrets one
+            fut = _pool().submit(self.pii.candidates, texts)
+            out, counts = secrets._scrub_sparse(texts)
+            cand = sorted(set(fut.result()) | set(counts))  # texts a secret rule changed: again
+        out, pc = self.pii.scrub_many(out, cand)
+        for i, c in pc.items():
+            d = counts.setdefault(i, {})
+            for k, n in c.items():
+                d[k] = d.get(k, 0) + n
         return out, counts
 
     def scrub_text(self, text: str, counts: dict[str, int] | None = None) -> tuple[str, dict[str, int]]:
@@ -157,6 +166,17 @@ def split_counts(counts: dict[str, int]) -> tuple[dict[str, int], dict[str, int]
 
 
 _LOCK = threading.Lock()
+_POOL = None
+
+
+def _pool():
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="privacy")
+    return _POOL
+
 _BY_ROOT: dict[str, Privacy] = {}
 _CONFIGURED: Privacy | None = None
 

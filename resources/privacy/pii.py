@@ -55,8 +55,9 @@ _CARD = (r"\b(?:[0-9]{13,19}|[0-9]{4}(?:[ \-][0-9]{4}){2}[ \-][0-9]{1,7}"
 _PRE = {
     "home_user": r"/Users/|/home/|:\\{1,4}Users\\{1,4}|:/Users/",
     "email": r"@",
-    "phone": r"\+[1-9]|\([0-9]{3}\)|[0-9][.\-][0-9]{3}[.\-][0-9]",
-    "payment_card": r"[2-6][0-9]{3}[ \-]?[0-9]{4}[ \-]?[0-9]{2}",  # 4-4-4-4 and Amex 4-6-5
+    "phone": r"\+[1-9][0-9 .\-()]{6}|\([0-9]{3}\)|[0-9][.\-][0-9]{3}[.\-][0-9]",
+    # contiguous, 4-4-4-x, Amex 4-6-5 (not a UUID's 4-4-4 hex groups)
+    "payment_card": r"[2-6][0-9]{3}(?:[0-9]{9}|[ \-][0-9]{4}[ \-][0-9]{4}|[ \-][0-9]{6}[ \-][0-9]{4})",
     "ip_address": r"[0-9]\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]",
 }
 _IP = r"\b(?:[0-9]{1,3}\.){3}[0-9]{1,3}\b"
@@ -254,14 +255,27 @@ class Pseudonymizer:
         return f"[PII:{self.pseudonym('ip_address', str(ip))}]"
 
     # -------------------------------------------------------------- many texts
-    def scrub_many(self, texts: list[str]) -> tuple[list[str], dict[int, dict[str, int]]]:
-        """Replace personal data in every text: ``(texts, {index: {kind: n}})`` (sparse)."""
+    def candidates(self, texts: list[str]) -> list[int]:
+        """Indices of the texts that may hold personal data (the cheap pre-filter)."""
+        if not texts or self.prefilter is None:
+            return []
+        import polars as pl
+
+        return pl.Series("t", texts, dtype=pl.String).str.contains(self.prefilter).arg_true().to_list()
+
+    def scrub_many(self, texts: list[str], candidates: list[int] | None = None
+                   ) -> tuple[list[str], dict[int, dict[str, int]]]:
+        """Replace personal data in every text: ``(texts, {index: {kind: n}})`` (sparse).
+        ``candidates``: the indices :meth:`candidates` gave (computed here when None)."""
         if not texts or self.pattern is None:
             return texts, {}
         import polars as pl
 
         s = pl.Series("t", texts, dtype=pl.String)
-        idx = s.str.contains(self.prefilter).arg_true()
+        if candidates is None:
+            idx = s.str.contains(self.prefilter).arg_true()
+        else:
+            idx = pl.Series("i", candidates, dtype=pl.UInt32)
         if len(idx) == 0:
             return texts, {}
         found = s.gather(idx).str.extract_all(self.pattern)

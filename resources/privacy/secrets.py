@@ -63,6 +63,10 @@ def placeholder(kind: str) -> str:
 _LB = r"(?:(?<![A-Za-z0-9_\-])|(?<=\\[nrt]))"
 # Start of a line in raw text or in JSON-escaped text.
 _LINE_START = r"(?:^|(?<=\n)|(?<=\\n)|(?<=\\r)|(?<=\\t)|(?<=\"))"
+# The same as a consumed first character: Python's regex engine then skips ahead to the
+# next newline / backslash / quote instead of trying six look-behinds at every position
+# (~5x faster on long tool outputs). Rules using it run on "\n" + text (``lead=True``).
+_LEAD = r"(?:\n|\\[nrt]|\")"
 # An optional quote opener, possibly JSON-escaped once or twice.
 _Q = r"""(?:\\{0,4}["'])?"""
 _NOT_REDACTED = r"(?!\[REDACTED:)"
@@ -80,6 +84,7 @@ class Rule:
     bulk: str = ""  # Rust-syntax relaxed pattern: matches wherever ``regex`` could
     group: int | str = 0  # the replaced part: a group name/number (0: whole match); "val" if present
     check: Callable[[str], bool] | None = None  # validates a found value
+    lead: bool = False  # the pattern starts with _LEAD: it runs on "\n" + text
     extend: bool = False  # the value reaches to the end of its token
     boundary: bool = False  # the match must start at a token boundary (checked in code)
     source: str = "tracelake"
@@ -311,13 +316,13 @@ RULES: list[Rule] = [
         "config_secret",
         [n + ":" for n in ("password", "passwd", "pwd", "secret", "token", "key")]
         + [n + " :" for n in ("password", "secret", "token", "key")],
-        _LINE_START
+        _LEAD
         + r"(?P<pre>[ \t\-]{0,32}[A-Za-z0-9_.\-]{0,64}(?i:password|passwd|pwd|secret|token|api_?key|access_?key)"
         r"[ \t]{0,8}:[ \t]{1,8}" + _Q + r")"
         + _NOT_REDACTED
         + r"(?P<val>(?![$<{\[(])[^\s\"'\\,}]{6,1024})",
         r"(?i:password|passwd|pwd|secret|token|api_?key|access_?key)[ \t]*:[ \t]",
-        check=_strong,
+        check=_strong, lead=True,
     ),
     _rule(
         # command-line flags: --password=..., --api-key abc..., --token=...
@@ -333,14 +338,14 @@ RULES: list[Rule] = [
         # KEY=value lines of env files / shell exports / ini files; the key name stays.
         "env_secret",
         [n + s for n in ("key", "secret", "token", "password", "passwd", "pwd", "credentials") for s in ("=", " =", "\t=")],
-        _LINE_START
+        _LEAD
         + r"(?P<pre>[ \t]{0,32}(?:\d{1,9}(?:→|\\u2192|\\t|\t))?[ \t]{0,32}(?:export[ \t]{1,8})?"
         r"[A-Za-z0-9_.\-]{0,64}(?i:key|secret|token|password|passwd|pwd|credentials)"
         r"[ \t]{0,8}=[ \t]{0,8}" + _Q + r")"
         + _NOT_REDACTED
         + r"(?P<val>(?!\$)[^\s\"'\\]{1,1024})",
         r"(?i:key|secret|token|password|passwd|pwd|credentials)[ \t]*=",
-        check=_strong,
+        check=_strong, lead=True,
     ),
     _rule(
         # an UPPER_CASE env assignment in the middle of a line: `DD_API_KEY=abc123 python app.py`
@@ -424,10 +429,12 @@ def _spans(rule: Rule, text: str) -> list[tuple[int, int]]:
     out = []
     n = len(text)
     group = "val" if "val" in rule.regex.groupindex else rule.group
-    for m in rule.regex.finditer(text):
+    shift = 1 if rule.lead else 0
+    for m in rule.regex.finditer("\n" + text if shift else text):
         s, e = m.span(group)
         if s < 0:
             s, e = m.span(0)
+        s, e = s - shift, e - shift
         if rule.boundary and s > 0 and text[s - 1] in _WORD_CHARS and not (
                 s > 1 and text[s - 2] == "\\" and text[s - 1] in "nrt"):
             continue
@@ -475,21 +482,47 @@ def _gated(rule: Rule, low: str) -> bool:
     return False
 
 
-def scrub(text: str, counts: dict[str, int] | None = None) -> tuple[str, dict[str, int]]:
+def scrub(text: str, counts: dict[str, int] | None = None,
+          rules: list[Rule] | None = None) -> tuple[str, dict[str, int]]:
     """Return ``(scrubbed_text, {kind: n_replaced})``.
 
     Pass ``counts`` to accumulate into an existing dict (it is also returned).
     For many texts at once prefer :func:`scrub_many` (one vectorized pre-filter).
+    ``rules``: only these (default: all).
     """
     if counts is None:
         counts = {}
     if not text:
         return text, counts
     low = text.lower()
-    for rule in RULES:
+    for rule in RULES if rules is None else rules:
         if _gated(rule, low):
             text = _apply(rule, text, counts)
     return text, counts
+
+
+def _rules_per_text(texts: list[str]) -> list[list[Rule]]:
+    """For each (flagged) text, the rules whose own relaxed pattern matches it: one
+    vectorized pass per rule, so a long text flagged by one rule is not searched by the
+    Python regexes of all the others."""
+    import polars as pl
+
+    if len(texts) < 4 and sum(map(len, texts)) < 65536:
+        return [RULES] * len(texts)
+    s = pl.Series(texts, dtype=pl.String)
+    hits: list[list[Rule]] = [[] for _ in texts]
+    memo: dict[str, list[int]] = {}
+    for rule in RULES:
+        if not rule.bulk:
+            for h in hits:
+                h.append(rule)
+            continue
+        b = ascii_rust(rule.bulk)
+        if b not in memo:
+            memo[b] = s.str.contains(b).arg_true().to_list()
+        for i in memo[b]:
+            hits[i].append(rule)
+    return hits
 
 
 def find(text: str, skip: tuple[str, ...] = ()) -> dict[str, int]:
@@ -570,8 +603,9 @@ def scrub_many(texts: list[str]) -> tuple[list[str], list[dict[str, int]]]:
     """Scrub many texts; returns the texts and, for each, its ``{kind: n}`` counts."""
     out = list(texts)
     per: list[dict[str, int]] = [{} for _ in texts]
-    for i in _suspicious_indices(texts):
-        out[i], per[i] = scrub(texts[i])
+    idx = _suspicious_indices(texts)
+    for i, rules in zip(idx, _rules_per_text([texts[i] for i in idx])):
+        out[i], per[i] = scrub(texts[i], rules=rules)
     return out, per
 
 
@@ -580,8 +614,9 @@ def _scrub_sparse(texts: list[str]) -> tuple[list[str], dict[int, dict[str, int]
     ``{index: {kind: n}}`` (most texts hold no secret)."""
     out = list(texts)
     counts: dict[int, dict[str, int]] = {}
-    for i in _suspicious_indices(texts):
-        text, c = scrub(texts[i])
+    idx = _suspicious_indices(texts)
+    for i, rules in zip(idx, _rules_per_text([texts[i] for i in idx])):
+        text, c = scrub(texts[i], rules=rules)
         if c:
             out[i] = text
             counts[i] = c
