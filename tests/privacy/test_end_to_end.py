@@ -24,7 +24,7 @@ from resources.privacy import PiiPolicy, Privacy
 from resources.sessions import SessionSource
 from tests.privacy.planted import planted
 from tests.teachers.conftest import http_teacher, pool_yaml
-from tests.teachers.fake_openai import FakeOpenAI
+from testsupport.fake_openai import FakeOpenAI
 
 PII = {"home": "Jane_Smith", "email": "jane.smith@acme-corp.com", "phone": "+44 20 7946 0958",
        "card": "4539 1488 0343 6467"}
