@@ -11,4 +11,5 @@ test: setup
 	bash scripts/test.sh
 
 dev: setup
+	DAGSTER_HOME=$(CURDIR)/.dagster .venv/bin/python -m dagster_project.instance
 	DAGSTER_HOME=$(CURDIR)/.dagster .venv/bin/dagster dev -m dagster_project.definitions -h 127.0.0.1 -p 3000

@@ -119,3 +119,39 @@ def pair_preview(rows: Sequence[Mapping[str, Any]], n: int = 3, why: Callable[[M
         "rejected": lambda r: json_preview(r.get("rejected")),
         "why": why or default_why,
     }, n=n, tail_columns=("prompt (end)",))
+
+
+class SessionSums:
+    """Per-session sums accumulated over the groups a big run writes in (``md_per_session``
+    without holding every row)."""
+
+    def __init__(self, columns: Mapping[str, Callable[[Mapping[str, Any]], Any]]):
+        self.columns = dict(columns)
+        self.sums: dict[str, list] = {}
+
+    def add(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        fns = list(self.columns.values())
+        n = len(fns)
+        for r in rows:
+            acc = self.sums.get(r["session_key"])
+            if acc is None:
+                acc = self.sums[r["session_key"]] = [0] * n
+            for i, fn in enumerate(fns):
+                acc[i] += fn(r) or 0
+
+    def total(self, column: str) -> int:
+        i = list(self.columns).index(column)
+        return sum(v[i] for v in self.sums.values())
+
+    def sessions(self) -> int:
+        return len(self.sums)
+
+    def md(self, columns: Sequence[str] | None = None, limit: int = 100) -> dg.MetadataValue:
+        cols = list(columns or self.columns)
+        idx = [list(self.columns).index(c) for c in cols]
+        lines = [[k, *(v[i] for i in idx)] for k, v in sorted(self.sums.items())]
+        more = len(lines) - limit
+        table = md_table(["session", *cols], lines[:limit], empty="_no sessions_")
+        if more > 0:
+            return dg.MetadataValue.md(table.value + f"\n\n_… and {more} more sessions_")
+        return table

@@ -39,40 +39,63 @@ def copy_samples(dest: Path) -> int:
     return n
 
 
-def materialize_all(instance=None, log=print) -> dict:
-    """Register a partition per session file and materialize the whole graph.
+def ingest_all(instance=None, log=print, *, defs=None, lake=None, sessions=None, run_config=None,
+               reread_unchanged: bool = True, keys=None, job=None) -> list:
+    """Ingest every session file under the sessions root (new, changed and deleted ones, and
+    the unchanged ones read again): one run of the ingest job per window of days (a run over
+    a date range records each day of it; see SessionSource.max_span_days). Returns the runs'
+    results (empty when there is nothing to ingest)."""
+    from dagster_project.definitions import INGEST_JOB
+    from dagster_project.definitions import defs as default_defs
+    from resources.lake import DeltaLake
+    from resources.sessions import SessionSource
+    from sensors.sessions import INGEST_QUEUE_TAG, plan_all, run_request_for
 
-    Session-partitioned assets run as ONE run over all keys (a single-run backfill: the
-    storage layer replaces exactly those partitions); the unpartitioned datasets follow.
+    defs = defs or default_defs
+    lake = lake or DeltaLake(root=settings.lake_root())
+    sessions = sessions or SessionSource(root=settings.sessions_dir())
+    batches, problems = plan_all(sessions, lake, reread_unchanged=reread_unchanged)
+    if keys is not None:
+        batches = [b for b in ([c for c in b if c.key in set(keys)] for b in batches) if b]
+    for path, what in problems:
+        log(f"  {path}: {what}")
+    results = []
+    for batch in batches:
+        req = run_request_for(batch)
+        tags = {k: v for k, v in req.tags.items() if k != INGEST_QUEUE_TAG}
+        config = {**(run_config or {}), **req.run_config}
+        days = sorted({c.day for c in batch})
+        log(f"ingest + teachers + pairs: {len(batch)} session files of {len(days)} day(s) "
+            f"({days[0]} .. {days[-1]}), one run")
+        results.append(defs.resolve_job_def(job or INGEST_JOB).execute_in_process(
+            run_config=config, instance=instance or local_instance(), tags=tags, partition_key=req.partition_key,
+            raise_on_error=False))
+    return results
+
+
+def materialize_all(instance=None, log=print) -> dict:
+    """Ingest every session file (one run over the days they belong to), then the datasets.
+
+    The ingest run rewrites exactly the sessions of those files (their (day, session) rows);
+    the unpartitioned datasets follow in a second run.
     """
-    from assets.partitions import SESSIONS
-    from dagster_project.definitions import DATASETS_JOB, INGEST_JOB, defs
+    from dagster_project.definitions import DATASETS_JOB, defs
     from resources.sessions import SessionSource
 
     migrate(log=log)
     instance = instance or local_instance()
-    source = SessionSource()
-    keys = [f.key for f in source.scan()]
-    if not keys:
-        raise SystemExit(f"no session files under {source.root_path()}")
-    known = set(instance.get_dynamic_partitions(SESSIONS.name))
-    instance.add_dynamic_partitions(SESSIONS.name, [k for k in keys if k not in known])
-    ordered = instance.get_dynamic_partitions(SESSIONS.name)
-    present = [k for k in ordered if k in set(keys)]
-    summary = {"sessions": len(present)}
-    t0 = time.perf_counter()
-    log(f"ingest + replay + pairs over {len(present)} sessions (one run)")
     quiet = {"loggers": {"console": {"config": {"log_level": settings.log_level()}}}}
-    res = defs.resolve_job_def(INGEST_JOB).execute_in_process(
-        run_config=quiet,
-        instance=instance,
-        tags={"dagster/asset_partition_range_start": present[0],
-              "dagster/asset_partition_range_end": present[-1]},
-    )
-    summary["ingest_run"] = res.run_id
+    t0 = time.perf_counter()
+    results = ingest_all(instance, log, run_config=quiet)
+    if not results:
+        raise SystemExit(f"no session files under {SessionSource(root=settings.sessions_dir()).root_path()}")
+    summary = {"files": sum(len(r.dagster_run.run_config["ops"]["read_session_files"]["config"]["changes"])
+                            for r in results)}
+    summary["ingest_runs"] = [r.run_id for r in results]
     summary["ingest_s"] = round(time.perf_counter() - t0, 1)
-    if not res.success:
-        raise SystemExit(f"ingest run {res.run_id} failed")
+    failed = [r.run_id for r in results if not r.success]
+    if failed:
+        raise SystemExit(f"ingest run(s) {', '.join(failed)} failed")
     t0 = time.perf_counter()
     log("datasets: normalized pairs, replay corpus, prompt pool, capture shards, playbooks")
     res = defs.resolve_job_def(DATASETS_JOB).execute_in_process(run_config=quiet, instance=instance)
@@ -88,7 +111,7 @@ def migrate(lake=None, log=print) -> list:
     from dagster_project.migrate import migrate_lake
     from resources.lake import DeltaLake
 
-    done = migrate_lake(lake or DeltaLake(root=settings.LAKE_ROOT))
+    done = migrate_lake(lake or DeltaLake(root=settings.lake_root()), settings.sessions_dir())
     for m in done:
         log(f"migrated {m}")
     return done

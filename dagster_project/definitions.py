@@ -82,7 +82,11 @@ def build_definitions(lake: DeltaLake | None = None, sessions: SessionSource | N
     ingest_job = dg.define_asset_job(
         INGEST_JOB,
         selection=dg.AssetSelection.assets(*session_keys),
-        description="Per session: raw_traces → trace_turns → agent_steps → teacher_responses → pairs and training sets.",
+        description="The changed session files of a tick (or every file of a date range): session_files + "
+                    "raw_traces → trace_turns → agent_steps → teacher_responses → pairs and training sets, "
+                    "all steps in one process.",
+        # the CPU chain in one process: a step costs its work, not a process start and an import
+        executor_def=dg.in_process_executor,
     )
     datasets_job = dg.define_asset_job(
         DATASETS_JOB,

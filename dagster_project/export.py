@@ -125,8 +125,8 @@ def export_table(lake, table: str, fmt: str, out_dir: str | Path, *, all_columns
         rows = lake.read(spec, filter=is_pref if REPLAY_PARTS[table] else ~is_pref).to_pylist()
         rows.sort(key=lambda r: r["rank"])
     else:
-        parts = list(sessions) if sessions and spec.partition_by else None
-        rows = lake.read(spec, partitions=parts).to_pylist()
+        flt = string_field("session_key").isin(list(sessions)) if sessions else None
+        rows = lake.read(spec, filter=flt).to_pylist()
         if table == "preference_pairs":  # candidates that break a validity rule are not training data
             rows = [r for r in rows if not r.get("invalid_rule")]
         rows.sort(key=lambda r: (r.get("session_key") or "", r.get("step_id") or "", r[_id_column(table)]))
@@ -144,7 +144,8 @@ def export_atif(lake, out_dir: str | Path, *, sessions: Sequence[str] | None = N
     from assets.traces.atif import trajectories_from_turns, validate
     from assets.traces.tables import TRACE_TURNS
 
-    turns = lake.read(TRACE_TURNS, partitions=list(sessions) if sessions else None).to_pylist()
+    turns = lake.read(TRACE_TURNS, filter=string_field("session_key").isin(list(sessions)) if sessions else None
+                      ).to_pylist()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n = 0
@@ -173,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="jsonl | parquet (a training table) | atif (every session of trace_turns)")
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--lake-root", default=None, help="lake root (default: $TRACELAKE_LAKE_ROOT or ./lakehouse)")
-    ap.add_argument("--session", action="append", default=None, help="only these session partitions")
+    ap.add_argument("--session", action="append", default=None, help="only these sessions (session keys)")
     ap.add_argument("--all-columns", action="store_true", help="keep provenance columns too")
     ap.add_argument("--tools-format", default="auto", choices=("auto", "objects", "json"))
     args = ap.parse_args(argv)

@@ -1,4 +1,4 @@
-"""Carry a lake written by an older tracelake over to today's table names.
+"""Carry a lake written by an older tracelake over to today's table names and layout.
 
     tracelake migrate            (also run by `tracelake demo` / `tracelake materialize`)
 
@@ -6,6 +6,9 @@ Renamed tables: ``silver/replay_steps`` is now ``silver/agent_steps``. It is der
 (the next ingest rewrites it from ``silver/trace_turns``), so nothing is lost either way;
 on a local lake the table directory is renamed in place (a Delta log holds relative paths,
 so the renamed directory is the same table at the same version), which spares a re-ingest.
+
+Session tables partitioned per session file (one Dagster partition per file) are rewritten
+in place partitioned by day (:func:`migrate_to_days`); their rows are all kept.
 When both exist the old one is stale and is removed. On an object store nothing is
 renamed (no atomic rename there): the old table is reported, the next run writes the new
 one. The tables that are not derived (``silver/teacher_cache``, ``gold/replay_corpus``,
@@ -52,8 +55,14 @@ def _is_table(path: Path) -> bool:
     return (path / "_delta_log").is_dir()
 
 
-def migrate_lake(lake: DeltaLake) -> list[Migration]:
-    """Apply every table rename to ``lake``; returns what was done (empty when nothing to do)."""
+def migrate_lake(lake: DeltaLake, sessions_root: str | os.PathLike | None = None) -> list[Migration]:
+    """Apply every table rename to ``lake``, then the day partitioning (:func:`migrate_to_days`);
+    returns what was done (empty when nothing to do)."""
+    out = _renames(lake)
+    return out + migrate_to_days(lake, sessions_root)
+
+
+def _renames(lake: DeltaLake) -> list[Migration]:
     out = []
     root = _local_root(lake)
     for old, spec in RENAMED_TABLES.items():
@@ -80,4 +89,101 @@ def migrate_lake(lake: DeltaLake) -> list[Migration]:
     n = migrate_rag_runs(lake)
     if n is not None:
         out.append(Migration(RAG_RUNS.path, RAG_RUNS.path, f"layout replay_run.v1 ({n} rows carried over)"))
+    return out
+
+
+# ------------------------------------------------------------ session partitions -> days
+
+def _day_tables() -> list[TableSpec]:
+    from dagster_project.definitions import all_tables
+
+    return [s for s in all_tables() if s.partition_by == ("day",)]
+
+
+def migrate_to_days(lake: DeltaLake, sessions_root: str | os.PathLike | None = None) -> list[Migration]:
+    """Rewrite the session tables of a lake partitioned per session file (one Dagster
+    partition and one Delta partition per file) as day-partitioned tables, in place.
+
+    Each session's day is computed as the ingest job computes it (the first timestamp in
+    its file's head, else the file's mtime) from its file when it is still under
+    ``sessions_root`` - those files are also entered in the registry (bronze/session_files)
+    so the sensor does not read them again - else from the head of its bronze lines, else
+    from the date its rows were written. Every row is kept; the tables that are not
+    per-session (the teacher cache, the replay corpus, rag runs) are not touched.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from deltalake import write_deltalake
+
+    from assets.partitions import FIRST_DAY
+    from assets.traces.registry import day_of, probe_file, session_start
+    from assets.traces.tables import RAW_TRACES, SESSION_FILES
+    from resources.sessions import SEP
+
+    old = []
+    for spec in _day_tables():
+        dt = lake.table(spec)
+        if dt is not None and list(dt.metadata().partition_columns) != ["day"]:
+            old.append(spec)
+    if not old:
+        return []
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc)
+    root = Path(os.path.expanduser(str(sessions_root))).resolve() if sessions_root else None
+    keys: set[str] = set()
+    tables = {}
+    for spec in old:
+        t = lake.table(spec).to_pyarrow_table()
+        tables[spec.path] = t
+        if "session_key" in t.column_names:
+            keys |= set(pc.unique(t["session_key"]).to_pylist())
+    heads: dict[str, list[tuple[int, str]]] = {}
+    raw = tables.get(RAW_TRACES.path)
+    if raw is not None:
+        small = raw.filter(pc.less_equal(raw["line_no"], 64)).select(["session_key", "line_no", "raw"])
+        for k, n, text in zip(*(small[c].to_pylist() for c in ("session_key", "line_no", "raw"))):
+            heads.setdefault(k, []).append((n, text or ""))
+    days: dict[str, str] = {}
+    registry = []
+    for k in sorted(keys):
+        path = root / k.replace(SEP, "/") if root is not None else None
+        if path is not None and path.is_file():
+            pr = probe_file(path)
+            if not pr.error:
+                days[k] = day_of(pr.started_at, pr.mtime_ns)
+                registry.append({
+                    "session_key": k, "path": k.replace(SEP, "/"), "format": None, "day": days[k],
+                    "started_at": pr.started_at, "size": pr.size, "mtime_ns": pr.mtime_ns, "head_len": pr.head_len,
+                    "head_fp": pr.head_fp, "lines": None, "status": "ingested", "change": "migrated",
+                    "reason": "entered by `tracelake migrate`", "run_id": "migration", "first_seen_at": now,
+                    "last_seen_at": now})
+                continue
+        if k in heads:
+            text = "\n".join(t for _, t in sorted(heads[k])).encode()
+            started = session_start(text)
+            if started is not None:
+                days[k] = day_of(started, 0)
+    out = []
+    for spec in old:
+        t = tables[spec.path]
+        fallback_col = next((c for c in ("ingested_at", "created_at", "timestamp") if c in t.column_names), None)
+        fallback = t[fallback_col].to_pylist() if fallback_col else [None] * t.num_rows
+        col = []
+        for k, f in zip(t["session_key"].to_pylist(), fallback):
+            d = days.get(k)
+            if d is None:
+                d = days[k] = f.astimezone(timezone.utc).date().isoformat() if f is not None else FIRST_DAY
+            col.append(d)
+        if "day" in t.column_names:
+            t = t.drop_columns(["day"])
+        t = t.append_column(pa.field("day", pa.string()), pa.array(col, pa.string()))
+        t = spec.conform(t.select([n for n in spec.schema.names if n in t.column_names]))
+        write_deltalake(lake.uri(spec), t, mode="overwrite", schema_mode="overwrite", partition_by=["day"],
+                        storage_options=lake.options(), writer_properties=spec.writer_properties())
+        out.append(Migration(spec.path, spec.path, f"partitioned by day ({t.num_rows} rows, "
+                                                   f"{len(set(col))} days)"))
+    if registry:
+        lake.merge(SESSION_FILES, registry)
+        out.append(Migration("session files", SESSION_FILES.path, f"{len(registry)} files registered"))
     return out

@@ -139,6 +139,7 @@ class WriteResult:
     table_rows: int
     partitions: list[str] = field(default_factory=list)
     rows_deleted: int | None = None
+    sessions: int | None = None
 
     def metadata(self) -> dict[str, Any]:
         md: dict[str, Any] = {
@@ -153,7 +154,50 @@ class WriteResult:
             md["partitions_replaced"] = dg.MetadataValue.int(len(self.partitions))
         if self.rows_deleted is not None:
             md["rows_deleted"] = dg.MetadataValue.int(self.rows_deleted)
+        if self.sessions is not None:
+            md["sessions_replaced"] = dg.MetadataValue.int(self.sessions)
         return md
+
+
+SESSION_COLUMN = "session_key"
+
+
+class OldLayoutError(RuntimeError):
+    """A table written by an older tracelake with another partition layout."""
+
+
+@dataclass(frozen=True)
+class SessionScope:
+    """The rows one run owns in the day-partitioned tables: these sessions on these days.
+
+    ``days`` holds every day a session of ``keys`` has rows on or will have rows on (a
+    session whose start day changed - its file was replaced by another session - is
+    cleared from its old day too).
+    """
+
+    keys: tuple[str, ...]
+    days: tuple[str, ...]
+
+    @classmethod
+    def of(cls, keys: Iterable[str], days: Iterable[str]) -> "SessionScope":
+        return cls(tuple(sorted(set(keys))), tuple(sorted(set(days))))
+
+    def predicate(self, day_column: str = "day") -> str:
+        return f"{in_predicate(day_column, self.days)} AND {in_predicate(SESSION_COLUMN, self.keys)}"
+
+    def expression(self, day_column: str = "day") -> pc.Expression:
+        return (string_field(day_column).isin(list(self.days))
+                & string_field(SESSION_COLUMN).isin(list(self.keys)))
+
+    def __bool__(self) -> bool:
+        return bool(self.keys)
+
+
+def _day_column(spec: TableSpec) -> str:
+    if len(spec.partition_by) != 1 or SESSION_COLUMN not in spec.schema.names:
+        raise ValueError(f"{spec.path} is not a day-partitioned session table")
+    return spec.partition_by[0]
+
 
 
 class DeltaLake(dg.ConfigurableResource):
@@ -238,6 +282,12 @@ class DeltaLake(dg.ConfigurableResource):
                         raise
                     _backoff(attempt)
                 continue
+            layout = list(dt.metadata().partition_columns)
+            if layout != list(spec.partition_by) and dt.version() >= 0:
+                raise OldLayoutError(
+                    f"{self.uri(spec)} is partitioned by {layout or 'nothing'}, this tracelake writes it "
+                    f"partitioned by {list(spec.partition_by) or 'nothing'}: run `tracelake migrate` once "
+                    f"(it rewrites the table in place; the teacher cache and the replay corpus are untouched)")
             current = set(dt.schema().to_arrow().names)
             missing = [f for f in spec.schema if f.name not in current]
             if not missing:
@@ -316,6 +366,48 @@ class DeltaLake(dg.ConfigurableResource):
         dt = self._retrying(spec, op)
         return self._result(spec, dt, "replace_partitions", table.num_rows, partitions=keys)
 
+    def replace_sessions(self, spec: TableSpec, data: Any, scope: "SessionScope") -> WriteResult:
+        """Replace exactly the rows of ``scope``'s sessions on ``scope``'s days, nothing else.
+
+        For day-partitioned tables (``partition_by == ("day",)``, a ``session_key`` column):
+        the write's predicate is ``day IN (days) AND session_key IN (keys)``, so other
+        sessions of the same day and every other day keep their rows (and their files:
+        Delta rewrites only the day directories named). Rows of ``data`` outside the scope
+        are refused; a session of the scope with no rows in ``data`` ends up with none
+        (a deleted file, or a session that moved to another day).
+        """
+        col = _day_column(spec)
+        table = spec.conform(data)
+        if not scope.keys:
+            dt = self.ensure(spec)
+            return self._result(spec, dt, "replace_sessions", 0, partitions=[])
+        if table.num_rows:
+            days = set(pc.unique(table.column(col)).to_pylist())
+            keys = set(pc.unique(table.column(SESSION_COLUMN)).to_pylist())
+            if days - set(scope.days) or keys - set(scope.keys):
+                raise ValueError(
+                    f"{spec.path}: rows outside this run's sessions: days {sorted(days - set(scope.days))[:5]}, "
+                    f"sessions {sorted(keys - set(scope.keys))[:5]}")
+        predicate = scope.predicate(col)
+
+        def op(dt: DeltaTable) -> None:
+            if table.num_rows:
+                write_deltalake(
+                    dt,
+                    table,
+                    mode="overwrite",
+                    predicate=predicate,
+                    partition_by=list(spec.partition_by),
+                    storage_options=self.options(),
+                    writer_properties=spec.writer_properties(),
+                )
+            else:
+                dt.delete(predicate, writer_properties=spec.writer_properties())
+
+        dt = self._retrying(spec, op)
+        return self._result(spec, dt, "replace_sessions", table.num_rows, partitions=list(scope.days),
+                            sessions=len(scope.keys))
+
     def merge(self, spec: TableSpec, data: Any, keys: Sequence[str] | None = None,
               update_columns: Sequence[str] | None = None) -> WriteResult:
         """Upsert on key columns: matched rows are updated, new rows inserted.
@@ -388,8 +480,12 @@ class DeltaLake(dg.ConfigurableResource):
         partitions: Sequence[str] | None = None,
         filter: Any = None,
         version: int | None = None,
+        scope: "SessionScope | None" = None,
     ) -> pa.Table:
         """Read a table (or some of its partitions / columns) as Arrow.
+
+        ``scope`` (day-partitioned tables) reads only the rows of those sessions on those
+        days; the day filter prunes every other day's files.
 
         A table that was never written reads as empty with the spec's schema. ``version``
         pins a Delta version (several reads of one consistent snapshot).
@@ -407,6 +503,12 @@ class DeltaLake(dg.ConfigurableResource):
                 return empty.select(list(columns)) if columns else empty
             pexpr = pc.field(col).isin(sorted(set(partitions)))
             expr = pexpr if expr is None else (expr & pexpr)
+        if scope is not None:
+            if not scope.keys:
+                empty = spec.empty()
+                return empty.select(list(columns)) if columns else empty
+            sexpr = scope.expression(_day_column(spec))
+            expr = sexpr if expr is None else (expr & sexpr)
         cols = list(columns) if columns else None
         try:
             out = ds.to_table(columns=cols, filter=expr)

@@ -18,7 +18,7 @@ from pydantic import Field
 from resources import settings
 
 SEP = "~"
-SESSION_SUFFIXES = (".jsonl", ".json", ".traj")  # .traj.json ends with .json
+SESSION_SUFFIXES = (".jsonl", ".json", ".traj")  # which format a file holds is read from its content
 
 
 def session_key_for(relpath: str) -> str:
@@ -37,7 +37,16 @@ class SessionSource(dg.ConfigurableResource):
     """Where session files live. Point ``root`` at ``~/.claude/projects`` to ingest Claude Code."""
 
     root: str = Field(default=settings.SESSIONS_DIR, description="Directory watched recursively.")
-    max_files_per_tick: int = 25
+    max_files_per_tick: int = Field(default=1000, description="Files one sensor tick hands to its run at most.")
+    max_bytes_per_tick: int = Field(default=256 * 1024 * 1024,
+                                    description="Bytes one sensor tick hands to its run at most (one file more if "
+                                                "a single file is bigger).")
+    max_span_days: int = Field(default=7, description="Days one tick's run covers at most (a run over a date "
+                                                      "range records every day of it); other days wait.")
+    hot_seconds: float = Field(default=900.0, description="Files modified this recently are statted every tick.")
+    sweep_files_per_tick: int = Field(default=2000,
+                                      description="Cold files statted per tick, in turn (finds in-place edits of "
+                                                  "old files within a full sweep).")
 
     def root_path(self) -> Path:
         return Path(os.path.expanduser(self.root)).resolve()

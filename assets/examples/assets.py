@@ -15,9 +15,9 @@ from assets.examples.training import kto_rows, sdpo_rows, sft_rows
 from assets.metadata import json_preview, md_counts, md_preview, md_sizes
 from assets.pairs.failures import INFORMATIVE, MISTAKE, load_failure_policy
 from assets.pairs.tables import PREFERENCE_PAIRS
-from assets.partitions import SESSION_BACKFILL, SESSIONS
+from assets.partitions import SESSION_BACKFILL, SESSIONS, check_scope, run_sessions
 from assets.traces.tables import AGENT_STEPS
-from resources.lake import DeltaLake, partition_keys_of
+from resources.lake import DeltaLake
 
 GROUP = "examples"
 STEP_COLUMNS = ["session_key", "session_id", "step_id", "step_index", "messages", "tools", "response",
@@ -29,8 +29,8 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _read_steps(lake: DeltaLake, keys: list[str]) -> list[dict]:
-    return lake.read(AGENT_STEPS, columns=STEP_COLUMNS, partitions=keys).to_pylist()
+def _read_steps(lake: DeltaLake, scope) -> list[dict]:
+    return lake.read(AGENT_STEPS, columns=STEP_COLUMNS, scope=scope).to_pylist()
 
 
 def _partitioned(spec, deps, description=None):
@@ -51,10 +51,11 @@ def _policy_md(policy) -> str:
 @dg.asset(**_partitioned(SFT_EXAMPLES, [AGENT_STEPS.asset_key]))
 def sft_examples(context: dg.AssetExecutionContext, config: FailurePolicyConfig,
                  lake: DeltaLake) -> dg.MaterializeResult:
-    keys = partition_keys_of(context)
+    rs = run_sessions(context, lake, AGENT_STEPS)
+    keys = rs.keys
     policy = load_failure_policy(config.failure_policy or None)
-    rows, skipped = sft_rows(_read_steps(lake, keys), _now(), policy)
-    w = lake.replace_partitions(SFT_EXAMPLES, rows, keys)
+    rows, skipped = sft_rows(_read_steps(lake, rs.scope), _now(), policy)
+    w = lake.replace_sessions(SFT_EXAMPLES, rs.stamp(rows), rs.scope)
     return dg.MaterializeResult(metadata=w.metadata() | {
         "examples": dg.MetadataValue.int(len(rows)),
         "skipped_steps": md_counts("reason", dict(skipped)),
@@ -71,12 +72,13 @@ def sft_examples(context: dg.AssetExecutionContext, config: FailurePolicyConfig,
 @dg.asset(**_partitioned(KTO_EXAMPLES, [AGENT_STEPS.asset_key, PREFERENCE_PAIRS.asset_key]))
 def kto_examples(context: dg.AssetExecutionContext, config: FailurePolicyConfig,
                  lake: DeltaLake) -> dg.MaterializeResult:
-    keys = partition_keys_of(context)
+    rs = run_sessions(context, lake, AGENT_STEPS)
+    keys = rs.keys
     policy = load_failure_policy(config.failure_policy or None)
     pairs = lake.read(PREFERENCE_PAIRS, columns=["session_key", "step_id", "prompt", "chosen", "tools",
-                                                 "chosen_source", "invalid_rule"], partitions=keys).to_pylist()
-    rows, counts = kto_rows(_read_steps(lake, keys), pairs, _now(), policy)
-    w = lake.replace_partitions(KTO_EXAMPLES, rows, keys)
+                                                 "chosen_source", "invalid_rule"], scope=rs.scope).to_pylist()
+    rows, counts = kto_rows(_read_steps(lake, rs.scope), pairs, _now(), policy)
+    w = lake.replace_sessions(KTO_EXAMPLES, rs.stamp(rows), rs.scope)
     return dg.MaterializeResult(metadata=w.metadata() | {
         "examples": dg.MetadataValue.int(len(rows)),
         "labels": md_counts("label", dict(counts)),
@@ -107,13 +109,14 @@ class SdpoConfig(dg.Config):
 
 @dg.asset(**_partitioned(SDPO_EXAMPLES, [AGENT_STEPS.asset_key]))
 def sdpo_examples(context: dg.AssetExecutionContext, config: SdpoConfig, lake: DeltaLake) -> dg.MaterializeResult:
-    keys = partition_keys_of(context)
+    rs = run_sessions(context, lake, AGENT_STEPS)
+    keys = rs.keys
     policy = load_failure_policy(config.failure_policy or None)
-    rows, counts = sdpo_rows(_read_steps(lake, keys), _now(), hint_role=config.hint_role,
+    rows, counts = sdpo_rows(_read_steps(lake, rs.scope), _now(), hint_role=config.hint_role,
                              max_hint_chars=config.max_hint_chars, site=config.site,
                              hint_generator_name=config.hint_generator, policy=policy,
                              site_classes=tuple(config.site_classes))
-    w = lake.replace_partitions(SDPO_EXAMPLES, rows, keys)
+    w = lake.replace_sessions(SDPO_EXAMPLES, rs.stamp(rows), rs.scope)
     return dg.MaterializeResult(metadata=w.metadata() | {
         "examples": dg.MetadataValue.int(len(rows)),
         "hints": md_counts("hint", dict(counts)),

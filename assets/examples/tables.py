@@ -7,15 +7,17 @@ schemas.
 
 import pyarrow as pa
 
+from assets.traces.tables import DAY_FIELD
 from resources.lake import TableSpec
 
 TS = pa.timestamp("us", tz="UTC")
 
 SFT_EXAMPLES = TableSpec(
-    layer="gold", name="sft_examples", partition_by=("session_key",),
+    layer="gold", name="sft_examples", partition_by=("day",),
     description="TRL conversational SFT rows (messages with tool calls, tools column).",
     schema=pa.schema([
         pa.field("example_id", pa.string(), nullable=False),
+        DAY_FIELD,
         pa.field("session_key", pa.string(), nullable=False),
         pa.field("step_id", pa.string()),
         pa.field("messages", pa.string(), nullable=False),  # JSON messages ending with the assistant turn
@@ -26,10 +28,11 @@ SFT_EXAMPLES = TableSpec(
 )
 
 KTO_EXAMPLES = TableSpec(
-    layer="gold", name="kto_examples", partition_by=("session_key",),
+    layer="gold", name="kto_examples", partition_by=("day",),
     description="TRL KTO rows: prompt, completion, label.",
     schema=pa.schema([
         pa.field("example_id", pa.string(), nullable=False),
+        DAY_FIELD,
         pa.field("session_key", pa.string(), nullable=False),
         pa.field("step_id", pa.string()),
         pa.field("prompt", pa.string(), nullable=False),
@@ -42,12 +45,13 @@ KTO_EXAMPLES = TableSpec(
 )
 
 SDPO_EXAMPLES = TableSpec(
-    layer="gold", name="sdpo_examples", partition_by=("session_key",),
+    layer="gold", name="sdpo_examples", partition_by=("day",),
     description="SDPO self-distillation sites with a hint-injected context: by default the recovery "
                 "turn (the assistant turn right after a failed tool result), hint = the error excerpt; "
                 "{trace_id, turns = prompt + completion, final_reward}.",
     schema=pa.schema([
         pa.field("example_id", pa.string(), nullable=False),
+        DAY_FIELD,
         pa.field("session_key", pa.string(), nullable=False),
         pa.field("step_id", pa.string(), nullable=False),
         pa.field("trace_id", pa.string()),  # the agent session (session id) the turns come from

@@ -27,12 +27,12 @@ from assets.pairs.failures import load_failure_policy
 from assets.pairs.validity import RULES as VALIDITY_RULES
 from assets.pairs.validity import ValidityConfig
 from assets.pairs.tables import NORMALIZED_PAIRS, PAIR_REJECTIONS, PREFERENCE_PAIRS
-from assets.partitions import SESSION_BACKFILL, SESSIONS
+from assets.partitions import SESSION_BACKFILL, SESSIONS, check_scope, run_sessions
 from assets.teachers.tables import TEACHER_RESPONSES
 from assets.traces.tables import AGENT_STEPS, TRACE_TURNS
 from assets.pairs.imported import REJECTED_TURN_COLUMNS, imported_pairs
 from resources.changes import refresh_state_event
-from resources.lake import DeltaLake, partition_keys_of
+from resources.lake import DeltaLake
 from assets.pairs.normalizer import Normalizer
 from assets.pairs.refresh import refresh_normalized_pairs
 
@@ -47,8 +47,8 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _read_steps(lake: DeltaLake, keys: list[str]) -> list[dict]:
-    return lake.read(AGENT_STEPS, columns=STEP_COLUMNS, partitions=keys).to_pylist()
+def _read_steps(lake: DeltaLake, scope) -> list[dict]:
+    return lake.read(AGENT_STEPS, columns=STEP_COLUMNS, scope=scope).to_pylist()
 
 
 # ------------------------------------------------------------------ preference_pairs
@@ -109,10 +109,11 @@ def strategies_from_config(config: PairsConfig, judge: PairJudge | None,
 )
 def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, lake: DeltaLake,
                      pair_judge: PairJudge) -> dg.MaterializeResult:
-    keys = partition_keys_of(context)
+    rs = run_sessions(context, lake, AGENT_STEPS)
+    keys = rs.keys
     t0 = time.perf_counter()
-    step_rows = _read_steps(lake, keys)
-    teacher_rows = lake.read(TEACHER_RESPONSES, columns=TEACHER_COLUMNS, partitions=keys,
+    step_rows = _read_steps(lake, rs.scope)
+    teacher_rows = lake.read(TEACHER_RESPONSES, columns=TEACHER_COLUMNS, scope=rs.scope,
                              filter=pc.field("status") == "ok").to_pylist()
     scorer = pair_judge.scorer() if pair_judge.enabled else None
     strategies, skipped = strategies_from_config(config, pair_judge, scorer)
@@ -120,7 +121,7 @@ def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, lak
     rows, report = build_pairs(steps_from_rows(step_rows, teacher_rows, policy), strategies, _now(),
                                validity_from_config(config))
     # a separate source: pairs that arrived as data (preference datasets ingested as sessions)
-    rejected_turns = lake.read(TRACE_TURNS, columns=REJECTED_TURN_COLUMNS, partitions=keys,
+    rejected_turns = lake.read(TRACE_TURNS, columns=REJECTED_TURN_COLUMNS, scope=rs.scope,
                                filter=pc.field("kind") == "rejected").to_pylist()
     imported, imported_counts = imported_pairs(step_rows, rejected_turns, _now(), validity_from_config(config))
     mined_ids = {r["pair_id"] for r in rows}
@@ -129,9 +130,9 @@ def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, lak
     if scorer is not None and pair_judge.confirm:
         # only candidates that pass the validity rules are worth a judge call
         invalid = [r for r in rows if r["invalid_rule"]]
-        kept, _dropped, confirm = confirm_pairs([r for r in rows if not r["invalid_rule"]], scorer,
-                                                pair_judge.confirm, pair_judge.confirm_margin)
-        rows = kept + invalid
+        kept, dropped, confirm = confirm_pairs([r for r in rows if not r["invalid_rule"]], scorer,
+                                               pair_judge.confirm, pair_judge.confirm_margin)
+        rows = kept + invalid + dropped  # dropped: marked invalid_rule judge_*, rejected by the recipe
         judge_md["judge_confirmation"] = dg.MetadataValue.json(confirm.as_dict())
         if confirm.examples:
             judge_md["judge_dropped_examples"] = md_table(
@@ -140,7 +141,7 @@ def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, lak
                                  "rejected")] for e in confirm.examples])
     if scorer is not None:
         judge_md["judge_calls"] = dg.MetadataValue.json({**scorer.stats.as_dict(), "usage": scorer.usage})
-    result = lake.replace_partitions(PREFERENCE_PAIRS, rows, keys)
+    result = lake.replace_sessions(PREFERENCE_PAIRS, rs.stamp(rows), rs.scope)
     valid = [r for r in rows if r["invalid_rule"] is None]
     by_source = Counter(f"{r['chosen_source']} > {r['rejected_source']}" for r in valid)
     removed = {rule: n for rule, n in report.removed_by_rule.items() if n}
@@ -250,8 +251,9 @@ def pair_problems(row: dict) -> str:
 
 
 @dg.asset_check(asset=PREFERENCE_PAIRS.asset_key, description="chosen/rejected non-empty and different")
-def preference_pairs_valid(lake: DeltaLake) -> dg.AssetCheckResult:
-    rows = lake.read(PREFERENCE_PAIRS, columns=["pair_id", "chosen", "rejected"]).to_pylist()
+def preference_pairs_valid(context: dg.AssetCheckExecutionContext, lake: DeltaLake) -> dg.AssetCheckResult:
+    rows = lake.read(PREFERENCE_PAIRS, columns=["pair_id", "chosen", "rejected"],
+                     scope=check_scope(context, lake)).to_pylist()
     bad = [(r["pair_id"], p) for r in rows if (p := pair_problems(r))]
     return dg.AssetCheckResult(passed=not bad, metadata={
         "pairs": len(rows), "invalid": len(bad),

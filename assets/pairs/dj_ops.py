@@ -516,8 +516,12 @@ class PairValidityFilter(Filter):
         n = len(stats)
         col = lambda f: samples[f] if f in samples else [None] * n  # noqa: E731
         tools, strategy, failure = col("tools"), col("strategy"), col("rejected_failure")
+        preset, preset_reason = col("invalid_rule"), col("invalid_reason")
         for i, st in enumerate(stats):
             if "validity_rule" in st:
+                continue
+            if (preset[i] or "").startswith("judge_"):  # the pair judge did not confirm it
+                st["validity_rule"], st["validity_reason"] = preset[i], preset_reason[i] or ""
                 continue
             v = check_row({"prompt": samples["prompt"][i], "chosen": samples["chosen"][i],
                            "rejected": samples["rejected"][i], "tools": tools[i] or None,

@@ -14,8 +14,10 @@ With a judge configured:
   than ``min_margin``;
 * pairs of the strategies in ``confirm`` (``error_site`` and ``consensus`` by default) are
   kept only when the judge scores ``chosen`` above ``rejected`` by at least ``confirm_margin``
-  (:func:`confirm_pairs`); the others are dropped with the rule that dropped them
-  (``judge_disagrees`` or ``judge_unscored``), reported in the asset's metadata.
+  (:func:`confirm_pairs`); the others are marked with the rule that drops them
+  (``invalid_rule`` = ``judge_disagrees`` or ``judge_unscored``, ``invalid_reason`` with the
+  scores), so the recipe's ``pair_validity_filter`` puts them in ``pair_rejections`` like every
+  other invalid candidate; the asset's metadata counts them.
 
 The judge sees the latest turns of the conversation and one candidate at a time, and answers
 ``Score: N`` (1-10). Calls run concurrently (``max_concurrency``); identical questions are asked
@@ -180,8 +182,10 @@ def confirm_pairs(rows: Iterable[dict], scorer: JudgeScorer, strategies: Iterabl
                   margin: float = 1.0, n_examples: int = 3) -> tuple[list[dict], list[dict], ConfirmReport]:
     """Keep the pairs of ``strategies`` the judge confirms (chosen scores ``margin`` above rejected).
 
-    Returns (kept rows, dropped rows each with ``rule`` and ``judge_scores``, report). Rows of
-    other strategies pass unchanged. Raises when the judge answered none of its questions."""
+    Returns (kept rows, dropped rows, report): a dropped row is the pair row with
+    ``invalid_rule`` (``judge_disagrees`` | ``judge_unscored``) and ``invalid_reason`` (the
+    scores) set. Rows of other strategies pass unchanged. Raises when the judge answered none
+    of its questions."""
     rows = list(rows)
     strategies = set(strategies)
     todo = [r for r in rows if r["strategy"] in strategies]
@@ -209,8 +213,9 @@ def confirm_pairs(rows: Iterable[dict], scorer: JudgeScorer, strategies: Iterabl
             continue
         report.dropped[rule] += 1
         drop_ids.add(r["pair_id"])
-        d = {**r, "rule": rule, "judge_scores": {"chosen": sc, "rejected": sr, "margin": margin}}
-        dropped.append(d)
+        reason = (f"the judge scored chosen {sc:g} and rejected {sr:g} (needs chosen >= rejected + {margin:g})"
+                   if rule == "judge_disagrees" else "the judge gave no score to chosen or rejected")
+        dropped.append({**r, "invalid_rule": rule, "invalid_reason": reason})
         if len(report.examples) < n_examples:
             report.examples.append({"pair_id": r["pair_id"], "strategy": r["strategy"], "rule": rule,
                                     "chosen": message_text(loads(r["chosen"], [{}])[0])[:200],

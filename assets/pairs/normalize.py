@@ -12,7 +12,8 @@ Each pair becomes one data-juicer sample with rendered text fields the recipe's 
 - ``chosen_text`` / ``rejected_text``: the answer's text with tool calls as ``name(args)``;
 - ``chosen_content``: the chosen answer's prose only (language ID);
 - ``prompt`` / ``chosen`` / ``rejected`` / ``tools``: the JSON columns, unchanged;
-- ``strategy`` / ``rejected_failure``: what made the pair (for ``pair_validity_filter``).
+- ``strategy`` / ``rejected_failure``: what made the pair (for ``pair_validity_filter``);
+- ``invalid_rule`` / ``invalid_reason``: a rule the pair judge already applied (``judge_*``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from resources import settings
 RECIPES_DIR = settings.RECIPES_DIR / "replaysim"
 ROW_ID = "__tl_row__"
 SAMPLE_FIELDS = ("text", "chosen_text", "rejected_text", "chosen_content",
-                 "prompt", "chosen", "rejected", "tools", "strategy", "rejected_failure")
+                 "prompt", "chosen", "rejected", "tools", "strategy", "rejected_failure",
+                 "invalid_rule", "invalid_reason")
 _BOUND_ATTRS = ("min_len", "max_len", "min_ratio", "max_ratio", "min_num", "max_num",
                 "min_score", "max_score", "min_val", "max_val")
 
@@ -201,6 +203,8 @@ def pair_sample(row: Mapping[str, Any], i: int) -> dict:
         "tools": row.get("tools") or "",
         "strategy": row.get("strategy") or "",
         "rejected_failure": row.get("rejected_failure") or "",
+        "invalid_rule": row.get("invalid_rule") or "",  # set by the pair judge (judge_*)
+        "invalid_reason": row.get("invalid_reason") or "",
     }
 
 

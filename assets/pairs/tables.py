@@ -14,6 +14,7 @@ TS = pa.timestamp("us", tz="UTC")
 _PAIR_FIELDS = [
     pa.field("pair_id", pa.string(), nullable=False),  # content hash of (prompt, chosen, rejected)
     pa.field("session_key", pa.string(), nullable=False),
+    pa.field("day", pa.string()),  # the session's day (the partition of preference_pairs)
     pa.field("step_id", pa.string(), nullable=False),
     pa.field("prompt", pa.string(), nullable=False),  # JSON messages
     pa.field("chosen", pa.string(), nullable=False),  # JSON [assistant message]
@@ -35,7 +36,7 @@ _PAIR_FIELDS = [
 ]
 
 PREFERENCE_PAIRS = TableSpec(
-    layer="gold", name="preference_pairs", partition_by=("session_key",),
+    layer="gold", name="preference_pairs", partition_by=("day",),
     description="DPO pair candidates from teacher disagreement (TRL conversational format, JSON "
                 "columns); each carries the validity rule it breaks (invalid_rule, null when valid).",
     schema=pa.schema(_PAIR_FIELDS),

@@ -10,13 +10,13 @@ import orjson
 from pydantic import Field
 
 from assets.checks import table_check
-from assets.partitions import SESSION_BACKFILL, SESSIONS
+from assets.partitions import SESSION_BACKFILL, SESSIONS, check_scope, run_sessions
 from assets.teachers.cache import DeltaResponseCache
 from assets.teachers.ask import AskResult, Budget, ask_teachers
 from assets.teachers.pool import TeacherPool
 from assets.teachers.tables import TEACHER_CACHE, TEACHER_RESPONSES
 from assets.traces.tables import AGENT_STEPS
-from resources.lake import DeltaLake, partition_keys_of
+from resources.lake import DeltaLake
 
 STEP_COLUMNS = ["session_key", "step_id", "step_index", "messages", "tools", "caused_error", "is_error_site"]
 
@@ -102,17 +102,18 @@ def teacher_responses(
     lake: DeltaLake,
     teachers: TeacherPool,
 ):
-    keys = partition_keys_of(context)
+    rs = run_sessions(context, lake, AGENT_STEPS)
+    keys = rs.keys
     pool = teachers.pool_spec()
     cap = config.max_steps_per_session
     cap = pool.max_steps_per_session if cap is None else (cap or None)
     steps = select_steps(
-        lake.read(AGENT_STEPS, columns=STEP_COLUMNS, partitions=keys).to_pylist(), cap
+        lake.read(AGENT_STEPS, columns=STEP_COLUMNS, scope=rs.scope).to_pylist(), cap
     )
     budget = config.budget_usd if config.budget_usd is not None else pool.budget_usd
     context.log.info(
         f"teacher asking: {len(steps)} steps x {len(pool.teachers)} teachers "
-        f"({', '.join(t.name for t in pool.teachers)}) over {len(keys)} partition(s), "
+        f"({', '.join(t.name for t in pool.teachers)}) over {len(keys)} session(s), "
         f"{'all steps' if cap is None else f'at most {cap} steps (error sites first)'} per session, "
         f"budget {'unlimited' if budget is None else f'${budget:.2f}'}"
     )
@@ -133,7 +134,7 @@ def teacher_responses(
         context.log.warning(f"{out.cache_stats['unflushed']} answers could not be written to the cache")
     if out.errors_by_kind:
         context.log.warning(f"teacher errors by kind: {orjson.dumps(dict(out.errors_by_kind)).decode()}")
-    res = lake.replace_partitions(TEACHER_RESPONSES, out.rows, keys)
+    res = lake.replace_sessions(TEACHER_RESPONSES, rs.stamp(out.rows), rs.scope)
     md = res.metadata()
     md.update(ask_metadata(out, len(steps), len(pool.teachers)))
     md["teacher_pool"] = teachers.source()

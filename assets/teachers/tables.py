@@ -2,6 +2,7 @@
 
 import pyarrow as pa
 
+from assets.traces.tables import DAY_FIELD
 from resources.lake import TableSpec
 
 TS = pa.timestamp("us", tz="UTC")
@@ -9,11 +10,12 @@ TS = pa.timestamp("us", tz="UTC")
 TEACHER_RESPONSES = TableSpec(
     layer="silver",
     name="teacher_responses",
-    partition_by=("session_key",),
+    partition_by=("day",),
     merge_keys=("step_id", "teacher"),
     description="Each teacher's answer at each agent step, with cost, flags and provenance.",
     schema=pa.schema(
         [
+            DAY_FIELD,
             pa.field("session_key", pa.string(), nullable=False),
             pa.field("step_id", pa.string(), nullable=False),
             pa.field("teacher", pa.string(), nullable=False),  # name in the teacher pool

@@ -40,7 +40,7 @@ from resources import privacy as _privacy
 from resources.privacy import Privacy, split_counts
 from assets.traces.util import without_gc
 
-__all__ = ["read_raw_lines", "rows_from_bytes", "detect_format", "record_type_of", "document_of", "FORMATS"]
+__all__ = ["read_raw_lines", "rows_of_file_bytes", "rows_from_bytes", "detect_format", "record_type_of", "document_of", "FORMATS"]
 
 FORMATS = ("claude_code", "codex", "openai_messages", "sharegpt", "gemini_cli", "swe_agent", "mini_swe_agent",
            "openhands", "langfuse", "otel_genai", "atif", "preference", "unknown")
@@ -117,10 +117,14 @@ def read_raw_lines(
     ``source_format``. ``privacy``: the scrubber (default: the configured lake's).
     """
     p = Path(path)
-    data = p.read_bytes()
-    kw = dict(source_file=source_file if source_file is not None else str(p),
-              max_line_bytes=max_line_bytes, now=now, json_document=p.suffix.lower() in DOCUMENT_SUFFIXES,
-              privacy=privacy)
+    return rows_of_file_bytes(p.read_bytes(), session_key,
+                              source_file=source_file if source_file is not None else str(p),
+                              max_line_bytes=max_line_bytes, now=now,
+                              json_document=p.suffix.lower() in DOCUMENT_SUFFIXES, privacy=privacy)
+
+
+def rows_of_file_bytes(data: bytes, session_key: str, **kw) -> tuple[list[dict], dict]:
+    """:func:`read_raw_lines` over a file's bytes already read (UTF-16 files decoded)."""
     encoding = utf16_encoding(data)
     if encoding is None:
         return rows_from_bytes(data, session_key, **kw)

@@ -6,13 +6,20 @@ from resources.lake import TableSpec
 
 TS = pa.timestamp("us", tz="UTC")
 
+# Session tables are partitioned by the UTC day their session started ("YYYY-MM-DD", the
+# Dagster partition key) and written per (day, session) (resources.lake.SessionScope).
+# The pure builders leave it unset (the assets stamp it from the registry); a write of a
+# row whose day is outside the run's days is refused (DeltaLake.replace_sessions).
+DAY_FIELD = pa.field("day", pa.string())
+
 RAW_TRACES = TableSpec(
     layer="bronze",
     name="raw_traces",
-    partition_by=("session_key",),
+    partition_by=("day",),
     description="One row per source line of a session file, lossless except for scrubbed secrets.",
     schema=pa.schema(
         [
+            DAY_FIELD,
             pa.field("session_key", pa.string(), nullable=False),
             pa.field("source_file", pa.string(), nullable=False),
             pa.field("source_format", pa.string()),
@@ -33,10 +40,11 @@ RAW_TRACES = TableSpec(
 TRACE_TURNS = TableSpec(
     layer="silver",
     name="trace_turns",
-    partition_by=("session_key",),
+    partition_by=("day",),
     description="Normalized turns of every supported transcript format (one row per message).",
     schema=pa.schema(
         [
+            DAY_FIELD,
             pa.field("session_key", pa.string(), nullable=False),
             pa.field("session_id", pa.string()),
             pa.field("source_format", pa.string(), nullable=False),
@@ -74,10 +82,11 @@ TRACE_TURNS = TableSpec(
 AGENT_STEPS = TableSpec(
     layer="silver",
     name="agent_steps",
-    partition_by=("session_key",),
+    partition_by=("day",),
     description="One row per assistant step: its context in OpenAI chat format, tools and original response.",
     schema=pa.schema(
         [
+            DAY_FIELD,
             pa.field("session_key", pa.string(), nullable=False),
             pa.field("step_id", pa.string(), nullable=False),  # unique in the table
             pa.field("session_id", pa.string()),
@@ -101,6 +110,37 @@ AGENT_STEPS = TableSpec(
     ),
 )
 
+SESSION_FILES = TableSpec(
+    layer="bronze",
+    name="session_files",
+    merge_keys=("session_key",),
+    description=(
+        "The session-file registry: every file the sensor handed to a run, its day (the UTC date "
+        "its session started), size, mtime, head fingerprint, format and status. A backfill of a "
+        "day re-reads exactly the files registered for that day."
+    ),
+    schema=pa.schema(
+        [
+            pa.field("session_key", pa.string(), nullable=False),  # path under the root, "/" as "~"
+            pa.field("path", pa.string(), nullable=False),  # path under the watched directory
+            pa.field("format", pa.string()),  # transcript format detected from the content
+            pa.field("day", pa.string(), nullable=False),  # partition: UTC start date of the session
+            pa.field("prev_day", pa.string()),  # the day it had before (a replaced file), this run only
+            pa.field("started_at", TS),  # first timestamp in the file (null: none, day from mtime)
+            pa.field("size", pa.int64(), nullable=False),  # bytes read (stat at read time)
+            pa.field("mtime_ns", pa.int64(), nullable=False),
+            pa.field("head_len", pa.int64(), nullable=False),  # bytes hashed into head_fp
+            pa.field("head_fp", pa.string(), nullable=False),  # tells appended from rewritten
+            pa.field("lines", pa.int64()),
+            pa.field("status", pa.string(), nullable=False),  # ingested | empty | not_session | unreadable | vanished | deleted
+            pa.field("change", pa.string(), nullable=False),  # new | appended | rewritten | deleted | backfill
+            pa.field("reason", pa.string()),  # what was wrong (unreadable, not a session ...)
+            pa.field("run_id", pa.string(), nullable=False),  # the run that last touched it
+            pa.field("first_seen_at", TS, nullable=False),
+            pa.field("last_seen_at", TS, nullable=False),
+        ]
+    ),
+)
 
 # The fixed tables of the family, upstream first (definitions.all_tables() lists them).
-TABLES = (RAW_TRACES, TRACE_TURNS, AGENT_STEPS,)
+TABLES = (SESSION_FILES, RAW_TRACES, TRACE_TURNS, AGENT_STEPS,)

@@ -1,4 +1,8 @@
-"""tracelake on Kubernetes: every step in its own pod, GPU steps on GPU nodes.
+"""tracelake on Kubernetes: dataset steps in their own pods, GPU steps on GPU nodes.
+
+The ``ingest_sessions`` job keeps its in-process executor: a sensor tick's run is one pod
+(the run pod K8sRunLauncher starts) doing the whole CPU chain; every other job runs each
+step in its own pod (the ``gpu``-pool capture step on a GPU node).
 
     dagster code-server start -f deploy/k8s/definitions.py      # in the user-code image
     dg check defs -f deploy/k8s/definitions.py                 # (or: python -c "import ...")

@@ -36,8 +36,8 @@ def _requested(result) -> set[str]:
 
 
 def _ingest_burst(instance, keys, n):
-    parts = [f"day~session-{i:05d}.jsonl" for i in range(n)]
-    instance.add_dynamic_partitions(SESSIONS.name, parts)
+    # n session files ingested over the days of a month (materializations of day partitions)
+    parts = [f"2026-11-{1 + i % 28:02d}" for i in range(n)]
     for key in keys:
         for p in parts:
             instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=p))

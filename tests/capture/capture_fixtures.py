@@ -10,6 +10,7 @@ from assets.pairs.tables import NORMALIZED_PAIRS
 
 from assets.examples.tables import SFT_EXAMPLES
 from resources.lake import DeltaLake
+from tests.sessions import put_sessions
 
 NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -77,7 +78,7 @@ def sft_rows():
 
 def write_inputs(lake: DeltaLake):
     lake.overwrite(NORMALIZED_PAIRS, pair_rows())
-    lake.replace_partitions(SFT_EXAMPLES, sft_rows(), ["s2"])
+    put_sessions(lake, SFT_EXAMPLES, sft_rows(), keys=["s2"])
 
 
 def write_quotas(path: Path, quotas: dict, seed: int = 7, files=(), **rules) -> Path:

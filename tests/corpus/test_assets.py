@@ -15,6 +15,7 @@ from assets.corpus.tables import REPLAY_CORPUS, REPLAY_SAMPLE
 from resources.lake import DeltaLake
 
 from .conftest import kto_row, pair_row, sft_row
+from tests.sessions import put_sessions
 
 
 def _run(lake, corpus_cfg, sample_cfg=None):
@@ -32,9 +33,9 @@ def _run(lake, corpus_cfg, sample_cfg=None):
 def test_materialize_corpus_and_sample(tmp_path):
     lake = DeltaLake(root=str(tmp_path))
     lake.merge(NORMALIZED_PAIRS, [pair_row(i) for i in range(6)], keys=["pair_id"])
-    lake.replace_partitions(SFT_EXAMPLES, [sft_row(i, session="s1") for i in range(5)] +
-                            [sft_row(9, session="s2", user=False)], ["s1", "s2"])
-    lake.replace_partitions(KTO_EXAMPLES, [kto_row(1, True), kto_row(2, False)], ["s1"])
+    put_sessions(lake, SFT_EXAMPLES, [sft_row(i, session="s1") for i in range(5)] +
+                            [sft_row(9, session="s2", user=False)], keys=["s1", "s2"])
+    put_sessions(lake, KTO_EXAMPLES, [kto_row(1, True), kto_row(2, False)], keys=["s1"])
 
     md = _run(lake, {"as_of": "2026-11-01T00:00:00Z"},
               {"k": 5, "seed": 3, "reference_time": "2026-11-02T00:00:00Z"})

@@ -69,5 +69,7 @@ def test_k8s_definitions_load():
     spec.loader.exec_module(mod)
     dg.Definitions.validate_loadable(mod.defs)
     assert mod.defs.executor.name == "tracelake_k8s"
-    job = mod.defs.resolve_job_def("ingest_sessions")
-    assert job.executor_def.name == "tracelake_k8s"
+    # the ingest job's CPU chain runs in its run pod (one process); the datasets job's steps
+    # each get a pod, the GPU step on a GPU node
+    assert mod.defs.resolve_job_def("ingest_sessions").executor_def.name == "in_process"
+    assert mod.defs.resolve_job_def("build_datasets").executor_def.name == "tracelake_k8s"

@@ -46,7 +46,7 @@ def test_ingest_job_on_s3_by_env_only(tmp_path):
         )
         rc, result, out = run_ingest(env, work, timeout=240, log=tmp_path / "ingest.log")
         assert rc == 0 and result.get("success"), out[-4000:]
-        assert result["partitions"] == len(files)
+        assert result["files"] == len(files) and result["days"]
         assert "bronze/raw_traces" in result["assets"]
 
         lake = DeltaLake(root=root, storage_options=opts)
@@ -59,7 +59,7 @@ def test_ingest_job_on_s3_by_env_only(tmp_path):
             assert lake.uri(spec).startswith("s3://")
             rows[key] = dt.to_pyarrow_dataset().count_rows()
 
-        # lossless bronze on S3: one row per physical line of every file, one partition per file
+        # lossless bronze on S3: one row per physical line of every file, one session per file
         raw = lake.read(specs["bronze/raw_traces"], columns=["session_key"])
         assert rows["bronze/raw_traces"] == expected_lines
         assert len(set(raw["session_key"].to_pylist())) == len(files)

@@ -20,6 +20,7 @@ from assets.examples.training import (
 )
 from resources.lake import DeltaLake
 from tests.pairs.data import TS, asst, call, session, step, tool
+from tests.sessions import put_sessions
 
 
 @pytest.fixture(scope="module")
@@ -145,10 +146,10 @@ def test_exports_load_with_datasets_unchanged(tmp_path, rows, fmt):
     import datasets
 
     lake = DeltaLake(root=str(tmp_path / "lake"))
-    lake.replace_partitions(SFT_EXAMPLES, rows["sft"][0], ["s1"])
-    lake.replace_partitions(KTO_EXAMPLES, rows["kto"][0], ["s1"])
-    lake.replace_partitions(SDPO_EXAMPLES, rows["sdpo"][0], ["s1"])
-    lake.replace_partitions(PREFERENCE_PAIRS, rows["pairs"], ["s1"])
+    put_sessions(lake, SFT_EXAMPLES, rows["sft"][0], keys=["s1"])
+    put_sessions(lake, KTO_EXAMPLES, rows["kto"][0], keys=["s1"])
+    put_sessions(lake, SDPO_EXAMPLES, rows["sdpo"][0], keys=["s1"])
+    put_sessions(lake, PREFERENCE_PAIRS, rows["pairs"], keys=["s1"])
     out = tmp_path / "out"
     loaded = {}
     for table in ("sft_examples", "kto_examples", "sdpo_examples", "preference_pairs"):
@@ -188,7 +189,7 @@ def test_heterogeneous_tool_schemas_fall_back_to_json_strings(tmp_path):
 
 def test_cli_writes_the_export(tmp_path, rows, capsys):
     lake = DeltaLake(root=str(tmp_path / "lake"))
-    lake.replace_partitions(SFT_EXAMPLES, rows["sft"][0], ["s1"])
+    put_sessions(lake, SFT_EXAMPLES, rows["sft"][0], keys=["s1"])
     assert main(["--table", "sft_examples", "--format", "jsonl", "--out", str(tmp_path / "o"),
                  "--lake-root", str(tmp_path / "lake"), "--all-columns"]) == 0
     lines = (tmp_path / "o" / "sft_examples.jsonl").read_text().splitlines()

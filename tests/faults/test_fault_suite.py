@@ -28,7 +28,7 @@ def test_no_crash_and_no_lost_row(figures):
     assert figures["lost_rows"] == 0
     assert figures["extra_rows"] == 0 and figures["duplicate_rows"] == 0
     assert figures["raw_rows"] == figures["lines_in_files"]
-    assert figures["partitions"] == figures["nonempty_files"]  # an empty file has no rows
+    assert figures["sessions"] == figures["nonempty_files"]  # an empty file has no rows
 
 
 def test_every_kind_of_bad_line_is_quarantined_with_its_reason(figures):

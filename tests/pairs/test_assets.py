@@ -17,20 +17,19 @@ from assets.traces.tables import AGENT_STEPS
 from resources.lake import DeltaLake
 from assets.pairs.normalizer import Normalizer
 from tests.pairs.data import session
+from tests.sessions import put_sessions
 
 KEYS = ["sess-a", "sess-b"]
+DAYS = {"sess-a": "2026-01-01", "sess-b": "2026-01-02"}  # each session on its own day
 
 
 @pytest.fixture()
 def lake(tmp_path):
     lake = DeltaLake(root=str(tmp_path / "lake"))
-    steps, teachers = [], []
     for key in KEYS:  # the same work in two session files (a replayed session)
         s, t = session(key)
-        steps += s
-        teachers += t
-    lake.replace_partitions(AGENT_STEPS, steps, KEYS)
-    lake.replace_partitions(TEACHER_RESPONSES, teachers, KEYS)
+        put_sessions(lake, AGENT_STEPS, s, DAYS[key])
+        put_sessions(lake, TEACHER_RESPONSES, t, DAYS[key])
     return lake
 
 
@@ -42,13 +41,12 @@ def test_pairs_to_normalized_pairs_through_dagster(lake, tiny_tokenizer):
     resources = {"lake": lake, "normalizer": Normalizer(verifier_tokenizer=tiny_tokenizer),
                  "pair_judge": PairJudge()}
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("sessions", KEYS)
-        # one run over both sessions, as a single-run backfill would do
+        # one run over both sessions' days, as a single-run backfill would do
         r1 = dg.materialize(
             [preference_pairs, sft_examples, kto_examples, sdpo_examples, preference_pairs_valid],
             resources=resources, instance=instance,
-            tags={"dagster/asset_partition_range_start": KEYS[0],
-                  "dagster/asset_partition_range_end": KEYS[1]},
+            tags={"dagster/asset_partition_range_start": DAYS[KEYS[0]],
+                  "dagster/asset_partition_range_end": DAYS[KEYS[1]]},
         )
         assert r1.success
         assert _checks(r1)["preference_pairs_valid"].passed

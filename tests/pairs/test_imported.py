@@ -16,6 +16,7 @@ from assets.pairs.tables import NORMALIZED_PAIRS, PAIR_REJECTIONS, PREFERENCE_PA
 from assets.traces.ingest import ingest_file
 from assets.traces.tables import AGENT_STEPS, TRACE_TURNS
 from resources.lake import DeltaLake
+from tests.sessions import DAY, put_sessions
 
 Q1 = "Which Python call reads a CSV file with a byte-order mark without keeping the BOM in the first header?"
 GOOD1 = "Open it with encoding='utf-8-sig': open('data.csv', encoding='utf-8-sig') strips the BOM before csv reads it."
@@ -80,15 +81,12 @@ def test_preference_dataset_through_normalized_pairs(tmp_path, tiny_tokenizer):
         _, t, s, _ = ingest_file(files[key], key)
         turns += t
         steps += s
-    lake.replace_partitions(TRACE_TURNS, turns, keys)
-    lake.replace_partitions(AGENT_STEPS, steps, keys)
+    put_sessions(lake, TRACE_TURNS, turns, keys=keys)
+    put_sessions(lake, AGENT_STEPS, steps, keys=keys)
     resources = {"lake": lake, "normalizer": Normalizer(verifier_tokenizer=tiny_tokenizer),
                  "pair_judge": PairJudge()}
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("sessions", keys)
-        r1 = dg.materialize([preference_pairs], resources=resources, instance=instance,
-                            tags={"dagster/asset_partition_range_start": keys[0],
-                                  "dagster/asset_partition_range_end": keys[1]})
+        r1 = dg.materialize([preference_pairs], resources=resources, instance=instance, partition_key=DAY)
         assert r1.success
         md = r1.asset_materializations_for_node("gold__preference_pairs")[0].metadata
         assert md["imported_from_datasets"].value == {"pairs": 5}

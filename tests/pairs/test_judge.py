@@ -19,6 +19,7 @@ from assets.traces.tables import AGENT_STEPS
 from resources.lake import DeltaLake
 from tests.pairs.data import session
 from tests.rag.loopback import LoopbackLLM
+from tests.sessions import DAY, put_sessions
 
 KEY_ENV, KEY = "PAIR_JUDGE_TEST_KEY", "sk-judge-test-never-stored-42"
 BAD = ("Sure! Sure!", "offset", "Je pense", "can't help")
@@ -96,8 +97,8 @@ def test_error_site_and_consensus_pairs_are_confirmed_by_the_judge():
 
     with LoopbackLLM(reply=contrarian) as srv:
         kept, dropped, rep = confirm_pairs(rows, PairJudge(model="j", base_url=srv.base_url).scorer(), margin=1.0)
-    assert [r["strategy"] for r in dropped] == ["error_site"] and dropped[0]["rule"] == "judge_disagrees"
-    assert dropped[0]["judge_scores"] == {"chosen": 5.0, "rejected": 6.0, "margin": 1.0}
+    assert [r["strategy"] for r in dropped] == ["error_site"] and dropped[0]["invalid_rule"] == "judge_disagrees"
+    assert dropped[0]["invalid_reason"] == "the judge scored chosen 5 and rejected 6 (needs chosen >= rejected + 1)"
     assert len(kept) == 2 and rep.dropped == {"judge_disagrees": 1} and rep.examples[0]["rule"] == "judge_disagrees"
     # only the listed strategies are checked
     with LoopbackLLM(reply=contrarian) as srv:
@@ -122,22 +123,21 @@ def test_the_judge_can_be_a_teacher_of_the_pool(tmp_path):
 def _lake(tmp_path):
     lake = DeltaLake(root=str(tmp_path / "lake"))
     steps, teachers = _rows()
-    lake.replace_partitions(AGENT_STEPS, steps, ["sess-a"])
-    lake.replace_partitions(TEACHER_RESPONSES, teachers, ["sess-a"])
+    put_sessions(lake, AGENT_STEPS, steps, keys=["sess-a"])
+    put_sessions(lake, TEACHER_RESPONSES, teachers, keys=["sess-a"])
     return lake
 
 
 def _materialize(lake, judge, strategies=None):
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("sessions", ["sess-a"])
         cfg = {"ops": {"gold__preference_pairs": {"config": {"strategies": strategies}}}} if strategies else None
-        res = dg.materialize([preference_pairs], partition_key="sess-a", instance=instance, run_config=cfg,
+        res = dg.materialize([preference_pairs], partition_key=DAY, instance=instance, run_config=cfg,
                              resources={"lake": lake, "pair_judge": judge})
         assert res.success
         return res.asset_materializations_for_node("gold__preference_pairs")[0].metadata
 
 
-def test_preference_pairs_with_a_judge_configured(tmp_path):
+def test_preference_pairs_with_a_judge_configured(tmp_path, tiny_tokenizer):
     lake = _lake(tmp_path)
 
     def picky(body):  # dislikes the error-site teacher answer too
@@ -146,9 +146,12 @@ def test_preference_pairs_with_a_judge_configured(tmp_path):
     with LoopbackLLM(reply=picky) as srv:
         md = _materialize(lake, PairJudge(model="judge", base_url=srv.base_url))
     rows = lake.read(PREFERENCE_PAIRS).to_pylist()
-    # the error-site pair is dropped; the judge strategy (listed before consensus) owns the
-    # consensus steps' pairs, which are the same best-vs-worst pairs
-    assert "error_site" not in {r["strategy"] for r in rows} and rows
+    # the error-site pair is marked with the judge's rule; the judge strategy (listed before
+    # consensus) owns the consensus steps' pairs, which are the same best-vs-worst pairs
+    site = [r for r in rows if r["strategy"] == "error_site"]
+    assert len(site) == 1 and site[0]["invalid_rule"] == "judge_disagrees"
+    assert "chosen 1 and rejected 2" in site[0]["invalid_reason"]
+    assert [r for r in rows if r["invalid_rule"] is None]
     conf = md["judge_confirmation"].value
     assert conf["dropped"] == {"judge_disagrees": 1} and conf["kept"] == conf["checked"] - 1
     assert "judge_disagrees" in md["judge_dropped_examples"].value
@@ -172,3 +175,25 @@ def test_judge_strategy_alone_through_the_resource(tmp_path):
         assert r["score_chosen"] == 9.0 and r["score_rejected"] == 2.0
         assert json.loads(r["chosen"])[0].get("tool_calls")
     assert md["judge_confirmation"].value["checked"] == 0
+
+
+def test_pairs_the_judge_drops_reach_pair_rejections_through_the_recipe(tmp_path, tiny_tokenizer):
+    from assets.pairs.assets import normalized_pairs
+    from assets.pairs.normalizer import Normalizer
+    from assets.pairs.tables import NORMALIZED_PAIRS, PAIR_REJECTIONS
+
+    lake = _lake(tmp_path)
+
+    def picky(body):
+        return "Score: 1" if "Let me read utils.py" in candidate(body) else fair(body)
+
+    with LoopbackLLM(reply=picky) as srv:
+        _materialize(lake, PairJudge(model="judge", base_url=srv.base_url))
+    res = dg.materialize([normalized_pairs], instance=dg.DagsterInstance.ephemeral(),
+                         resources={"lake": lake, "normalizer": Normalizer(verifier_tokenizer=tiny_tokenizer)})
+    assert res.success
+    site_id = [r["pair_id"] for r in lake.read(PREFERENCE_PAIRS).to_pylist() if r["strategy"] == "error_site"][0]
+    rejected = {r["pair_id"]: r for r in lake.read(PAIR_REJECTIONS).to_pylist()}
+    assert rejected[site_id]["op"] == "pair_validity_filter"
+    assert rejected[site_id]["reason"].startswith("judge_disagrees: the judge scored chosen 1")
+    assert site_id not in {r["pair_id"] for r in lake.read(NORMALIZED_PAIRS, columns=["pair_id"]).to_pylist()}

@@ -25,6 +25,7 @@ from resources.sessions import SessionSource
 from tests.privacy.planted import planted
 from tests.teachers.conftest import http_teacher, pool_yaml
 from testsupport.fake_openai import FakeOpenAI
+from tests.sessions import put_sessions
 
 PII = {"home": "Jane_Smith", "email": "jane.smith@acme-corp.com", "phone": "+44 20 7946 0958",
        "card": "4539 1488 0343 6467"}
@@ -76,16 +77,15 @@ def test_planted_secrets_end_to_end(tmp_path, instance, capfd, monkeypatch):
 
             def evaluate():
                 ctx = dg.build_sensor_context(instance_ref=instance.get_ref(), definitions=defs,
-                                              resources={"sessions": defs.resources["sessions"]})
+                                              resources={"sessions": defs.resources["sessions"], "lake": lake})
                 return sensor.evaluate_tick(ctx)
 
             data = contextvars.copy_context().run(evaluate)
-            for req in data.dynamic_partitions_requests or []:
-                instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
             assert len(data.run_requests) == 1
-            key = data.run_requests[0].partition_key
+            req = data.run_requests[0]
             job = defs.resolve_job_def(INGEST_JOB)
-            res = job.execute_in_process(instance=instance, partition_key=key, raise_on_error=True)
+            res = job.execute_in_process(instance=instance, run_config=req.run_config, tags=req.tags,
+                                         partition_key=req.partition_key, raise_on_error=True)
             assert res.success
             bodies = json.dumps(srv.bodies)
         assert srv.calls > 0  # the teacher really was asked
@@ -144,7 +144,7 @@ def test_audit_check_fails_on_a_secret_written_behind_the_scrubbers_back(tmp_pat
              "byte_offset": 0, "byte_len": 10, "record_type": "user", "raw": '{"type":"user"}',
              "quarantined": False, "secrets_scrubbed": 0,
              "ingested_at": __import__("datetime").datetime.now(__import__("datetime").timezone.utc)}
-    lake.replace_partitions(RAW_TRACES, [clean], ["s"])
+    put_sessions(lake, RAW_TRACES, [clean])
     defs = build_definitions(lake=lake, sessions=SessionSource(root=str(tmp_path)))
     check_key = dg.AssetCheckKey(RAW_TRACES.asset_key, CHECK_NAME)
     check = next(c for c in defs.asset_checks if check_key in c.check_keys)
@@ -158,7 +158,7 @@ def test_audit_check_fails_on_a_secret_written_behind_the_scrubbers_back(tmp_pat
     assert ev.passed and ev.metadata["findings"].value == 0
     # behind the scrubber's back: a row written straight to the table
     bad = dict(clean, line_no=2, raw=orjson.dumps({"type": "user", "content": f"token {secret}"}).decode())
-    lake.replace_partitions(RAW_TRACES, [clean, bad], ["s"])
+    put_sessions(lake, RAW_TRACES, [clean, bad])
     ev, r = run_check()
     assert not ev.passed and ev.metadata["findings"].value == 1
     assert ev.metadata["findings_by_rule"].value == {"github-pat": 1}

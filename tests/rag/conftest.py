@@ -9,6 +9,7 @@ from assets.traces.tables import TRACE_TURNS
 from resources.embeddings import EmbeddingsResource
 from resources.lake import DeltaLake
 from tests.rag.loopback import LoopbackLLM
+from tests.sessions import DAY, put_sessions
 
 ESCALATION_REPLY = (
     "1. Open assets/pairs/builder.py and make build_pairs pick the chosen answer first.\n"
@@ -26,7 +27,7 @@ def rag_lake(tmp_path_factory):
 
     lake = DeltaLake(root=str(tmp_path_factory.mktemp("lake")))
     rows = sample_trace_rows()
-    lake.replace_partitions(TRACE_TURNS, rows, sorted({r["session_key"] for r in rows}))
+    put_sessions(lake, TRACE_TURNS, rows)
     res = dg.materialize([rag_playbooks], resources={"lake": lake, "rag_embeddings": EmbeddingsResource()},
                          instance=dg.DagsterInstance.ephemeral())
     assert res.success

@@ -15,6 +15,7 @@ from dagster_project.cli_rag import main
 from resources.lake import DeltaLake
 from tests.rag.conftest import KEY_ENV, KEY_VALUE
 from tests.rag.loopback import LoopbackLLM
+from tests.sessions import DAY, put_sessions
 
 pytestmark = pytest.mark.slow
 
@@ -156,7 +157,7 @@ def test_closing_the_loop_mines_accepted_runs_and_reports(rag_lake, tmp_path):
     assert passed and len(passed) < len(runs)
     lake = DeltaLake(root=str(tmp_path / "lake"))
     rows = sample_trace_rows()
-    lake.replace_partitions(TRACE_TURNS, rows, sorted({r["session_key"] for r in rows}))
+    put_sessions(lake, TRACE_TURNS, rows)
     lake.overwrite(RAG_PLAYBOOKS, rag_lake.read(RAG_PLAYBOOKS))
     lake.append(RAG_RUNS, rag_lake.read(RAG_RUNS))
     res = dg.materialize([rag_playbooks, rag_report],
@@ -191,7 +192,7 @@ def test_closing_the_loop_mines_accepted_runs_and_reports(rag_lake, tmp_path):
         p["playbook_id"] for p in pbs)
     # one session's turns change: only that session is re-derived
     key = sorted({r["session_key"] for r in rows})[0]
-    lake.replace_partitions(TRACE_TURNS, [r for r in rows if r["session_key"] == key], [key])
+    put_sessions(lake, TRACE_TURNS, [r for r in rows if r["session_key"] == key], keys=[key])
     res = dg.materialize([rag_playbooks], resources={"lake": lake, "rag_embeddings": EmbeddingsResource()},
                          instance=dg.DagsterInstance.ephemeral())
     md = res.asset_materializations_for_node("gold__rag_playbooks")[0].metadata

@@ -12,6 +12,7 @@ from assets.pairs.tables import NORMALIZED_PAIRS
 from resources.lake import DeltaLake
 from resources.models import build_tiny_llama
 from resources.verifier import VerifierResource
+from tests.sessions import put_sessions
 
 SESSIONS = [f"claude-code~proj~s{i}.jsonl" for i in range(6)]
 TOOLS = json.dumps([{"type": "function", "function": {"name": "Bash", "description": "",
@@ -62,6 +63,6 @@ def write_training_tables(lake: DeltaLake, sessions=SESSIONS, per_session: int =
                       "rejected": json.dumps([{"role": "assistant", "content": "I am sorry, I cannot help with that."}]),
                       "tools": TOOLS, "strategy": "error_site", "chosen_source": "t", "rejected_source": "original",
                       "created_at": NOW})
-    lake.replace_partitions(SFT_EXAMPLES, sft, sessions)
-    lake.replace_partitions(KTO_EXAMPLES, kto, sessions)
+    put_sessions(lake, SFT_EXAMPLES, sft, keys=list(sessions))
+    put_sessions(lake, KTO_EXAMPLES, kto, keys=list(sessions))
     lake.overwrite(NORMALIZED_PAIRS, pairs)

@@ -15,15 +15,19 @@ from assets.teachers.tables import TEACHER_CACHE, TEACHER_RESPONSES
 from assets.traces.tables import AGENT_STEPS
 from resources.lake import DeltaLake
 from assets.teachers.pool import TeacherPool
+from tests.sessions import put_sessions
 from tests.teachers.conftest import agent_step_row, http_teacher, pool_yaml
 
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 
 
+# each test session on its own day (the daily partition the runs name)
+DAYS = {"sA": "2026-01-01", "s1": "2026-01-01", "s2": "2026-01-02", "s3": "2026-01-03", "s4": "2026-01-04",
+        "sk": "2026-01-05", "e1": "2026-01-06", "e2": "2026-01-07"}
+
+
 def _instance(keys):
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("sessions", list(keys))
-    return instance
+    return dg.DagsterInstance.ephemeral()
 
 
 def _md(result):
@@ -42,14 +46,14 @@ def test_defs_export_the_asset_and_a_default_pool(tmp_path):
 
 def test_materialize_one_partition_then_rerun_from_cache(server, tmp_path):
     lake = DeltaLake(root=str(tmp_path))
-    lake.replace_partitions(AGENT_STEPS, [agent_step_row(i, f"q{i}", "sA") for i in range(4)], ["sA"])
+    put_sessions(lake, AGENT_STEPS, [agent_step_row(i, f"q{i}", "sA") for i in range(4)], DAYS["sA"])
     teachers = TeacherPool(config_yaml=pool_yaml(
         [http_teacher(server.url, "t1"), http_teacher(server.url, "t2", temperature=0.7)]))
     resources = {"lake": lake, "teachers": teachers}
     instance = _instance(["sA"])
     run_config = {"ops": {teacher_responses.op.name: {"config": {"max_steps_per_session": 3}}}}
 
-    res = dg.materialize([teacher_responses], partition_key="sA", resources=resources,
+    res = dg.materialize([teacher_responses], partition_key=DAYS["sA"], resources=resources,
                          instance=instance, run_config=run_config)
     assert res.success
     table = lake.read(TEACHER_RESPONSES)
@@ -65,7 +69,7 @@ def test_materialize_one_partition_then_rerun_from_cache(server, tmp_path):
     assert lat["max"] == recorded[-1] and recorded[0] <= lat["p50"] <= lat["p95"] <= lat["max"]
 
     server.reset()
-    res = dg.materialize([teacher_responses], partition_key="sA", resources=resources,
+    res = dg.materialize([teacher_responses], partition_key=DAYS["sA"], resources=resources,
                          instance=instance, run_config=run_config)
     assert res.success and server.calls == 0
     md = _md(res)
@@ -77,24 +81,24 @@ def test_materialize_a_partition_range_in_one_run(server, tmp_path):
     lake = DeltaLake(root=str(tmp_path))
     keys = ["s1", "s2", "s3", "s4"]
     for k in keys:
-        lake.replace_partitions(AGENT_STEPS, [agent_step_row(i, f"{k}-{i}", k) for i in range(3)], [k])
+        put_sessions(lake, AGENT_STEPS, [agent_step_row(i, f"{k}-{i}", k) for i in range(3)], DAYS[k])
     server.latency = 0.1
     teachers = TeacherPool(config_yaml=pool_yaml([http_teacher(server.url, "t1", max_concurrency=16)]))
     resources = {"lake": lake, "teachers": teachers}
     instance = _instance(keys)
     # s4 first, alone
-    assert dg.materialize([teacher_responses], partition_key="s4", resources=resources,
+    assert dg.materialize([teacher_responses], partition_key=DAYS["s4"], resources=resources,
                           instance=instance).success
     server.reset()
     res = dg.materialize([teacher_responses], resources=resources, instance=instance,
-                         tags=dict(zip(RANGE_TAGS, ["s1", "s3"])))
+                         tags=dict(zip(RANGE_TAGS, [DAYS["s1"], DAYS["s3"]])))
     assert res.success
     table = lake.read(TEACHER_RESPONSES)
     counts = {k: table.column("session_key").to_pylist().count(k) for k in keys}
     assert counts == {"s1": 3, "s2": 3, "s3": 3, "s4": 3}  # s4 untouched by the range run
     assert server.calls == 9
     mats = res.asset_materializations_for_node(teacher_responses.op.name)
-    assert sorted(m.partition for m in mats if m.asset_key == TEACHER_RESPONSES.asset_key) == ["s1", "s2", "s3"]
+    assert sorted(m.partition for m in mats if m.asset_key == TEACHER_RESPONSES.asset_key) == [DAYS["s1"], DAYS["s2"], DAYS["s3"]]
     # the response cache (one table for every session) is materialized once, with its rows
     cache = [m for m in mats if m.asset_key == TEACHER_CACHE.asset_key]
     assert len(cache) == 1 and cache[0].partition is None
@@ -111,11 +115,11 @@ def test_api_key_never_reaches_tables_logs_or_metadata(server, tmp_path, monkeyp
     server.required_key = key
     lake = DeltaLake(root=str(tmp_path / "lake"))
     contents = ["plain", "[[500x9]] failing", "[[echoauth]] echoes the auth header", "[[refuse]]"]
-    lake.replace_partitions(AGENT_STEPS, [agent_step_row(i, c, "sk") for i, c in enumerate(contents)], ["sk"])
+    put_sessions(lake, AGENT_STEPS, [agent_step_row(i, c, "sk") for i, c in enumerate(contents)], DAYS["sk"])
     pool = pool_yaml([http_teacher(server.url, "keyed", api_key_env="TL_TEST_TEACHER_KEY")])
     caplog.set_level(logging.DEBUG)
     instance = _instance(["sk"])
-    res = dg.materialize([teacher_responses], partition_key="sk", instance=instance,
+    res = dg.materialize([teacher_responses], partition_key=DAYS["sk"], instance=instance,
                          resources={"lake": lake, "teachers": TeacherPool(config_yaml=pool)})
     assert res.success
     # the key was really used: the server checked every Authorization header
@@ -144,9 +148,9 @@ def test_api_key_never_reaches_tables_logs_or_metadata(server, tmp_path, monkeyp
 
 def test_empty_partition_replaces_to_nothing(server, tmp_path):
     lake = DeltaLake(root=str(tmp_path))
-    lake.replace_partitions(AGENT_STEPS, pa.Table.from_pylist([agent_step_row(0, "x", "e1")]), ["e1"])
+    put_sessions(lake, AGENT_STEPS, [agent_step_row(0, "x", "e1")], DAYS["e1"])
     resources = {"lake": lake, "teachers": TeacherPool(config_yaml=pool_yaml([http_teacher(server.url)]))}
     instance = _instance(["e1", "e2"])
-    assert dg.materialize([teacher_responses], partition_key="e2", resources=resources,
+    assert dg.materialize([teacher_responses], partition_key=DAYS["e2"], resources=resources,
                           instance=instance).success
     assert lake.read(TEACHER_RESPONSES).num_rows == 0 and server.calls == 0

@@ -17,6 +17,7 @@ from assets.traces.tables import AGENT_STEPS
 from resources.lake import DeltaLake
 from tests.rag.loopback import LoopbackLLM
 from tests.teachers.conftest import http_teacher, pool_yaml, agent_step_row, step
+from tests.sessions import DAY, put_sessions
 
 
 def run(steps, pool: PoolSpec):
@@ -137,14 +138,13 @@ def test_nothing_to_answer_rules():
 
 def test_asset_metadata_says_what_was_saved(tmp_path):
     lake = DeltaLake(root=str(tmp_path))
-    lake.replace_partitions(AGENT_STEPS, [agent_step_row(i, f"step {i}", "sA") for i in range(8)], ["sA"])
+    put_sessions(lake, AGENT_STEPS, [agent_step_row(i, f"step {i}", "sA") for i in range(8)])
     with LoopbackLLM(reply="", model="garbage") as garbage:
         teachers = TeacherPool(config_yaml=pool_yaml(
             [http_teacher(garbage.base_url, "garbage", max_concurrency=1)],
             circuit_breaker={"window": 3, "max_flagged_share": 0.5}))
         instance = dg.DagsterInstance.ephemeral()
-        instance.add_dynamic_partitions("sessions", ["sA"])
-        res = dg.materialize([teacher_responses], partition_key="sA", instance=instance,
+        res = dg.materialize([teacher_responses], partition_key=DAY, instance=instance,
                              resources={"lake": lake, "teachers": teachers})
         assert res.success and garbage.count == 3
     md = res.asset_materializations_for_node(teacher_responses.op.name)[0].metadata

@@ -15,6 +15,7 @@ from assets.traces.tables import TRACE_TURNS
 from dagster_project.export import main as export_main
 from resources.lake import DeltaLake
 from tests.traces.conftest import REALDATA, ingest
+from tests.sessions import DAY, put_sessions
 
 
 def _shared_files() -> list[Path]:
@@ -154,7 +155,7 @@ def test_export_command_writes_every_session(tmp_path):
         _, turns, _, _ = ingest(p, key)
         keys.append(key)
         rows += turns
-    lake.replace_partitions(TRACE_TURNS, rows, keys)
+    put_sessions(lake, TRACE_TURNS, rows, keys=keys)
     out = tmp_path / "atif"
     assert export_main(["--format", "atif", "--out", str(out), "--lake-root", str(tmp_path / "lake")]) == 0
     files = sorted(out.glob("*.atif.json"))
