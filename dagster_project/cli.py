@@ -143,7 +143,7 @@ def rag_demo_batch(instance=None, tasks: int = DEMO_RAG_TASKS, log=print) -> dic
     from assets.rag.tables import RAG_REPORT
     from dagster_project.definitions import defs
 
-    instance = instance or _instance()
+    instance = instance or local_instance()
     quiet = {"loggers": {"console": {"config": {"log_level": settings.log_level()}}}}
     t0 = time.perf_counter()
     log(f"rag: {tasks} sample tasks through the runtime (local model, gated, logged), then the report")
