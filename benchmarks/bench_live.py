@@ -330,7 +330,7 @@ def tick_100k(work: Path, n: int = 100_000) -> dict:
     from assets.traces.tables import SESSION_FILES
     from resources.lake import DeltaLake
     from resources.sessions import SessionSource
-    from sensors.scan import ScanState, scan
+    from assets.traces.scan import ScanState, scan
     from sensors.sessions import build_session_sensor
 
     root = work / "tick100k" / "sessions"

@@ -18,7 +18,7 @@ from assets.traces.assets import CHECKS as TRACE_CHECKS
 from assets.traces.tables import AGENT_STEPS, RAW_TRACES, SESSION_FILES, TRACE_TURNS
 from resources.lake import DeltaLake
 from resources.sessions import SessionSource, session_key_for
-from sensors.scan import ScanState, scan
+from assets.traces.scan import ScanState, scan
 from sensors.sessions import READ_OP, build_session_sensor
 
 SAMPLES = Path(__file__).resolve().parents[2] / "assets" / "traces" / "samples"
