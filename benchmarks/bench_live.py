@@ -16,7 +16,8 @@ lake, all in a work directory:
   concurrency bound (no cache), timed;
 * (a) starts ``dagster-daemon run`` over the project on an empty session folder, waits for
   the sensor's first tick, then moves the N files in (one rename per project folder) and
-  times from there until every file's turns, steps and teacher answers are in the lake;
+  times from there until every file's turns, steps and teacher answers are in the lake
+  (``ingest_runs_done_s`` in FIGURES: until the runs also finished their later steps);
   (b) then until the datasets the automation sensor refreshes have refreshed (runs of
   ``datasets_automation`` finished);
 * (d) appends two lines to one file and times from the run its tick asked for (its creation)
@@ -300,7 +301,7 @@ def wait_ingested(work: Path, keys: set[str], timeout: float) -> float:
         done = keys <= st["registered"] and keys <= st["turns"] and with_steps <= st["answers"] and with_steps
         active = [r for r in runs(work / "home", "ingest_sessions") if r[1] in ("QUEUED", "NOT_STARTED", "STARTING",
                                                                                 "STARTED")]
-        if done and not active:
+        if done:  # the data is in the lake (the run may still be checking, writing pairs ...)
             return time.time()
         msg = (f"registered {len(keys & st['registered'])}/{len(keys)} turns {len(keys & st['turns'])} "
                f"answers {len(with_steps & st['answers'])}/{len(with_steps)} runs active {len(active)}")
@@ -500,9 +501,13 @@ def main(argv: list[str] | None = None) -> int:
         files = [work / "sessions" / p.relative_to(work / "staging") for p in files]
         t_done = wait_ingested(work, keys, args.ingest_timeout)
         fig["ingest_s"] = round(t_done - t0, 1)
+        while any(r[1] in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED") for r in runs(work / "home", "ingest_sessions")):
+            time.sleep(0.5)
+        fig["ingest_runs_done_s"] = round(time.time() - t0, 1)  # the runs' last steps (pairs, checks) too
         ing = runs(work / "home", "ingest_sessions")
         fig["ingest_runs"] = len(ing)
-        log(f"  ingested in {fig['ingest_s']}s, {len(ing)} ingest run(s)")
+        log(f"  ingested in {fig['ingest_s']}s (runs finished at {fig['ingest_runs_done_s']}s), "
+            f"{len(ing)} ingest run(s)")
 
         if not args.skip_refresh:
             log("(b) until the datasets refreshed (automation sensor)")
