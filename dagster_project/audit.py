@@ -1,19 +1,16 @@
-"""The independent privacy audit of a lake: an asset check on every table that holds text,
-and ``tracelake audit``.
+"""The independent privacy audit of a lake: an asset check on every table that holds text
+(and what ``tracelake audit``, dagster_project/cli_audit.py, runs).
 
 Both run gitleaks' rule set (:mod:`resources.privacy.audit`), a second detector that did
 not do the scrubbing, over every text column of every table (and each table's Delta log,
 where commit metadata lives). They report counts by table and rule -- never the text.
-
-    tracelake audit [--lake ROOT] [--table layer/name ...]    exit 1 when anything is found
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import dagster as dg
@@ -72,12 +69,9 @@ def audit_delta_log(lake: DeltaLake, spec: TableSpec) -> Counter:
     return auditor().scan(texts)
 
 
-def audit_lake(lake: DeltaLake, specs: list[TableSpec] | None = None) -> dict[str, Counter]:
-    """``{layer/name: Counter({rule: n})}`` for every table holding text (only tables with findings)."""
-    if specs is None:
-        from dagster_project.definitions import TABLES
-
-        specs = list(TABLES)
+def audit_lake(lake: DeltaLake, specs: Iterable[TableSpec]) -> dict[str, Counter]:
+    """``{layer/name: Counter({rule: n})}`` for every table of ``specs`` holding text (only
+    tables with findings)."""
     out: dict[str, Counter] = {}
     for spec in specs:
         c = audit_table(lake, spec) + (audit_delta_log(lake, spec) if lake.exists(spec) else Counter())
@@ -123,33 +117,3 @@ def build_audit_checks(specs: list[TableSpec], asset_keys: set[dg.AssetKey]) -> 
 
         checks.append(_make(spec))
     return checks
-
-
-def main(argv: list[str] | None = None) -> int:
-    from resources import settings
-
-    ap = argparse.ArgumentParser(prog="tracelake audit", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lake", default=None, help="lake root (default: TRACELAKE_LAKE_ROOT)")
-    ap.add_argument("--table", action="append", default=[], help="only these tables (layer/name)")
-    args = ap.parse_args(argv)
-    from dagster_project.definitions import TABLES
-
-    lake = DeltaLake(root=args.lake or settings.lake_root())
-    specs = [s for s in TABLES if not args.table or s.path in args.table]
-    present = [s for s in specs if text_columns(s) and lake.exists(s)]
-    found = audit_lake(lake, present)
-    print(f"audited {len(present)} tables holding text under {lake.root} with {len(auditor().rules)} gitleaks rules")
-    if not found:
-        print("no secret found")
-        return 0
-    print(f"{'table':40s} {'rule':40s} {'n':>6s}")
-    for path, c in sorted(found.items()):
-        for rule, n in sorted(c.items()):
-            print(f"{path:40s} {rule:40s} {n:6d}")
-    print(f"{sum(sum(c.values()) for c in found.values())} findings in {len(found)} tables")
-    return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["export"]:
         return export_main(argv[1:])
     if argv[:1] == ["audit"]:
-        from dagster_project.audit import main as audit
+        from dagster_project.cli_audit import main as audit
 
         return audit(argv[1:])
     args = parser.parse_args(argv)

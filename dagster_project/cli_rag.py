@@ -118,7 +118,7 @@ def cmd_rag_run(args) -> int:
     if out.logged:
         print(f"logged: {lake.uri(RAG_RUNS)}")
     else:
-        print(f"logged: SPOOLED to {runtime.run_log.spool_file} ({out.log_error})")
+        print(f"logged: SPOOLED to {runtime.run_log.spool.dir} ({out.log_error})")
     print(f"timings ms: retrieval {row['retrieval_ms']:.1f}, local {row['local_ms']:.0f}, "
           f"escalation {row['escalation_ms'] or 0:.0f}, total {row['duration_ms']:.0f}")
     print("answer:")

@@ -34,7 +34,7 @@ from resources.lake import DeltaLake, TableSpec
 from resources.sessions import SessionSource
 from sensors.sessions import build_session_sensor
 
-# upstream first: traces -> teachers -> pairs -> examples -> corpus -> capture, rag, student
+# upstream first: traces -> teachers -> pairs -> examples -> corpus -> capture, rag -> student
 # (modules, not their defs: ONE Definitions object at module scope, or `dagster dev -m` refuses to load)
 FAMILIES = tuple(m.defs for m in (traces_assets, teachers_assets, pairs_assets, examples_assets, corpus_assets,
                                   capture_assets, rag_assets, student_assets))

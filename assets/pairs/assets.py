@@ -61,7 +61,8 @@ class PairsConfig(dg.Config):
     consensus_similarity: str = Field(default="text", description="text | embedding (MiniLM)")
     consensus_threshold: float = Field(default=0.8, description="similarity at which two answers agree")
     min_answers: int = Field(default=3, description="consensus needs this many answers (original + teachers)")
-    max_pairs_per_step: int = 1
+    max_pairs_per_step: int = Field(default=3, description="error_site: one pair per teacher alternative "
+                                    "that passes the validity rules, up to this many (they share the rejected step)")
     blocking_flags: list[str] = Field(default=list(DEFAULT_BLOCKING_FLAGS),
                                       description="teacher flags that make an answer never 'chosen'")
     failure_policy: str = Field(default="", description="failure policy YAML (mistake / informative / "

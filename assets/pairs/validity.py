@@ -46,6 +46,11 @@ _TOOL_MARKUP = re.compile(r"<tool_call>|</tool_call>|<function=[^>]+>|\[TOOL_CAL
 # a model that writes what a tool would answer instead of acting
 _TOOL_OUTPUT = re.compile(r"<tool_use_error>|</tool_use_error>|<tool_response>|<tool_result>|<\|tool_output\|>"
                           r"|^\s*(?:Exit code \d+|Error: |The file \S+ has been (?:updated|edited))")
+# pleasantries with nothing concrete in them (no code, path, name or number)
+_PLEASANTRY = re.compile(r"(?i)^\W*(?:i'?m sorry|i apologi[sz]e|sorry|i'?m (?:here|ready|glad|happy|not sure)|"
+                         r"i am (?:here|ready|glad|happy)|sure[,!. ]|of course|no (?:issue|problem)|good luck|"
+                         r"thanks?\b|thank you|hello|hi\b|you'?re welcome)")
+_CONCRETE = re.compile(r"[`/\\(){}\[\]=<>_]|\d|\w\.\w")
 _FILLER = re.compile(r"(?i)^(?:ok(?:ay)?|sure|done|yes|no|thanks?(?: you)?|got it|understood|"
                      r"i(?:'ll| will) (?:do that|help|take a look|check)(?: now)?|let me (?:check|look)(?: into it)?)"
                      r"[.!…]*$")
@@ -192,7 +197,8 @@ def check_pair(prompt: Sequence[Mapping], chosen: Mapping, rejected: Mapping | N
                                      f"chosen repeats {sig[:160]}, the call whose result the context just shows")
     elif "chosen_not_substantive" in on:
         text = " ".join(content.split())
-        if len(text) < config.min_text_chars or _FILLER.match(text):
+        if (len(text) < config.min_text_chars or _FILLER.match(text)
+                or (_PLEASANTRY.match(text) and not _CONCRETE.search(text))):
             return Violation("chosen_not_substantive",
                              f"chosen is {len(text)} characters of text and no tool call "
                              f"(a text answer needs {config.min_text_chars}+ characters of substance)")

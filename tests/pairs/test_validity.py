@@ -209,3 +209,15 @@ def test_chosen_that_imitates_a_tool_result_is_no_action():
     fake = asst("<tool_use_error>File has not been read yet. Read it first before writing to it.</tool_use_error>")
     v = check_pair(prompt, fake, rejected, TOOLS, strategy="error_site", rejected_failure="mistake:x")
     assert v.rule == "chosen_imitates_tool_output"
+
+
+def test_pleasantries_are_not_substantive():
+    prompt = _demo_context_edit_step()
+    rejected = asst("", call("x", "Edit", file_path=TOTALS, old_string="a", new_string="b"))
+    for text in ("I'm ready to assist you with your project. What's your project?",
+                 "No issue. I'll get back to you with the details. Good luck!",
+                 "I'm sorry for any confusion. I'm here to help with any kind of problem."):
+        v = check_pair(prompt, asst(text), rejected, TOOLS, strategy="error_site", rejected_failure="mistake:x")
+        assert v is not None and v.rule == "chosen_not_substantive", text
+    ok = asst("Sorry, the line is `quantize(CENT)`, not `round(...)`; edit that line instead.")
+    assert check_pair(prompt, ok, rejected, TOOLS, strategy="error_site", rejected_failure="mistake:x") is None

@@ -16,8 +16,8 @@ import pytest
 
 from assets.traces.tables import RAW_TRACES
 from dagster_project.audit import CHECK_NAME, audit_lake
-from dagster_project.audit import main as audit_main
-from dagster_project.definitions import INGEST_JOB, build_definitions
+from dagster_project.cli_audit import main as audit_main
+from dagster_project.definitions import INGEST_JOB, TABLES, build_definitions
 from resources import privacy
 from resources.lake import DeltaLake
 from resources.privacy import PiiPolicy, Privacy
@@ -113,7 +113,7 @@ def test_planted_secrets_end_to_end(tmp_path, instance, capfd, monkeypatch):
             for p in root.rglob("*"):
                 if p.is_file():
                     places[str(p.relative_to(tmp_path))] = p.read_bytes().decode("utf-8", "replace")
-        for table in audit_lake(lake):
+        for table in audit_lake(lake, TABLES):
             pytest.fail(f"audit found secrets in {table}")
         decoded = {spec_path: json.dumps(lake.read(spec).to_pylist(), default=str)
                    for spec_path, spec in _present(lake)}

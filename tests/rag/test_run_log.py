@@ -231,3 +231,17 @@ def test_export_log_carries_an_old_table_over_too(tmp_path):
     recs = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert n == 3 and [r["input_task"] for r in recs] == [f"Fix bug number {i}" for i in range(3)]
     assert [r["validation_result"]["passed"] for r in recs] == [True, False, True]
+
+
+def test_cli_run_the_lake_refuses_is_spooled_and_said_so(tmp_path, capsys, monkeypatch, local):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    recipe = tmp_path / "rag.yaml"
+    recipe.write_text(json.dumps({"local": {"base_url": local.base_url, "model": "lb-small"},
+                                  "retrieval": {"mode": "lexical"}, "spool_dir": str(tmp_path / "spool")}))
+    code = main(["rag", "run", "--task", "Fix the pair builder test", "--no-retrieval",
+                 "--lake-root", str(blocker / "lake"), "--recipe", str(recipe)])
+    out = capsys.readouterr().out
+    assert code == 0 and f"logged: SPOOLED to {tmp_path / 'spool'}" in out
+    assert any((tmp_path / "spool").iterdir())  # the run waits on local disk for the next append

@@ -10,7 +10,7 @@ import pytest
 from assets.examples.tables import KTO_EXAMPLES, SFT_EXAMPLES
 from assets.pairs.tables import NORMALIZED_PAIRS
 from resources.lake import DeltaLake
-from resources.models import build_tiny_llama
+from testsupport.models import build_tiny_llama
 from resources.verifier import VerifierResource
 from tests.sessions import put_sessions
 

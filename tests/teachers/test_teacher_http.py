@@ -159,3 +159,20 @@ def test_shipped_pool_files_load():
     with pytest.raises(ValueError):
         PoolSpec.model_validate({"teachers": [{"name": "x", "model": "m", "base_url": "http://h",
                                                "api_key_env": "sk-abc/def"}]})
+
+
+def test_request_hashes_of_existing_caches_do_not_change():
+    """The address scheme of silver/teacher_cache: a change would make every cached answer be paid again.
+    The expected values were computed by the client before the one-model-client refactor (main 29e5ae4)."""
+    pool = PoolSpec.model_validate({"teachers": [
+        {"name": "r", "base_url": "http://h/v1", "model": "m", "system_prompt": "be brief", "temperature": 0.3,
+         "seed": 1},
+        {"name": "l", "provider": "local", "model": "smollm2-135m", "max_tokens": 48, "max_context_tokens": 512}]})
+    msgs = json.dumps([{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"},
+                       {"role": "assistant", "content": None, "tool_calls": [
+                           {"id": "a", "type": "function", "function": {"name": "Read", "arguments": {"p": 1}}}]},
+                       {"role": "tool", "tool_call_id": "a", "content": "x"}])
+    tools = json.dumps([{"type": "function", "function": {"name": "Read", "parameters": {}}}])
+    assert [t.build_request(msgs, tools).request_hash for t in TeacherSet(pool).teachers] == [
+        "0598879c89acd044b53e90cb1ce9c3b5cb04d8a3b91fc58f68b27b261f05c75d",
+        "6f67660019ffb1c423bd86ac18c62d67c7e90bee7ecf5678ac9896231b5124bb"]

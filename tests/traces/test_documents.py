@@ -217,3 +217,23 @@ def test_openhands_output_jsonl_one_run_per_line(tmp_path):
     assert len(steps) == 12 and len({t["turn_id"] for t in turns}) == len(turns)
     for s in steps:
         check_openai_messages(orjson.loads(s["messages"]))
+
+
+def test_langfuse_observation_scores_label_their_step(tmp_path):
+    """A score on one GENERATION is a label of that step; trace scores label the session."""
+    gen = {"id": "g1", "type": "GENERATION", "name": "chat", "parentObservationId": None,
+           "startTime": "2026-01-16T09:00:00Z", "model": "gpt-4o-mini",
+           "input": [{"role": "user", "content": "2+2?"}], "output": {"role": "assistant", "content": "4"},
+           "usageDetails": {"input": 5, "output": 1}, "costDetails": {"total": 0.00001}}
+    doc = {"trace": {"id": "t1", "name": "calc", "scores": [
+        {"name": "correct", "value": 1, "observationId": "g1", "source": "ANNOTATION"},
+        {"name": "user_feedback", "stringValue": "thumbs_up", "value": 1, "observationId": None}]},
+        "observations": [gen]}
+    p = tmp_path / "trace.json"
+    p.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    raw, turns, steps, stats = ingest(p, "lf")
+    assert stats["source_format"] == "langfuse" and len(steps) == 1
+    step_turn = next(t for t in turns if t["turn_id"] == steps[0]["turn_id"])
+    assert orjson.loads(step_turn["extra"])["labels"] == {"correct": 1}
+    header = next(t for t in turns if t["kind"] == "conversation")
+    assert orjson.loads(header["extra"])["labels"] == {"correct": 1, "user_feedback": "thumbs_up"}

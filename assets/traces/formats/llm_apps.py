@@ -339,7 +339,8 @@ def build_turns(session_key: str, fmt: str, sid: str, observations: list[Obs], h
                    message_id=o["id"])
         row["extra"] = extra_json({"observation_id": o["id"], "parent_observation_id": o.get("parent"),
                                    "name": o.get("name"), "path": path(o), "cost_usd": o.get("cost"),
-                                   "latency_s": o.get("latency"), "model_parameters": o.get("model_parameters")})
+                                   "latency_s": o.get("latency"), "model_parameters": o.get("model_parameters"),
+                                   "labels": o.get("labels")})
         nodes.setdefault((parent, _sig(ans)), row)
     # tool runs: link each to the call it answers; give unanswered calls their result
     used: set[str] = set()
@@ -416,6 +417,11 @@ def parse_langfuse(raw_rows: list[dict], session_key: str) -> list[dict]:
         header["labels"] = {s.get("name"): s.get("stringValue") if s.get("stringValue") is not None else s.get("value")
                             for s in scores if s.get("name")}
     obs = [_langfuse_obs(o) for o in doc["observations"] if isinstance(o, dict) and o.get("id")]
+    for o in obs:  # a score given to one model call is also a label of that step
+        mine = [s for s in scores if s.get("observationId") == o["id"]]
+        if mine:
+            o["labels"] = {s.get("name"): s.get("stringValue") if s.get("stringValue") is not None else s.get("value")
+                           for s in mine if s.get("name")}
     big = too_many_steps(session_key, fmt, ids, line, sum(o.get("type") == "GENERATION" for o in obs), sid)
     if big:
         return big
