@@ -14,9 +14,12 @@ lake, all in a work directory:
 * (c) the bare floor, in this process: the pure ingest functions over the same files
   (file -> raw rows -> turns -> steps) plus the teacher calls of those steps at the
   concurrency bound (no cache), timed;
-* (a) starts ``dagster-daemon run`` over the project and times until every file's turns,
-  steps and teacher answers are in the lake; (b) then until the datasets the automation
-  sensor refreshes have refreshed (runs of ``datasets_automation`` finished);
+* (a) starts ``dagster-daemon run`` over the project on an empty session folder, waits for
+  the sensor's first tick, then moves the N files in (one rename per project folder) and
+  times from there until every file's turns, steps and teacher answers are in the lake
+  (``ingest_runs_done_s`` in FIGURES: until the runs also finished their later steps);
+  (b) then until the datasets the automation sensor refreshes have refreshed (runs of
+  ``datasets_automation`` finished);
 * (d) appends two lines to one file and times from the run its tick asked for (its creation)
   to the new turns in silver/trace_turns;
 * (e) one tick of the real session sensor over 100,000 unchanged (empty, a week old) files
@@ -64,7 +67,7 @@ def log(msg: str) -> None:
 
 # ----------------------------------------------------------------------------- corpus
 def sources() -> list[bytes]:
-    files = sorted(p for p in REALDATA.rglob("*.jsonl") if p.is_file())
+    files = sorted(p for p in REALDATA.glob("*.jsonl") if p.is_file())  # the three top-level sessions
     if not files:
         raise SystemExit(f"no Claude Code transcripts under {REALDATA}")
     return [p.read_bytes() for p in files]
@@ -88,7 +91,32 @@ def fresh_copy(data: bytes, rng: random.Random, day: datetime) -> bytes:
             return m.group(1) + d.encode() + m.group(3)
 
         out = re.sub(_DAY.pattern.encode(), move, out)
-    return out
+    return _mark_first_prompt(out, ids)
+
+
+def _mark_first_prompt(data: bytes, ids: dict) -> bytes:
+    """Prefix the first user prompt with this copy's own tag: every copy asks the teachers
+    its own questions (identical contexts would be answered once, from the cache)."""
+    tag = f"[{next(iter(ids.values()), b'copy').decode()[:8]}] "
+    lines = data.split(b"\n")
+    for i, line in enumerate(lines):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        msg = rec.get("message") if isinstance(rec, dict) else None
+        if rec.get("type") != "user" or not isinstance(msg, dict):
+            continue
+        content = msg.get("content")
+        if isinstance(content, str):
+            msg["content"] = tag + content
+        elif isinstance(content, list) and content and isinstance(content[0], dict) and content[0].get("type") == "text":
+            content[0]["text"] = tag + content[0].get("text", "")
+        else:
+            continue
+        lines[i] = json.dumps(rec).encode()
+        break
+    return b"\n".join(lines)
 
 
 def generate(dest: Path, n: int, seed: int = 13, start: int = 0) -> list[Path]:
@@ -130,7 +158,7 @@ teachers:
 
 def start_teacher(latency: float) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, str(ROOT / "testsupport" / "fake_openai.py"),
-                             "--latency", str(latency)], stdout=subprocess.PIPE, text=True,
+                             "--latency", str(latency)], stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True,
                             start_new_session=True)
     line = proc.stdout.readline()
     port = int(line.split()[1])
@@ -249,6 +277,17 @@ def runs(home: Path, job: str | None = None, sensor: str | None = None) -> list:
     return out
 
 
+def wait_first_tick(work: Path, timeout: float) -> None:
+    """Until the daemon's session sensor has ticked once (the daemon and code server are up)."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        text = (work / "daemon.log").read_text(errors="replace") if (work / "daemon.log").exists() else ""
+        if "Sensor session_files skipped" in text:
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"the session sensor never ticked (see {work / 'daemon.log'})")
+
+
 def wait_ingested(work: Path, keys: set[str], timeout: float) -> float:
     t0 = time.time()
     last = ""
@@ -262,7 +301,7 @@ def wait_ingested(work: Path, keys: set[str], timeout: float) -> float:
         done = keys <= st["registered"] and keys <= st["turns"] and with_steps <= st["answers"] and with_steps
         active = [r for r in runs(work / "home", "ingest_sessions") if r[1] in ("QUEUED", "NOT_STARTED", "STARTING",
                                                                                 "STARTED")]
-        if done and not active:
+        if done:  # the data is in the lake (the run may still be checking, writing pairs ...)
             return time.time()
         msg = (f"registered {len(keys & st['registered'])}/{len(keys)} turns {len(keys & st['turns'])} "
                f"answers {len(with_steps & st['answers'])}/{len(with_steps)} runs active {len(active)}")
@@ -330,7 +369,7 @@ def tick_100k(work: Path, n: int = 100_000) -> dict:
     from assets.traces.tables import SESSION_FILES
     from resources.lake import DeltaLake
     from resources.sessions import SessionSource
-    from sensors.scan import ScanState, scan
+    from assets.traces.scan import ScanState, scan
     from sensors.sessions import build_session_sensor
 
     root = work / "tick100k" / "sessions"
@@ -352,7 +391,14 @@ def tick_100k(work: Path, n: int = 100_000) -> dict:
                                 "size": c.size, "mtime_ns": c.mtime_ns, "head_len": 0, "head_fp": "",
                                 "lines": 0, "status": "empty", "change": "new", "run_id": "bench",
                                 "first_seen_at": now, "last_seen_at": now} for c in first.batch])
-    job = dg.define_asset_job("ingest_sessions", selection=[])
+    @dg.op
+    def nothing():
+        return None
+
+    @dg.job(name="ingest_sessions")
+    def job():
+        nothing()
+
     sensor = build_session_sensor(job)
     source = SessionSource(root=str(root))
     defs = dg.Definitions(jobs=[job], sensors=[sensor], resources={"lake": lake, "sessions": source})
@@ -430,12 +476,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pool_file = pool_yaml(work / "teachers.yaml", url)
         os.environ[TEACHER_KEY_ENV] = "sk-bench-live-not-a-real-key-000000"
-        files = generate(work / "sessions", args.files)
+        files = generate(work / "staging", args.files)
         mb = sum(p.stat().st_size for p in files) / 1e6
         log(f"{len(files)} session files, {mb:.1f} MB, in {work / 'sessions'}")
 
         log("(c) the floor: pure ingest + teacher calls at 16 in flight")
-        fl = floor(files, work / "sessions", pool_file)
+        fl = floor(files, work / "staging", pool_file)
         fig["floor_s"] = round(fl["floor_s"], 2)
         log(f"  parse {fl['parse_s']:.1f}s ({fl['steps']} steps), ask {fl['ask_s']:.1f}s ({fl['calls']} calls)")
 
@@ -443,14 +489,25 @@ def main(argv: list[str] | None = None) -> int:
         env = bench_env(work, pool_file)
         from resources.sessions import session_key_for
 
-        keys = {session_key_for(p.relative_to(work / "sessions").as_posix()) for p in files}
-        t0 = time.time()
+        keys = {session_key_for(p.relative_to(work / "staging").as_posix()) for p in files}
+        (work / "sessions").mkdir(exist_ok=True)
+        t_start = time.time()
         daemon = start_daemon(work, env)
+        wait_first_tick(work, 600)
+        log(f"  daemon up, first sensor tick after {time.time() - t_start:.1f}s; the files arrive")
+        t0 = time.time()
+        for d in sorted((work / "staging").iterdir()):  # a rename per project folder: each arrives whole
+            os.rename(d, work / "sessions" / d.name)
+        files = [work / "sessions" / p.relative_to(work / "staging") for p in files]
         t_done = wait_ingested(work, keys, args.ingest_timeout)
         fig["ingest_s"] = round(t_done - t0, 1)
+        while any(r[1] in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED") for r in runs(work / "home", "ingest_sessions")):
+            time.sleep(0.5)
+        fig["ingest_runs_done_s"] = round(time.time() - t0, 1)  # the runs' last steps (pairs, checks) too
         ing = runs(work / "home", "ingest_sessions")
         fig["ingest_runs"] = len(ing)
-        log(f"  ingested in {fig['ingest_s']}s, {len(ing)} ingest run(s)")
+        log(f"  ingested in {fig['ingest_s']}s (runs finished at {fig['ingest_runs_done_s']}s), "
+            f"{len(ing)} ingest run(s)")
 
         if not args.skip_refresh:
             log("(b) until the datasets refreshed (automation sensor)")

@@ -1,7 +1,7 @@
 """The session-file sensor: ONE run per tick for every session file that changed.
 
 Each tick compares the watched directory with the registry (``bronze/session_files``)
-through :mod:`sensors.scan` (directories whose mtime is unchanged are not listed again;
+through :mod:`assets.traces.scan` (directories whose mtime is unchanged are not listed again;
 live files are statted; a slice of the cold ones in turn), then requests one run of the
 ``ingest_sessions`` job over the days the changed files belong to, carrying the files in
 the run config: the run re-reads those files only (new, appended, rewritten) and removes
@@ -22,7 +22,7 @@ import dagster as dg
 from assets.traces.tables import SESSION_FILES
 from resources.lake import DeltaLake
 from resources.sessions import SessionSource
-from sensors.scan import ScanState, scan, split_by_span
+from assets.traces.scan import ScanState, scan, split_by_span
 
 SENSOR_NAME = "session_files"
 READ_OP = "read_session_files"  # the step of the ingest job that takes the file list
@@ -51,7 +51,7 @@ def registry_snapshot(lake: DeltaLake) -> tuple[dict[str, dict], list[str]]:
 
 
 def run_request_for(batch, *, waiting: int = 0, tick_s: float | None = None) -> dg.RunRequest:
-    """One run over the days of ``batch`` (a list of sensors.scan.Change), carrying the files."""
+    """One run over the days of ``batch`` (a list of assets.traces.scan.Change), carrying the files."""
     days = sorted({c.day for c in batch} | {c.prev_day for c in batch if c.prev_day})
     changes = [c.as_config() for c in batch]
     digest = hashlib.blake2b(json.dumps(changes, sort_keys=True).encode(), digest_size=10).hexdigest()
@@ -128,16 +128,15 @@ def plan_all(sessions: SessionSource, lake: DeltaLake, *, reread_unchanged: bool
     deleted files as a tick would see them, without the per-tick bounds, plus
     (``reread_unchanged``) every unchanged registered file, read again. Returns
     ``(batches, problems)``: one batch per window of ``max_span_days`` days (one run each)."""
-    from sensors.scan import Change
+    from assets.traces.scan import Change, reconcile
 
     registry, keys = registry_snapshot(lake)
-    res = scan(sessions.root_path(), ScanState(), registry, registry_keys=keys, max_files=10**9,
-               max_bytes=1 << 62, sweep_files=len(keys) + 1, hot_seconds=float("inf"), max_span_days=10**6)
-    batch = list(res.batch)
+    found, problems = reconcile(sessions.root_path(), registry)
+    batch = list(found)
     if reread_unchanged:
         seen = {c.key for c in batch}
         for k in keys:
             r = registry[k]
             if k not in seen and r["status"] != "deleted" and (sessions.root_path() / r["path"]).exists():
                 batch.append(Change(k, r["path"], "backfill", r["size"], r["mtime_ns"], r["day"]))
-    return split_by_span(batch, sessions.max_span_days), res.problems
+    return split_by_span(batch, sessions.max_span_days), problems

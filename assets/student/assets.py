@@ -26,7 +26,7 @@ from assets.rag.tables import RAG_PLAYBOOKS
 from assets.student import report
 from assets.student.artifacts import artifact_uri, download_dir, upload_dir
 from assets.student.pipeline import build_data, compute_split, data_versions, eval_answers, summary_json
-from assets.student.split import EVAL, TRAIN
+from assets.student.split import EVAL, TRAIN, check_no_leak
 from assets.student.tables import (DRAFT_HEADS, DRAFT_VERSION, RECIPE_VERSION, SESSION_SPLIT, SPLIT_VERSION,
                                    STUDENT_EVALS, STUDENT_RUNS, TABLES)
 from resources.lake import DeltaLake
@@ -124,7 +124,8 @@ def student_runs(context: dg.AssetExecutionContext, config: StudentTrainConfig, 
                             dtype=dtype, threads=_threads(verifier, device), base=(tok, model),
                             progress=context.log.info)
         nbytes = upload_dir(lake, tmp, uri)
-    metrics = {**res.metrics, "data": d.counts, "artifact_bytes": nbytes}
+    metrics = {**res.metrics, "data": d.counts, "artifact_bytes": nbytes,
+               "train_sessions": sorted({r["session_key"] for r in split if r["split"] == TRAIN})}
     row = {"run_id": run_id, "dagster_run_id": context.run.run_id, "base_model": config.base_model,
            "device": device, "dtype": dtype, "seed": hp.seed, "recipe_version": RECIPE_VERSION,
            "stages": ",".join(hp.stages), "hyperparameters": hp.to_json(),
@@ -172,6 +173,7 @@ def evaluate_run(lake: DeltaLake, run: dict, device: str, dtype: str, cfg: Stude
         local = download_dir(lake, run["artifact_uri"], tmp)
         tok, model = load_trained(run["base_model"], local, device, dtype)
     split = read_split(lake)
+    check_no_leak(json.loads(run["metrics"]).get("train_sessions", []), split)
     d = build_data(lake, split, tok, max_prompt_tokens=hp["max_prompt_tokens"],
                    max_answer_tokens=hp["max_answer_tokens"])
     tasks = read_tasks(cfg.rag_tasks_path or RAG_TASKS)[: cfg.max_rag_tasks]

@@ -62,3 +62,12 @@ def partition_rows(rows: Iterable[Mapping], split_rows: Sequence[Mapping]) -> tu
         k = r.get("session_key")
         (a if k in train else b if k in evals else unknown).append(r)
     return a, b, unknown
+
+
+def check_no_leak(trained_on: Iterable[str], split_rows: Sequence[Mapping]) -> None:
+    """Refuse to evaluate on sessions a model was trained on (the split changed since)."""
+    leaked = sorted(set(trained_on) & sessions_of(split_rows, EVAL))
+    if leaked:
+        raise ValueError(f"{len(leaked)} evaluation session(s) were training sessions of this run "
+                         f"(the split changed since it trained), e.g. {leaked[0]!r}: retrain, or evaluate "
+                         f"with the split it trained on")

@@ -69,6 +69,26 @@ def _registry_rows(lake: DeltaLake, keys: list[str]) -> dict[str, dict]:
     return {r["session_key"]: r for r in t.to_pylist()}
 
 
+def _backfill(lake: DeltaLake, root, days: list[str], log) -> tuple[list[tuple[str, str, str]], dict]:
+    """The files of a backfill over ``days``: those the registry holds for them (read again),
+    plus what the directory holds that the registry does not know yet or that changed since
+    (new files of those days, deleted ones): a day launched from the UI on a fresh instance
+    reads its files too."""
+    from assets.traces.scan import reconcile
+
+    reg = {r["session_key"]: r for r in lake.read(SESSION_FILES).to_pylist()}
+    wanted = set(days)
+    changes = {k: (k, r["path"], "backfill") for k, r in reg.items()
+               if r["day"] in wanted and r["status"] != "deleted"}
+    found, problems = reconcile(root, reg)
+    for c in found:
+        if c.day in wanted or (c.prev_day or "") in wanted:
+            changes[c.key] = (c.key, c.path, c.change)
+    for path, what in problems:
+        log.warning(f"session file {path}: {what}")
+    return [changes[k] for k in sorted(changes)], reg
+
+
 @dg.multi_asset(
     name="read_session_files",
     specs=[
@@ -91,10 +111,8 @@ def read_session_files(context: dg.AssetExecutionContext, config: SessionFilesCo
     if config.changes:
         changes = [(c.key, c.path, c.change) for c in config.changes]
         prev = _registry_rows(lake, [c[0] for c in changes])
-    else:  # a backfill: every file the registry holds for these days
-        reg = lake.read(SESSION_FILES, filter=string_field("day").isin(days)) if days else SESSION_FILES.empty()
-        prev = {r["session_key"]: r for r in reg.to_pylist() if r["status"] != "deleted"}
-        changes = [(k, r["path"], "backfill") for k, r in sorted(prev.items())]
+    else:  # a backfill: every file the registry holds for these days, and what changed on disk there
+        changes, prev = _backfill(lake, root, days, context.log)
     registry: list[dict] = []
     problems: list[list[str]] = []
     raw_stats = Counter()

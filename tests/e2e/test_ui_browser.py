@@ -4,14 +4,17 @@
    lake and the session directory in tmp (two bundled sample sessions, one with planted
    secrets). It runs from a subprocess that restores SIGINT (`dagster dev` hangs on
    SIGTERM otherwise) and is stopped with SIGINT, then its process group is killed.
-2. The daemon ticks the `session_files` sensor, which registers the session partitions.
-   The runs it requests stay queued (a `dagster/sensor_name` run limit of 0 in this
+2. The daemon ticks the `session_files` sensor, which asks for ONE run per tick (the
+   newest file's days first; the other file, ten months older, waits). That run stays queued (a `dagster/sensor_name` run limit of 0 in this
    instance's dagster.yaml) so the 2 shared cores go to the run launched from the UI.
-3. Chromium opens the `traces` group's asset graph (raw_traces → trace_turns →
-   agent_steps → …), then raw_traces' page, clicks "Materialize…", picks the session
-   partition in the partition dialog and launches the run; it waits for the run page to
-   say Success, then reads rows_written / lines / secrets_scrubbed / lines_quarantined /
-   table_rows off the asset page and compares them with the Delta table.
+3. Chromium opens the `traces` group's asset graph (session_files + raw_traces →
+   trace_turns → agent_steps → …), then raw_traces' page, clicks "Materialize…" (raw_traces
+   is read in one step with the session_files registry: the UI says both materialize),
+   types the day of the Claude Code session into the partition dialog and launches the
+   run; that run (no file list: a backfill of the day) finds the day's file on disk, reads
+   it and registers it. It waits for the run page to say Success, then reads rows_written /
+   lines / secrets_scrubbed / lines_quarantined / table_rows off the asset page and
+   compares them with the Delta table.
 
 Screenshots go to tmp_path, and to docs/screenshots/ with TRACELAKE_UPDATE_SCREENSHOTS=1.
 """
@@ -44,6 +47,7 @@ SESSION_FILES = [  # (relative path under the samples, has secrets)
     "sharegpt/invoicer-helpdesk.jsonl",
 ]
 KEY = "claude-code~-home-dev-invoicer~5b1e9f2a-7c3d-4e8f-9a0b-1c2d3e4f5a6b.jsonl"
+DAY = "2026-01-14"  # the UTC day that session started (its first timestamp): its partition
 INSTANCE_YAML = """\
 telemetry:
   enabled: false
@@ -108,13 +112,9 @@ def _metadata(page) -> dict[str, str]:
 
 
 def _pick_partition(page, dialog, attempts: int = 3):
-    """Filter the dialog's partition dropdown down to KEY and select it.
-
-    The menu re-renders while the filter applies (and whenever the partition list
-    refetches), so the item can detach between resolving and clicking: wait for it to be
-    visible, click with a short timeout, and retry from a fresh locator until the dialog
-    says one partition is selected (its launch button reads "Launch 1 run").
-    """
+    """Type DAY into the dialog's partition selection (all partitions shown: the day is
+    older than the last 90 days the dialog starts with) until it says one partition is
+    selected (its launch button reads "Launch 1 run")."""
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import expect
 
@@ -122,24 +122,20 @@ def _pick_partition(page, dialog, attempts: int = 3):
     for attempt in range(attempts):
         if launch.count():
             break
-        opener = dialog.get_by_text("Select a partition or create one").first
-        if opener.is_visible():
-            opener.click()
-        item = page.locator(f'li:has([title="{KEY}"])').first
         try:
-            if not item.is_visible():  # type the filter (replacing a previous attempt's)
-                page.keyboard.press("Control+A")
-                page.keyboard.type("5b1e9f2a")
-            expect(item).to_be_visible(timeout=15_000)
-            page.wait_for_timeout(300)  # let the filtered menu settle
-            item.click(timeout=10_000)
-            expect(launch).to_be_visible(timeout=10_000)
+            show_all = dialog.get_by_role("button", name="Show all partitions")
+            if show_all.count():
+                show_all.click(timeout=10_000)
+                page.wait_for_timeout(500)
+            box = dialog.locator("input[type=text]").first
+            box.click(timeout=10_000)
+            box.fill(DAY)
+            box.press("Enter")
+            expect(launch).to_be_visible(timeout=15_000)
         except (AssertionError, PlaywrightError):
             if attempt == attempts - 1:
                 raise
             page.wait_for_timeout(500)
-    # close the dropdown (clicking the dialog's title), it can hide the launch button
-    dialog.get_by_text("Launch runs to materialize").first.click()
     expect(launch).to_be_visible()
 
 
@@ -151,7 +147,8 @@ def test_materialize_from_the_ui_and_read_metadata_back(tmp_path):
     from playwright.sync_api import expect
 
     from assets.traces.tables import RAW_TRACES
-    from resources.lake import DeltaLake
+    from assets.traces.tables import SESSION_FILES as SESSION_FILES_SPEC
+    from resources.lake import DeltaLake, string_field
 
     sessions = tmp_path / "sessions"
     for rel in SESSION_FILES:
@@ -180,9 +177,17 @@ def test_materialize_from_the_ui_and_read_metadata_back(tmp_path):
         wait_for(up, 240, 0.5, "dagster dev to answer")
         timings["server_up_s"] = round(time.time() - t0, 1)
         instance = dg.DagsterInstance.from_config(str(home))
-        # the sensor tick (daemon) registers one partition per session file
-        wait_for(lambda: KEY in instance.get_dynamic_partitions("sessions"), 120, 1.0,
-                 "the session sensor to register partitions")
+        # the sensor tick (daemon) asks for one run for both files (held in the queue)
+        def sensor_run():
+            runs = [r.dagster_run for r in instance.get_run_records()
+                    if r.dagster_run.tags.get("dagster/sensor_name") == "session_files"]
+            return runs[0] if runs else None
+
+        held = wait_for(sensor_run, 120, 1.0, "the session sensor's run")
+        changes = held.run_config["ops"]["read_session_files"]["config"]["changes"]
+        # the two files started ~10 months apart: a tick's run covers one window of days
+        # (newest first), the other file waits for the next tick
+        assert [c["key"] for c in changes] == ["sharegpt~invoicer-helpdesk.jsonl"]
         timings["partitions_s"] = round(time.time() - t0, 1)
 
         with sync_api.sync_playwright() as p:
@@ -206,12 +211,17 @@ def test_materialize_from_the_ui_and_read_metadata_back(tmp_path):
                 wait_for(lambda: page.get_by_text("Loading…").count() == 0, 60, 0.5, "graph statuses")
                 page.screenshot(path=shots / "asset-graph.png")
 
-                # 2. launch raw_traces for one partition from the asset page's partition dialog
+                # 2. launch raw_traces for one day from the asset page's partition dialog
                 runs_before = {r.dagster_run.run_id for r in instance.get_run_records()}
                 page.goto(f"{url}/assets/bronze/raw_traces", wait_until="domcontentloaded")
                 materialize = page.get_by_role("button", name="Materialize…").first
                 expect(materialize).to_be_enabled()
                 materialize.click()
+                # raw_traces is read in one step with the registry: the UI says so first
+                page.get_by_text("bronze / session_files").first.wait_for()
+                page.get_by_role("button", name="Confirm").click()
+                expect(page.get_by_text("Additional assets will be materialized")).to_be_hidden()
+                page.wait_for_timeout(1000)  # the alert's backdrop fades out
                 dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
                 expect(dialog).to_be_visible()
                 _pick_partition(page, dialog)
@@ -223,13 +233,13 @@ def test_materialize_from_the_ui_and_read_metadata_back(tmp_path):
                 def ui_run():
                     for r in instance.get_run_records():
                         run = r.dagster_run
-                        if run.run_id not in runs_before and run.tags.get("dagster/partition") == KEY \
+                        if run.run_id not in runs_before and run.tags.get("dagster/partition") == DAY \
                                 and "dagster/sensor_name" not in run.tags:
                             return run
                     return None
 
                 run = wait_for(ui_run, 60, 0.5, "the run launched from the UI")
-                assert run.asset_selection == {RAW_TRACES.asset_key}
+                assert run.asset_selection == {RAW_TRACES.asset_key, SESSION_FILES_SPEC.asset_key}
                 timings["launched_s"] = round(time.time() - t0, 1)
 
                 def finished():
@@ -275,12 +285,18 @@ def test_materialize_from_the_ui_and_read_metadata_back(tmp_path):
 
     # what the page showed is what the Delta table holds
     lake = DeltaLake(root=str(lake_root))
-    part = lake.read(RAW_TRACES, partitions=[KEY])
+    part = lake.read(RAW_TRACES, filter=string_field("session_key") == KEY)
+    # the day's run read that file only (the other one starts today), and registered it
+    assert set(lake.read(RAW_TRACES, columns=["day"])["day"].to_pylist()) == {DAY}
+    assert [r["session_key"] for r in lake.read(SESSION_FILES_SPEC).to_pylist()] == [KEY]
     whole = lake.read(RAW_TRACES, columns=["session_key"])
     assert part.num_rows > 0
     assert int(shown["rows_written"]) == part.num_rows
     assert int(shown["lines"]) == part.num_rows
-    assert int(shown["secrets_scrubbed"]) == sum(part["secrets_scrubbed"].to_pylist()) > 0
+    # a row's secrets_scrubbed counts every replacement in the line: secrets and personal data
+    assert int(shown["secrets_scrubbed"]) > 0
+    assert int(shown["secrets_scrubbed"]) + int(shown["personal_data_replaced"]) == sum(
+        part["secrets_scrubbed"].to_pylist())
     assert int(shown["lines_quarantined"]) == sum(part["quarantined"].to_pylist())
     assert int(shown["table_rows"]) == whole.num_rows
     assert int(shown["partitions_replaced"]) == 1

@@ -18,7 +18,7 @@ from assets.traces.assets import CHECKS as TRACE_CHECKS
 from assets.traces.tables import AGENT_STEPS, RAW_TRACES, SESSION_FILES, TRACE_TURNS
 from resources.lake import DeltaLake
 from resources.sessions import SessionSource, session_key_for
-from sensors.scan import ScanState, scan
+from assets.traces.scan import ScanState, scan
 from sensors.sessions import READ_OP, build_session_sensor
 
 SAMPLES = Path(__file__).resolve().parents[2] / "assets" / "traces" / "samples"
@@ -383,3 +383,18 @@ def test_backfill_over_days_reads_exactly_their_files(tmp_path, instance):
 
 def test_session_key_is_stable_and_readable():
     assert session_key_for("proj/abc.jsonl") == "proj~abc.jsonl"
+
+
+def test_a_day_launched_before_any_tick_reads_that_days_files(tmp_path, instance):
+    """A launch from the UI for one day on a fresh instance: the files of that day (found on
+    disk, the registry knows nothing yet) and only those."""
+    env = Env(tmp_path, instance)
+    (env.root / "mon.jsonl").write_text(session_text("mon", "2026-08-03T10:00:00Z"))
+    (env.root / "tue.jsonl").write_text(session_text("tue", "2026-08-04T10:00:00Z"))
+    job = env.defs.resolve_job_def("ingest_sessions")
+    assert job.execute_in_process(instance=instance, partition_key="2026-08-04").success
+    assert {k: r["day"] for k, r in env.registry().items()} == {"tue.jsonl": "2026-08-04"}
+    assert {r["session_key"] for r in env.rows(TRACE_TURNS)} == {"tue.jsonl"}
+    # the sensor then takes the other one only
+    (req,) = env.tick().run_requests
+    assert [c["key"] for c in changes_of(req)] == ["mon.jsonl"]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from assets.student.split import EVAL, TRAIN, bucket, partition_rows, split_sessions
+from assets.student.split import EVAL, TRAIN, bucket, check_no_leak, partition_rows, split_sessions
 
 
 def test_deterministic_share_and_stable_as_sessions_arrive():
@@ -39,3 +39,15 @@ def test_partition_rows_never_trains_on_eval_or_unknown_sessions():
     assert {r["session_key"] for r in evals} <= ev
     assert {r["session_key"] for r in unknown} == {f"s{i}" for i in range(20, 25)}
     assert len(train) + len(evals) + len(unknown) == len(rows)
+
+
+def test_evaluation_refuses_sessions_the_run_trained_on():
+    split = split_sessions([f"s{i}" for i in range(10)], 0.3, "x")
+    train = [r["session_key"] for r in split if r["split"] == TRAIN]
+    check_no_leak(train, split)  # the split it trained with: fine
+    other = split_sessions([f"s{i}" for i in range(10)], 0.3, "another seed")
+    if {r["session_key"] for r in other if r["split"] == EVAL} & set(train):
+        with pytest.raises(ValueError, match="training sessions of this run"):
+            check_no_leak(train, other)
+    with pytest.raises(ValueError, match="training sessions"):
+        check_no_leak(["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9"], split)

@@ -59,6 +59,7 @@ def test_split_train_eval(lake, tiny_dir, tiny_verifier):
     assert metrics["stages"]["kto"]["steps"] == 2
     assert metrics["stages"]["sft"]["loss_last"] < metrics["stages"]["sft"]["loss_first"]
     assert json.loads(run["data_versions"])["gold/sft_examples"] is not None
+    assert not set(metrics["train_sessions"]) & eval_sessions and len(metrics["train_sessions"]) == n_train
 
     ev = lake.read(STUDENT_EVALS).to_pylist()[0]
     assert ev["run_id"] == run["run_id"] and ev["n_eval_sessions"] == len(eval_sessions)

@@ -325,3 +325,11 @@ def _unrecorded(pending: dict[str, list], registry: Mapping[str, Mapping[str, An
             continue
         out[k] = p
     return out
+
+
+def reconcile(root: Path, registry: Mapping[str, Mapping[str, Any]]) -> tuple[list[Change], list[tuple[str, str]]]:
+    """Every difference between the directory and the registry, unbounded (a full listing
+    and a head read of every new or changed file): for backfills and ``tracelake materialize``."""
+    res = scan(root, ScanState(), registry, registry_keys=sorted(registry), max_files=10**9, max_bytes=1 << 62,
+               sweep_files=len(registry) + 1, hot_seconds=float("inf"), max_span_days=10**6)
+    return res.batch, res.problems
