@@ -98,7 +98,7 @@ def build_audit_checks(specs: list[TableSpec], asset_keys: set[dg.AssetKey]) -> 
                 # in an ingest run: the sessions the run wrote (a tick costs what changed)
                 scope = None
                 if spec.partition_by == ("day",):
-                    from assets.partitions import check_scope
+                    from assets.traces.partitions import check_scope
 
                     scope = check_scope(context, lake)
                 found = audit_table(lake, spec, scope)

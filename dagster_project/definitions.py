@@ -17,7 +17,7 @@ from assets.examples import tables as examples_tables
 from assets.examples import assets as examples_assets
 from assets.pairs import tables as pairs_tables
 from assets.pairs import assets as pairs_assets
-from assets.partitions import SESSIONS
+from assets.traces.partitions import SESSIONS
 from assets.rag import tables as rag_tables
 from assets.rag import assets as rag_assets
 from assets.student import assets as student_assets

@@ -115,7 +115,7 @@ def migrate_to_days(lake: DeltaLake, sessions_root: str | os.PathLike | None = N
     import pyarrow.compute as pc
     from deltalake import write_deltalake
 
-    from assets.partitions import FIRST_DAY
+    from assets.traces.partitions import FIRST_DAY
     from assets.traces.registry import day_of, probe_file, session_start
     from assets.traces.tables import RAW_TRACES, SESSION_FILES
     from resources.sessions import SEP

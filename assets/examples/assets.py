@@ -15,7 +15,7 @@ from assets.examples.training import kto_rows, sdpo_rows, sft_rows
 from assets.metadata import json_preview, md_counts, md_preview, md_sizes
 from assets.pairs.failures import INFORMATIVE, MISTAKE, load_failure_policy
 from assets.pairs.tables import PREFERENCE_PAIRS
-from assets.partitions import SESSION_BACKFILL, SESSIONS, check_scope, run_sessions
+from assets.traces.partitions import SESSION_BACKFILL, SESSIONS, check_scope, run_sessions
 from assets.traces.tables import AGENT_STEPS
 from resources.lake import DeltaLake
 

@@ -27,7 +27,7 @@ from assets.pairs.failures import load_failure_policy
 from assets.pairs.validity import RULES as VALIDITY_RULES
 from assets.pairs.validity import ValidityConfig
 from assets.pairs.tables import NORMALIZED_PAIRS, PAIR_REJECTIONS, PREFERENCE_PAIRS
-from assets.partitions import SESSION_BACKFILL, SESSIONS, check_scope, run_sessions
+from assets.traces.partitions import SESSION_BACKFILL, SESSIONS, check_scope, run_sessions
 from assets.teachers.tables import TEACHER_RESPONSES
 from assets.traces.tables import AGENT_STEPS, TRACE_TURNS
 from assets.pairs.imported import REJECTED_TURN_COLUMNS, imported_pairs

@@ -1,7 +1,7 @@
 """Thin Dagster assets of the trace family: session files → session_files + raw_traces
 (bronze, one step) → trace_turns → agent_steps (silver).
 
-All of them are partitioned by day (assets/partitions.py). A run rewrites the sessions its
+All of them are partitioned by day (assets/traces/partitions.py). A run rewrites the sessions its
 registry step recorded (the changed files the sensor handed it, or every file of its days
 on a backfill), in groups of bounded size, and never the other sessions of its days.
 """
@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from assets.metadata import SessionSums, md_counts, md_table
-from assets.partitions import (
+from assets.traces.partitions import (
     SESSION_BACKFILL, SESSIONS, RunSessions, check_scope, partition_days, run_id_of, run_sessions,
     sessions_from_registry,
 )

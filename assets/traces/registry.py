@@ -29,7 +29,7 @@ __all__ = [
     "classify", "head_fingerprint",
 ]
 
-from assets.partitions import FIRST_DAY  # noqa: E402  (the first daily partition)
+from assets.traces.partitions import FIRST_DAY  # noqa: E402  (the first daily partition)
 HEAD_BYTES = 4096  # bytes hashed to tell an appended file from a rewritten one
 START_SCAN_BYTES = 256 * 1024  # bytes searched for the session's first timestamp
 

@@ -14,7 +14,7 @@ import time
 import dagster as dg
 import pytest
 
-from assets.partitions import SESSIONS
+from assets.traces.partitions import SESSIONS
 from dagster_project.automation import AUTOMATION_SENSOR, IngestQuiet, ingest_quiet
 from dagster_project.definitions import INGEST_JOB, build_definitions
 from resources.lake import DeltaLake

@@ -10,7 +10,7 @@ materialization must report ``dagster/row_count``, and all_tables() must list it
 import dagster as dg
 import pytest
 
-from assets.partitions import SESSIONS
+from assets.traces.partitions import SESSIONS
 from assets.teachers.pool import TeacherPool
 from dagster_project.definitions import DATASETS_JOB, INGEST_JOB, all_tables, asset_key_of_table, build_definitions
 from resources.lake import DeltaLake

@@ -16,6 +16,7 @@ from typing import Iterable, Iterator
 
 import dagster as dg
 
+from assets.traces.tables import SESSION_FILES
 from resources.lake import DeltaLake, SessionScope, string_field
 
 # First daily partition. Sessions that started earlier are filed under this day (their
@@ -124,8 +125,6 @@ def run_sessions(context, lake: DeltaLake, upstream=None) -> RunSessions:
     a test, a lake migrated without a registry) takes every session of those days: the
     registry's files of those days and the sessions ``upstream`` (a TableSpec) holds there.
     """
-    from assets.traces.tables import SESSION_FILES
-
     reg = lake.read(SESSION_FILES, columns=REGISTRY_COLUMNS,
                     filter=string_field("run_id") == run_id_of(context))
     if reg.num_rows:
