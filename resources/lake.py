@@ -348,6 +348,11 @@ class DeltaLake(dg.ConfigurableResource):
             if outside:
                 raise ValueError(f"{spec.path}: rows for partitions outside this run: {sorted(outside)[:5]}")
         predicate = in_predicate(col, keys)
+        dt = self._replace_where(spec, table, predicate)
+        return self._result(spec, dt, "replace_partitions", table.num_rows, partitions=keys)
+
+    def _replace_where(self, spec: TableSpec, table: pa.Table, predicate: str) -> DeltaTable:
+        """Overwrite the rows matching ``predicate`` with ``table`` (delete them when it is empty)."""
 
         def op(dt: DeltaTable) -> None:
             if table.num_rows:
@@ -363,8 +368,7 @@ class DeltaLake(dg.ConfigurableResource):
             else:
                 dt.delete(predicate, writer_properties=spec.writer_properties())
 
-        dt = self._retrying(spec, op)
-        return self._result(spec, dt, "replace_partitions", table.num_rows, partitions=keys)
+        return self._retrying(spec, op)
 
     def replace_sessions(self, spec: TableSpec, data: Any, scope: "SessionScope") -> WriteResult:
         """Replace exactly the rows of ``scope``'s sessions on ``scope``'s days, nothing else.
@@ -389,22 +393,7 @@ class DeltaLake(dg.ConfigurableResource):
                     f"{spec.path}: rows outside this run's sessions: days {sorted(days - set(scope.days))[:5]}, "
                     f"sessions {sorted(keys - set(scope.keys))[:5]}")
         predicate = scope.predicate(col)
-
-        def op(dt: DeltaTable) -> None:
-            if table.num_rows:
-                write_deltalake(
-                    dt,
-                    table,
-                    mode="overwrite",
-                    predicate=predicate,
-                    partition_by=list(spec.partition_by),
-                    storage_options=self.options(),
-                    writer_properties=spec.writer_properties(),
-                )
-            else:
-                dt.delete(predicate, writer_properties=spec.writer_properties())
-
-        dt = self._retrying(spec, op)
+        dt = self._replace_where(spec, table, predicate)
         return self._result(spec, dt, "replace_sessions", table.num_rows, partitions=list(scope.days),
                             sessions=len(scope.keys))
 
