@@ -69,7 +69,7 @@ def _registry_rows(lake: DeltaLake, keys: list[str]) -> dict[str, dict]:
     return {r["session_key"]: r for r in t.to_pylist()}
 
 
-def _backfill(lake: DeltaLake, root, days: list[str], log) -> tuple[list[tuple[str, str, str]], dict]:
+def _backfill(lake: DeltaLake, root, days: list[str], log, names=None) -> tuple[list[tuple[str, str, str]], dict]:
     """The files of a backfill over ``days``: those the registry holds for them (read again),
     plus what the directory holds that the registry does not know yet or that changed since
     (new files of those days, deleted ones): a day launched from the UI on a fresh instance
@@ -80,7 +80,7 @@ def _backfill(lake: DeltaLake, root, days: list[str], log) -> tuple[list[tuple[s
     wanted = set(days)
     changes = {k: (k, r["path"], "backfill") for k, r in reg.items()
                if r["day"] in wanted and r["status"] != "deleted"}
-    found, problems = reconcile(root, reg)
+    found, problems = reconcile(root, reg, names)
     for c in found:
         if c.day in wanted or (c.prev_day or "") in wanted:
             changes[c.key] = (c.key, c.path, c.change)
@@ -105,6 +105,7 @@ def read_session_files(context: dg.AssetExecutionContext, config: SessionFilesCo
     """Register the run's files (day, size, head fingerprint, status) and read them into bronze."""
     t0 = time.perf_counter()
     root = sessions.root_path()
+    names = sessions.names(lake.root)  # paths are stored with user names pseudonymized
     run_id = run_id_of(context)
     days = partition_days(context)
     now = datetime.now(timezone.utc)
@@ -112,7 +113,7 @@ def read_session_files(context: dg.AssetExecutionContext, config: SessionFilesCo
         changes = [(c.key, c.path, c.change) for c in config.changes]
         prev = _registry_rows(lake, [c[0] for c in changes])
     else:  # a backfill: every file the registry holds for these days, and what changed on disk there
-        changes, prev = _backfill(lake, root, days, context.log)
+        changes, prev = _backfill(lake, root, days, context.log, names)
     registry: list[dict] = []
     problems: list[list[str]] = []
     raw_stats = Counter()
@@ -128,7 +129,8 @@ def read_session_files(context: dg.AssetExecutionContext, config: SessionFilesCo
         group, nbytes = [], 0
         while i < len(changes) and (not group or nbytes < READ_CHUNK_BYTES):
             key, path, change = changes[i]
-            fr = read_change(root, key, path, change, prev.get(key), run_id=run_id, now=now, privacy=scrubber)
+            fr = read_change(root, key, path, change, prev.get(key), run_id=run_id, now=now, privacy=scrubber,
+                             real_relpath=names.real(path))
             i += 1
             if not fr.registry:
                 problems.append([path, fr.stats.get("skipped", "skipped")])
