@@ -45,8 +45,10 @@ PII_KINDS = ("home_user", "email", "phone", "payment_card", "ip_address")
 _HOME = r"(?:/Users/|/home/|:\\{1,4}Users\\{1,4}|:/Users/)[^/\\\"'\s:*?<>|`]{1,64}"
 # the same path as Claude Code names its project folders (every character but [A-Za-z0-9]
 # written as "-"): /Users/jane/proj -> -Users-jane-proj, C:\Users\jane -> C--Users-jane.
-# The character before it (if any) is part of the match: not a letter or digit ("take-home-pay").
-_HOME_DASH = r"(?:^|[^A-Za-z0-9])(?:[A-Za-z]--|-)(?:Users|home)-[A-Za-z0-9][A-Za-z0-9\-]{0,200}"
+# Not after a letter or digit ("take-home-pay"). Found by Python's re (lookbehind) in the
+# few texts that hold "-Users-" / "-home-", apart from the literal-led union below.
+_HOME_DASH = r"(?:[A-Za-z]--|-)(?:Users|home)-[A-Za-z0-9][A-Za-z0-9\-]{0,200}"
+_HOME_DASH_FIND = re.compile(r"(?<![A-Za-z0-9])" + _HOME_DASH)
 _EMAIL = (r"(?:\\[nrt])?[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?"
           r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?){0,8}\.[A-Za-z]{2,24}\b")
 _PHONE = (r"\+[1-9][0-9]{0,2}[ .\-]?(?:\([0-9]{1,4}\)|[0-9]{1,4})(?:[ .\-]?[0-9]{2,4}){2,4}\b"
@@ -58,7 +60,8 @@ _CARD = (r"\b(?:[0-9]{13,19}|[0-9]{4}(?:[ \-][0-9]{4}){2}[ \-][0-9]{1,7}"
 # the texts that match one go through the full extraction.
 _PRE = {
     "home_user": r"/Users/|/home/|:\\{1,4}Users\\{1,4}|:/Users/|-Users-|-home-",
-    "email": r"@",
+    # what _EMAIL needs around its "@" (not npm's "pkg@1.2.3/" nor a hash's "...@v2")
+    "email": r"[A-Za-z0-9._%+\-]@[A-Za-z0-9][A-Za-z0-9\-]{0,63}\.[A-Za-z0-9]",
     "phone": r"\+[1-9][0-9 .\-()]{6}|\([0-9]{3}\)|[0-9][.\-][0-9]{3}[.\-][0-9]",
     # contiguous, 4-4-4-x, Amex 4-6-5 (not a UUID's 4-4-4 hex groups)
     "payment_card": r"[2-6][0-9]{3}(?:[0-9]{9}|[ \-][0-9]{4}[ \-][0-9]{4}|[ \-][0-9]{6}[ \-][0-9]{4})",
@@ -73,7 +76,7 @@ _PY = {
     "payment_card": re.compile(_CARD),
     "ip_address": re.compile(_IP),
 }
-_RUST = {"home_user": _HOME + "|" + _HOME_DASH, "email": _EMAIL, "phone": _PHONE, "payment_card": _CARD, "ip_address": _IP}
+_RUST = {"home_user": _HOME, "email": _EMAIL, "phone": _PHONE, "payment_card": _CARD, "ip_address": _IP}
 # which kinds a candidate may be, tried in this order
 _PREFIX = {"home_user": "user", "ip_address": "ip"}
 _ORDER = ("home_user", "email", "payment_card", "phone", "ip_address")
@@ -189,6 +192,11 @@ class Pseudonymizer:
 
     def __repr__(self) -> str:  # never show the salt
         return f"Pseudonymizer(kinds={list(self.policy.enabled)})"
+
+    @cached_property
+    def prefilter_patterns(self) -> tuple[str, ...]:
+        """The pre-filter of each enabled kind (the gate's personal-data patterns)."""
+        return tuple(_PRE[k] for k in self.policy.enabled)
 
     @cached_property
     def prefilter(self) -> str | None:
@@ -362,8 +370,17 @@ class Pseudonymizer:
             idx = pl.Series("i", candidates, dtype=pl.UInt32)
         if len(idx) == 0:
             return texts, {}
-        found = s.gather(idx).str.extract_all(self.pattern)
+        sub = s.gather(idx)
+        found = sub.str.extract_all(self.pattern)
         df = pl.DataFrame({"i": idx, "m": found}).explode("m").drop_nulls("m")
+        if "home_user" in self.policy.enabled:
+            dashed = sub.str.contains("-(?:Users|home)-").arg_true().to_list()
+            if dashed:
+                rows = [(idx[j], m.group(0)) for j in dashed for m in _HOME_DASH_FIND.finditer(sub[j])]
+                if rows:
+                    extra = pl.DataFrame({"i": [r[0] for r in rows], "m": [r[1] for r in rows]},
+                                         schema={"i": df.schema["i"], "m": pl.String})
+                    df = pl.concat([df, extra])
         if df.height == 0:
             return texts, {}
         repl: dict[str, str] = {}

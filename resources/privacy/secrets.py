@@ -390,6 +390,7 @@ def register(kind: str, gates: Iterable[str], pattern: str | re.Pattern[str], *,
     else:
         RULES.insert(len(RULES) - 1, rule)  # before base64_secret
     _bulk_gate_patterns.cache_clear()
+    bulk_patterns.cache_clear()
     return rule
 
 
@@ -397,6 +398,7 @@ def unregister(rule: Rule) -> None:
     """Remove a rule added with :func:`register`."""
     RULES.remove(rule)
     _bulk_gate_patterns.cache_clear()
+    bulk_patterns.cache_clear()
 
 
 _PEM_BODY = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\r\n\\")
@@ -565,6 +567,17 @@ def _bulk_gate_patterns() -> tuple[str, ...]:
     return ("|".join(union), *alone)
 
 
+@lru_cache(maxsize=1)
+def bulk_patterns() -> tuple[str, ...]:
+    """Every rule's relaxed pattern (Python / PCRE syntax), each once: the gate's
+    (resources/privacy/gate.py) secret patterns."""
+    out: list[str] = []
+    for r in RULES:
+        if r.bulk and r.bulk not in out:
+            out.append(r.bulk)
+    return tuple(out)
+
+
 def _bulk_gate_pattern() -> str:
     """All pre-filter patterns as one (slower) union."""
     return "|".join(_bulk_gate_patterns())
@@ -609,12 +622,14 @@ def scrub_many(texts: list[str]) -> tuple[list[str], list[dict[str, int]]]:
     return out, per
 
 
-def _scrub_sparse(texts: list[str]) -> tuple[list[str], dict[int, dict[str, int]]]:
+def _scrub_sparse(texts: list[str], idx: list[int] | None = None) -> tuple[list[str], dict[int, dict[str, int]]]:
     """:func:`scrub_many` for bulk work: the counts only of the texts that changed,
-    ``{index: {kind: n}}`` (most texts hold no secret)."""
+    ``{index: {kind: n}}`` (most texts hold no secret). ``idx``: the suspicious texts
+    when the caller's gate found them already."""
     out = list(texts)
     counts: dict[int, dict[str, int]] = {}
-    idx = _suspicious_indices(texts)
+    if idx is None:
+        idx = _suspicious_indices(texts)
     for i, rules in zip(idx, _rules_per_text([texts[i] for i in idx])):
         text, c = scrub(texts[i], rules=rules)
         if c:

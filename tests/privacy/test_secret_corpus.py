@@ -148,6 +148,21 @@ def test_bounded_time_on_a_9mb_line(name):
     assert dt < 20, f"{name}: {dt:.1f} s"  # linear: a few seconds on this 2-core machine
 
 
+@pytest.mark.parametrize("name", ["sk- repeated", "key= repeated", "pem without end", "password: "])
+def test_bounded_time_on_9mb_of_lines_just_under_the_gates_cap(name):
+    """The gate hands texts over 64 KB to Rust's regex (linear); below, Hyperscan's time on
+    such repetitive input grows with the square of a text's length: many lines just under
+    the cap are the worst case."""
+    from resources.privacy.gate import HS_MAX_CHARS
+
+    unit = PATHOLOGICAL[name][:HS_MAX_CHARS - 8]
+    lines = [unit] * (9_000_000 // len(unit))
+    t0 = time.perf_counter()
+    P.scrub_texts(lines)
+    dt = time.perf_counter() - t0
+    assert dt < 20, f"{name}: {dt:.1f} s"
+
+
 def test_secret_inside_a_9mb_line_is_scrubbed(tmp_path):
     key = "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx"
     big = "x" * 4_500_000 + f" {key} " + "y" * 4_500_000
