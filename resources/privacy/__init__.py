@@ -85,8 +85,10 @@ class Privacy:
         texts' exact UTF-8 bytes when the caller has them (the gate reads them as they are)."""
         if not texts:
             return texts, {}
-        sec_idx, pii_idx = gate_for(self.pii.prefilter_patterns if self.pii is not None else ()).scan(texts, raw)
-        out, counts = secrets._scrub_sparse(texts, sec_idx)
+        gate = gate_for(self.pii.prefilter_patterns if self.pii is not None else ())
+        sec_idx, pii_idx = gate.scan(texts, raw)
+        hits = gate.secret_hits([texts[i] for i in sec_idx]) if sec_idx else []
+        out, counts = secrets._scrub_sparse(texts, sec_idx, hits)
         if self.pii is None:
             return out, counts
         cand = sorted(set(pii_idx) | set(counts)) if counts else pii_idx  # texts a secret rule changed: again

@@ -61,6 +61,29 @@ class Gate:
             return self._scan_polars(texts)
         return self._scan_hyperscan(texts, raw)
 
+    def secret_hits(self, texts: list[str]) -> list[frozenset[str] | None]:
+        """For each text, the secret patterns it matches (its rules' pre-filters); None where
+        the caller must find out itself (no Hyperscan, a long text)."""
+        if self._db is None or not self.secret_patterns:
+            return [None] * len(texts)
+        db = getattr(self, "_sec_db", None)
+        if db is None:
+            db = self._sec_db = _compile(self.secret_patterns)
+        s = getattr(self._local, "sec_scratch", None)
+        if s is None:
+            s = self._local.sec_scratch = _hs.Scratch(db)
+        pats = self.secret_patterns
+        out: list[frozenset[str] | None] = []
+        for t in texts:
+            if len(t) > HS_MAX_CHARS:
+                out.append(None)
+                continue
+            ids: set[int] = set()
+            db.scan(t.encode("utf-8", "surrogatepass"), match_event_handler=lambda pid, *_: ids.add(pid),
+                    scratch=s)
+            out.append(frozenset(pats[i] for i in ids))
+        return out
+
     # ------------------------------------------------------------------ engines
     def _scratch(self):
         s = getattr(self._local, "scratch", None)
@@ -140,12 +163,13 @@ _LOCK = threading.Lock()
 _GATES: dict[tuple, Gate] = {}
 
 
-def gate_for(pii_patterns: tuple[str, ...], use_hyperscan: bool | None = None) -> Gate:
-    """The gate of today's secret rules (user-registered ones included) and the given
-    personal-data pre-filter patterns (compiled once per set of patterns)."""
+def gate_for(pii_patterns: tuple[str, ...], use_hyperscan: bool | None = None, skip: tuple[str, ...] = ()) -> Gate:
+    """The gate of today's secret rules (user-registered ones included; but the rules of
+    the kinds in ``skip``) and the given personal-data pre-filter patterns (compiled once
+    per set of patterns)."""
     from resources.privacy.secrets import bulk_patterns
 
-    key = (bulk_patterns(), tuple(pii_patterns), use_hyperscan)
+    key = (bulk_patterns(skip), tuple(pii_patterns), use_hyperscan)
     g = _GATES.get(key)
     if g is None:
         with _LOCK:
@@ -155,3 +179,64 @@ def gate_for(pii_patterns: tuple[str, ...], use_hyperscan: bool | None = None) -
                     _GATES.clear()
                 g = _GATES[key] = Gate(key[0], key[1], use_hyperscan=use_hyperscan)
     return g
+
+
+class Finder:
+    """Where a few patterns match in a text: ``spans(text) -> [(start, end)]`` in characters,
+    leftmost start per match end (Hyperscan's SOM_LEFTMOST), in order. Python's ``re``
+    (finditer over the union) where Hyperscan is missing or a text is long."""
+
+    def __init__(self, patterns: tuple[str, ...], *, python_patterns: tuple[str, ...] | None = None,
+                 use_hyperscan: bool | None = None):
+        import re
+
+        self.patterns = tuple(patterns)
+        self._re = re.compile("|".join(f"(?:{p})" for p in (python_patterns or self.patterns)))
+        self._db = None
+        self._local = threading.local()
+        want = HYPERSCAN if use_hyperscan is None else use_hyperscan
+        if want and self.patterns:
+            try:
+                db = _hs.Database()
+                db.compile(expressions=[_hs_syntax(p).encode() for p in self.patterns],
+                           ids=list(range(len(self.patterns))),
+                           flags=[_hs.HS_FLAG_SOM_LEFTMOST | _hs.HS_FLAG_ALLOWEMPTY] * len(self.patterns))
+                self._db = db
+            except Exception:  # noqa: BLE001 - a pattern Hyperscan cannot take: Python's re
+                self._db = None
+
+    def spans(self, text: str, max_spans: int = 256) -> list[tuple[int, int]]:
+        if self._db is None or len(text) > HS_MAX_CHARS * 16:
+            return [m.span() for m in self._re.finditer(text)]
+        raw = text.encode("utf-8", "surrogatepass")
+        found: list[tuple[int, int]] = []
+
+        def on_match(_pid, start, end, _flags, _ctx):
+            found.append((start, end))
+            return 1 if len(found) > max_spans else 0
+
+        s = getattr(self._local, "scratch", None)
+        if s is None:
+            s = self._local.scratch = _hs.Scratch(self._db)
+        try:
+            self._db.scan(raw, match_event_handler=on_match, scratch=s)
+        except _hs.ScanTerminated:
+            return [m.span() for m in self._re.finditer(text)]  # too many: the plain way
+        if not found:
+            return []
+        # one span per start (the longest), in order; byte offsets -> character offsets
+        best: dict[int, int] = {}
+        for a, b in found:
+            if b > best.get(a, -1):
+                best[a] = b
+        spans = sorted(best.items())
+        if len(raw) != len(text):
+            # byte offsets -> characters (every offset is at an ASCII pattern character, so
+            # the cuts fall between characters), counted once along the text
+            cuts = sorted({x for sp in spans for x in sp})
+            chars, done, pos = {}, 0, 0
+            for c in cuts:
+                done += len(raw[pos:c].decode("utf-8", "replace"))
+                chars[c], pos = done, c
+            spans = [(chars[a], chars[b]) for a, b in spans]
+        return spans

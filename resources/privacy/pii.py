@@ -307,6 +307,8 @@ class Pseudonymizer:
         domain = domain.lower()
         if local.startswith(".") or local.endswith(".") or ".." in local:
             return None  # not an address (Promise.@resolve)
+        if not esc and local in ("n", "r", "t"):
+            return None  # the letter of a JSON escape ("...\n@github.com"): replacing it would break the escape
         if (local.lower() in self.policy.allow_email_locals or domain in self.policy.allow_email_domains
                 or domain.endswith((".invalid", ".test", ".example", ".localhost", ".local"))
                 or local.startswith("email_")):
