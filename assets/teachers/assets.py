@@ -10,7 +10,7 @@ import orjson
 from pydantic import Field
 
 from assets.checks import table_check
-from assets.traces.partitions import SESSION_BACKFILL, SESSIONS, check_scope, run_sessions
+from assets.traces.partitions import SESSION_BACKFILL, SESSIONS, run_sessions
 from assets.teachers.cache import DeltaResponseCache
 from assets.teachers.ask import AskResult, Budget, ask_teachers
 from assets.teachers.pool import TeacherPool
