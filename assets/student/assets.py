@@ -14,19 +14,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
-import pyarrow.compute as pc
 
 from assets.capture.assets import GPU_OP_TAGS
 from assets.capture.tables import CAPTURE_ASSET_KEY, PROMPT_POOL
 from assets.checks import table_check
 from assets.examples.tables import KTO_EXAMPLES, SFT_EXAMPLES
-from assets.metadata import md_table
 from assets.pairs.tables import NORMALIZED_PAIRS
 from assets.rag.tables import RAG_PLAYBOOKS
 from assets.student import report
 from assets.student.artifacts import artifact_uri, download_dir, upload_dir
 from assets.student.pipeline import build_data, compute_split, data_versions, eval_answers, summary_json
-from assets.student.split import EVAL, TRAIN, check_no_leak
+from assets.student.split import TRAIN, check_no_leak
 from assets.student.tables import (DRAFT_HEADS, DRAFT_VERSION, RECIPE_VERSION, SESSION_SPLIT, SPLIT_VERSION,
                                    STUDENT_EVALS, STUDENT_RUNS, TABLES)
 from resources.lake import DeltaLake
@@ -58,15 +56,8 @@ def session_split(context: dg.AssetExecutionContext, config: SplitConfig, lake: 
     for r in rows:
         r["created_at"] = now
     res = lake.overwrite(SESSION_SPLIT, rows)
-    side = {s: [r for r in rows if r["split"] == s] for s in (TRAIN, EVAL)}
-    return dg.MaterializeResult(metadata={
-        **res.metadata(), "eval_share": config.eval_share, "seed": config.seed, "split_version": SPLIT_VERSION,
-        "train_sessions": len(side[TRAIN]), "eval_sessions": len(side[EVAL]),
-        "forced": sum(r["forced"] for r in rows),
-        "rows_by_side": md_table(("side", "sessions", "sft", "pairs", "kto"), [
-            (s, len(v), sum(r["n_sft"] for r in v), sum(r["n_pairs"] for r in v), sum(r["n_kto"] for r in v))
-            for s, v in side.items()]),
-    })
+    return dg.MaterializeResult(metadata=res.metadata() | report.SplitReport(
+        rows, config.eval_share, config.seed, SPLIT_VERSION).metadata())
 
 
 # --------------------------------------------------------------------------- training
@@ -135,16 +126,7 @@ def student_runs(context: dg.AssetExecutionContext, config: StudentTrainConfig, 
            "metrics": summary_json(metrics), "train_seconds": round(res.seconds, 1),
            "created_at": datetime.now(timezone.utc)}
     w = lake.merge(STUDENT_RUNS, [row])
-    stages = res.metrics["stages"]
-    return dg.MaterializeResult(metadata={
-        **w.metadata(), "run_id": run_id, "artifact_uri": dg.MetadataValue.path(uri), "device": device,
-        "dtype": dtype, "base_model": config.base_model, "train_seconds": round(res.seconds, 1),
-        "trainable_params": res.metrics["trainable_params"],
-        "stages": md_table(("stage", "rows", "steps", "loss first", "loss last", "seconds"), [
-            (s, m.get("rows", "–"), m.get("steps", m.get("skipped")), m.get("loss_first"), m.get("loss_last"),
-             m.get("seconds")) for s, m in stages.items()]),
-        "data": md_table(("what", "rows"), sorted(d.counts.items())),
-    })
+    return dg.MaterializeResult(metadata=w.metadata() | report.TrainReport(row, res.metrics, d.counts).metadata())
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -208,34 +190,15 @@ def student_evals(context: dg.AssetExecutionContext, config: StudentEvalConfig, 
     row = evaluate_run(lake, run, device, dtype, config, _threads(verifier, device), log=context.log.info)
     w = lake.merge(STUDENT_EVALS, [row])
     history = lake.read(STUDENT_EVALS).to_pylist()
-    head, body = report.runs_table(history)
-    md = {}
+    plot = {}
     png_uri = artifact_uri(lake, "reports", "student_evals") + "/student_evals.png"
     with tempfile.TemporaryDirectory() as tmp:
         if report.png(history, f"{tmp}/student_evals.png"):
             upload_dir(lake, tmp, png_uri.rsplit("/", 1)[0])
-            md["plot"] = dg.MetadataValue.path(png_uri)
+            plot["plot"] = dg.MetadataValue.path(png_uri)
         else:
-            md["plot_vega_lite"] = dg.MetadataValue.json(report.vega_spec(history))
-
-    def f(v):
-        return "–" if v is None else round(v, 4)
-
-    return dg.MaterializeResult(metadata={
-        **w.metadata(), **md, "run_id": run["run_id"], "device": device,
-        "pair_source": row["pair_source"], "n_pairs": row["n_pairs"], "n_answers": row["n_answers"],
-        "ll_gain": f(row["ll_gain"]), "pair_acc_trained": f(row["pair_acc_trained"]),
-        "this_run": md_table(("metric", "base", "trained"), [
-            ("chosen-answer log-likelihood / token", f(row["ll_base"]), f(row["ll_trained"])),
-            (f"pair accuracy ({row['n_pairs']} pairs: {row['pair_source']})", f(row["pair_acc_base"]),
-             f(row["pair_acc_trained"])),
-            ("implicit-reward accuracy (ref = base)", 0.5, f(row["reward_acc"])),
-            (f"tool-call validity ({row['n_tool_prompts']} prompts)", f(row["tool_valid_base"]),
-             f(row["tool_valid_trained"])),
-            (f"rag gate pass ({row['n_rag_tasks']} tasks)", f(row["rag_pass_base"]), f(row["rag_pass_trained"]))]),
-        "over_runs": md_table(head, body),
-        "eval_seconds": row["eval_seconds"],
-    })
+            plot["plot_vega_lite"] = dg.MetadataValue.json(report.vega_spec(history))
+    return dg.MaterializeResult(metadata=w.metadata() | plot | report.EvalReport(row, device, history).metadata())
 
 
 # --------------------------------------------------------------------------- draft head
@@ -310,22 +273,7 @@ def draft_heads(context: dg.AssetExecutionContext, config: DraftHeadConfig, lake
     row["dagster_run_id"] = context.run.run_id
     w = lake.merge(DRAFT_HEADS, [row])
     history = sorted(lake.read(DRAFT_HEADS).to_pylist(), key=lambda x: x["created_at"])[-20:]
-    return dg.MaterializeResult(metadata={
-        **w.metadata(), "run_id": row["run_id"], "artifact_uri": dg.MetadataValue.path(row["artifact_uri"]),
-        "shard_table": row["shard_table"], "train_tokens": row["n_train_tokens"],
-        "eval_positions": row["n_eval_positions"],
-        "this_run": md_table(("metric", "draft head", "bigram baseline"), [
-            ("top-1 agreement with the verifier", round(r["top1_agreement"], 4), round(r["baseline_top1_agreement"], 4)),
-            (f"accepted tokens per {r['chain']}-token chain", round(r["accept_len"], 4),
-             round(r["baseline_accept_len"], 4)),
-            ("accepted-length histogram 0..chain", r["accept_hist"], r["baseline_accept_hist"])]),
-        "max_scorable_accept_len": round(r["max_scorable_accept_len"], 4),
-        "over_runs": md_table(("run", "seed", "top-1", "baseline top-1", "accept len", "baseline accept len"), [
-            (h["run_id"][:22], h["seed"], round(h["top1_agreement"] or 0, 3), round(h["baseline_top1_agreement"] or 0, 3),
-             round(h["accept_len"] or 0, 3), round(h["baseline_accept_len"] or 0, 3)) for h in history]),
-        "plot_vega_lite": dg.MetadataValue.json(report.vega_spec(history, (
-            ("accept_len", "draft head"), ("baseline_accept_len", "bigram"))) | {}),
-    })
+    return dg.MaterializeResult(metadata=w.metadata() | report.DraftReport(row, r, history).metadata())
 
 
 STUDENT_JOB = "student"
