@@ -50,14 +50,6 @@ def _session_lines(items) -> list[str]:
     return lines
 
 
-@pytest.fixture
-def instance(tmp_path):
-    (tmp_path / "dagster_home").mkdir()
-    inst = dg.DagsterInstance.local_temp(tempdir=str(tmp_path / "dagster_home"))
-    yield inst
-    inst.dispose()
-
-
 def test_planted_secrets_end_to_end(tmp_path, instance, capfd, monkeypatch):
     items = planted()[:24]  # one session's worth; every kind is covered by test_secret_corpus
     needles = [n for _, _, n in items] + list(PII.values())
