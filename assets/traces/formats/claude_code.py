@@ -206,29 +206,7 @@ class _FileParse:
         if content.__class__ is str:
             texts.append(content)
         elif isinstance(content, list):
-            # the blocks, and (as a pre-pass over every line would) tool names and Task prompts
-            names = m.__class__ is dict and content.__class__ is list
-            tool_names = self.tool_names
-            for b in content:
-                if b.__class__ is not dict and not isinstance(b, dict):
-                    continue
-                bt = b.get("type")
-                if bt == "text":
-                    texts.append(b.get("text") or "")
-                elif bt == "tool_use":
-                    cid = b.get("id")
-                    name = b.get("name")
-                    if names and cid.__class__ is str and b.__class__ is dict:
-                        tool_names[cid] = str(name or "")
-                        if name in TASK_TOOLS:
-                            _task_prompt(b, cid, self.task_prompts)
-                    calls.append(shared.tool_call(str(cid or ""), str(name or ""), b.get("input")))
-                elif bt == "thinking":
-                    thinks.append(b.get("thinking") or "")
-                elif bt == "redacted_thinking":
-                    thinks.append("[redacted thinking]")
-                else:
-                    other.append(str(bt))
+            _blocks(m, content, texts, thinks, calls, other, self.tool_names, self.task_prompts)
         elif isinstance(content, str):
             texts.append(content)
         if texts:
@@ -465,6 +443,33 @@ def _task_prompt(b: dict, cid: str, task_prompts: dict) -> None:
         task_prompts.setdefault(inp["prompt"], cid)
 
 
+def _blocks(m: Any, content: list, texts: list, thinks: list, calls: list, other: list, tool_names: dict,
+            task_prompts: dict) -> None:
+    """An assistant line's content blocks sorted into texts, thinking, tool calls and other
+    block types; each tool call's name and Task prompt noted (as a pre-pass over every line would)."""
+    names = m.__class__ is dict and content.__class__ is list
+    for b in content:
+        if b.__class__ is not dict and not isinstance(b, dict):
+            continue
+        bt = b.get("type")
+        if bt == "text":
+            texts.append(b.get("text") or "")
+        elif bt == "tool_use":
+            cid = b.get("id")
+            name = b.get("name")
+            if names and cid.__class__ is str and b.__class__ is dict:
+                tool_names[cid] = str(name or "")
+                if name in TASK_TOOLS:
+                    _task_prompt(b, cid, task_prompts)
+            calls.append(shared.tool_call(str(cid or ""), str(name or ""), b.get("input")))
+        elif bt == "thinking":
+            thinks.append(b.get("thinking") or "")
+        elif bt == "redacted_thinking":
+            thinks.append("[redacted thinking]")
+        else:
+            other.append(str(bt))
+
+
 def _assistant_more(o: dict, st: list, tool_names: dict, task_prompts: dict) -> None:
     """Merge a later line of an assistant message into its turn ``st`` (see :func:`parse`):
     the turn's fields are recomputed from all its blocks so far and this (last) line."""
@@ -474,28 +479,7 @@ def _assistant_more(o: dict, st: list, tool_names: dict, task_prompts: dict) -> 
     if isinstance(content, str):
         texts.append(content)
     elif isinstance(content, list):
-        # tool names and Task prompts too (of every line, as in a pre-pass)
-        names = m.__class__ is dict and content.__class__ is list
-        for b in content:
-            if not isinstance(b, dict):
-                continue
-            bt = b.get("type")
-            if bt == "text":
-                texts.append(b.get("text") or "")
-            elif bt == "thinking":
-                thinks.append(b.get("thinking") or "")
-            elif bt == "redacted_thinking":
-                thinks.append("[redacted thinking]")
-            elif bt == "tool_use":
-                cid = b.get("id")
-                name = b.get("name")
-                if names and cid.__class__ is str and b.__class__ is dict:
-                    tool_names[cid] = str(name or "")
-                    if name in TASK_TOOLS:
-                        _task_prompt(b, cid, task_prompts)
-                calls.append(shared.tool_call(str(cid or ""), str(name or ""), b.get("input")))
-            else:
-                other.append(str(bt))
+        _blocks(m, content, texts, thinks, calls, other, tool_names, task_prompts)
     if texts:
         row["content"] = "\n\n".join([x for x in texts if x]) or None
     if thinks:
