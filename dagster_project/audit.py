@@ -52,11 +52,9 @@ def audit_table(lake: DeltaLake, spec: TableSpec, scope=None) -> Counter:
     if not cols or not lake.exists(spec):
         return Counter()
     t = lake.read(spec, columns=cols, scope=scope)
-    found: Counter = Counter()
-    a = auditor()
-    for name in cols:
-        found.update(a.scan(_strings(t[name])))
-    return found
+    # every column in one pass of the engine: a gitleaks start costs ~0.4 s of CPU (its rules
+    # are compiled at each start), a table has up to a dozen text columns
+    return auditor().scan(s for name in cols for s in _strings(t[name]))
 
 
 def audit_delta_log(lake: DeltaLake, spec: TableSpec) -> Counter:

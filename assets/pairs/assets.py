@@ -5,32 +5,29 @@ agent_steps + teacher_responses ─▶ preference_pairs ─▶ normalized_pairs 
 
 import datetime as dt
 import json
-import time
-from collections import Counter
 
 import dagster as dg
 import pyarrow.compute as pc
 from pydantic import Field
 
 from assets.checks import table_check
-from assets.metadata import md_counts, md_table, pair_preview
+from assets.metadata import md_table
 from assets.pairs.normalize import ensure_data_juicer
-from assets.pairs.judge import JudgeScorer, PairJudge, confirm_pairs
+from assets.pairs.judge import JudgeScorer, PairJudge
+from assets.pairs.mine import mine_pairs
 from assets.pairs.strategies import (
     DEFAULT_BLOCKING_FLAGS,
     JudgeStrategy,
-    build_pairs,
     make_strategy,
-    steps_from_rows,
 )
 from assets.pairs.failures import load_failure_policy
 from assets.pairs.validity import RULES as VALIDITY_RULES
 from assets.pairs.validity import ValidityConfig
 from assets.pairs.tables import NORMALIZED_PAIRS, PAIR_REJECTIONS, PREFERENCE_PAIRS
-from assets.traces.partitions import SESSION_BACKFILL, SESSIONS, check_scope, run_sessions
+from assets.traces.partitions import check_scope, run_sessions, session_asset
 from assets.teachers.tables import TEACHER_RESPONSES
 from assets.traces.tables import AGENT_STEPS, TRACE_TURNS
-from assets.pairs.imported import REJECTED_TURN_COLUMNS, imported_pairs
+from assets.pairs.imported import REJECTED_TURN_COLUMNS
 from resources.changes import refresh_state_event
 from resources.lake import DeltaLake
 from assets.pairs.normalizer import Normalizer
@@ -98,81 +95,25 @@ def strategies_from_config(config: PairsConfig, judge: PairJudge | None,
     return out, skipped
 
 
-@dg.asset(
-    key=PREFERENCE_PAIRS.asset_key,
-    group_name=GROUP,
-    partitions_def=SESSIONS,
-    backfill_policy=SESSION_BACKFILL,
-    deps=[AGENT_STEPS.asset_key, TEACHER_RESPONSES.asset_key, TRACE_TURNS.asset_key],
-    kinds={"delta", "gold"},
-    description=PREFERENCE_PAIRS.description + " Pairs of ingested preference datasets come in as "
-                "strategy 'imported' (assets/pairs/imported.py).",
-)
+@dg.asset(**session_asset(PREFERENCE_PAIRS, [AGENT_STEPS, TEACHER_RESPONSES, TRACE_TURNS], GROUP,
+                          description=PREFERENCE_PAIRS.description + " Pairs of ingested preference datasets "
+                          "come in as strategy 'imported' (assets/pairs/imported.py)."))
 def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, lake: DeltaLake,
                      pair_judge: PairJudge) -> dg.MaterializeResult:
     rs = run_sessions(context, lake, AGENT_STEPS)
-    keys = rs.keys
-    t0 = time.perf_counter()
     step_rows = _read_steps(lake, rs.scope)
     teacher_rows = lake.read(TEACHER_RESPONSES, columns=TEACHER_COLUMNS, scope=rs.scope,
                              filter=pc.field("status") == "ok").to_pylist()
-    scorer = pair_judge.scorer() if pair_judge.enabled else None
-    strategies, skipped = strategies_from_config(config, pair_judge, scorer)
-    policy = load_failure_policy(config.failure_policy or None)
-    rows, report = build_pairs(steps_from_rows(step_rows, teacher_rows, policy), strategies, _now(),
-                               validity_from_config(config))
-    # a separate source: pairs that arrived as data (preference datasets ingested as sessions)
     rejected_turns = lake.read(TRACE_TURNS, columns=REJECTED_TURN_COLUMNS, scope=rs.scope,
                                filter=pc.field("kind") == "rejected").to_pylist()
-    imported, imported_counts = imported_pairs(step_rows, rejected_turns, _now(), validity_from_config(config))
-    mined_ids = {r["pair_id"] for r in rows}
-    rows += [r for r in imported if r["pair_id"] not in mined_ids]
-    judge_md: dict = {"judge": pair_judge.describe()}
-    if scorer is not None and pair_judge.confirm:
-        # only candidates that pass the validity rules are worth a judge call
-        invalid = [r for r in rows if r["invalid_rule"]]
-        kept, dropped, confirm = confirm_pairs([r for r in rows if not r["invalid_rule"]], scorer,
-                                               pair_judge.confirm, pair_judge.confirm_margin)
-        rows = kept + invalid + dropped  # dropped: marked invalid_rule judge_*, rejected by the recipe
-        judge_md["judge_confirmation"] = dg.MetadataValue.json(confirm.as_dict())
-        if confirm.examples:
-            judge_md["judge_dropped_examples"] = md_table(
-                ["pair_id", "strategy", "rule", "score_chosen", "score_rejected", "chosen", "rejected"],
-                [[e[k] for k in ("pair_id", "strategy", "rule", "score_chosen", "score_rejected", "chosen",
-                                 "rejected")] for e in confirm.examples])
-    if scorer is not None:
-        judge_md["judge_calls"] = dg.MetadataValue.json({**scorer.stats.as_dict(), "usage": scorer.usage})
+    scorer = pair_judge.scorer() if pair_judge.enabled else None
+    strategies, skipped = strategies_from_config(config, pair_judge, scorer)
+    rows, report = mine_pairs(step_rows, teacher_rows, rejected_turns, strategies=strategies,
+                              skipped_strategies=skipped, policy=load_failure_policy(config.failure_policy or None),
+                              validity=validity_from_config(config), now=_now(), judge=pair_judge.describe(),
+                              scorer=scorer, confirm=pair_judge.confirm, confirm_margin=pair_judge.confirm_margin)
     result = lake.replace_sessions(PREFERENCE_PAIRS, rs.stamp(rows), rs.scope)
-    valid = [r for r in rows if r["invalid_rule"] is None]
-    by_source = Counter(f"{r['chosen_source']} > {r['rejected_source']}" for r in valid)
-    removed = {rule: n for rule, n in report.removed_by_rule.items() if n}
-    examples = {}
-    for r in rows:
-        if r["invalid_rule"]:
-            examples.setdefault(r["invalid_rule"], r["invalid_reason"])
-    md = result.metadata() | {
-        "pairs": dg.MetadataValue.int(len(valid)),
-        "candidates": dg.MetadataValue.int(report.candidates),
-        "removed_by_rule": md_table(
-            ["validity rule", "candidates removed", "example"],
-            [[rule, removed.get(rule, 0), (examples.get(rule) or "")[:140]] for rule in VALIDITY_RULES
-             if rule in config.validity_rules]),
-        "failed_steps_by_class": md_counts("class (rule)", dict(report.failures)),
-        "failure_policy": f"{policy.path} @ {policy.version}",
-        "preview": pair_preview(sorted(valid, key=lambda r: (r["strategy"] != "error_site", r["pair_id"])), n=3),
-        "steps": dg.MetadataValue.int(report.steps),
-        "steps_with_teacher_answers": dg.MetadataValue.int(report.steps_with_teachers),
-        "teacher_answers_ok": dg.MetadataValue.int(len(teacher_rows)),
-        "pairs_by_strategy": md_counts("strategy", dict(report.by_strategy) | (
-            {"imported": imported_counts["pairs"]} if imported_counts["pairs"] else {})),
-        "imported_from_datasets": dg.MetadataValue.json(dict(imported_counts)),
-        "pairs_by_source": md_counts("chosen > rejected", dict(by_source)),
-        "merged_duplicates": dg.MetadataValue.int(report.merged_duplicates),
-        "strategies": ", ".join(s.name for s in strategies) + (f" (skipped: {', '.join(skipped)})" if skipped else ""),
-        "seconds": dg.MetadataValue.float(round(time.perf_counter() - t0, 3)),
-        **judge_md,
-    }
-    return dg.MaterializeResult(metadata=md)
+    return dg.MaterializeResult(metadata=result.metadata() | report.metadata())
 
 
 # ------------------------------------------------------------------ normalized_pairs
@@ -199,37 +140,11 @@ def normalized_pairs(context: dg.AssetExecutionContext, config: NormalizeConfig,
                                    group_rows=config.group_rows, log=context.log.info)
     context.log.info(f"normalized_pairs: {rep.mode} ({rep.reason}): {rep.sessions} sessions, "
                      f"{rep.rows_in} pairs with recipe {recipe.name}@{recipe.version}")
-    ops_md = md_table(
-        ["op", "rows in", "dropped", "seconds", "example reason"],
-        [[o.name, o.rows_in, o.dropped, f"{o.seconds:.2f}", rep.examples.get(o.name, "")[:120]]
-         for o in rep.ops.values()])
-    common = {
-        "refresh_mode": rep.mode,
-        "refresh_reason": rep.reason,
-        "sessions_refreshed": dg.MetadataValue.int(rep.sessions),
-        "recipe": recipe.name,
-        "recipe_version": recipe.version,
-        "rows_in": dg.MetadataValue.int(rep.rows_in),
-        "rows_kept": dg.MetadataValue.int(rep.kept),
-        "rows_dropped": dg.MetadataValue.int(rep.dropped),
-        "preference_pairs_version": dg.MetadataValue.int(-1 if rep.input_version is None else rep.input_version),
-        "drops_by_op": ops_md,
-    }
     kept = lake.state(NORMALIZED_PAIRS, rows_written=rep.kept, mode="replace sessions")
-    yield dg.MaterializeResult(asset_key=NORMALIZED_PAIRS.asset_key, metadata=kept.metadata() | common | {
-        "recipe_runs": dg.MetadataValue.int(rep.groups),
-        "recipe_path": dg.MetadataValue.path(str(recipe.path)),
-        "duplicates_of_earlier_pairs": dg.MetadataValue.int(rep.cross_duplicates),
-        "pairs_total": dg.MetadataValue.int(rep.pairs_total),
-        "kept_by_strategy": md_counts("strategy", dict(rep.strategies)),
-        "kept_by_language": md_counts("language", dict(rep.languages)),
-        "preview": pair_preview(rep.kept_preview, n=3),
-        "seconds": dg.MetadataValue.float(round(rep.seconds, 3)),
-    })
+    yield dg.MaterializeResult(asset_key=NORMALIZED_PAIRS.asset_key, metadata=kept.metadata() | rep.kept_metadata())
     dropped = lake.state(PAIR_REJECTIONS, rows_written=rep.dropped, mode="replace sessions")
-    yield dg.MaterializeResult(asset_key=PAIR_REJECTIONS.asset_key, metadata=dropped.metadata() | common | {
-        "preview": pair_preview(rep.rejected_preview, n=3, why=lambda r: f"{r['op']}: {r['reason']}"),
-    })
+    yield dg.MaterializeResult(asset_key=PAIR_REJECTIONS.asset_key,
+                               metadata=dropped.metadata() | rep.rejected_metadata())
     context.log_event(refresh_state_event(lake, NORMALIZED_PAIRS.path))
 
 

@@ -20,19 +20,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+import dagster as dg
 import pyarrow.compute as pc
 
+from assets.metadata import md_counts, md_table, pair_preview
 from assets.pairs.normalize import OpReport, Recipe, build_ops, normalize_pairs, pair_sample
 from assets.pairs.tables import NORMALIZED_PAIRS, PAIR_REJECTIONS, PREFERENCE_PAIRS
-from resources.changes import (
-    changes_since,
-    consumed_versions,
-    delete_keys,
-    record_consumed,
-    rows_of,
-    scan,
-    scan_keys,
-)
+from resources.changes import changes_since, consumed_versions, delete_keys, record_consumed, rows_of, scan, scan_keys
 from resources.lake import DeltaLake, count_rows
 from assets.pairs.messages import dumps
 
@@ -83,6 +77,44 @@ class RefreshReport:
     seconds: float = 0.0
     kept_preview: list = field(default_factory=list)  # the first few rows of each, for the UI
     rejected_preview: list = field(default_factory=list)
+    recipe: Recipe | None = None
+
+    def _common(self) -> dict[str, Any]:
+        ops_md = md_table(
+            ["op", "rows in", "dropped", "seconds", "example reason"],
+            [[o.name, o.rows_in, o.dropped, f"{o.seconds:.2f}", self.examples.get(o.name, "")[:120]]
+             for o in self.ops.values()])
+        return {
+            "refresh_mode": self.mode,
+            "refresh_reason": self.reason,
+            "sessions_refreshed": dg.MetadataValue.int(self.sessions),
+            "recipe": self.recipe.name if self.recipe else "",
+            "recipe_version": self.recipe.version if self.recipe else "",
+            "rows_in": dg.MetadataValue.int(self.rows_in),
+            "rows_kept": dg.MetadataValue.int(self.kept),
+            "rows_dropped": dg.MetadataValue.int(self.dropped),
+            "preference_pairs_version": dg.MetadataValue.int(-1 if self.input_version is None else self.input_version),
+            "drops_by_op": ops_md,
+        }
+
+    def kept_metadata(self) -> dict[str, Any]:
+        """normalized_pairs' figures (beside the table's state)."""
+        return self._common() | {
+            "recipe_runs": dg.MetadataValue.int(self.groups),
+            "recipe_path": dg.MetadataValue.path(str(self.recipe.path) if self.recipe else ""),
+            "duplicates_of_earlier_pairs": dg.MetadataValue.int(self.cross_duplicates),
+            "pairs_total": dg.MetadataValue.int(self.pairs_total),
+            "kept_by_strategy": md_counts("strategy", dict(self.strategies)),
+            "kept_by_language": md_counts("language", dict(self.languages)),
+            "preview": pair_preview(self.kept_preview, n=3),
+            "seconds": dg.MetadataValue.float(round(self.seconds, 3)),
+        }
+
+    def rejected_metadata(self) -> dict[str, Any]:
+        """pair_rejections' figures (beside the table's state)."""
+        return self._common() | {
+            "preview": pair_preview(self.rejected_preview, n=3, why=lambda r: f"{r['op']}: {r['reason']}"),
+        }
 
 
 def _session_groups(lake: DeltaLake, keys: Iterable[str], version: int, max_rows: int) -> Iterable[list[str]]:
@@ -106,7 +138,7 @@ def _session_groups(lake: DeltaLake, keys: Iterable[str], version: int, max_rows
 def refresh_normalized_pairs(lake: DeltaLake, recipe: Recipe, *, overrides=None, full: bool = False,
                              group_rows: int = 5000, log=None) -> RefreshReport:
     t0 = time.perf_counter()
-    rep = RefreshReport()
+    rep = RefreshReport(recipe=recipe)
     state = consumed_versions(lake, DATASET)
     dedup = dedup_settings(recipe)
     near_dup = [n for p in recipe.process for n in p if n.startswith(NEAR_DUP_OPS)]

@@ -1,28 +1,25 @@
 """Thin Dagster wrappers of the rag family: playbooks, the run log, the batch job and the report."""
 
-import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
 import dagster as dg
-import pyarrow as pa
 import pyarrow.compute as pc
 
-from assets.metadata import md_counts, md_preview
 from assets.examples.tables import SFT_EXAMPLES
 from assets.pairs.tables import NORMALIZED_PAIRS
+from assets.rag.batch import VARIANTS, run_batch, runs_preview
 from assets.rag.config import ESCALATION_HELP, RagConfig, load_rag_config
 from resources.embeddings import embed_texts
-from assets.rag.refresh import refresh_playbooks
-from assets.rag.report import _day, markdown, report_rows, with_totals
+from assets.rag.refresh import recount_report, refresh_playbooks
 from assets.rag.retrieval import playbook_text
-from assets.rag.runlog import RunLog, migrate_rag_runs, report_view
+from assets.rag.runlog import RunLog, migrate_rag_runs
 from assets.rag.runtime import RagRuntime, read_tasks
 from assets.rag.tables import EMBEDDING_DIM, LABELS, RAG_PLAYBOOKS, RAG_REPORT, RAG_RUNS
 from assets.traces.tables import AGENT_STEPS, TRACE_TURNS
 from resources.embeddings import EmbeddingsResource
-from resources.changes import changes_since, consumed_versions, record_consumed, scan
+from resources.changes import record_consumed
 from resources.lake import DeltaLake
 
 GROUP = "rag"
@@ -92,53 +89,19 @@ class RagPlaybooksConfig(dg.Config):
 )
 def rag_playbooks(context: dg.AssetExecutionContext, config: RagPlaybooksConfig, lake: DeltaLake,
                   rag_embeddings: EmbeddingsResource):
-    t0 = time.perf_counter()
     migrate_rag_runs(lake)
-    embed_s = 0.0
 
     def embed(records, todo):
-        nonlocal embed_s
-        t = time.perf_counter()
         vecs = embed_texts([playbook_text(records[i])[:2000] for i in todo],
                            batch_size=rag_embeddings.batch_size, device=rag_embeddings.device)
         for i, v in zip(todo, vecs):
             records[i]["embedding"] = v.tolist()
             records[i]["embedding_model"] = EMBEDDING_MODEL
-        embed_s += time.perf_counter() - t
 
     rep = refresh_playbooks(lake, turn_columns=TURN_COLUMNS, run_columns=RUN_COLUMNS, embed=embed,
                             model=EMBEDDING_MODEL, now=datetime.now(timezone.utc), full=config.full_refresh)
-    t = lake.read(RAG_PLAYBOOKS, columns=["label", "mined"])
-    labels = {lab: int(pc.sum(pc.equal(t.column("label"), lab)).as_py() or 0) for lab in LABELS}
-    stats = rep.stats
-    dt = lake.table(RAG_PLAYBOOKS)
-    return dg.MaterializeResult(metadata={
-        "table_uri": dg.MetadataValue.path(lake.uri(RAG_PLAYBOOKS)),
-        "delta_version": dg.MetadataValue.int(dt.version()),
-        "table_rows": dg.MetadataValue.int(t.num_rows),
-        "dagster/row_count": dg.MetadataValue.int(t.num_rows),
-        "refresh_mode": rep.mode,
-        "input_modes": dg.MetadataValue.json(rep.modes),
-        "sessions": rep.sessions,
-        "sessions_refreshed": rep.sessions,
-        "runs_mined_from": rep.runs,
-        "playbooks_written": rep.records,
-        "playbooks": t.num_rows,
-        "mined": int(pc.sum(t.column("mined")).as_py() or 0) if t.num_rows else 0,
-        "accepted": labels["accepted"],
-        "partially_accepted": labels["partially_accepted"],
-        "rejected": labels["rejected"],
-        "by_source_and_label": md_counts("source/label", dict(stats.playbooks)),
-        "dropped_by_reason": md_counts("reason", dict(stats.dropped)),
-        "embedded_new": rep.embedded,
-        "embeddings_reused": rep.reused,
-        "seconds": round(time.perf_counter() - t0, 2),
-        "preview": md_preview(lake.read(RAG_PLAYBOOKS, columns=["title", "source_kind", "label", "content"])
-                              .slice(0, 3).to_pylist(),
-                              {"title": lambda r: r["title"], "source": lambda r: r["source_kind"],
-                               "label": lambda r: r["label"], "content": lambda r: r["content"]}),
-        "embed_s": round(embed_s, 2),
-    })
+    table = lake.state(RAG_PLAYBOOKS, rows_written=rep.records, mode="merge")
+    return dg.MaterializeResult(metadata=table.metadata() | rep.metadata())
 
 
 @dg.asset_check(asset=RAG_PLAYBOOKS.asset_key, description="Every playbook has a 384-d embedding.")
@@ -163,30 +126,6 @@ class RagReportConfig(dg.Config):
     full_refresh: bool = False  # recount every run, not only the days that got new runs
 
 
-REPORT_RUN_COLUMNS = ["validation_result", "escalated", "recorded_at", "no_retrieval"]
-
-
-def _report_runs(lake: DeltaLake, filter=None):
-    """rag_runs rows (the report's columns), a batch at a time."""
-    for b in scan(lake, RAG_RUNS, REPORT_RUN_COLUMNS, filter=filter):
-        yield from report_view(b.to_pylist())
-
-
-def _days_filter(days: set[str]):
-    """recorded_at on one of these UTC days ("unknown": no timestamp)."""
-    expr = None
-    field = pc.field("recorded_at")
-    for d in sorted(days):
-        if d == "unknown":
-            e = field.is_null()
-        else:
-            start = datetime.fromisoformat(d).replace(tzinfo=timezone.utc)
-            e = (field >= pa.scalar(start, pa.timestamp("us", tz="UTC"))) & (
-                field < pa.scalar(start + timedelta(days=1), pa.timestamp("us", tz="UTC")))
-        expr = e if expr is None else (expr | e)
-    return expr
-
-
 @dg.asset(
     key=RAG_REPORT.asset_key,
     group_name=GROUP,
@@ -196,38 +135,10 @@ def _days_filter(days: set[str]):
 )
 def rag_report(context: dg.AssetExecutionContext, config: RagReportConfig, lake: DeltaLake):
     migrate_rag_runs(lake)
-    now = datetime.now(timezone.utc)
-    state = consumed_versions(lake, RAG_REPORT.path)
-    ch = changes_since(lake, RAG_RUNS, state.get(RAG_RUNS.path), ["recorded_at"],
-                       full=config.full_refresh or not lake.exists(RAG_REPORT))
-    days: set[str] = set()
-    if ch.version is None or ch.full:  # every run, counted a batch at a time
-        rows = report_rows(_report_runs(lake), now=now)
-        mode = "full"
-    else:  # recount only the days that got runs since the last refresh
-        for b in ch.batches():
-            days.update(_day(ts) for ts in b.column("recorded_at").to_pylist())
-        kept = [r for r in lake.read(RAG_REPORT).to_pylist() if r["day"] not in days]
-        fresh = report_rows(_report_runs(lake, _days_filter(days)), now=now) if days else []
-        rows = with_totals(kept + [r for r in fresh if r["day"] != "all"], now=now)
-        mode = "incremental"
-    result = lake.overwrite(RAG_REPORT, rows)
-    record_consumed(lake, RAG_REPORT.path, {RAG_RUNS.path: ch.version}, mode)
-    overall = {r["retrieval"]: r for r in rows if r["day"] == "all"}
-    md = {
-        **result.metadata(),
-        "runs": sum(r["runs"] for r in overall.values()),
-        "refresh_mode": mode,
-        "refresh_reason": ch.reason,
-        "days_recounted": ", ".join(sorted(days)) if mode == "incremental" else "all",
-        "rag_runs_version": -1 if ch.version is None else ch.version,
-        "overall": dg.MetadataValue.md(markdown(rows)),
-        "per_day": dg.MetadataValue.md(markdown(rows, per_day=True)),
-    }
-    for scope, r in overall.items():
-        md[f"pass_rate/{scope}"] = dg.MetadataValue.float(r["pass_rate"])
-        md[f"escalation_rate/{scope}"] = dg.MetadataValue.float(r["escalation_rate"])
-    return dg.MaterializeResult(metadata=md)
+    rep = recount_report(lake, full=config.full_refresh, now=datetime.now(timezone.utc))
+    result = lake.overwrite(RAG_REPORT, rep.rows)
+    record_consumed(lake, RAG_REPORT.path, {RAG_RUNS.path: rep.version}, rep.mode)
+    return dg.MaterializeResult(metadata=result.metadata() | rep.metadata())
 
 
 class RagBatchConfig(dg.Config):
@@ -243,41 +154,21 @@ def rag_batch(context: dg.OpExecutionContext, config: RagBatchConfig, lake: Delt
     tasks = read_tasks(config.tasks_path)
     if config.limit:
         tasks = tasks[: config.limit]
-    bad = set(config.variants) - {"with_retrieval", "no_retrieval"}
+    bad = set(config.variants) - set(VARIANTS)
     if bad:
         raise dg.Failure(f"unknown variants {sorted(bad)}")
     runtime = rag.runtime(lake)
     allow = runtime.config.allow_escalation if config.allow_escalation is None else config.allow_escalation
     if allow and not config.local_only and runtime.escalation is None:
         raise dg.Failure(ESCALATION_HELP)
-    counts = {v: {"runs": 0, "passed": 0, "escalated": 0} for v in config.variants}
-    spooled = 0
-    recorded: list[dict] = []
-    for t in tasks:
-        for variant in config.variants:
-            out = runtime.run(t["task"], local_only=config.local_only, allow_escalation=config.allow_escalation,
-                              no_retrieval=variant == "no_retrieval", source=f"batch:{context.run.run_id}",
-                              checks=t.get("checks") or ())
-            c = counts[variant]
-            c["runs"] += 1
-            c["passed"] += bool(out.gate_passed)
-            c["escalated"] += bool(out.escalated)
-            spooled += not out.logged
-            recorded.append(out.row)
-            context.log.info(f"{variant} {out.run_id}: gate={'pass' if out.gate_passed else 'fail'} "
-                             f"{out.failed_rules} path={out.escalation_path}")
+    rep = run_batch(runtime, tasks, config.variants, local_only=config.local_only,
+                    allow_escalation=config.allow_escalation, source=f"batch:{context.run.run_id}",
+                    log=context.log.info)
     last = runtime.run_log.last_write
-    md = {**(last.metadata() if last is not None else {}),
-          "dagster/row_count": dg.MetadataValue.int(len(recorded) - spooled),
-          "tasks": len(tasks), "runs": sum(c["runs"] for c in counts.values()), "spooled_runs": spooled,
-          "delta_version": lake.version(RAG_RUNS) or 0,
-          "recorded_run_ids": dg.MetadataValue.json([r["recorded_run_id"] for r in recorded]),
-          "preview": dg.MetadataValue.md(runs_preview(recorded))}
-    for v, c in counts.items():
-        md[f"pass_rate/{v}"] = round(c["passed"] / c["runs"], 4) if c["runs"] else 0.0
-        md[f"escalation_rate/{v}"] = round(c["escalated"] / c["runs"], 4) if c["runs"] else 0.0
-    context.log_event(dg.AssetMaterialization(asset_key=RAG_RUNS.asset_key, metadata=md))
-    return {"counts": counts, "spooled": spooled}
+    rep.table_version = lake.version(RAG_RUNS) or 0
+    context.log_event(dg.AssetMaterialization(
+        asset_key=RAG_RUNS.asset_key, metadata=(last.metadata() if last is not None else {}) | rep.metadata()))
+    return {"counts": rep.counts, "spooled": rep.spooled}
 
 
 @dg.job(name="rag_batch_job", description="Run a batch of tasks (run config: tasks_path) through the rag runtime.")
@@ -289,23 +180,6 @@ rag_refresh_job = dg.define_asset_job(
     "rag_refresh_job", selection=[RAG_PLAYBOOKS.asset_key, RAG_REPORT.asset_key],
     description="Rebuild the playbooks (mining accepted runs) and the report.",
 )
-
-
-def runs_preview(rows: list[dict], n: int = 5) -> str:
-    """A markdown preview of a few runs (task, model, gate, the start of the answer)."""
-    if not rows:
-        return "_no runs_"
-    lines = ["| recorded_run_id | task | model_used | passed | reasons | answer |", "|---|---|---|---|---|---|"]
-
-    def cell(v: str, n: int) -> str:
-        v = " ".join(str(v or "").split())
-        return (v[:n] + "…" if len(v) > n else v).replace("|", "\\|")
-
-    for r in rows[:n]:
-        vr = r["validation_result"]
-        lines.append(f"| {r['recorded_run_id']} | {cell(r['input_task'], 60)} | {r['model_used']} "
-                     f"| {vr['passed']} | {', '.join(vr['reasons'])} | {cell(r['model_response'], 80)} |")
-    return "\n".join(lines)
 
 
 def record_run_materialization(instance: dg.DagsterInstance, lake: DeltaLake, row: dict, logged: bool,

@@ -10,26 +10,24 @@ history) re-derives everything, a group of sessions at a time.
 
 from __future__ import annotations
 
+import time
+from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
+import dagster as dg
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from assets.examples.tables import SFT_EXAMPLES
+from assets.metadata import md_counts, md_preview
 from assets.pairs.tables import NORMALIZED_PAIRS
 from assets.rag.playbooks import DeriveStats, derive_from_runs, derive_playbooks, normalize_task, reuse_embeddings
+from assets.rag.report import _day, markdown, report_rows, with_totals
 from assets.rag.runlog import report_view
-from assets.rag.tables import RAG_PLAYBOOKS, RAG_RUNS
+from assets.rag.tables import LABELS, RAG_PLAYBOOKS, RAG_REPORT, RAG_RUNS
 from assets.traces.tables import AGENT_STEPS, TRACE_TURNS
-from resources.changes import (
-    changes_since,
-    consumed_versions,
-    delete_keys,
-    record_consumed,
-    rows_of,
-    scan,
-    scan_keys,
-)
+from resources.changes import changes_since, consumed_versions, delete_keys, record_consumed, rows_of, scan, scan_keys
 from resources.lake import DeltaLake, in_predicate
 
 DATASET = RAG_PLAYBOOKS.path
@@ -38,6 +36,9 @@ SESSIONS_PER_GROUP = 200
 
 @dataclass
 class PlaybookRefresh:
+    """What a refresh did and the table after it; :meth:`metadata` is what the asset reports
+    beside the table's state."""
+
     mode: str = "incremental"
     sessions: int = 0
     runs: int = 0
@@ -46,11 +47,42 @@ class PlaybookRefresh:
     reused: int = 0
     stats: DeriveStats = field(default_factory=DeriveStats)
     modes: dict = field(default_factory=dict)
+    table_rows: int = 0  # the table after the refresh
+    mined: int = 0
+    labels: dict = field(default_factory=dict)  # label -> playbooks in the table
+    preview: list = field(default_factory=list)  # its first rows, for the UI
+    embed_seconds: float = 0.0
+    seconds: float = 0.0
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "dagster/row_count": dg.MetadataValue.int(self.table_rows),
+            "refresh_mode": self.mode,
+            "input_modes": dg.MetadataValue.json(self.modes),
+            "sessions": self.sessions,
+            "sessions_refreshed": self.sessions,
+            "runs_mined_from": self.runs,
+            "playbooks_written": self.records,
+            "playbooks": self.table_rows,
+            "mined": self.mined,
+            "accepted": self.labels.get("accepted", 0),
+            "partially_accepted": self.labels.get("partially_accepted", 0),
+            "rejected": self.labels.get("rejected", 0),
+            "by_source_and_label": md_counts("source/label", dict(self.stats.playbooks)),
+            "dropped_by_reason": md_counts("reason", dict(self.stats.dropped)),
+            "embedded_new": self.embedded,
+            "embeddings_reused": self.reused,
+            "seconds": round(self.seconds, 2),
+            "preview": md_preview(self.preview, {"title": lambda r: r["title"], "source": lambda r: r["source_kind"],
+                                                 "label": lambda r: r["label"], "content": lambda r: r["content"]}),
+            "embed_s": round(self.embed_seconds, 2),
+        }
 
 
 def refresh_playbooks(lake: DeltaLake, *, turn_columns: list[str], run_columns: list[str],
                       embed: Callable[[list[dict], list[int]], None], model: str, now,
                       full: bool = False) -> PlaybookRefresh:
+    t0 = time.perf_counter()
     rep = PlaybookRefresh()
     state = consumed_versions(lake, DATASET)
     full = full or not lake.exists(RAG_PLAYBOOKS)
@@ -112,6 +144,12 @@ def refresh_playbooks(lake: DeltaLake, *, turn_columns: list[str], run_columns: 
     else:
         lake.ensure(RAG_PLAYBOOKS)
     record_consumed(lake, DATASET, versions, rep.mode)
+    t = lake.read(RAG_PLAYBOOKS, columns=["label", "mined"])
+    rep.table_rows = t.num_rows
+    rep.labels = {lab: int(pc.sum(pc.equal(t.column("label"), lab)).as_py() or 0) for lab in LABELS}
+    rep.mined = int(pc.sum(t.column("mined")).as_py() or 0) if t.num_rows else 0
+    rep.preview = lake.read(RAG_PLAYBOOKS, columns=["title", "source_kind", "label", "content"]).slice(0, 3).to_pylist()
+    rep.seconds = time.perf_counter() - t0
     return rep
 
 
@@ -127,7 +165,9 @@ def _write(lake: DeltaLake, records: list[dict], embed, model: str, rep: Playboo
                                  columns=["content_hash", "embedding", "embedding_model"]))
     todo = reuse_embeddings(records, previous, model)
     if todo:
+        t = time.perf_counter()
         embed(records, todo)
+        rep.embed_seconds += time.perf_counter() - t
     rep.embedded += len(todo)
     rep.reused += len(records) - len(todo)
     rep.records += len(records)
@@ -136,4 +176,75 @@ def _write(lake: DeltaLake, records: list[dict], embed, model: str, rep: Playboo
     lake.merge(RAG_PLAYBOOKS, records, keys=["playbook_id"])
 
 
-__all__ = ["refresh_playbooks", "PlaybookRefresh", "normalize_task"]
+# ------------------------------------------------------------------ rag_report
+
+REPORT_RUN_COLUMNS = ["validation_result", "escalated", "recorded_at", "no_retrieval"]
+
+
+def _report_runs(lake: DeltaLake, filter=None):
+    """rag_runs rows (the report's columns), a batch at a time."""
+    for b in scan(lake, RAG_RUNS, REPORT_RUN_COLUMNS, filter=filter):
+        yield from report_view(b.to_pylist())
+
+
+def _days_filter(days: set[str]):
+    """recorded_at on one of these UTC days ("unknown": no timestamp)."""
+    expr = None
+    field_ = pc.field("recorded_at")
+    for d in sorted(days):
+        if d == "unknown":
+            e = field_.is_null()
+        else:
+            start = datetime.fromisoformat(d).replace(tzinfo=timezone.utc)
+            e = (field_ >= pa.scalar(start, pa.timestamp("us", tz="UTC"))) & (
+                field_ < pa.scalar(start + timedelta(days=1), pa.timestamp("us", tz="UTC")))
+        expr = e if expr is None else (expr | e)
+    return expr
+
+
+@dataclass
+class ReportRecount:
+    """rag_report's rows after a recount; :meth:`metadata` is what the asset reports beside
+    the write's."""
+
+    rows: list[dict]
+    mode: str  # full | incremental
+    reason: str
+    version: int | None  # the rag_runs version counted
+    days: set = field(default_factory=set)  # the days recounted (incremental)
+
+    def metadata(self) -> dict[str, Any]:
+        overall = {r["retrieval"]: r for r in self.rows if r["day"] == "all"}
+        md: dict[str, Any] = {
+            "runs": sum(r["runs"] for r in overall.values()),
+            "refresh_mode": self.mode,
+            "refresh_reason": self.reason,
+            "days_recounted": ", ".join(sorted(self.days)) if self.mode == "incremental" else "all",
+            "rag_runs_version": -1 if self.version is None else self.version,
+            "overall": dg.MetadataValue.md(markdown(self.rows)),
+            "per_day": dg.MetadataValue.md(markdown(self.rows, per_day=True)),
+        }
+        for scope, r in overall.items():
+            md[f"pass_rate/{scope}"] = dg.MetadataValue.float(r["pass_rate"])
+            md[f"escalation_rate/{scope}"] = dg.MetadataValue.float(r["escalation_rate"])
+        return md
+
+
+def recount_report(lake: DeltaLake, *, full: bool, now) -> ReportRecount:
+    """rag_report's rows: every run counted (``full``, or no usable history), or only the
+    days that got runs since the last refresh recounted and the other days kept."""
+    state = consumed_versions(lake, RAG_REPORT.path)
+    ch = changes_since(lake, RAG_RUNS, state.get(RAG_RUNS.path), ["recorded_at"],
+                       full=full or not lake.exists(RAG_REPORT))
+    if ch.version is None or ch.full:  # every run, counted a batch at a time
+        return ReportRecount(report_rows(_report_runs(lake), now=now), "full", ch.reason, ch.version)
+    days: set[str] = set()
+    for b in ch.batches():
+        days.update(_day(ts) for ts in b.column("recorded_at").to_pylist())
+    kept = [r for r in lake.read(RAG_REPORT).to_pylist() if r["day"] not in days]
+    fresh = report_rows(_report_runs(lake, _days_filter(days)), now=now) if days else []
+    rows = with_totals(kept + [r for r in fresh if r["day"] != "all"], now=now)
+    return ReportRecount(rows, "incremental", ch.reason, ch.version, days)
+
+
+__all__ = ["refresh_playbooks", "PlaybookRefresh", "normalize_task", "recount_report", "ReportRecount"]

@@ -2,7 +2,11 @@
 
 ``<lake root>/artifacts/student/<kind>/<run_id>/``: written and read through a pyarrow
 filesystem built from the lake's own location and storage options (the same credentials
-delta-rs gets; they are never recorded).
+delta-rs gets; they are never recorded). On S3 the filesystem opens output streams lazily
+(``allow_delayed_open``), so a small file is one PutObject; files above the client's 10 MB
+part size use a multipart upload (checked against real S3 semantics only: moto_server's
+CompleteMultipartUpload answer is refused by pyarrow 26's client, so the tests keep to
+single-request files).
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ def filesystem(lake: DeltaLake, uri: str) -> tuple[pafs.FileSystem, str]:
                       session_token=o.get("AWS_SESSION_TOKEN"))
         if o.get("AWS_REGION") or o.get("AWS_DEFAULT_REGION"):
             kw["region"] = o.get("AWS_REGION") or o.get("AWS_DEFAULT_REGION")
-        return pafs.S3FileSystem(**kw), uri.removeprefix("s3://")
+        # delayed open: a file below the client's part size (10 MB; adapters and draft heads are a
+        # few MB) goes up in one PutObject instead of a multipart upload
+        return pafs.S3FileSystem(allow_delayed_open=True, **kw), uri.removeprefix("s3://")
     fs, path = pafs.FileSystem.from_uri(uri)
     return fs, path
 

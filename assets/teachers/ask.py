@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
+import dagster as dg
 import orjson
 
 from assets.metadata import percentiles
@@ -159,6 +160,8 @@ class AskResult:
     wall_seconds: float
     cache_stats: dict[str, Any]
     prefilter_by_rule: collections.Counter = field(default_factory=collections.Counter)
+    steps: int = 0  # agent steps asked about
+    teachers: int = 0  # teachers asked
 
     @property
     def calls(self) -> int:
@@ -202,6 +205,28 @@ class AskResult:
         lat = [x for t in self.totals.values() for x in t.latencies_ms]
         p50, p95 = percentiles(lat, (50, 95))
         return {"p50": p50, "p95": p95, "max": max(lat) if lat else None}
+
+    def metadata(self) -> dict[str, Any]:
+        """What the asset reports beside its write's metadata."""
+        tot = self.totals.values()
+        return {
+            "steps": dg.MetadataValue.int(self.steps),
+            "teachers": dg.MetadataValue.int(self.teachers),
+            "calls": dg.MetadataValue.int(self.calls),
+            "cache_hits": dg.MetadataValue.int(self.cached),
+            "cost_usd_run": dg.MetadataValue.float(round(self.spent_usd, 6)),
+            "budget_usd": dg.MetadataValue.float(self.budget_usd) if self.budget_usd is not None else "unlimited",
+            "skipped_budget": dg.MetadataValue.int(sum(t.skipped_budget for t in tot)),
+            "skipped_breaker": dg.MetadataValue.int(sum(t.skipped_breaker for t in tot)),
+            "skipped_prefilter": dg.MetadataValue.int(sum(t.skipped_prefilter for t in tot)),
+            "spend_control": dg.MetadataValue.json(self.spend_control()),
+            "errors_by_kind": dg.MetadataValue.json(dict(self.errors_by_kind)),
+            "flags_by_kind": dg.MetadataValue.json(dict(self.flags_by_kind)),
+            "per_teacher": dg.MetadataValue.md(self.markdown()),
+            "cache_writes": dg.MetadataValue.json(self.cache_stats),
+            "ask_seconds": dg.MetadataValue.float(round(self.wall_seconds, 3)),
+            "latency_ms": dg.MetadataValue.json(self.latency_ms()),
+        }
 
 
 def _now() -> datetime:
@@ -521,5 +546,5 @@ async def ask_teachers(
         rows=rows, totals=totals, errors_by_kind=errors_by_kind, flags_by_kind=flags_by_kind,
         spent_usd=budget.spent, budget_usd=budget.limit,
         wall_seconds=time.perf_counter() - t_start, cache_stats=stats,
-        prefilter_by_rule=prefilter_by_rule,
+        prefilter_by_rule=prefilter_by_rule, steps=len(steps), teachers=len(teachers),
     )

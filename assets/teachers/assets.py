@@ -10,7 +10,7 @@ import orjson
 from pydantic import Field
 
 from assets.checks import table_check
-from assets.traces.partitions import SESSION_BACKFILL, SESSIONS, check_scope, run_sessions
+from assets.traces.partitions import SESSION_BACKFILL, SESSIONS, run_sessions
 from assets.teachers.cache import DeltaResponseCache
 from assets.teachers.ask import AskResult, Budget, ask_teachers
 from assets.teachers.pool import TeacherPool
@@ -53,35 +53,6 @@ def select_steps(rows: list[dict], max_steps_per_session: Optional[int]) -> list
     for steps in by_session.values():
         out += sorted(steps, key=lambda r: (step_priority(r), r["step_index"], r["step_id"]))[:max_steps_per_session]
     return sorted(out, key=order)
-
-
-def ask_metadata(out: AskResult, n_steps: int, n_teachers: int) -> dict:
-    return {
-        "steps": dg.MetadataValue.int(n_steps),
-        "teachers": dg.MetadataValue.int(n_teachers),
-        "calls": dg.MetadataValue.int(out.calls),
-        "cache_hits": dg.MetadataValue.int(out.cached),
-        "cost_usd_run": dg.MetadataValue.float(round(out.spent_usd, 6)),
-        "budget_usd": dg.MetadataValue.float(out.budget_usd) if out.budget_usd is not None else "unlimited",
-        "skipped_budget": dg.MetadataValue.int(sum(t.skipped_budget for t in out.totals.values())),
-        "skipped_breaker": dg.MetadataValue.int(sum(t.skipped_breaker for t in out.totals.values())),
-        "skipped_prefilter": dg.MetadataValue.int(sum(t.skipped_prefilter for t in out.totals.values())),
-        "spend_control": dg.MetadataValue.json(out.spend_control()),
-        "errors_by_kind": dg.MetadataValue.json(dict(out.errors_by_kind)),
-        "flags_by_kind": dg.MetadataValue.json(dict(out.flags_by_kind)),
-        "per_teacher": dg.MetadataValue.md(out.markdown()),
-        "cache_writes": dg.MetadataValue.json(out.cache_stats),
-        "ask_seconds": dg.MetadataValue.float(round(out.wall_seconds, 3)),
-        "latency_ms": dg.MetadataValue.json(out.latency_ms()),
-    }
-
-
-def cache_metadata(lake: DeltaLake, cache: DeltaResponseCache) -> dict:
-    """The response cache after a run: what this run added and what the table holds."""
-    return lake.state(TEACHER_CACHE, rows_written=cache.rows_written, mode="append").metadata() | {
-        "commits": dg.MetadataValue.int(cache.commits),
-        "recovered_from_spool": dg.MetadataValue.int(cache.recovered),
-    }
 
 
 @dg.multi_asset(
@@ -135,12 +106,10 @@ def teacher_responses(
     if out.errors_by_kind:
         context.log.warning(f"teacher errors by kind: {orjson.dumps(dict(out.errors_by_kind)).decode()}")
     res = lake.replace_sessions(TEACHER_RESPONSES, rs.stamp(out.rows), rs.scope)
-    md = res.metadata()
-    md.update(ask_metadata(out, len(steps), len(pool.teachers)))
-    md["teacher_pool"] = teachers.source()
-    md["cache_table"] = dg.MetadataValue.path(lake.uri(TEACHER_CACHE))
-    yield dg.MaterializeResult(asset_key=TEACHER_RESPONSES.asset_key, metadata=md)
-    yield dg.MaterializeResult(asset_key=TEACHER_CACHE.asset_key, metadata=cache_metadata(lake, cache))
+    yield dg.MaterializeResult(asset_key=TEACHER_RESPONSES.asset_key, metadata=res.metadata() | out.metadata() | {
+        "teacher_pool": teachers.source(), "cache_table": dg.MetadataValue.path(lake.uri(TEACHER_CACHE))})
+    cached = lake.state(TEACHER_CACHE, rows_written=cache.rows_written, mode="append")
+    yield dg.MaterializeResult(asset_key=TEACHER_CACHE.asset_key, metadata=cached.metadata() | cache.metadata())
 
 
 ASSETS = [teacher_responses]

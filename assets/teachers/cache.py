@@ -151,6 +151,10 @@ class DeltaResponseCache:
                 log.warning("teacher cache spool recovery failed: %s", type(exc).__name__)
         return self.recovered
 
+    def metadata(self) -> dict[str, Any]:
+        """This run's cache figures (the asset merges them with the table's state)."""
+        return {"commits": self.commits, "recovered_from_spool": self.recovered}
+
     # ------------------------------------------------------------------ reads
     def _lookup_sync(self, hashes: list[str]) -> dict[str, dict[str, Any]]:
         if not hashes or not self.lake.exists(self.spec):
