@@ -675,15 +675,18 @@ class LocalModelClient(ModelClient):
 
     ``executor``: the thread that generates (clients of one model share one, so they share the
     weights and never generate at once); without one, a private thread is used.
+    ``loaded``: a (tokenizer, model) pair the caller already holds (e.g. a student being
+    evaluated) to generate with instead of loading ``spec.model``, which is then only a label.
     """
 
     kind = "local"
 
-    def __init__(self, spec: ModelSpec, executor: ThreadPoolExecutor | None = None) -> None:
+    def __init__(self, spec: ModelSpec, executor: ThreadPoolExecutor | None = None,
+                 loaded: tuple[Any, Any] | None = None) -> None:
         super().__init__(spec)
         self._executor = executor
         self._own_executor: ThreadPoolExecutor | None = None
-        self._loaded: tuple[Any, Any] | None = None
+        self._loaded: tuple[Any, Any] | None = loaded
         self._load_lock = threading.Lock()
 
     def _body(self, messages, tools, max_tokens=None):

@@ -4,6 +4,11 @@ The trained model is a peft model; the base model is the same object with its ad
 disabled (``model.disable_adapter()``), so both are measured on exactly the same rows,
 tokenization and device in the same run.
 
+Scoring (log-likelihoods, ``score``) runs the model's forward pass directly: it is not a
+generation. Every generation (tool prompts, the rag tasks) goes through the one model
+client (``resources.model_client.LocalModelClient`` holding the student, see
+``student_client``), the same greedy, left-cut, batched path the rag runtime uses.
+
 Metrics
 -------
 ``ll``             mean per-token log-likelihood of the chosen answers (held-out SFT answers
@@ -85,52 +90,34 @@ def adapter(model, enabled: bool):
 
 
 # ------------------------------------------------------------------ generation
-@dataclass
-class StudentChat:
-    """The student as the rag runtime's local model (``model_id`` + ``chat`` → ``CallOutcome``,
-    the interface of ``resources.model_client``), adapter on (trained) or off (base)."""
+def student_client(model, tok, trained: bool = True, max_new_tokens: int = 48, max_input_tokens: int = 256,
+                   repetition_penalty: float = 1.1, model_id: str = "student", batch_size: int = 4):
+    """The student behind the one model client interface (``resources.model_client``): a
+    local client generating greedily with the model the caller holds, its adapter switched
+    on (trained) or off (base) on the generating thread. Prompts longer than
+    ``max_input_tokens`` are cut from the left (a system message kept)."""
+    from resources.model_client import LocalModelClient, ModelSpec
 
-    model: Any
-    tokenizer: Any
-    trained: bool = True
-    max_new_tokens: int = 48
-    max_input_tokens: int = 256
-    repetition_penalty: float = 1.1
-    model_id: str = "student"
+    class StudentClient(LocalModelClient):
+        def _generate(self, reqs):
+            with adapter(model, trained):
+                return super()._generate(reqs)
 
-    def chat(self, messages: Sequence[dict], tools: Any = None, max_tokens: int | None = None):
-        from resources.model_client import CallOutcome
-
-        t0 = time.perf_counter()
-        try:
-            text, n_in, n_out, finish = generate(self.model, self.tokenizer, list(messages), self.trained,
-                                                 max_tokens or self.max_new_tokens, self.max_input_tokens,
-                                                 self.repetition_penalty)
-        except Exception as exc:  # noqa: BLE001 - a failing model is a failed, logged run
-            return CallOutcome(status="error", attempts=1, error_kind="local_model",
-                               error=f"{type(exc).__name__}: {str(exc)[:300]}")
-        return CallOutcome(status="ok", message={"role": "assistant", "content": text}, text=text,
-                           finish_reason=finish, input_tokens=n_in, output_tokens=n_out,
-                           latency_ms=(time.perf_counter() - t0) * 1000, attempts=1)
+    spec = ModelSpec(name=model_id, provider="local", model=model_id, temperature=0.0, max_tokens=max_new_tokens,
+                     max_context_tokens=max_input_tokens + max_new_tokens, repetition_penalty=repetition_penalty,
+                     batch_size=batch_size, device=str(next(model.parameters()).device))
+    client = StudentClient(spec, loaded=(tok, model))
+    client.model_id = model_id
+    return client
 
 
-def generate(model, tok, messages: list[dict], trained: bool, max_new_tokens: int = 48,
-             max_input_tokens: int = 256, repetition_penalty: float = 1.1) -> tuple[str, int, int, str]:
-    """Greedy answer: (text, input tokens, output tokens, finish reason)."""
-    import torch
-
-    ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                  return_dict=True)["input_ids"]
-    if ids.shape[1] > max_input_tokens:
-        ids = ids[:, -max_input_tokens:]
-    device = next(model.parameters()).device
-    with adapter(model, trained), torch.inference_mode():
-        out = model.generate(input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device),
-                             max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
-                             top_k=None, repetition_penalty=repetition_penalty, pad_token_id=tok.pad_token_id)
-    new = out[0, ids.shape[1]:]
-    text = tok.decode(new, skip_special_tokens=True).strip()
-    return text, int(ids.shape[1]), int(len(new)), "length" if len(new) >= max_new_tokens else "stop"
+def generate_many(client, prompts: Sequence[list[dict]]) -> list[str]:
+    """Greedy answers of ``client`` to ``prompts`` (batched); a failed call raises."""
+    outs = client.chat_many(list(prompts))
+    for o in outs:
+        if not o.ok:
+            raise RuntimeError(f"student generation failed: {o.error}")
+    return [o.text or "" for o in outs]
 
 
 def tool_call_valid(text: str, offered: set[str]) -> tuple[bool, str]:
@@ -231,10 +218,10 @@ def evaluate(model, tok, answers: Sequence[Mapping], pairs: Sequence[Mapping],
             if name == "base" and "tool_reasons" in cache:
                 reasons = cache["tool_reasons"]
             else:
-                reasons = []
-                for r in tools:
-                    text, *_ = generate(model, tok, r["prompt"], on, s.tool_max_new_tokens, s.rag_max_input_tokens)
-                    reasons.append(tool_call_valid(text, tool_names(r.get("tools")))[1])
+                client = student_client(model, tok, trained=on, max_new_tokens=s.tool_max_new_tokens,
+                                        max_input_tokens=s.rag_max_input_tokens, model_id=f"student-{name}")
+                texts = generate_many(client, [r["prompt"] for r in tools])
+                reasons = [tool_call_valid(text, tool_names(r.get("tools")))[1] for r, text in zip(tools, texts)]
                 if name == "base":
                     cache["tool_reasons"] = reasons
             out[f"tool_valid_{name}"] = sum(x == "ok" for x in reasons) / len(reasons)
@@ -244,8 +231,8 @@ def evaluate(model, tok, answers: Sequence[Mapping], pairs: Sequence[Mapping],
     t1 = time.perf_counter()
     if rag is not None and s.max_rag_tasks:
         for name, on in (("base", False), ("trained", True)):
-            chat = StudentChat(model, tok, trained=on, max_new_tokens=s.rag_max_new_tokens,
-                               max_input_tokens=s.rag_max_input_tokens, model_id=f"student-{name}")
+            chat = student_client(model, tok, trained=on, max_new_tokens=s.rag_max_new_tokens,
+                                  max_input_tokens=s.rag_max_input_tokens, model_id=f"student-{name}")
             res = cache["rag"] if name == "base" and "rag" in cache else rag(chat)
             if name == "base":
                 cache["rag"] = res
