@@ -94,6 +94,8 @@ def main() -> None:
         print(f"raw_traces → trace_turns   : {size / o:8.1f} MB/s  (median {o:.3f} s)")
         print(f"ratio vs json.loads : {b / o:.2f}x   goal ≥ 0.5x")
         print(f"ratio vs orjson     : {f / o:.2f}x")
+        print(f"RESULT ratio_json={b / o:.3f} ratio_orjson={f / o:.3f} mb_per_s={size / o:.1f} "
+              f"median_s={o:.3f} json_median_s={b:.3f}")
 
 
 if __name__ == "__main__":

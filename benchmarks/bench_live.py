@@ -331,9 +331,10 @@ def grown_lag(work: Path, target: Path, timeout: float = 180.0) -> float:
 
     from assets.traces.tables import TRACE_TURNS
     from resources.lake import DeltaLake, string_field
-    from resources.sessions import session_key_for
+    from resources.sessions import SessionNames
 
-    key = session_key_for(target.relative_to(work / "sessions").as_posix())
+    # the key as the lake stores it (the folder's user name pseudonymized with the lake's salt)
+    key = SessionNames.for_lake(work / "sessions", str(work / "lake")).key(target.relative_to(work / "sessions").as_posix())
     lake = DeltaLake(root=str(work / "lake"))
     before = lake.read(TRACE_TURNS, columns=["session_key"], filter=string_field("session_key") == key).num_rows
     now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
@@ -487,9 +488,10 @@ def main(argv: list[str] | None = None) -> int:
 
         log("(a) daemon + sensor: until every file's turns, steps and answers are in the lake")
         env = bench_env(work, pool_file)
-        from resources.sessions import session_key_for
+        from resources.sessions import SessionNames
 
-        keys = {session_key_for(p.relative_to(work / "staging").as_posix()) for p in files}
+        names = SessionNames.for_lake(work / "staging", str(work / "lake"))  # keys as the lake stores them
+        keys = {names.key(p.relative_to(work / "staging").as_posix()) for p in files}
         (work / "sessions").mkdir(exist_ok=True)
         t_start = time.time()
         daemon = start_daemon(work, env)

@@ -43,7 +43,7 @@ class Previous:
         exec(compile(src, f"{rev}:assets/traces/secrets.py", "exec"), mod.__dict__)
         self.m = mod
 
-    def scrub_texts(self, texts):
+    def scrub_texts(self, texts, raw=None):
         return self.m._scrub_sparse(texts)
 
     def scrub_text(self, text, counts=None):

@@ -12,7 +12,9 @@ from dagster_project.audit import audit_lake, text_columns
 from dagster_project.definitions import TABLES
 from resources import settings
 from resources.lake import DeltaLake
+from resources import privacy
 from resources.privacy.audit import auditor
+from resources.privacy.pii_audit import pii_auditor
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,11 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     specs = [s for s in TABLES if not args.table or s.path in args.table]
     present = [s for s in specs if text_columns(s) and lake.exists(s)]
     found = audit_lake(lake, present)
-    print(f"audited {len(present)} tables holding text under {lake.root} with gitleaks {auditor().version} (default rules)")
+    pa = pii_auditor(privacy.for_lake(lake.root))
+    print(f"audited {len(present)} tables holding text under {lake.root} with gitleaks {auditor().version} "
+          f"(default rules) and datafog-core {pa.version} + home paths "
+          f"(personal data: {', '.join(pa.kinds) or 'none asked'})")
     if not found:
-        print("no secret found")
+        print("no secret and no personal data found")
         return 0
-    print(f"{'table':40s} {'rule':40s} {'n':>6s}")
+    print(f"{'table':40s} {'rule / personal_data:kind':40s} {'n':>6s}")
     for path, c in sorted(found.items()):
         for rule, n in sorted(c.items()):
             print(f"{path:40s} {rule:40s} {n:6d}")

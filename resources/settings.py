@@ -180,3 +180,20 @@ def k8s_env_secret() -> str:
 
 def k8s_max_pods_per_run() -> int:
     return int(env(PREFIX + "K8S_MAX_PODS_PER_RUN", "8"))
+
+
+def local_user_names() -> tuple[str, ...]:
+    """The name of the user running tracelake (its home folder's name and login), so that
+    session folders named after it (Claude Code's -Users-<name>-proj) are cut after the
+    whole name."""
+    import pwd
+
+    names = set()
+    try:
+        names.add(pwd.getpwuid(os.getuid()).pw_name)
+    except (KeyError, OSError):
+        pass
+    home = env("HOME")
+    if home:
+        names.add(Path(home).name)
+    return tuple(sorted(n for n in names if n and n not in ("root", "/")))

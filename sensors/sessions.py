@@ -79,6 +79,13 @@ def run_request_for(batch, *, waiting: int = 0, tick_s: float | None = None) -> 
     )
 
 
+def shown_root(sessions: SessionSource, lake: DeltaLake) -> str:
+    """The watched directory as logs show it (its user name pseudonymized)."""
+    from resources import privacy
+
+    return privacy.for_lake(lake.root).scrub_text(str(sessions.root))[0]
+
+
 def build_session_sensor(job: dg.UnresolvedAssetJobDefinition | dg.JobDefinition, interval_s: int = 15):
     @dg.sensor(
         name=SENSOR_NAME,
@@ -95,12 +102,14 @@ def build_session_sensor(job: dg.UnresolvedAssetJobDefinition | dg.JobDefinition
         except ValueError:
             state = ScanState()
         root = sessions.root_path()
+        shown = shown_root(sessions, lake)
         if not root.is_dir():
-            return dg.SkipReason(f"{sessions.root} is not a directory")
+            return dg.SkipReason(f"{shown} is not a directory")
         registry, keys = registry_snapshot(lake)
         res = scan(root, state, registry, registry_keys=keys, max_files=sessions.max_files_per_tick,
                    max_bytes=sessions.max_bytes_per_tick, hot_seconds=sessions.hot_seconds,
-                   sweep_files=sessions.sweep_files_per_tick, max_span_days=sessions.max_span_days)
+                   sweep_files=sessions.sweep_files_per_tick, max_span_days=sessions.max_span_days,
+                   names=sessions.names(lake.root))
         for path, what in res.problems[:50]:
             context.log.warning(f"{path}: {what}")
         if len(res.problems) > 50:
@@ -111,7 +120,7 @@ def build_session_sensor(job: dg.UnresolvedAssetJobDefinition | dg.JobDefinition
                    f"{res.stats['files_listed']} files listed, {res.stats['files_statted']} statted, "
                    f"{len(registry)} registered, {tick_s:.2f}s")
         if not res.batch:
-            return dg.SensorResult(skip_reason=f"no changed session files under {sessions.root} ({figures})",
+            return dg.SensorResult(skip_reason=f"no changed session files under {shown} ({figures})",
                                    cursor=cursor)
         kinds = Counter(c.change for c in res.batch)
         context.log.info(
@@ -131,12 +140,13 @@ def plan_all(sessions: SessionSource, lake: DeltaLake, *, reread_unchanged: bool
     from assets.traces.scan import Change, reconcile
 
     registry, keys = registry_snapshot(lake)
-    found, problems = reconcile(sessions.root_path(), registry)
+    names = sessions.names(lake.root)
+    found, problems = reconcile(sessions.root_path(), registry, names)
     batch = list(found)
     if reread_unchanged:
         seen = {c.key for c in batch}
         for k in keys:
             r = registry[k]
-            if k not in seen and r["status"] != "deleted" and (sessions.root_path() / r["path"]).exists():
+            if k not in seen and r["status"] != "deleted" and names.real(r["path"]) is not None:
                 batch.append(Change(k, r["path"], "backfill", r["size"], r["mtime_ns"], r["day"]))
     return split_by_span(batch, sessions.max_span_days), problems

@@ -335,7 +335,7 @@ def lake_facts(lake_root: Path, sessions: Path) -> dict[str, Any]:
 
     lake = DeltaLake(root=str(lake_root))
     raw = lake.read(RAW_TRACES, columns=["session_key", "quarantined", "quarantine_reason", "line_no"])
-    expected = {f.key: physical_lines(f.path) for f in SessionSource(root=str(sessions)).scan()}
+    expected = {f.key: physical_lines(f.path) for f in SessionSource(root=str(sessions)).scan(str(lake_root))}
     got = collections.Counter(raw["session_key"].to_pylist())
     lost = sum(max(0, n - got.get(k, 0)) for k, n in expected.items())
     extra = sum(max(0, n - expected.get(k, 0)) for k, n in got.items())
@@ -429,7 +429,7 @@ def run_suite(work: Path, quick: bool = False, log=print) -> dict[str, Any]:
         log("4. two runs write the same tables at once (overlapping halves of the files)")
         from resources.sessions import SessionSource
 
-        keys = sorted(f.key for f in SessionSource(root=str(sessions)).scan())
+        keys = sorted(f.key for f in SessionSource(root=str(sessions)).scan(str(lake)))
         mid = len(keys) // 2
         a = start_ingest(env, work, "--keys", ",".join(keys[: mid + 1]), log=logs / "concurrent_a.log")
         b = start_ingest(env, work, "--keys", ",".join(keys[mid:]), log=logs / "concurrent_b.log")

@@ -9,23 +9,14 @@ prompt_pool when a training set must follow the current pool exactly.
 
 
 import time
-from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
 import pyarrow.compute as pc
 
 from assets.checks import table_check
-from assets.metadata import json_preview, md_preview, md_table
-from assets.capture.pool import (
-    candidates_from_file,
-    candidates_from_pairs,
-    candidates_from_pool,
-    candidates_from_sft,
-    compose_pool,
-    load_pool_config,
-)
+from assets.capture.draw import draw_prompt_pool
+from assets.capture.pool import load_pool_config
 from assets.capture.run import CaptureOptions, CaptureReport, capture_run
 from assets.capture.shards import captured_prompt_ids, check_fingerprint, open_shard_table
 from assets.capture.tables import (
@@ -39,7 +30,7 @@ from assets.pairs.tables import NORMALIZED_PAIRS
 from assets.examples.tables import SFT_EXAMPLES
 from resources import settings
 from resources.verifier import VerifierResource, gpu_k8s_config
-from resources.changes import changes_since, consumed_versions, record_consumed, scan
+from resources.changes import record_consumed
 from resources.lake import DeltaLake
 
 GROUP = "capture"
@@ -67,94 +58,17 @@ class PromptPoolConfig(dg.Config):
 )
 def prompt_pool(context: dg.AssetExecutionContext, config: PromptPoolConfig, lake: DeltaLake):
     path = Path(config.quotas_path or settings.RECIPES_DIR / "capture_quotas.yaml")
-    cfg = load_pool_config(path)
-    candidates, per_source, bad_lines = [], Counter(), 0
-    # Only what changed upstream since the last refresh (change feeds), drawn together with
-    # the current pool: a prompt's draw rank does not depend on the others, so this is the
-    # pool a full draw over everything gives (except prompts deleted upstream, which stay).
-    state = consumed_versions(lake, PROMPT_POOL.path)
-    cfg_version = int(cfg.config_hash[:12], 16)
-    full = (config.full_refresh or not lake.exists(PROMPT_POOL)
-            or state.get("quota_config") not in (None, cfg_version))
-    if not full:
-        current = lake.read(PROMPT_POOL, columns=["prompt_id", "messages", "tools", "source", "source_id"])
-        candidates += candidates_from_pool(current.to_pylist())
-        per_source["current pool"] = current.num_rows
-    inputs = []
-    if cfg.use_normalized_pairs:
-        inputs.append((NORMALIZED_PAIRS, ["pair_id", "prompt", "chosen", "tools"], candidates_from_pairs))
-    if cfg.use_sft_examples:
-        inputs.append((SFT_EXAMPLES, ["example_id", "messages", "tools"], candidates_from_sft))
-    versions, modes = {"quota_config": cfg_version}, {}
-    for spec, cols, make in inputs:
-        ch = changes_since(lake, spec, state.get(spec.path), cols, full=full)
-        versions[spec.path], modes[spec.name] = ch.version, ("full" if ch.full else "incremental")
-        if ch.version is None or ch.empty:
-            continue
-        for b in (scan(lake, spec, cols, version=ch.version) if ch.full else ch.inserted()):
-            candidates += make(b.to_pylist())
-            per_source[spec.name] += b.num_rows
-    for f in cfg.file_paths():
-        if not f.is_file():
-            raise FileNotFoundError(f"prompt file listed in {path} does not exist: {f}")
-        got, bad = candidates_from_file(f)
-        candidates += got
-        bad_lines += bad
-        per_source[f"file:{f.name}"] = len(got)
-
-    rows, report = compose_pool(candidates, cfg)
-    now = datetime.now(timezone.utc)
-    for r in rows:
-        r["created_at"] = now
+    rows, report = draw_prompt_pool(lake, load_pool_config(path), path, full_refresh=config.full_refresh)
     result = lake.overwrite(PROMPT_POOL, rows)
-    record_consumed(lake, PROMPT_POOL.path, versions, "full" if full else "incremental")
-
-    shortfalls = report.shortfalls
-    for q in shortfalls:
+    record_consumed(lake, PROMPT_POOL.path, report.versions, "full" if report.full else "incremental")
+    for q in report.shortfalls:
         context.log.warning(
             f"prompt_pool: quota of {q.domain} not met: {q.selected}/{q.quota} "
             f"({q.available} candidates after filters and dedup)"
         )
-    quota_md = md_table(("domain", "quota", "available", "selected", "shortfall"),
-                         [(q.domain, q.quota, q.available, q.selected, q.shortfall) for q in report.quotas])
-    check = dg.AssetCheckResult(
-        check_name="quotas_met",
-        passed=not shortfalls,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "shortfall_domains": ", ".join(q.domain for q in shortfalls) or "none",
-            "total_shortfall": sum(q.shortfall for q in shortfalls),
-            "quotas": quota_md,
-        },
-    )
-    return dg.MaterializeResult(
-        metadata={
-            **result.metadata(),
-            "quota_config": dg.MetadataValue.path(str(path)),
-            "refresh_mode": "full" if full else "incremental",
-            "input_refresh": md_table(("input", "mode", "version"),
-                                      [(k, modes[k.split("/")[-1]], v) for k, v in versions.items() if "/" in k]),
-            "config_hash": cfg.config_hash,
-            "seed": cfg.seed,
-            "candidates": report.candidates,
-            "candidates_by_source": md_table(("source", "rows"), sorted(per_source.items())),
-            "bad_file_lines": bad_lines,
-            "dropped_by_reason": md_table(("reason", "count"), sorted(report.dropped.items())),
-            "unassigned_by_domain": md_table(("domain (no quota)", "candidates"), sorted(report.unassigned.items())),
-            "quotas": quota_md,
-            "quota_shortfall_total": sum(q.shortfall for q in shortfalls),
-            "languages": md_table(("language", "prompts"), sorted(report.languages.items(), key=lambda kv: -kv[1])),
-            "language_detector": cfg.language_detector,
-            "near_duplicate_threshold": cfg.near_duplicate_threshold,
-            "near_duplicates": md_table(("dropped prompt_id", "near-duplicate of"),
-                                        sorted(report.near_duplicates.items())[:5]),
-            "preview": md_preview(rows, {
-                "domain": lambda r: r["domain"], "language": lambda r: r["language"],
-                "conversation": lambda r: json_preview(r["messages"]),
-            }, n=3),
-        },
-        check_results=[check],
-    )
+    check = dg.AssetCheckResult(check_name="quotas_met", passed=not report.shortfalls,
+                                severity=dg.AssetCheckSeverity.WARN, metadata=report.check_metadata())
+    return dg.MaterializeResult(metadata=result.metadata() | report.metadata(), check_results=[check])
 
 
 # ----------------------------------------------------------------------- capture shards
@@ -227,12 +141,8 @@ def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lak
         shard_md = {**base_md, **shard.metadata(), **report.metadata()}
     yield dg.MaterializeResult(asset_key=CAPTURE_ASSET_KEY, metadata=shard_md)
     rejections = lake.state(CAPTURE_REJECTIONS, rows_written=report.rejections_written, mode="merge")
-    yield dg.MaterializeResult(asset_key=CAPTURE_REJECTIONS.asset_key, metadata=rejections.metadata() | {
-        "shard_table": spec.path,
-        "postfilter_flagged": report.flagged,
-        "postfilter_dropped": report.dropped,
-        "postfilter": md_table(("reason", "sequences"), sorted(report.reasons.items())),
-    })
+    yield dg.MaterializeResult(asset_key=CAPTURE_REJECTIONS.asset_key,
+                               metadata=rejections.metadata() | report.rejections_metadata())
 
 
 # --------------------------------------------------------------------------- checks

@@ -79,6 +79,15 @@ class CaptureReport:
     load_seconds: float = 0.0
     seconds: float = 0.0
 
+    def rejections_metadata(self) -> dict[str, Any]:
+        """capture_rejections' figures (beside the table's state)."""
+        return {
+            "shard_table": self.spec.path,
+            "postfilter_flagged": self.flagged,
+            "postfilter_dropped": self.dropped,
+            "postfilter": md_table(("reason", "sequences"), sorted(self.reasons.items())),
+        }
+
     def metadata(self) -> dict[str, Any]:
         target = 2 * self.hidden_size + 6 * self.top_k
         bpt = self.bytes_added / self.tokens if self.tokens else 0.0

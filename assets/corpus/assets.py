@@ -17,18 +17,10 @@ from resources.changes import refresh_state_event
 from resources.lake import DeltaLake
 
 
-class ReplayCorpusConfig(dg.Config):
-    max_bytes: Optional[int] = None  # byte budget of all content (None = unbounded)
-    max_rows: Optional[int] = None  # row budget (None = unbounded)
+class ReplayCorpusConfig(dg.Config, CorpusOptions):
+    """The refresh's options (budget, weights, chunking: assets/corpus/run.py) and when it runs."""
+
     as_of: Optional[str] = None  # ISO time of this sighting (default: now)
-    include_kto: bool = True  # desirable KTO rows become instruction snapshots
-    instruction_weight: float = 1.0
-    preference_weight: float = 1.0
-    prose_weight: float = 1.0
-    delete_chunk_size: int = 2000  # ids per IN-predicate delete (fallback path only)
-    log_evictions: bool = True  # append evicted snapshots to gold/replay_evictions
-    full_refresh: bool = False  # read every input row, not only what changed since the last refresh
-    upsert_rows: int = 20000  # snapshots per merge (memory bound of a refresh)
 
 
 class ReplaySampleConfig(dg.Config):
@@ -52,8 +44,7 @@ class ReplaySampleConfig(dg.Config):
                 "snapshots until the budget holds, logging each evicted one.",
 )
 def replay_corpus(context: dg.AssetExecutionContext, config: ReplayCorpusConfig, lake: DeltaLake):
-    opts = CorpusOptions(**config.model_dump(exclude={"as_of"}))
-    report = refresh_corpus(lake, opts, now=utc(config.as_of), run_id=context.run.run_id,
+    report = refresh_corpus(lake, config, now=utc(config.as_of), run_id=context.run.run_id,
                             info=context.log.info, warn=context.log.warning)
     yield dg.MaterializeResult(asset_key=REPLAY_CORPUS.asset_key, metadata=report.metadata())
     logged = report.eviction.evictions_write or lake.state(REPLAY_EVICTIONS, mode="append")

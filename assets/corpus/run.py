@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import BaseModel
 
 from assets.corpus.policy import (
     Snapshots,
@@ -94,9 +95,8 @@ def protect_upstream(lake: DeltaLake, seen_ids: list[str], max_bytes, max_rows, 
     return protected | still_upstream(lake, index, index.column("section_id").to_pylist())
 
 
-@dataclass
-class CorpusOptions:
-    """What one refresh does (the asset's config, without Dagster)."""
+class CorpusOptions(BaseModel):
+    """What one refresh does (the fields of the asset's config, which extends this)."""
 
     max_bytes: Optional[int] = None  # byte budget of all content (None = unbounded)
     max_rows: Optional[int] = None  # row budget (None = unbounded)

@@ -12,7 +12,7 @@ from assets.examples.tables import KTO_EXAMPLES, SDPO_EXAMPLES, SFT_EXAMPLES
 from assets.examples.build import build_kto, build_sdpo, build_sft
 from assets.traces.failures import INFORMATIVE, MISTAKE, load_failure_policy
 from assets.pairs.tables import PREFERENCE_PAIRS
-from assets.traces.partitions import SESSION_BACKFILL, SESSIONS, run_sessions
+from assets.traces.partitions import run_sessions, session_asset
 from assets.traces.tables import AGENT_STEPS
 from resources.lake import DeltaLake
 
@@ -30,18 +30,12 @@ def _read_steps(lake: DeltaLake, scope) -> list[dict]:
     return lake.read(AGENT_STEPS, columns=STEP_COLUMNS, scope=scope).to_pylist()
 
 
-def _partitioned(spec, deps, description=None):
-    return dict(key=spec.asset_key, group_name=GROUP, partitions_def=SESSIONS,
-                backfill_policy=SESSION_BACKFILL, deps=deps, kinds={"delta", "gold"},
-                description=description or spec.description)
-
-
 class FailurePolicyConfig(dg.Config):
     failure_policy: str = Field(default="", description="failure policy YAML (mistake / informative / "
                                 "external); empty: recipes/failures.yaml")
 
 
-@dg.asset(**_partitioned(SFT_EXAMPLES, [AGENT_STEPS.asset_key]))
+@dg.asset(**session_asset(SFT_EXAMPLES, [AGENT_STEPS], GROUP))
 def sft_examples(context: dg.AssetExecutionContext, config: FailurePolicyConfig,
                  lake: DeltaLake) -> dg.MaterializeResult:
     rs = run_sessions(context, lake, AGENT_STEPS)
@@ -50,7 +44,7 @@ def sft_examples(context: dg.AssetExecutionContext, config: FailurePolicyConfig,
     return dg.MaterializeResult(metadata=w.metadata() | report.metadata())
 
 
-@dg.asset(**_partitioned(KTO_EXAMPLES, [AGENT_STEPS.asset_key, PREFERENCE_PAIRS.asset_key]))
+@dg.asset(**session_asset(KTO_EXAMPLES, [AGENT_STEPS, PREFERENCE_PAIRS], GROUP))
 def kto_examples(context: dg.AssetExecutionContext, config: FailurePolicyConfig,
                  lake: DeltaLake) -> dg.MaterializeResult:
     rs = run_sessions(context, lake, AGENT_STEPS)
@@ -75,7 +69,7 @@ class SdpoConfig(dg.Config):
     max_hint_chars: int = 800
 
 
-@dg.asset(**_partitioned(SDPO_EXAMPLES, [AGENT_STEPS.asset_key]))
+@dg.asset(**session_asset(SDPO_EXAMPLES, [AGENT_STEPS], GROUP))
 def sdpo_examples(context: dg.AssetExecutionContext, config: SdpoConfig, lake: DeltaLake) -> dg.MaterializeResult:
     rs = run_sessions(context, lake, AGENT_STEPS)
     rows, report = build_sdpo(_read_steps(lake, rs.scope), _now(),

@@ -24,7 +24,7 @@ from assets.traces.failures import load_failure_policy
 from assets.pairs.validity import RULES as VALIDITY_RULES
 from assets.pairs.validity import ValidityConfig
 from assets.pairs.tables import NORMALIZED_PAIRS, PAIR_REJECTIONS, PREFERENCE_PAIRS
-from assets.traces.partitions import SESSION_BACKFILL, SESSIONS, check_scope, run_sessions
+from assets.traces.partitions import check_scope, run_sessions, session_asset
 from assets.teachers.tables import TEACHER_RESPONSES
 from assets.traces.tables import AGENT_STEPS, TRACE_TURNS
 from assets.pairs.imported import REJECTED_TURN_COLUMNS
@@ -95,16 +95,9 @@ def strategies_from_config(config: PairsConfig, judge: PairJudge | None,
     return out, skipped
 
 
-@dg.asset(
-    key=PREFERENCE_PAIRS.asset_key,
-    group_name=GROUP,
-    partitions_def=SESSIONS,
-    backfill_policy=SESSION_BACKFILL,
-    deps=[AGENT_STEPS.asset_key, TEACHER_RESPONSES.asset_key, TRACE_TURNS.asset_key],
-    kinds={"delta", "gold"},
-    description=PREFERENCE_PAIRS.description + " Pairs of ingested preference datasets come in as "
-                "strategy 'imported' (assets/pairs/imported.py).",
-)
+@dg.asset(**session_asset(PREFERENCE_PAIRS, [AGENT_STEPS, TEACHER_RESPONSES, TRACE_TURNS], GROUP,
+                          description=PREFERENCE_PAIRS.description + " Pairs of ingested preference datasets "
+                          "come in as strategy 'imported' (assets/pairs/imported.py)."))
 def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, lake: DeltaLake,
                      pair_judge: PairJudge) -> dg.MaterializeResult:
     rs = run_sessions(context, lake, AGENT_STEPS)

@@ -26,15 +26,7 @@ import pyarrow.compute as pc
 from assets.metadata import md_counts, md_table, pair_preview
 from assets.pairs.normalize import OpReport, Recipe, build_ops, normalize_pairs, pair_sample
 from assets.pairs.tables import NORMALIZED_PAIRS, PAIR_REJECTIONS, PREFERENCE_PAIRS
-from resources.changes import (
-    changes_since,
-    consumed_versions,
-    delete_keys,
-    record_consumed,
-    rows_of,
-    scan,
-    scan_keys,
-)
+from resources.changes import changes_since, consumed_versions, delete_keys, record_consumed, rows_of, scan, scan_keys
 from resources.lake import DeltaLake, count_rows
 from assets.pairs.messages import dumps
 

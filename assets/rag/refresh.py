@@ -27,15 +27,7 @@ from assets.rag.report import _day, markdown, report_rows, with_totals
 from assets.rag.runlog import report_view
 from assets.rag.tables import LABELS, RAG_PLAYBOOKS, RAG_REPORT, RAG_RUNS
 from assets.traces.tables import AGENT_STEPS, TRACE_TURNS
-from resources.changes import (
-    changes_since,
-    consumed_versions,
-    delete_keys,
-    record_consumed,
-    rows_of,
-    scan,
-    scan_keys,
-)
+from resources.changes import changes_since, consumed_versions, delete_keys, record_consumed, rows_of, scan, scan_keys
 from resources.lake import DeltaLake, in_predicate
 
 DATASET = RAG_PLAYBOOKS.path

@@ -6,47 +6,36 @@ the datasets automation.
 """
 
 
-import json
 import tempfile
-import time
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 
 import dagster as dg
-import pyarrow.compute as pc
 
 from assets.capture.assets import GPU_OP_TAGS
 from assets.capture.tables import CAPTURE_ASSET_KEY, PROMPT_POOL
 from assets.checks import table_check
 from assets.examples.tables import KTO_EXAMPLES, SFT_EXAMPLES
-from assets.metadata import md_table
 from assets.pairs.tables import NORMALIZED_PAIRS
 from assets.rag.tables import RAG_PLAYBOOKS
 from assets.student import report
-from assets.student.artifacts import artifact_uri, download_dir, upload_dir
-from assets.student.pipeline import build_data, compute_split, data_versions, eval_answers, summary_json
-from assets.student.split import EVAL, TRAIN, check_no_leak
-from assets.student.tables import (DRAFT_HEADS, DRAFT_VERSION, RECIPE_VERSION, SESSION_SPLIT, SPLIT_VERSION,
+from assets.student.artifacts import artifact_uri, upload_dir
+from assets.student.pipeline import (RAG_TASKS, build_data, compute_split, data_versions, draft_run,  # noqa: F401
+                                     evaluate_run, read_split, summary_json)
+from assets.student.split import TRAIN
+from assets.student.tables import (DRAFT_HEADS, RECIPE_VERSION, SESSION_SPLIT, SPLIT_VERSION,
                                    STUDENT_EVALS, STUDENT_RUNS, TABLES)
 from resources.lake import DeltaLake
 from resources.verifier import VerifierResource
 
 GROUP = "student"
 MANUAL = {"tracelake/manual": "true"}  # not refreshed by the datasets automation
-RAG_TASKS = Path(__file__).resolve().parents[1] / "rag" / "sample_tasks.jsonl"
 
 
 # --------------------------------------------------------------------------- split
 class SplitConfig(dg.Config):
     eval_share: float = 0.3
     seed: str = "tracelake"
-
-
-def read_split(lake: DeltaLake) -> list[dict]:
-    if not lake.exists(SESSION_SPLIT):
-        raise RuntimeError("gold/session_split is missing: materialize it first (tracelake train does)")
-    return lake.read(SESSION_SPLIT).to_pylist()
 
 
 @dg.asset(key=SESSION_SPLIT.asset_key, group_name=GROUP, kinds={"delta", "gold"},
@@ -58,15 +47,8 @@ def session_split(context: dg.AssetExecutionContext, config: SplitConfig, lake: 
     for r in rows:
         r["created_at"] = now
     res = lake.overwrite(SESSION_SPLIT, rows)
-    side = {s: [r for r in rows if r["split"] == s] for s in (TRAIN, EVAL)}
-    return dg.MaterializeResult(metadata={
-        **res.metadata(), "eval_share": config.eval_share, "seed": config.seed, "split_version": SPLIT_VERSION,
-        "train_sessions": len(side[TRAIN]), "eval_sessions": len(side[EVAL]),
-        "forced": sum(r["forced"] for r in rows),
-        "rows_by_side": md_table(("side", "sessions", "sft", "pairs", "kto"), [
-            (s, len(v), sum(r["n_sft"] for r in v), sum(r["n_pairs"] for r in v), sum(r["n_kto"] for r in v))
-            for s, v in side.items()]),
-    })
+    return dg.MaterializeResult(metadata=res.metadata() | report.SplitReport(
+        rows, config.eval_share, config.seed, SPLIT_VERSION).metadata())
 
 
 # --------------------------------------------------------------------------- training
@@ -135,16 +117,7 @@ def student_runs(context: dg.AssetExecutionContext, config: StudentTrainConfig, 
            "metrics": summary_json(metrics), "train_seconds": round(res.seconds, 1),
            "created_at": datetime.now(timezone.utc)}
     w = lake.merge(STUDENT_RUNS, [row])
-    stages = res.metrics["stages"]
-    return dg.MaterializeResult(metadata={
-        **w.metadata(), "run_id": run_id, "artifact_uri": dg.MetadataValue.path(uri), "device": device,
-        "dtype": dtype, "base_model": config.base_model, "train_seconds": round(res.seconds, 1),
-        "trainable_params": res.metrics["trainable_params"],
-        "stages": md_table(("stage", "rows", "steps", "loss first", "loss last", "seconds"), [
-            (s, m.get("rows", "–"), m.get("steps", m.get("skipped")), m.get("loss_first"), m.get("loss_last"),
-             m.get("seconds")) for s, m in stages.items()]),
-        "data": md_table(("what", "rows"), sorted(d.counts.items())),
-    })
+    return dg.MaterializeResult(metadata=w.metadata() | report.TrainReport(row, res.metrics, d.counts).metadata())
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -155,42 +128,6 @@ class StudentEvalConfig(dg.Config):
     max_tool_prompts: int = 3
     max_rag_tasks: int = 3
     rag_tasks_path: str = ""  # default: the rag family's sample tasks
-
-
-def evaluate_run(lake: DeltaLake, run: dict, device: str, dtype: str, cfg: StudentEvalConfig,
-                 threads: int | None = None, log=print) -> dict:
-    """Evaluate one student_runs row on the held-out sessions (base vs trained) → an evals row."""
-    import torch
-
-    from assets.rag.runtime import read_tasks
-    from assets.student.evaluate import EvalSettings, evaluate, rag_gate_runner
-    from assets.student.train import load_trained
-
-    if threads and device == "cpu":
-        torch.set_num_threads(int(threads))
-    hp = json.loads(run["hyperparameters"])
-    with tempfile.TemporaryDirectory(prefix="tracelake-student-eval-") as tmp:
-        local = download_dir(lake, run["artifact_uri"], tmp)
-        tok, model = load_trained(run["base_model"], local, device, dtype)
-    split = read_split(lake)
-    check_no_leak(json.loads(run["metrics"]).get("train_sessions", []), split)
-    d = build_data(lake, split, tok, max_prompt_tokens=hp["max_prompt_tokens"],
-                   max_answer_tokens=hp["max_answer_tokens"])
-    tasks = read_tasks(cfg.rag_tasks_path or RAG_TASKS)[: cfg.max_rag_tasks]
-    s = EvalSettings(max_answers=cfg.max_answers, max_pairs=cfg.max_pairs, max_tool_prompts=cfg.max_tool_prompts,
-                     max_rag_tasks=cfg.max_rag_tasks, beta=hp.get("beta", 0.1))
-    t0 = time.perf_counter()
-    ev = evaluate(model, tok, eval_answers(d), d.pairs_eval, d.tools_eval,
-                  rag_gate_runner(lake, tasks) if tasks else None, s, progress=log)
-    keys = ("ll_base", "ll_trained", "ll_gain", "pair_acc_base", "pair_acc_trained", "reward_acc", "reward_margin",
-            "tool_valid_base", "tool_valid_trained", "rag_pass_base", "rag_pass_trained")
-    return {"eval_id": f"{run['run_id']}:{uuid.uuid4().hex[:8]}", "run_id": run["run_id"],
-            "base_model": run["base_model"], "seed": run.get("seed"), "n_eval_sessions": d.counts["eval_sessions"],
-            "n_answers": ev["n_answers"], "n_pairs": ev["n_pairs"], "pair_source": d.pair_source,
-            "n_tool_prompts": ev.get("n_tool_prompts"), "n_rag_tasks": ev.get("n_rag_tasks"),
-            **{k: ev.get(k) for k in keys},
-            "details": summary_json({k: v for k, v in ev.items() if k not in keys} | {"data": d.counts}),
-            "eval_seconds": round(time.perf_counter() - t0, 1), "created_at": datetime.now(timezone.utc)}
 
 
 @dg.asset(key=STUDENT_EVALS.asset_key, group_name=GROUP, kinds={"pytorch", "delta", "gold"}, pool="gpu",
@@ -208,34 +145,15 @@ def student_evals(context: dg.AssetExecutionContext, config: StudentEvalConfig, 
     row = evaluate_run(lake, run, device, dtype, config, _threads(verifier, device), log=context.log.info)
     w = lake.merge(STUDENT_EVALS, [row])
     history = lake.read(STUDENT_EVALS).to_pylist()
-    head, body = report.runs_table(history)
-    md = {}
+    plot = {}
     png_uri = artifact_uri(lake, "reports", "student_evals") + "/student_evals.png"
     with tempfile.TemporaryDirectory() as tmp:
         if report.png(history, f"{tmp}/student_evals.png"):
             upload_dir(lake, tmp, png_uri.rsplit("/", 1)[0])
-            md["plot"] = dg.MetadataValue.path(png_uri)
+            plot["plot"] = dg.MetadataValue.path(png_uri)
         else:
-            md["plot_vega_lite"] = dg.MetadataValue.json(report.vega_spec(history))
-
-    def f(v):
-        return "–" if v is None else round(v, 4)
-
-    return dg.MaterializeResult(metadata={
-        **w.metadata(), **md, "run_id": run["run_id"], "device": device,
-        "pair_source": row["pair_source"], "n_pairs": row["n_pairs"], "n_answers": row["n_answers"],
-        "ll_gain": f(row["ll_gain"]), "pair_acc_trained": f(row["pair_acc_trained"]),
-        "this_run": md_table(("metric", "base", "trained"), [
-            ("chosen-answer log-likelihood / token", f(row["ll_base"]), f(row["ll_trained"])),
-            (f"pair accuracy ({row['n_pairs']} pairs: {row['pair_source']})", f(row["pair_acc_base"]),
-             f(row["pair_acc_trained"])),
-            ("implicit-reward accuracy (ref = base)", 0.5, f(row["reward_acc"])),
-            (f"tool-call validity ({row['n_tool_prompts']} prompts)", f(row["tool_valid_base"]),
-             f(row["tool_valid_trained"])),
-            (f"rag gate pass ({row['n_rag_tasks']} tasks)", f(row["rag_pass_base"]), f(row["rag_pass_trained"]))]),
-        "over_runs": md_table(head, body),
-        "eval_seconds": row["eval_seconds"],
-    })
+            plot["plot_vega_lite"] = dg.MetadataValue.json(report.vega_spec(history))
+    return dg.MaterializeResult(metadata=w.metadata() | plot | report.EvalReport(row, device, history).metadata())
 
 
 # --------------------------------------------------------------------------- draft head
@@ -250,57 +168,6 @@ class DraftHeadConfig(dg.Config):
     split_seed: str = "tracelake"
 
 
-def draft_run(lake: DeltaLake, verifier: VerifierResource, cfg: DraftHeadConfig, log=print,
-              run_id: str | None = None, artifact_root: str | None = None) -> tuple[dict, dict]:
-    """Train and evaluate a draft head on the verifier's capture table → (draft_heads row, eval)."""
-    from assets.capture.reader import load_table
-    from assets.capture.shards import open_shard_table
-    from assets.student.draft import (Bigram, DraftHyper, evaluate_draft, save_head, sequences_from_capture,
-                                      split_prompts, train_head)
-
-    device = verifier.resolved_device()
-    verifier_id, dtype = verifier.identity()
-    spec, dt, _props = open_shard_table(lake, verifier_id, dtype)
-    table, props = load_table(lake, verifier_id, dtype)
-    seqs = sequences_from_capture(table, props)
-    src = {}
-    for spec_, key in ((SFT_EXAMPLES, "example_id"), (NORMALIZED_PAIRS, "pair_id")):
-        if lake.exists(spec_):
-            src.update({r[key]: r["session_key"] for r in lake.read(spec_, columns=[key, "session_key"]).to_pylist()})
-    pool = lake.read(PROMPT_POOL, columns=["prompt_id", "source_id"]).to_pylist() if lake.exists(PROMPT_POOL) else []
-    session_of = {r["prompt_id"]: src[r["source_id"]] for r in pool if r["source_id"] in src}
-    split = read_split(lake) if lake.exists(SESSION_SPLIT) else []
-    tr, ev = split_prompts(seqs.prompt_ids, session_of, split, cfg.eval_share, cfg.split_seed)
-    if not tr or not ev:
-        raise RuntimeError(f"draft head needs train and eval prompts (got {len(tr)} / {len(ev)})")
-    train, test = seqs.select(tr), seqs.select(ev)
-    hp = DraftHyper(seed=cfg.seed, epochs=cfg.epochs, draft_vocab=cfg.draft_vocab, unroll=cfg.unroll,
-                    chain=cfg.chain, lr=cfg.lr)
-    v = verifier.load()
-    emb, lm = v.model.get_input_embeddings().weight, v.model.get_output_embeddings().weight
-    head, tm = train_head(train, emb, lm, hp, device=device, progress=log)
-    result = evaluate_draft(head, Bigram(train), test, hp.chain, device=device)
-    run_id = run_id or "draft_" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "_" + uuid.uuid4().hex[:6]
-    if artifact_root:  # e.g. a benchmark that leaves the lake untouched
-        uri = f"{artifact_root}/{run_id}"
-        save_head(head, hp, {**tm, **result}, uri)
-    else:
-        uri = artifact_uri(lake, "draft_heads", run_id)
-        with tempfile.TemporaryDirectory() as tmp:
-            save_head(head, hp, {**tm, **result}, tmp)
-            upload_dir(lake, tmp, uri)
-    row = {"run_id": run_id, "shard_table": spec.path, "shard_version": dt.version(), "verifier_id": verifier_id,
-           "device": device, "seed": cfg.seed, "draft_version": DRAFT_VERSION,
-           "hyperparameters": summary_json(tm["hyperparameters"]), "n_train_prompts": len(tr),
-           "n_eval_prompts": len(ev), "n_train_tokens": train.n_tokens, "n_eval_positions": result["n_positions"],
-           "top1_agreement": result.get("top1_agreement"),
-           "baseline_top1_agreement": result.get("baseline_top1_agreement"),
-           "accept_len": result.get("accept_len"), "baseline_accept_len": result.get("baseline_accept_len"),
-           "chain": hp.chain, "artifact_uri": uri, "metrics": summary_json({**tm, **result}),
-           "train_seconds": tm["train_seconds"], "created_at": datetime.now(timezone.utc)}
-    return row, result
-
-
 @dg.asset(key=DRAFT_HEADS.asset_key, group_name=GROUP, kinds={"pytorch", "delta", "gold"}, pool="gpu",
           op_tags=GPU_OP_TAGS, tags=MANUAL, description=DRAFT_HEADS.description,
           deps=[CAPTURE_ASSET_KEY, PROMPT_POOL.asset_key, SESSION_SPLIT.asset_key])
@@ -310,22 +177,7 @@ def draft_heads(context: dg.AssetExecutionContext, config: DraftHeadConfig, lake
     row["dagster_run_id"] = context.run.run_id
     w = lake.merge(DRAFT_HEADS, [row])
     history = sorted(lake.read(DRAFT_HEADS).to_pylist(), key=lambda x: x["created_at"])[-20:]
-    return dg.MaterializeResult(metadata={
-        **w.metadata(), "run_id": row["run_id"], "artifact_uri": dg.MetadataValue.path(row["artifact_uri"]),
-        "shard_table": row["shard_table"], "train_tokens": row["n_train_tokens"],
-        "eval_positions": row["n_eval_positions"],
-        "this_run": md_table(("metric", "draft head", "bigram baseline"), [
-            ("top-1 agreement with the verifier", round(r["top1_agreement"], 4), round(r["baseline_top1_agreement"], 4)),
-            (f"accepted tokens per {r['chain']}-token chain", round(r["accept_len"], 4),
-             round(r["baseline_accept_len"], 4)),
-            ("accepted-length histogram 0..chain", r["accept_hist"], r["baseline_accept_hist"])]),
-        "max_scorable_accept_len": round(r["max_scorable_accept_len"], 4),
-        "over_runs": md_table(("run", "seed", "top-1", "baseline top-1", "accept len", "baseline accept len"), [
-            (h["run_id"][:22], h["seed"], round(h["top1_agreement"] or 0, 3), round(h["baseline_top1_agreement"] or 0, 3),
-             round(h["accept_len"] or 0, 3), round(h["baseline_accept_len"] or 0, 3)) for h in history]),
-        "plot_vega_lite": dg.MetadataValue.json(report.vega_spec(history, (
-            ("accept_len", "draft head"), ("baseline_accept_len", "bigram"))) | {}),
-    })
+    return dg.MaterializeResult(metadata=w.metadata() | report.DraftReport(row, r, history).metadata())
 
 
 STUDENT_JOB = "student"

@@ -4,15 +4,27 @@ benchmark all call these)."""
 from __future__ import annotations
 
 import json
+import tempfile
+import time
+import uuid
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from assets.capture.tables import PROMPT_POOL
 from assets.examples.tables import KTO_EXAMPLES, SFT_EXAMPLES
 from assets.pairs.tables import NORMALIZED_PAIRS
 from assets.student import data as D
-from assets.student.split import EVAL, TRAIN, partition_rows, split_sessions
-from assets.student.tables import SESSION_SPLIT
+from assets.student.artifacts import artifact_uri, download_dir, upload_dir
+from assets.student.split import EVAL, TRAIN, check_no_leak, partition_rows, split_sessions
+from assets.student.tables import DRAFT_VERSION, SESSION_SPLIT
 from resources.lake import DeltaLake
+
+if TYPE_CHECKING:
+    from resources.verifier import VerifierResource
+
+RAG_TASKS = Path(__file__).resolve().parents[1] / "rag" / "sample_tasks.jsonl"
 
 SOURCES = {"sft": SFT_EXAMPLES, "pairs": NORMALIZED_PAIRS, "kto": KTO_EXAMPLES}
 
@@ -95,3 +107,98 @@ def eval_answers(d: StudentData) -> list[dict]:
 
 def summary_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
+
+
+def read_split(lake: DeltaLake) -> list[dict]:
+    if not lake.exists(SESSION_SPLIT):
+        raise RuntimeError("gold/session_split is missing: materialize it first (tracelake train does)")
+    return lake.read(SESSION_SPLIT).to_pylist()
+
+
+def evaluate_run(lake: DeltaLake, run: dict, device: str, dtype: str, cfg: Any,
+                 threads: int | None = None, log=print) -> dict:
+    """Evaluate one student_runs row on the held-out sessions (base vs trained) → an evals row.
+    ``cfg``: the fields of the student_evals config (max_answers, max_pairs, ...)."""
+    import torch
+
+    from assets.rag.runtime import read_tasks
+    from assets.student.evaluate import EvalSettings, evaluate, rag_gate_runner
+    from assets.student.train import load_trained
+
+    if threads and device == "cpu":
+        torch.set_num_threads(int(threads))
+    hp = json.loads(run["hyperparameters"])
+    with tempfile.TemporaryDirectory(prefix="tracelake-student-eval-") as tmp:
+        local = download_dir(lake, run["artifact_uri"], tmp)
+        tok, model = load_trained(run["base_model"], local, device, dtype)
+    split = read_split(lake)
+    check_no_leak(json.loads(run["metrics"]).get("train_sessions", []), split)
+    d = build_data(lake, split, tok, max_prompt_tokens=hp["max_prompt_tokens"],
+                   max_answer_tokens=hp["max_answer_tokens"])
+    tasks = read_tasks(cfg.rag_tasks_path or RAG_TASKS)[: cfg.max_rag_tasks]
+    s = EvalSettings(max_answers=cfg.max_answers, max_pairs=cfg.max_pairs, max_tool_prompts=cfg.max_tool_prompts,
+                     max_rag_tasks=cfg.max_rag_tasks, beta=hp.get("beta", 0.1))
+    t0 = time.perf_counter()
+    ev = evaluate(model, tok, eval_answers(d), d.pairs_eval, d.tools_eval,
+                  rag_gate_runner(lake, tasks) if tasks else None, s, progress=log)
+    keys = ("ll_base", "ll_trained", "ll_gain", "pair_acc_base", "pair_acc_trained", "reward_acc", "reward_margin",
+            "tool_valid_base", "tool_valid_trained", "rag_pass_base", "rag_pass_trained")
+    return {"eval_id": f"{run['run_id']}:{uuid.uuid4().hex[:8]}", "run_id": run["run_id"],
+            "base_model": run["base_model"], "seed": run.get("seed"), "n_eval_sessions": d.counts["eval_sessions"],
+            "n_answers": ev["n_answers"], "n_pairs": ev["n_pairs"], "pair_source": d.pair_source,
+            "n_tool_prompts": ev.get("n_tool_prompts"), "n_rag_tasks": ev.get("n_rag_tasks"),
+            **{k: ev.get(k) for k in keys},
+            "details": summary_json({k: v for k, v in ev.items() if k not in keys} | {"data": d.counts}),
+            "eval_seconds": round(time.perf_counter() - t0, 1), "created_at": datetime.now(timezone.utc)}
+
+
+def draft_run(lake: DeltaLake, verifier: VerifierResource, cfg: Any, log=print,
+              run_id: str | None = None, artifact_root: str | None = None) -> tuple[dict, dict]:
+    """Train and evaluate a draft head on the verifier's capture table → (draft_heads row, eval).
+    ``cfg``: the fields of the draft_heads config (seed, epochs, ...)."""
+    from assets.capture.reader import load_table
+    from assets.capture.shards import open_shard_table
+    from assets.student.draft import (Bigram, DraftHyper, evaluate_draft, save_head, sequences_from_capture,
+                                      split_prompts, train_head)
+
+    device = verifier.resolved_device()
+    verifier_id, dtype = verifier.identity()
+    spec, dt, _props = open_shard_table(lake, verifier_id, dtype)
+    table, props = load_table(lake, verifier_id, dtype)
+    seqs = sequences_from_capture(table, props)
+    src = {}
+    for spec_, key in ((SFT_EXAMPLES, "example_id"), (NORMALIZED_PAIRS, "pair_id")):
+        if lake.exists(spec_):
+            src.update({r[key]: r["session_key"] for r in lake.read(spec_, columns=[key, "session_key"]).to_pylist()})
+    pool = lake.read(PROMPT_POOL, columns=["prompt_id", "source_id"]).to_pylist() if lake.exists(PROMPT_POOL) else []
+    session_of = {r["prompt_id"]: src[r["source_id"]] for r in pool if r["source_id"] in src}
+    split = read_split(lake) if lake.exists(SESSION_SPLIT) else []
+    tr, ev = split_prompts(seqs.prompt_ids, session_of, split, cfg.eval_share, cfg.split_seed)
+    if not tr or not ev:
+        raise RuntimeError(f"draft head needs train and eval prompts (got {len(tr)} / {len(ev)})")
+    train, test = seqs.select(tr), seqs.select(ev)
+    hp = DraftHyper(seed=cfg.seed, epochs=cfg.epochs, draft_vocab=cfg.draft_vocab, unroll=cfg.unroll,
+                    chain=cfg.chain, lr=cfg.lr)
+    v = verifier.load()
+    emb, lm = v.model.get_input_embeddings().weight, v.model.get_output_embeddings().weight
+    head, tm = train_head(train, emb, lm, hp, device=device, progress=log)
+    result = evaluate_draft(head, Bigram(train), test, hp.chain, device=device)
+    run_id = run_id or "draft_" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "_" + uuid.uuid4().hex[:6]
+    if artifact_root:  # e.g. a benchmark that leaves the lake untouched
+        uri = f"{artifact_root}/{run_id}"
+        save_head(head, hp, {**tm, **result}, uri)
+    else:
+        uri = artifact_uri(lake, "draft_heads", run_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            save_head(head, hp, {**tm, **result}, tmp)
+            upload_dir(lake, tmp, uri)
+    row = {"run_id": run_id, "shard_table": spec.path, "shard_version": dt.version(), "verifier_id": verifier_id,
+           "device": device, "seed": cfg.seed, "draft_version": DRAFT_VERSION,
+           "hyperparameters": summary_json(tm["hyperparameters"]), "n_train_prompts": len(tr),
+           "n_eval_prompts": len(ev), "n_train_tokens": train.n_tokens, "n_eval_positions": result["n_positions"],
+           "top1_agreement": result.get("top1_agreement"),
+           "baseline_top1_agreement": result.get("baseline_top1_agreement"),
+           "accept_len": result.get("accept_len"), "baseline_accept_len": result.get("baseline_accept_len"),
+           "chain": hp.chain, "artifact_uri": uri, "metrics": summary_json({**tm, **result}),
+           "train_seconds": tm["train_seconds"], "created_at": datetime.now(timezone.utc)}
+    return row, result

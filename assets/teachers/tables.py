@@ -44,7 +44,7 @@ TEACHER_CACHE = TableSpec(
     name="teacher_cache",
     merge_keys=("request_hash",),
     description=(
-        "Content-addressed response cache of the teacher replay: request_hash -> answer, usage "
+        "Content-addressed cache of the teachers' answers: request_hash -> answer, usage "
         "and cost. Append-only, written in small batches while a run is in flight; each answer is "
         "also spooled locally as it arrives (folded in after a kill -9); only successful answers "
         "are stored."

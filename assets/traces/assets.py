@@ -17,7 +17,9 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from assets.traces.formats import parse_turns
-from assets.traces.partitions import SESSION_BACKFILL, SESSIONS, check_scope, partition_days, run_id_of, run_sessions
+from assets.traces.partitions import (
+    SESSION_BACKFILL, SESSIONS, check_scope, partition_days, run_id_of, run_sessions, session_asset,
+)
 from assets.traces.run import StepsReport, TurnsReport, read_files, rewrite
 from assets.traces.steps import build_agent_steps
 from assets.traces.tables import AGENT_STEPS, RAW_TRACES, SESSION_FILES, TRACE_TURNS
@@ -64,7 +66,7 @@ def read_session_files(context: dg.AssetExecutionContext, config: SessionFilesCo
     changes = [(c.key, c.path, c.change) for c in config.changes] if config.changes else None
     report = read_files(lake, sessions.root_path(), partition_days(context), changes, run_id=run_id_of(context),
                         now=datetime.now(timezone.utc), privacy=privacy.for_lake(lake.root),
-                        warn=context.log.warning)
+                        warn=context.log.warning, names=sessions.names(lake.root))  # user names pseudonymized
     reg_write = lake.merge(SESSION_FILES, report.registry) if report.registry else None
     for p in report.problems:
         context.log.warning(f"session file {p[0]}: {p[1]}")
@@ -75,30 +77,14 @@ def read_session_files(context: dg.AssetExecutionContext, config: SessionFilesCo
 
 # ------------------------------------------------------------------ trace_turns, agent_steps
 
-@dg.asset(
-    key=TRACE_TURNS.asset_key,
-    group_name=GROUP,
-    deps=[RAW_TRACES.asset_key],
-    partitions_def=SESSIONS,
-    backfill_policy=SESSION_BACKFILL,
-    kinds={"delta", "silver"},
-    description=TRACE_TURNS.description,
-)
+@dg.asset(**session_asset(TRACE_TURNS, [RAW_TRACES], GROUP, "silver"))
 def trace_turns(context: dg.AssetExecutionContext, lake: DeltaLake):
     rs = run_sessions(context, lake, RAW_TRACES)
     report = rewrite(lake, rs, RAW_TRACES, TRACE_TURNS, lambda raw, key: parse_turns(raw, key), TurnsReport())
     return dg.MaterializeResult(metadata=report.metadata())
 
 
-@dg.asset(
-    key=AGENT_STEPS.asset_key,
-    group_name=GROUP,
-    deps=[TRACE_TURNS.asset_key],
-    partitions_def=SESSIONS,
-    backfill_policy=SESSION_BACKFILL,
-    kinds={"delta", "silver"},
-    description=AGENT_STEPS.description,
-)
+@dg.asset(**session_asset(AGENT_STEPS, [TRACE_TURNS], GROUP, "silver"))
 def agent_steps(context: dg.AssetExecutionContext, lake: DeltaLake):
     rs = run_sessions(context, lake, TRACE_TURNS)
     report = rewrite(lake, rs, TRACE_TURNS, AGENT_STEPS,

@@ -33,6 +33,13 @@ SESSIONS = SESSION_DAYS
 # days, and every write is scoped to those sessions (see resources/lake.py).
 SESSION_BACKFILL = dg.BackfillPolicy.single_run()
 
+
+def session_asset(spec, deps, group: str, layer: str = "gold", description: str | None = None) -> dict:
+    """The ``@dg.asset`` arguments of a day-partitioned session table (one run per date range)."""
+    return dict(key=spec.asset_key, group_name=group, partitions_def=SESSIONS, backfill_policy=SESSION_BACKFILL,
+                deps=[d.asset_key if hasattr(d, "asset_key") else d for d in deps], kinds={"delta", layer},
+                description=description or spec.description)
+
 REGISTRY_COLUMNS = ["session_key", "path", "day", "prev_day", "status", "size", "run_id"]
 LIVE = ("ingested", "empty", "not_session")  # statuses whose rows are in the session tables
 

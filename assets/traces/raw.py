@@ -224,7 +224,7 @@ def rows_from_bytes(
 
     # Pass 2: scrub secrets and personal data (vectorized pre-filter, Python rules only
     # on suspicious lines). counts: {line index: {kind: n}} of the lines that changed.
-    scrubbed, counts = privacy.scrub_texts(texts)
+    scrubbed, counts = privacy.scrub_texts(texts, raw=parts if lazy_blank else None)
     raw_bytes: dict[int, bytes] = {}
     for i, b in bad_bytes.items():
         raw_bytes[i], _ = privacy.scrub_bytes(b)  # counted once, through the text above

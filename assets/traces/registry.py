@@ -174,17 +174,23 @@ class FileRead:
 
 
 def read_change(root: Path, key: str, relpath: str, change: str, prev: Mapping[str, Any] | None, *,
-                run_id: str, now: datetime, today: date | None = None, privacy=None) -> FileRead:
+                run_id: str, now: datetime, today: date | None = None, privacy=None,
+                real_relpath: str | None = "") -> FileRead:
     """Read one file of a run to a consistent point and make its registry row and raw rows.
 
     The file is read up to the size it had when opened (a file still being appended to
     is taken up to there; an unfinished last line is quarantined as ``truncated`` and
     read whole once the file changes again, which the next tick sees). A file that
     vanished or cannot be read keeps its rows in the lake; its registry row says why.
+
+    ``relpath`` is the stored path (user names pseudonymized, see resources/sessions.py);
+    ``real_relpath`` the file's real one ("" : the same; None: no such file now).
     """
     from assets.traces.raw import rows_of_file_bytes
 
-    path = root / relpath
+    shown = root / relpath  # what the rows say (source_file): never the real path
+    # no file of that stored name (None): it does not resolve, so it reads as vanished / deleted
+    path = root / (real_relpath or relpath)
     first_seen = prev["first_seen_at"] if prev is not None and prev.get("first_seen_at") else now
     base = {"session_key": key, "path": relpath, "run_id": run_id, "first_seen_at": first_seen,
             "last_seen_at": now, "change": change, "prev_day": None}
@@ -233,7 +239,7 @@ def read_change(root: Path, key: str, relpath: str, change: str, prev: Mapping[s
             change = base["change"] = "rewritten"
     if prev is not None and prev.get("day") and prev["day"] != day and prev.get("status") != "deleted":
         base["prev_day"] = prev["day"]
-    raw, stats = rows_of_file_bytes(data, key, source_file=str(path), now=now,
+    raw, stats = rows_of_file_bytes(data, key, source_file=str(shown), now=now,
                                     json_document=path.suffix.lower() in DOCUMENT_SUFFIXES, privacy=privacy)
     fmt = stats.get("source_format") or "unknown"
     if not data:

@@ -36,7 +36,7 @@ def registry_rows(lake: DeltaLake, keys: list[str]) -> dict[str, dict]:
     return {r["session_key"]: r for r in t.to_pylist()}
 
 
-def backfill_changes(lake: DeltaLake, root, days: list[str], warn: Callable[[str], None]
+def backfill_changes(lake: DeltaLake, root, days: list[str], warn: Callable[[str], None], names=None
                      ) -> tuple[list[tuple[str, str, str]], dict]:
     """The files of a backfill over ``days``: those the registry holds for them (read again),
     plus what the directory holds that the registry does not know yet or that changed since
@@ -48,7 +48,7 @@ def backfill_changes(lake: DeltaLake, root, days: list[str], warn: Callable[[str
     wanted = set(days)
     changes = {k: (k, r["path"], "backfill") for k, r in reg.items()
                if r["day"] in wanted and r["status"] != "deleted"}
-    found, problems = reconcile(root, reg)
+    found, problems = reconcile(root, reg, names)
     for c in found:
         if c.day in wanted or (c.prev_day or "") in wanted:
             changes[c.key] = (c.key, c.path, c.change)
@@ -125,21 +125,27 @@ class ReadReport:
 
 def read_files(lake: DeltaLake, root, days: list[str], changes: Optional[list[tuple[str, str, str]]], *,
                run_id: str, now: datetime, privacy, warn: Callable[[str], None],
-               chunk_bytes: int = READ_CHUNK_BYTES) -> ReadReport:
+               chunk_bytes: int = READ_CHUNK_BYTES, names=None) -> ReadReport:
     """Read the run's files (``changes``: (key, path, change); None: a backfill of ``days``)
     into ``raw_traces``, a group of at most ``chunk_bytes`` of files per write, and return
-    the registry rows with what the reading found."""
+    the registry rows with what the reading found. ``names``: how the files' paths are
+    stored (resources.sessions.SessionNames: user names pseudonymized); the paths of
+    ``changes`` and of the registry are stored ones, the real ones never leave it."""
+    from resources.sessions import SessionNames
+
+    names = names if names is not None else SessionNames(root)
     report = ReadReport(days=days)
     if changes is not None:
         prev = registry_rows(lake, [c[0] for c in changes])
     else:  # a backfill: every file the registry holds for these days, and what changed on disk there
-        changes, prev = backfill_changes(lake, root, days, warn)
+        changes, prev = backfill_changes(lake, root, days, warn, names)
     i = 0
     while i < len(changes):
         group, nbytes = [], 0
         while i < len(changes) and (not group or nbytes < chunk_bytes):
             key, path, change = changes[i]
-            fr = read_change(root, key, path, change, prev.get(key), run_id=run_id, now=now, privacy=privacy)
+            fr = read_change(root, key, path, change, prev.get(key), run_id=run_id, now=now, privacy=privacy,
+                             real_relpath=names.real(path))
             i += 1
             if not fr.registry:
                 report.problems.append([path, fr.stats.get("skipped", "skipped")])

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 from assets.traces.registry import classify, day_of, probe_file
 
-from resources.sessions import SESSION_SUFFIXES
+from resources.sessions import SESSION_SUFFIXES, SessionNames
 from resources.sessions import session_key_for as key_for
 
 
@@ -39,12 +39,14 @@ class ScanState:
     recheck: list[str] = field(default_factory=list)  # changed files that waited: statted next tick
 
     def to_json(self) -> dict:
-        return {"v": 2, "dirs": self.dirs, "pending": self.pending, "sweep": self.sweep, "recheck": self.recheck}
+        return {"v": 3, "dirs": self.dirs, "pending": self.pending, "sweep": self.sweep, "recheck": self.recheck}
 
     @classmethod
     def from_json(cls, obj: Any) -> "ScanState":
-        if not isinstance(obj, dict) or obj.get("v") != 2:
-            return cls()  # a cursor of the per-file sensor (or none): start over; the registry knows the files
+        # v3: paths are stored names (user names pseudonymized). A cursor of an older sensor
+        # (real paths, or the per-file sensor's) or none: start over; the registry knows the files
+        if not isinstance(obj, dict) or obj.get("v") != 3:
+            return cls()
         return cls(dict(obj.get("dirs") or {}), dict(obj.get("pending") or {}), int(obj.get("sweep") or 0),
                    list(obj.get("recheck") or []))
 
@@ -52,12 +54,13 @@ class ScanState:
 @dataclass(frozen=True)
 class Change:
     key: str
-    path: str  # relative to the root, "/"-separated
+    path: str  # relative to the root, "/"-separated, as stored (user names pseudonymized)
     change: str  # new | appended | rewritten | deleted
     size: int
     mtime_ns: int
     day: str
     prev_day: str | None = None
+    real: str | None = field(default=None, compare=False, repr=False)  # the real path: never stored
 
     def as_config(self) -> dict:
         return {"key": self.key, "path": self.path, "change": self.change, "size": self.size,
@@ -90,12 +93,26 @@ def scan(root: Path, state: ScanState, registry: Mapping[str, Mapping[str, Any]]
          max_files: int = 1000, max_bytes: int = 512 * 1024 * 1024, hot_seconds: float = 900.0,
          sweep_files: int = 2000, pending_ttl_s: float = 900.0, suffixes=SESSION_SUFFIXES,
          max_span_days: int = 7,
-         now: float | None = None, registry_keys: list[str] | None = None) -> ScanResult:
+         now: float | None = None, registry_keys: list[str] | None = None,
+         names: SessionNames | None = None) -> ScanResult:
     """Compare the directory with the registry (+ pending requests); return one tick's batch.
 
     ``registry``: key -> row with path, size, mtime_ns, head_len, head_fp, day, status.
+    ``names``: how paths are stored (user names pseudonymized); every path in the state,
+    the registry, the batch and the problems is a stored one, the real ones stay here.
     """
     now = time.time() if now is None else now
+    names = names if names is not None else SessionNames(root)
+    real_of: dict[str, str] = {"": ""}  # stored rel -> real rel (dirs and files seen this tick)
+
+    def real_rel(rel: str) -> str | None:
+        r = real_of.get(rel)
+        if r is None:
+            r = names.real(rel)
+            if r is not None:
+                real_of[rel] = r
+        return r
+
     state = ScanState(state.dirs, _unrecorded(state.pending, registry), state.sweep, state.recheck)
     recheck_set = set(state.recheck)
     stats = {"dirs": 0, "dirs_listed": 0, "files_listed": 0, "files_statted": 0}
@@ -111,7 +128,10 @@ def scan(root: Path, state: ScanState, registry: Mapping[str, Mapping[str, Any]]
     stack = [""]
     while stack:
         rel = stack.pop()
-        full = root / rel if rel else root
+        rrel = real_rel(rel)
+        if rrel is None:
+            continue  # gone: its files fail their stat below and count as deleted
+        full = root / rrel if rrel else root
         try:
             st = os.lstat(full) if rel else os.stat(full)
         except OSError:
@@ -132,7 +152,9 @@ def scan(root: Path, state: ScanState, registry: Mapping[str, Mapping[str, Any]]
             problems.append((rel or ".", f"cannot list: {exc.strerror or exc}"))
             continue
         for e in entries:
-            erel = f"{rel}/{e.name}" if rel else e.name
+            erreal = f"{rrel}/{e.name}" if rrel else e.name
+            erel = names.stored(erreal)
+            real_of[erel] = erreal
             try:
                 if e.is_dir(follow_symlinks=False):
                     stack.append(erel)
@@ -149,7 +171,7 @@ def scan(root: Path, state: ScanState, registry: Mapping[str, Mapping[str, Any]]
                         continue  # leads outside the watched directory: ignored
                 fst = e.stat(follow_symlinks=True)
             except (OSError, RuntimeError) as exc:
-                problems.append((erel, f"cannot stat: {getattr(exc, 'strerror', None) or exc}"))
+                problems.append((erel, f"cannot stat: {getattr(exc, 'strerror', None) or type(exc).__name__}"))
                 continue
             if not statmod.S_ISREG(fst.st_mode):
                 continue
@@ -186,8 +208,11 @@ def scan(root: Path, state: ScanState, registry: Mapping[str, Mapping[str, Any]]
         if relpath is None:
             continue
         stats["files_statted"] += 1
+        rreal = real_rel(relpath)
         try:
-            fst = os.stat(root / relpath)
+            if rreal is None:
+                raise FileNotFoundError(relpath)
+            fst = os.stat(root / rreal)
         except FileNotFoundError:
             continue
         except OSError as exc:
@@ -220,7 +245,7 @@ def scan(root: Path, state: ScanState, registry: Mapping[str, Mapping[str, Any]]
             continue
         kind = classify(row, size, mtime_ns, None)  # head comparison deferred to the batch
         changes.append(Change(k, relpath, kind, size, mtime_ns, row["day"] if row else "",
-                              row["day"] if row else None))
+                              row["day"] if row else None, real=real_rel(relpath)))
 
     # Newest change first (live sessions before a backlog; deletions before all), within
     # the bounds: count, bytes, and the span of days one run covers (a run over a date range
@@ -284,12 +309,12 @@ def scan(root: Path, state: ScanState, registry: Mapping[str, Mapping[str, Any]]
 
 def _resolve(root: Path, c: Change, row: Mapping[str, Any] | None, problems: list) -> Change | None:
     """Read a changed file's head: appended vs rewritten, and the day of a new / rewritten one."""
-    full = root / c.path
+    full = root / (c.real if c.real is not None else c.path)
     kind = c.change
     if kind in ("rewritten", "appended") and row is not None:
         kind = classify(row, c.size, c.mtime_ns, full)
     if kind == "appended" and row is not None:
-        return Change(c.key, c.path, kind, c.size, c.mtime_ns, row["day"], None)
+        return Change(c.key, c.path, kind, c.size, c.mtime_ns, row["day"], None, real=c.real)
     pr = probe_file(full)
     if pr.error:
         problems.append((c.path, pr.error))
@@ -298,7 +323,8 @@ def _resolve(root: Path, c: Change, row: Mapping[str, Any] | None, problems: lis
     day = day_of(pr.started_at, c.mtime_ns)
     live = row is not None and row.get("status") != "deleted"
     prev_day = row["day"] if live and row["day"] != day else None
-    return Change(c.key, c.path, kind if live or row is None else "new", c.size, c.mtime_ns, day, prev_day)
+    return Change(c.key, c.path, kind if live or row is None else "new", c.size, c.mtime_ns, day, prev_day,
+                  real=c.real)
 
 
 def split_by_span(batch: list[Change], max_span_days: int = 7) -> list[list[Change]]:
@@ -327,9 +353,10 @@ def _unrecorded(pending: dict[str, list], registry: Mapping[str, Mapping[str, An
     return out
 
 
-def reconcile(root: Path, registry: Mapping[str, Mapping[str, Any]]) -> tuple[list[Change], list[tuple[str, str]]]:
+def reconcile(root: Path, registry: Mapping[str, Mapping[str, Any]], names: SessionNames | None = None
+              ) -> tuple[list[Change], list[tuple[str, str]]]:
     """Every difference between the directory and the registry, unbounded (a full listing
     and a head read of every new or changed file): for backfills and ``tracelake materialize``."""
     res = scan(root, ScanState(), registry, registry_keys=sorted(registry), max_files=10**9, max_bytes=1 << 62,
-               sweep_files=len(registry) + 1, hot_seconds=float("inf"), max_span_days=10**6)
+               sweep_files=len(registry) + 1, hot_seconds=float("inf"), max_span_days=10**6, names=names)
     return res.batch, res.problems

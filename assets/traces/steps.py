@@ -7,7 +7,7 @@ with visible text or tool calls, except
   the client wrote, e.g. "API Error: ..." / "No response requested." -- no model made
   them), and thinking-only / empty turns (nothing to imitate);
 * turns whose context holds no user or system message (e.g. a resumed session whose
-  first turns point at a parent in another file): there is no prompt to replay.
+  first turns point at a parent in another file): there is no prompt to ask teachers with.
 
 Context (``messages``, OpenAI chat format): the chain of ``parent_turn_id`` ancestors of
 the step, oldest first, which is what the model saw:

@@ -28,6 +28,7 @@ from typing import Any
 
 from resources import settings
 from resources.privacy import secrets
+from resources.privacy.gate import gate_for
 from resources.privacy.pii import PII_KINDS, PiiPolicy, Pseudonymizer
 
 __all__ = ["Privacy", "for_lake", "active", "configure", "scrub_text", "scrub_texts", "scrub_json", "scrub_bytes",
@@ -75,19 +76,24 @@ class Privacy:
     def __repr__(self) -> str:
         return f"Privacy(pii={list(self.policy.enabled)})"
 
-    def scrub_texts(self, texts: list[str]) -> tuple[list[str], dict[int, dict[str, int]]]:
-        """Scrub many texts: ``(texts, {index: {kind: n}})`` with counts only for changed texts."""
+    def scrub_texts(self, texts: list[str], raw: list[bytes] | None = None
+                    ) -> tuple[list[str], dict[int, dict[str, int]]]:
+        """Scrub many texts: ``(texts, {index: {kind: n}})`` with counts only for changed texts.
+
+        One gate pass (resources/privacy/gate.py) picks the texts that may hold a secret and
+        those that may hold personal data; only those go through the rules. ``raw``: the
+        texts' exact UTF-8 bytes when the caller has them (the gate reads them as they are)."""
+        if not texts:
+            return texts, {}
+        gate = gate_for(self.pii.prefilter_patterns if self.pii is not None else ())
+        sec_idx, pii_idx = gate.scan(texts, raw)
+        hits = gate.secret_hits([texts[i] for i in sec_idx]) if sec_idx else []
+        out, counts = secrets._scrub_sparse(texts, sec_idx, hits)
         if self.pii is None:
-            return secrets._scrub_sparse(texts)
-        if len(texts) < 256:
-            out, counts = secrets._scrub_sparse(texts)
-            cand = None
-        else:
-            # the two pre-filters are independent passes of Rust's regex engine (which
-            # releases the GIL): the personal-data one runs beside the secrets one
-            fut = _pool().submit(self.pii.candidates, texts)
-            out, counts = secrets._scrub_sparse(texts)
-            cand = sorted(set(fut.result()) | set(counts))  # texts a secret rule changed: again
+            return out, counts
+        cand = sorted(set(pii_idx) | set(counts)) if counts else pii_idx  # texts a secret rule changed: again
+        if not cand:
+            return out, counts
         out, pc = self.pii.scrub_many(out, cand)
         for i, c in pc.items():
             d = counts.setdefault(i, {})
@@ -166,17 +172,6 @@ def split_counts(counts: dict[str, int]) -> tuple[dict[str, int], dict[str, int]
 
 
 _LOCK = threading.Lock()
-_POOL = None
-
-
-def _pool():
-    global _POOL
-    if _POOL is None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="privacy")
-    return _POOL
-
 _BY_ROOT: dict[str, Privacy] = {}
 _CONFIGURED: Privacy | None = None
 

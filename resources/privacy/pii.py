@@ -43,6 +43,12 @@ PII_KINDS = ("home_user", "email", "phone", "payment_card", "ip_address")
 # (a Windows drive letter is not part of the match: patterns that start with a literal let
 # Rust's regex skip ahead with a literal search, ~5x faster than a letter class first)
 _HOME = r"(?:/Users/|/home/|:\\{1,4}Users\\{1,4}|:/Users/)[^/\\\"'\s:*?<>|`]{1,64}"
+# the same path as Claude Code names its project folders (every character but [A-Za-z0-9]
+# written as "-"): /Users/jane/proj -> -Users-jane-proj, C:\Users\jane -> C--Users-jane.
+# Not after a letter or digit ("take-home-pay"). Found by Python's re (lookbehind) in the
+# few texts that hold "-Users-" / "-home-", apart from the literal-led union below.
+_HOME_DASH = r"(?:[A-Za-z]--|-)(?:Users|home)-[A-Za-z0-9][A-Za-z0-9\-]{0,200}"
+_HOME_DASH_FIND = re.compile(r"(?<![A-Za-z0-9])" + _HOME_DASH)
 _EMAIL = (r"(?:\\[nrt])?[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?"
           r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?){0,8}\.[A-Za-z]{2,24}\b")
 _PHONE = (r"\+[1-9][0-9]{0,2}[ .\-]?(?:\([0-9]{1,4}\)|[0-9]{1,4})(?:[ .\-]?[0-9]{2,4}){2,4}\b"
@@ -53,8 +59,9 @@ _CARD = (r"\b(?:[0-9]{13,19}|[0-9]{4}(?:[ \-][0-9]{4}){2}[ \-][0-9]{1,7}"
 # Necessary conditions of the kinds above, cheap to scan for (literal-led or short): only
 # the texts that match one go through the full extraction.
 _PRE = {
-    "home_user": r"/Users/|/home/|:\\{1,4}Users\\{1,4}|:/Users/",
-    "email": r"@",
+    "home_user": r"/Users/|/home/|:\\{1,4}Users\\{1,4}|:/Users/|-Users-|-home-",
+    # what _EMAIL needs around its "@" (not npm's "pkg@1.2.3/" nor a hash's "...@v2")
+    "email": r"[A-Za-z0-9._%+\-]@[A-Za-z0-9][A-Za-z0-9\-]{0,63}\.[A-Za-z0-9]",
     "phone": r"\+[1-9][0-9 .\-()]{6}|\([0-9]{3}\)|[0-9][.\-][0-9]{3}[.\-][0-9]",
     # contiguous, 4-4-4-x, Amex 4-6-5 (not a UUID's 4-4-4 hex groups)
     "payment_card": r"[2-6][0-9]{3}(?:[0-9]{9}|[ \-][0-9]{4}[ \-][0-9]{4}|[ \-][0-9]{6}[ \-][0-9]{4})",
@@ -63,7 +70,7 @@ _PRE = {
 _IP = r"\b(?:[0-9]{1,3}\.){3}[0-9]{1,3}\b"
 
 _PY = {
-    "home_user": re.compile(_HOME),
+    "home_user": re.compile(_HOME + "|" + _HOME_DASH),
     "email": re.compile(_EMAIL),
     "phone": re.compile(_PHONE),
     "payment_card": re.compile(_CARD),
@@ -73,6 +80,18 @@ _RUST = {"home_user": _HOME, "email": _EMAIL, "phone": _PHONE, "payment_card": _
 # which kinds a candidate may be, tried in this order
 _PREFIX = {"home_user": "user", "ip_address": "ip"}
 _ORDER = ("home_user", "email", "payment_card", "phone", "ip_address")
+
+
+def _dashed(name: str) -> str:
+    """A name as Claude Code writes it in a folder name (every character but [A-Za-z0-9] -> "-")."""
+    return re.sub(r"[^A-Za-z0-9]", "-", name)
+
+
+_DASHED_RE = re.compile(r"([^A-Za-z0-9]?(?:[A-Za-z]--|-)(?:Users|home)-)([A-Za-z0-9][A-Za-z0-9\-]*)")
+
+
+def _is_dashed(cand: str) -> bool:
+    return _DASHED_RE.match(cand) is not None
 
 
 def luhn_ok(digits: str) -> bool:
@@ -122,6 +141,10 @@ class PiiPolicy:
     phone_region: str = "US"  # numbers without a +country prefix are read in this region
     allow_users: frozenset[str] = field(default_factory=lambda: frozenset(
         {"Shared", "Public", "Default", "All Users", "user", "User", "username", "runner"}))
+    # user names whose folder names Claude Code writes with "-" (Jane_Smith -> Jane-Smith): a
+    # name known here (or the name of this machine's user) is taken whole in -Users-Jane-Smith-proj;
+    # an unknown one up to its first "-" (see Pseudonymizer.dashed_home)
+    known_users: frozenset[str] = field(default_factory=frozenset)
     allow_email_locals: frozenset[str] = field(default_factory=lambda: frozenset({"noreply", "no-reply", "git"}))
     allow_email_domains: frozenset[str] = field(default_factory=lambda: frozenset({
         "example.com", "example.org", "example.net", "example.invalid", "users.noreply.github.com"}))
@@ -143,6 +166,8 @@ class PiiPolicy:
                         ("email_domains", "allow_email_domains")):
             if k in allow:
                 kw[attr] = frozenset(allow[k] or [])
+        if "known_users" in m:
+            kw["known_users"] = frozenset(str(u) for u in (m.pop("known_users") or []))
         if m:
             raise ValueError(f"unknown personal-data settings: {sorted(m)}")
         return cls(**kw)
@@ -161,9 +186,17 @@ class Pseudonymizer:
         self.policy = policy
         self._salt = salt
         self._cache: dict[str, tuple[str, str] | None] = {}
+        # user names seen in /Users/<name> paths by this scrubber: a dashed folder name in the
+        # same texts (-Users-Jane-Smith-proj) is then cut after the whole name
+        self._learned: set[str] = set()
 
     def __repr__(self) -> str:  # never show the salt
         return f"Pseudonymizer(kinds={list(self.policy.enabled)})"
+
+    @cached_property
+    def prefilter_patterns(self) -> tuple[str, ...]:
+        """The pre-filter of each enabled kind (the gate's personal-data patterns)."""
+        return tuple(_PRE[k] for k in self.policy.enabled)
 
     @cached_property
     def prefilter(self) -> str | None:
@@ -190,22 +223,81 @@ class Pseudonymizer:
         if hit is not ...:
             return hit  # type: ignore[return-value]
         out = None
+        dashed = _is_dashed(cand)
         for kind in self.policy.enabled:
             if _PY[kind].fullmatch(cand):
                 out = getattr(self, "_" + kind)(cand)
                 if out is not None:
                     out = (kind, out)
                     break
-        if len(self._cache) < 100_000:
+        if len(self._cache) < 100_000 and not dashed:  # a dashed one depends on the names learned so far
             self._cache[cand] = out
         return out
 
     def _home_user(self, cand: str) -> str | None:
         m = re.match(r"(/Users/|/home/|:\\{1,4}Users\\{1,4}|:/Users/)(.*)", cand, re.S)
+        if m is None:
+            return self.dashed_home(cand, self._learned)
         prefix, name = m.group(1), m.group(2)
-        if name in self.policy.allow_users or name.startswith(("user_", "$", "%", "{", "<", "[")):
+        if not self._user_name(name):
             return None
+        if len(self._learned) < 10_000:
+            self._learned.add(name)
         return prefix + self.pseudonym("home_user", name)
+
+    def _user_name(self, name: str) -> bool:
+        """Whether ``name`` (after /Users/) is a user's name to pseudonymize."""
+        return bool(name) and name not in self.policy.allow_users and not name.startswith(
+            ("user_", "$", "%", "{", "<", "["))
+
+    @cached_property
+    def _static_users(self) -> tuple[tuple[str, str], ...]:
+        from resources import settings
+
+        names = set(self.policy.known_users) | set(settings.local_user_names())
+        return tuple(sorted(((n, _dashed(n)) for n in names if self._user_name(n)), key=lambda x: -len(x[1])))
+
+    def dashed_home(self, text: str, users=()) -> str | None:
+        """A home folder written the Claude Code way (``-Users-Jane-Smith-proj``, ``C--Users-jane``,
+        ``-home-jane``, with at most one character before it) with its user name pseudonymized
+        (the pseudonym of ``/Users/Jane_Smith``), or None.
+
+        Where the name ends cannot be read from the dashes: a name known from the policy, this
+        machine or ``users`` (names seen in /Users/<name> paths) is taken whole (the longest
+        that fits), any other one up to its first "-"."""
+        m = _DASHED_RE.match(text)
+        if m is None:
+            return None
+        prefix, rest = m.group(1), m.group(2)
+        name = None
+        extra = sorted(((u, _dashed(u)) for u in users if self._user_name(u)), key=lambda x: -len(x[1]))
+        for real, dashed in (*extra, *self._static_users):
+            if rest == dashed or rest.startswith(dashed + "-"):
+                name, tail = real, rest[len(dashed):]
+                break
+        if name is None:
+            name, _, tail = rest.partition("-")
+            tail = "-" + tail if tail else ""
+            if not self._user_name(name):
+                return None
+        return prefix + self.pseudonym("home_user", name) + tail + text[m.end():]
+
+    def path(self, relpath: str, users=()) -> str:
+        """A relative path with the user names of its folders pseudonymized: dashed home
+        folders (Claude Code's ``-Users-jane-proj``) and ``.../Users/<name>/...``,
+        ``.../home/<name>/...`` components. Deterministic for a given salt, policy and
+        ``users``; every other component is kept as it is."""
+        if "home_user" not in self.policy.enabled:
+            return relpath
+        parts = relpath.split("/")
+        out = []
+        for i, comp in enumerate(parts):
+            if i and parts[i - 1] in ("Users", "home") and self._user_name(comp):
+                comp = self.pseudonym("home_user", comp)
+            elif "Users-" in comp or "home-" in comp:
+                comp = self.dashed_home(comp, users) or comp
+            out.append(comp)
+        return "/".join(out)
 
     def _email(self, cand: str) -> str | None:
         esc = ""
@@ -215,6 +307,8 @@ class Pseudonymizer:
         domain = domain.lower()
         if local.startswith(".") or local.endswith(".") or ".." in local:
             return None  # not an address (Promise.@resolve)
+        if not esc and local in ("n", "r", "t"):
+            return None  # the letter of a JSON escape ("...\n@github.com"): replacing it would break the escape
         if (local.lower() in self.policy.allow_email_locals or domain in self.policy.allow_email_domains
                 or domain.endswith((".invalid", ".test", ".example", ".localhost", ".local"))
                 or local.startswith("email_")):
@@ -278,13 +372,23 @@ class Pseudonymizer:
             idx = pl.Series("i", candidates, dtype=pl.UInt32)
         if len(idx) == 0:
             return texts, {}
-        found = s.gather(idx).str.extract_all(self.pattern)
+        sub = s.gather(idx)
+        found = sub.str.extract_all(self.pattern)
         df = pl.DataFrame({"i": idx, "m": found}).explode("m").drop_nulls("m")
+        if "home_user" in self.policy.enabled:
+            dashed = sub.str.contains("-(?:Users|home)-").arg_true().to_list()
+            if dashed:
+                rows = [(idx[j], m.group(0)) for j in dashed for m in _HOME_DASH_FIND.finditer(sub[j])]
+                if rows:
+                    extra = pl.DataFrame({"i": [r[0] for r in rows], "m": [r[1] for r in rows]},
+                                         schema={"i": df.schema["i"], "m": pl.String})
+                    df = pl.concat([df, extra])
         if df.height == 0:
             return texts, {}
         repl: dict[str, str] = {}
         kind_of: dict[str, str] = {}
-        for cand in df["m"].unique().to_list():
+        # slash-form home paths first: they teach the user names of dashed folder names
+        for cand in sorted(df["m"].unique().to_list(), key=_is_dashed):
             hit = self.classify(cand)
             if hit is not None:
                 kind_of[cand], repl[cand] = hit

@@ -363,6 +363,150 @@ RULES: list[Rule] = [
 _FIRST_GENERIC = next(i for i, r in enumerate(RULES) if r.kind == "bearer_token")
 RULES[_FIRST_GENERIC:_FIRST_GENERIC] = _detect_secrets_rules()
 RULES.append(Rule("base64_secret", None, _B64_RUN, bulk="|".join(re.escape(c) for c in _B64_CORES)))
+
+# A token split in two by a line break: a terminal wrapped it, a value was copied over two
+# lines ("ghp_Zq8Xw7Cv6Bn5\nMm4Ll3Kk2Jj1Hh0Gg9Ff8Ee7D" in a JSON string, once or twice
+# escaped). Neither half alone matches its rule (a fixed-length token), or only the first
+# does and the tail stays. The line starting with a known prefix is joined with the next
+# line's token and the rules run on the whole; a secret across the break is replaced
+# whole (the break kept after its placeholder), counted under its own kind. Runs first.
+SPLIT_PREFIXES = (
+    "AKIA", "ASIA", "ABIA", "ACCA", "A3T", "AIza", "sk-", "sk_live_", "sk_test_", "rk_live_", "rk_test_",
+    "hf_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "gldt-", "glrt-", "glsa_", "npm_",
+    "pypi-", "SG.", "AC", "SK", "key-", "sq0csp-", "sq0atp-", "EAAA", "xoxb-", "xoxp-", "xoxa-", "xoxr-",
+    "xoxs-", "xoxe-", "xapp-", "eyJ", "dop_v1_", "shpat_", "shpss_", "shpca_", "gsk_", "xai-", "r8_", "pplx-",
+    "lin_api_", "dapi", "ATATT", "nfp_", ":AA", "Bearer ", "AccountKey=", "_authToken=", "-us",
+)
+_SPLIT_CHARS = r"A-Za-z0-9_\-.+/="
+_SPLIT_SEP = r"(?:\\{1,3}r)?\\{1,3}n|\r?\n"
+_SPLIT_RX = re.compile(
+    "(?P<left>(?:" + "|".join(re.escape(p) for p in SPLIT_PREFIXES) + ")[" + _SPLIT_CHARS + "]{0,512})"
+    "(?P<sep>" + _SPLIT_SEP + ")(?P<right>[" + _SPLIT_CHARS + "]{1,512})")  # what the rule finds (docs, bulk)
+# ... or a secret's keyword just before the value on the first line (password=..., "client_secret":
+# "...", Bearer ..., postgres://user:...)
+_SPLIT_KEYWORDS = r"key|secret|token|passw|pwd|bearer|auth|credential"
+_SPLIT_KEYWORD_RX = re.compile(
+    "(?i:" + _SPLIT_KEYWORDS + r")[A-Za-z0-9_\-]{0,40}[\"': =\\]{1,8}|://[^:/@\s\\]{1,64}:")
+_SPLIT_PREFIX_ALT = "(?:" + "|".join(re.escape(p).replace("\\ ", " ") for p in SPLIT_PREFIXES) + ")"
+_SPLIT_KW_ALT = "(?:(?i:" + _SPLIT_KEYWORDS + r")[A-Za-z0-9_\-]*[\"': =\\]+|://[^:/@\s\\]+:)"
+# (an anchor, its token, a line break, a token character): the gate's pattern (unbounded:
+# Rust and Hyperscan run it in linear time) and, bounded, Python's
+# (two characters at least on the next line: not a "- " bullet after "Key features")
+_SPLIT_FIND = (_SPLIT_PREFIX_ALT + "[" + _SPLIT_CHARS + "]*(?:" + _SPLIT_SEP + ")[" + _SPLIT_CHARS + "]{2}",
+               _SPLIT_KW_ALT + "[" + _SPLIT_CHARS + "]*(?:" + _SPLIT_SEP + ")[" + _SPLIT_CHARS + "]{2}")
+_SPLIT_BULK = "|".join(_SPLIT_FIND)
+_SEP_RX = re.compile(_SPLIT_SEP)
+_RUN_RX = re.compile("[" + _SPLIT_CHARS + ":]{1,512}")  # ":" for telegram's <digits>:AA...
+_NEXT_RX = re.compile(r"[A-Za-z0-9_\-.+/]{1,512}={0,3}")  # a token's rest: "=" only as padding
+_RUN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.+/=:")
+_PREFIX_RX = re.compile("|".join(re.escape(p) for p in SPLIT_PREFIXES))
+
+
+def _tokenish(run: str) -> bool:
+    """A line start that reads as the rest of a token (not an ordinary next word)."""
+    return len(run) >= 6 and (any(c.isdigit() for c in run) or (not run.islower() and not run.isupper()))
+
+
+_ANCHOR_RX = re.compile("(?P<kw>" + _SPLIT_KEYWORD_RX.pattern + ")|" + _PREFIX_RX.pattern)
+_CONTEXT = 64  # characters around the two lines the rules see too (scheme of a URL, --flag, @host)
+
+
+def _split_spans(text: str, counts: dict[str, int]) -> str:
+    """Find each known prefix or secret keyword whose token runs into a line break, join it
+    with the token that starts the next line, and replace what the rules find across the
+    break. Linear: anchors are found by one regex pass, each looked at once with bounded runs."""
+    if "\n" not in text and "\\n" not in text:
+        return text  # no line break, raw or escaped
+    rules = _RULES_BUT_SPLIT()
+    run_chars = _RUN_CHARS
+    out, last = [], 0
+    for f0, f1 in _split_finder().spans(text):
+        # (an anchor, its token, a line break, a token character): the anchor again, by re
+        am = _ANCHOR_RX.match(text, f0)
+        if am is None or am.start() < last:
+            continue
+        if am.group("kw"):
+            a = vstart = am.end()
+        else:
+            a, vstart, lim = am.start(), am.start(), max(last, am.start() - 64)
+            while a > lim and text[a - 1] in run_chars:
+                a -= 1  # the token may start before its prefix (telegram's digits, "xsk-...")
+            if a > 0 and text[a - 1] == "\\" and text[a] in "nrtu":
+                a += 1  # after a JSON escape (\nghp_...): not its letter
+        rm = _RUN_RX.match(text, vstart)
+        if rm is None:
+            continue
+        sm = _SEP_RX.match(text, rm.end())
+        if sm is None:
+            continue  # the token does not run into a line break
+        r = _NEXT_RX.match(text, sm.end())
+        if r is None or r.end() - r.start() < 2:
+            continue
+        raw_nl, esc_nl = text.rfind("\n", 0, a), text.rfind("\\n", 0, a)
+        c0 = max(raw_nl + 1 if raw_nl >= 0 else 0, esc_nl + 2 if esc_nl >= 0 else 0, a - _CONTEXT, last)
+        c0 = min(c0, am.start())
+        c1 = min(len(text), r.end() + _CONTEXT)
+        sep = sm.group(0)
+        first, second = text[c0: sm.start()], text[sm.end(): c1]
+        joined = first + second
+        wrules = _window_rules(joined, rules)
+        if not wrules:
+            continue  # no rule's relaxed pattern in the two lines joined
+        sj, sub = scrub(joined, {}, wrules)
+        if not sub:
+            continue
+        p = 0
+        lim = min(len(joined), len(sj))
+        while p < lim and joined[p] == sj[p]:
+            p += 1
+        q = 0
+        while q < lim - p and joined[-1 - q] == sj[-1 - q]:
+            q += 1
+        k = len(first)
+        s_, e_ = p, len(joined) - q
+        if not (s_ < k < e_):
+            continue  # the secret lies on one side of the break: the rules find it there
+        if "private_key" in sub:
+            continue  # PEM blocks span lines by nature: their own rules take them whole
+        frag = second[: min(e_ - k, r.end() - sm.end())]  # what the secret takes of the next line
+        whole_line = r.end() == len(text) or text[r.end()] in "\\\"'\r\n"
+        if scrub(first, {}, wrules)[1] and not _tokenish(frag) and not (
+                whole_line and any(c.isdigit() or c.isupper() for c in frag)):
+            continue  # the first line holds a whole secret; the next one goes on with words
+        out.append(text[last:c0] + joined[:s_] + sj[p: len(sj) - q] + sep + joined[e_:])
+        last = c1
+        for kind, n in sub.items():
+            counts[kind] = counts.get(kind, 0) + n
+    if not out:
+        return text
+    out.append(text[last:])
+    return "".join(out)
+
+
+@lru_cache(maxsize=1)
+def _split_finder():
+    from resources.privacy.gate import Finder
+
+    bounded = tuple(p.replace("]*", "]{0,512}").replace("]+", "]{1,64}") for p in _SPLIT_FIND)
+    return Finder(_SPLIT_FIND, python_patterns=bounded)
+
+
+def _window_rules(window: str, rules: list) -> list:
+    """The rules whose relaxed pattern matches ``window`` (one Hyperscan pass; all of them
+    without it)."""
+    from resources.privacy.gate import gate_for
+
+    hits = gate_for((), skip=("split_secret",)).secret_hits([window])[0]
+    if hits is None:
+        return rules
+    return [r for r in rules if not r.bulk or r.bulk in hits]
+
+
+def _RULES_BUT_SPLIT() -> list:
+    return [r for r in RULES if r.kind != "split_secret"]
+
+
+RULES.insert(0, Rule("split_secret", None, _SPLIT_RX, bulk=_SPLIT_BULK))
 _N_BUILTIN = len(RULES)
 
 
@@ -390,6 +534,7 @@ def register(kind: str, gates: Iterable[str], pattern: str | re.Pattern[str], *,
     else:
         RULES.insert(len(RULES) - 1, rule)  # before base64_secret
     _bulk_gate_patterns.cache_clear()
+    bulk_patterns.cache_clear()
     return rule
 
 
@@ -397,6 +542,7 @@ def unregister(rule: Rule) -> None:
     """Remove a rule added with :func:`register`."""
     RULES.remove(rule)
     _bulk_gate_patterns.cache_clear()
+    bulk_patterns.cache_clear()
 
 
 _PEM_BODY = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\r\n\\")
@@ -459,6 +605,8 @@ def _spans(rule: Rule, text: str) -> list[tuple[int, int]]:
 
 
 def _apply(rule: Rule, text: str, counts: dict[str, int]) -> str:
+    if rule.kind == "split_secret":
+        return _split_spans(text, counts)
     spans = _spans(rule, text)
     if not spans:
         return text
@@ -565,6 +713,17 @@ def _bulk_gate_patterns() -> tuple[str, ...]:
     return ("|".join(union), *alone)
 
 
+@lru_cache(maxsize=8)
+def bulk_patterns(skip: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Every rule's relaxed pattern (Python / PCRE syntax), each once: the gate's
+    (resources/privacy/gate.py) secret patterns. ``skip``: rule kinds left out."""
+    out: list[str] = []
+    for r in RULES:
+        if r.bulk and r.bulk not in out and r.kind not in skip:
+            out.append(r.bulk)
+    return tuple(out)
+
+
 def _bulk_gate_pattern() -> str:
     """All pre-filter patterns as one (slower) union."""
     return "|".join(_bulk_gate_patterns())
@@ -609,13 +768,24 @@ def scrub_many(texts: list[str]) -> tuple[list[str], list[dict[str, int]]]:
     return out, per
 
 
-def _scrub_sparse(texts: list[str]) -> tuple[list[str], dict[int, dict[str, int]]]:
+def _scrub_sparse(texts: list[str], idx: list[int] | None = None, hits: list | None = None
+                  ) -> tuple[list[str], dict[int, dict[str, int]]]:
     """:func:`scrub_many` for bulk work: the counts only of the texts that changed,
-    ``{index: {kind: n}}`` (most texts hold no secret)."""
+    ``{index: {kind: n}}`` (most texts hold no secret). ``idx``: the suspicious texts
+    when the caller's gate found them already; ``hits``: for each of them, the rules'
+    relaxed patterns it matches (None: found here)."""
     out = list(texts)
     counts: dict[int, dict[str, int]] = {}
-    idx = _suspicious_indices(texts)
-    for i, rules in zip(idx, _rules_per_text([texts[i] for i in idx])):
+    if idx is None:
+        idx = _suspicious_indices(texts)
+    if hits is None:
+        per_text = _rules_per_text([texts[i] for i in idx])
+    else:
+        todo = [j for j, h in enumerate(hits) if h is None]
+        found = dict(zip(todo, _rules_per_text([texts[idx[j]] for j in todo]))) if todo else {}
+        per_text = [found[j] if h is None else [r for r in RULES if not r.bulk or r.bulk in h]
+                    for j, h in enumerate(hits)]
+    for i, rules in zip(idx, per_text):
         text, c = scrub(texts[i], rules=rules)
         if c:
             out[i] = text

@@ -12,7 +12,6 @@ import datetime as dt
 import time
 
 import dagster as dg
-import pytest
 
 from assets.traces.partitions import SESSIONS
 from dagster_project.automation import AUTOMATION_SENSOR, IngestQuiet, ingest_quiet
@@ -22,13 +21,6 @@ from sensors.sessions import SessionSource
 
 DATASETS = {"gold/normalized_pairs", "gold/replay_corpus", "gold/prompt_pool", "gold/capture_shards",
             "gold/replay_sample", "gold/rag_playbooks"}
-
-
-@pytest.fixture
-def instance(tmp_path):
-    (tmp_path / "home").mkdir()
-    with dg.DagsterInstance.local_temp(tempdir=str(tmp_path / "home")) as inst:
-        yield inst
 
 
 def _requested(result) -> set[str]:

@@ -1,22 +1,9 @@
-"""Fixtures of the capture tests: a tiny Llama verifier and a real lake in tmp_path."""
-
-from pathlib import Path
+"""Fixtures of the capture tests: a tiny Llama verifier (``lake`` and ``tiny_dir`` come from
+tests/conftest.py)."""
 
 import pytest
 
 from resources.verifier import VerifierResource
-from resources.lake import DeltaLake
-from testsupport.models import build_tiny_llama
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory) -> Path:
-    return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama")
-
-
-@pytest.fixture
-def lake(tmp_path) -> DeltaLake:
-    return DeltaLake(root=str(tmp_path / "lake"))
 
 
 @pytest.fixture

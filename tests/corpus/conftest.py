@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
 from assets.corpus.policy import make_snapshot
-from resources.lake import DeltaLake
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -72,6 +70,3 @@ def corpus_row(i: int, *, age_days: float, ref: datetime = T0, kind: str = "inst
     return row
 
 
-@pytest.fixture
-def lake(tmp_path) -> DeltaLake:
-    return DeltaLake(root=str(tmp_path / "lake"))

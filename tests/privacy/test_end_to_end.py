@@ -50,14 +50,6 @@ def _session_lines(items) -> list[str]:
     return lines
 
 
-@pytest.fixture
-def instance(tmp_path):
-    (tmp_path / "dagster_home").mkdir()
-    inst = dg.DagsterInstance.local_temp(tempdir=str(tmp_path / "dagster_home"))
-    yield inst
-    inst.dispose()
-
-
 def test_planted_secrets_end_to_end(tmp_path, instance, capfd, monkeypatch):
     items = planted()[:24]  # one session's worth; every kind is covered by test_secret_corpus
     needles = [n for _, _, n in items] + list(PII.values())
@@ -190,3 +182,42 @@ def test_audit_of_a_table_starts_the_engine_once_for_all_its_columns(tmp_path, m
     monkeypatch.setattr(Auditor, "_run", lambda self, lines: starts.append(len(lines)) or real_run(self, lines))
     assert audit_table(lake, RAW_TRACES) == {"github-pat": 2}
     assert len(starts) == 1
+
+
+def test_audit_check_fails_on_personal_data_written_behind_the_scrubbers_back(tmp_path, instance, capsys):
+    lake = DeltaLake(root=str(tmp_path / "lake"))
+    privacy.configure(Privacy(PiiPolicy(), b"e2e-salt"))
+    try:
+        now = __import__("datetime").datetime.now(__import__("datetime").timezone.utc)
+        clean = {"session_key": "s", "source_file": "f", "source_format": "claude_code", "line_no": 1,
+                 "byte_offset": 0, "byte_len": 10, "record_type": "user", "quarantined": False, "secrets_scrubbed": 0,
+                 "raw": orjson.dumps({"type": "user", "cwd": "/Users/user_3f9a2c1b/app",
+                                      "content": "mail email_5d1e07aa@example.invalid"}).decode(), "ingested_at": now}
+        put_sessions(lake, RAW_TRACES, [clean])
+        defs = build_definitions(lake=lake, sessions=SessionSource(root=str(tmp_path)))
+        check_key = dg.AssetCheckKey(RAW_TRACES.asset_key, CHECK_NAME)
+        check = next(c for c in defs.asset_checks if check_key in c.check_keys)
+
+        def run_check():
+            r = dg.materialize([check], resources={"lake": lake}, instance=instance, raise_on_error=False,
+                               selection=dg.AssetSelection.checks(check_key))
+            return [e for e in r.get_asset_check_evaluations() if e.check_name == CHECK_NAME][0], r
+
+        ev, _ = run_check()
+        assert ev.passed and ev.metadata["personal_data_found"].value == 0
+        # behind the scrubber's back: an address, a phone number and a user's home folder
+        text = f"write to {PII['email']} or call {PII['phone']}; files in /Users/{PII['home']}/src"
+        bad = dict(clean, line_no=2, raw=orjson.dumps({"type": "user", "content": text}).decode())
+        put_sessions(lake, RAW_TRACES, [clean, bad])
+        ev, r = run_check()
+        assert not ev.passed and ev.metadata["findings"].value == 0  # no secret: personal data only
+        assert ev.metadata["personal_data_by_kind"].value == {"email": 1, "phone": 1, "home_user": 1}
+        logs = "\n".join(str(x) for x in instance.all_logs(r.run_id))
+        for v in PII.values():
+            assert v not in str(ev.metadata) and v not in logs
+        assert audit_main(["--lake", str(tmp_path / "lake")]) == 1
+        printed = capsys.readouterr().out
+        assert "personal_data:email" in printed and "personal_data:home_user" in printed
+        assert not any(v in printed for v in PII.values())
+    finally:
+        privacy.configure(None)

@@ -148,6 +148,21 @@ def test_bounded_time_on_a_9mb_line(name):
     assert dt < 20, f"{name}: {dt:.1f} s"  # linear: a few seconds on this 2-core machine
 
 
+@pytest.mark.parametrize("name", ["sk- repeated", "key= repeated", "pem without end", "password: "])
+def test_bounded_time_on_9mb_of_lines_just_under_the_gates_cap(name):
+    """The gate hands texts over 64 KB to Rust's regex (linear); below, Hyperscan's time on
+    such repetitive input grows with the square of a text's length: many lines just under
+    the cap are the worst case."""
+    from resources.privacy.gate import HS_MAX_CHARS
+
+    unit = PATHOLOGICAL[name][:HS_MAX_CHARS - 8]
+    lines = [unit] * (9_000_000 // len(unit))
+    t0 = time.perf_counter()
+    P.scrub_texts(lines)
+    dt = time.perf_counter() - t0
+    assert dt < 20, f"{name}: {dt:.1f} s"
+
+
 def test_secret_inside_a_9mb_line_is_scrubbed(tmp_path):
     key = "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx"
     big = "x" * 4_500_000 + f" {key} " + "y" * 4_500_000
@@ -185,3 +200,38 @@ def test_audit_finds_what_the_scrubber_missed_and_nothing_after_it():
 
 def test_entropy():
     assert shannon_entropy("aaaa") == 0 and shannon_entropy("ab") == 1.0
+
+
+def _split_at(text: str, needle: str, frac: float) -> tuple[str, str, str]:
+    """``text`` with a line break inside ``needle`` (at ``frac`` of it), and the two halves."""
+    i = text.index(needle)
+    cut = max(1, min(len(needle) - 1, int(len(needle) * frac)))
+    return text[: i + cut] + "\n" + text[i + cut:], needle[:cut], needle[cut:]
+
+
+def test_secrets_split_across_two_lines_are_scrubbed_whole():
+    """A token broken by a line break (a terminal wrapping it, a value copied over two lines),
+    in plain text, a Claude Code JSON line and a Codex doubly escaped tool output: the rules
+    run on the two lines joined, and neither half is left."""
+    items = planted()
+    misses, total = [], 0
+    for frac in (0.3, 0.5, 0.8):
+        for name, wrap in (("plain", None), ("claude_code", _cc_line), ("codex", _codex_line)):
+            for kind, text, needle in items:
+                if "\n" in needle or kind in ("private_key", "base64_secret"):
+                    continue  # multi-line by nature (PEM) / not a token (base64 of a text)
+                t, a, b = _split_at(text, needle, frac)
+                line = wrap(t) if wrap else t
+                out, counts = P.scrub_texts([line])
+                if wrap:
+                    orjson.loads(out[0])  # still valid JSON
+                total += 1
+                left = [h for h in (a, b) if len(h) >= 6 and h in out[0]]
+                if left:
+                    misses.append((frac, name, kind))
+    rate = 1 - len(misses) / total
+    print(f"split secrets: {total} cases, scrubbed whole {rate:.1%}; misses: {sorted(set(misses))}")
+    assert rate >= 0.9, sorted(set(misses))
+    # a secret that ends at a line end does not swallow the next line's words
+    out, counts = P.scrub_text("export T=xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx\nnpm run build")
+    assert out == "export T=[REDACTED:slack_token]\nnpm run build" and counts == {"slack_token": 1}

@@ -34,10 +34,6 @@ def by_key(lake, spec=SPEC):
     return out
 
 
-@pytest.fixture
-def lake(tmp_path):
-    return DeltaLake(root=str(tmp_path / "lake"))
-
 
 def test_read_of_missing_table_is_empty_with_schema(lake):
     t = lake.read(SPEC)

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from assets.traces.assets import ASSETS as TRACE_ASSETS
 from assets.traces.assets import CHECKS as TRACE_CHECKS
@@ -101,16 +100,6 @@ class Env:
 
 def changes_of(req):
     return req.run_config["ops"][READ_OP]["config"]["changes"]
-
-
-@pytest.fixture
-def instance(tmp_path):
-    # a persistent instance in tmp (instance_for_test leaves global state behind that breaks
-    # later DagsterInstance.ephemeral() users in the same process)
-    (tmp_path / "dagster_home").mkdir()
-    inst = dg.DagsterInstance.local_temp(tempdir=str(tmp_path / "dagster_home"))
-    yield inst
-    inst.dispose()
 
 
 def bump(path: Path, ns: int = 1_000_000):

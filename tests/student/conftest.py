@@ -3,14 +3,12 @@ holding training tables over six sessions whose answers follow learnable pattern
 
 import json
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
 from assets.examples.tables import KTO_EXAMPLES, SFT_EXAMPLES
 from assets.pairs.tables import NORMALIZED_PAIRS
 from resources.lake import DeltaLake
-from testsupport.models import build_tiny_llama
 from resources.verifier import VerifierResource
 from tests.sessions import put_sessions
 
@@ -18,16 +16,6 @@ SESSIONS = [f"claude-code~proj~s{i}.jsonl" for i in range(6)]
 TOOLS = json.dumps([{"type": "function", "function": {"name": "Bash", "description": "",
                      "parameters": {"type": "object", "properties": {"command": {"type": "string"}}}}}])
 NOW = datetime(2026, 11, 30, tzinfo=timezone.utc)
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory) -> Path:
-    return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama")
-
-
-@pytest.fixture
-def lake(tmp_path) -> DeltaLake:
-    return DeltaLake(root=str(tmp_path / "lake"))
 
 
 @pytest.fixture

@@ -149,9 +149,12 @@ def test_compaction_and_sidechains_exported(tmp_path):
 
 def test_export_command_writes_every_session(tmp_path):
     lake = DeltaLake(root=str(tmp_path / "lake"))
+    from resources.sessions import SessionNames
+
+    names = SessionNames.for_lake(SAMPLES_DIR, str(tmp_path / "lake"))  # keys as the sensor makes them
     keys, rows = [], []
     for p in sample_files():
-        key = str(p.relative_to(SAMPLES_DIR)).replace("/", "~")
+        key = names.key(p.relative_to(SAMPLES_DIR).as_posix())
         _, turns, _, _ = ingest(p, key)
         keys.append(key)
         rows += turns

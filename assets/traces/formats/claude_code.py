@@ -42,17 +42,7 @@ from typing import Any
 import orjson
 
 from assets.traces.errors import classify_error
-from assets.traces.formats._common import (
-    TurnIds,
-    as_int,
-    dumps,
-    finalize,
-    iter_records,
-    new_turn,
-    parse_ts,
-    text_of,
-    tool_call,
-)
+from assets.traces.formats import _common as shared
 
 FORMAT = "claude_code"
 _dumps = orjson.dumps
@@ -88,9 +78,9 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
     seen: set[str] = set()
     seen_add = seen.add
     # Every row starts as a copy of this (the TURN_COLUMNS, in order, with their defaults).
-    copy = new_turn(session_key, FORMAT, "", "", "").copy
+    copy = shared.new_turn(session_key, FORMAT, "", "", "").copy
 
-    for line_no, obj, raw_row in iter_records(raw_rows):
+    for line_no, obj, raw_row in shared.iter_records(raw_rows):
         get = obj.get
         uuid = get("uuid")
         if uuid.__class__ is not str:
@@ -135,9 +125,9 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
                 ts = None
             else:
                 if ts.tzinfo is not _UTC:
-                    ts = parse_ts(v)
+                    ts = shared.parse_ts(v)
         else:
-            ts = None if v is None else parse_ts(v)
+            ts = None if v is None else shared.parse_ts(v)
         parent_uuid = get("parentUuid")
         if parent_uuid.__class__ is not str:
             parent_uuid = None
@@ -166,15 +156,12 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
 class _FileParse:
     """The state of one file's pass: the rows so far and what the end of the file resolves."""
 
-    __slots__ = ("used", "prefix", "make", "tool_names", "task_prompts", "no_sid",
+    __slots__ = ("make", "tool_names", "task_prompts", "no_sid",
                  "groups", "tool_rows", "spawn_rows", "rows", "order", "uuid_turn", "pending_parent",
                  "extras")
 
     def __init__(self, session_key: str) -> None:
-        ids = TurnIds(session_key)
-        self.used = ids.used
-        self.prefix = ids.prefix
-        self.make = ids.make
+        self.make = shared.TurnIds(session_key).make  # the file's unique turn ids
         self.tool_names: dict[str, str] = {}
         self.task_prompts: dict[str, str] = {}
         self.no_sid: list[tuple[dict, Any]] = []  # rows of records before the file's session id is known
@@ -188,13 +175,6 @@ class _FileParse:
         # (first row of a record, parentUuid, the row's extra fields or None)
         self.pending_parent: list[tuple[dict, str | None, dict | None]] = []
         self.extras: list[tuple[dict, dict]] = []  # (row, its extra fields): row["extra"] = their JSON
-
-    def _turn_id(self, local: str, line_no: int) -> str:
-        tid = self.prefix + local
-        if tid in self.used:
-            return self.make(local, line_no)
-        self.used.add(tid)
-        return tid
 
     # ---------------------------------------------------------------- record types
 
@@ -214,13 +194,7 @@ class _FileParse:
         get = obj.get
         # (an empty-string uuid is kept as the turn's local id here)
         local = uuid if uuid is not None else f"L{line_no}"
-        tid = self.prefix + local
-        used = self.used
-        if tid in used:
-            tid = self.make(local, line_no)
-        else:
-            used.add(tid)
-        row["turn_id"] = tid
+        row["turn_id"] = tid = self.make(local, line_no)
         row["role"] = "assistant"
         row["kind"] = "message"
         m = get("message") or {}
@@ -232,29 +206,7 @@ class _FileParse:
         if content.__class__ is str:
             texts.append(content)
         elif isinstance(content, list):
-            # the blocks, and (as a pre-pass over every line would) tool names and Task prompts
-            names = m.__class__ is dict and content.__class__ is list
-            tool_names = self.tool_names
-            for b in content:
-                if b.__class__ is not dict and not isinstance(b, dict):
-                    continue
-                bt = b.get("type")
-                if bt == "text":
-                    texts.append(b.get("text") or "")
-                elif bt == "tool_use":
-                    cid = b.get("id")
-                    name = b.get("name")
-                    if names and cid.__class__ is str and b.__class__ is dict:
-                        tool_names[cid] = str(name or "")
-                        if name in TASK_TOOLS:
-                            _task_prompt(b, cid, self.task_prompts)
-                    calls.append(tool_call(str(cid or ""), str(name or ""), b.get("input")))
-                elif bt == "thinking":
-                    thinks.append(b.get("thinking") or "")
-                elif bt == "redacted_thinking":
-                    thinks.append("[redacted thinking]")
-                else:
-                    other.append(str(bt))
+            _blocks(m, content, texts, thinks, calls, other, self.tool_names, self.task_prompts)
         elif isinstance(content, str):
             texts.append(content)
         if texts:
@@ -265,20 +217,20 @@ class _FileParse:
         if thinks:
             row["thinking"] = "\n\n".join([x for x in thinks if x]) or None
         if calls:
-            row["tool_calls"] = dumps(calls)
+            row["tool_calls"] = shared.dumps(calls)
         model = m.get("model")
         row["model"] = model
         row["message_id"] = m.get("id")
         usage = m.get("usage")
         if usage.__class__ is dict or isinstance(usage, dict):
             v = usage.get("input_tokens")
-            row["input_tokens"] = v if v.__class__ is int else as_int(v)
+            row["input_tokens"] = v if v.__class__ is int else shared.as_int(v)
             v = usage.get("output_tokens")
-            row["output_tokens"] = v if v.__class__ is int else as_int(v)
+            row["output_tokens"] = v if v.__class__ is int else shared.as_int(v)
             v = usage.get("cache_read_input_tokens")
-            row["cache_read_tokens"] = v if v.__class__ is int else as_int(v)
+            row["cache_read_tokens"] = v if v.__class__ is int else shared.as_int(v)
             v = usage.get("cache_creation_input_tokens")
-            row["cache_creation_tokens"] = v if v.__class__ is int else as_int(v)
+            row["cache_creation_tokens"] = v if v.__class__ is int else shared.as_int(v)
         ex: dict = {}
         v = m.get("stop_reason")
         if v or v.__class__ in _NUM:
@@ -304,7 +256,6 @@ class _FileParse:
         base = uuid or f"L{line_no}"
         sid, agent_id = row["session_id"], row["agent_id"]
         rows_append, order_append, extras_append = self.rows.append, self.order.append, self.extras.append
-        prefix, used = self.prefix, self.used
         msg = get("message") or {}
         content = msg.get("content")
         first = last_row = first_ex = None
@@ -319,15 +270,10 @@ class _FileParse:
                     call_id = None
                 text = b.get("content")
                 if text.__class__ is not str:
-                    text = text_of(text)
+                    text = shared.text_of(text)
                 local = f"{base}/{call_id or k}"
-                tid = prefix + local
-                if tid in used:
-                    tid = self.make(local, line_no)
-                else:
-                    used.add(tid)
                 trow = row.copy()
-                trow["turn_id"] = tid
+                trow["turn_id"] = self.make(local, line_no)
                 trow["role"] = "tool"
                 trow["kind"] = "tool_result"
                 trow["content"] = text
@@ -351,15 +297,10 @@ class _FileParse:
             elif isinstance(b, str):
                 text_parts.append(b)
             elif b is not None:
-                text_parts.append(text_of([b]))
+                text_parts.append(shared.text_of([b]))
         if text_parts or first is None:
             is_cs = bool(get("isCompactSummary"))
-            tid = prefix + base
-            if tid in used:
-                tid = self.make(base, line_no)
-            else:
-                used.add(tid)
-            row["turn_id"] = tid
+            row["turn_id"] = self.make(base, line_no)
             row["role"] = "user"
             row["kind"] = "summary" if is_cs else "message"
             if len(text_parts) == 1:
@@ -423,8 +364,8 @@ class _FileParse:
             self.extras.append((row, ex))
         else:
             if row["timestamp"] is None and isinstance(get("snapshot"), dict):
-                row["timestamp"] = parse_ts(obj["snapshot"].get("timestamp"))
-            row["turn_id"] = self._turn_id(base, line_no)
+                row["timestamp"] = shared.parse_ts(obj["snapshot"].get("timestamp"))
+            row["turn_id"] = self.make(base, line_no)
             row["kind"] = "meta" if t in KNOWN_META else "unknown"
             row["extra"] = raw_row.get("raw")
         self.rows.append(row)
@@ -458,7 +399,7 @@ class _FileParse:
         for row, ex in self.extras:
             if ex and row["extra"] is None:  # meta rows already carry their raw record
                 row["extra"] = _dumps(ex, option=_OPT).decode()
-        return finalize(self.rows, self.order)
+        return shared.finalize(self.rows, self.order)
 
     def _link_spawned_sidechains(self) -> None:
         """An inline sidechain's first prompt → the Task tool call (and its turn) that spawned it."""
@@ -502,6 +443,33 @@ def _task_prompt(b: dict, cid: str, task_prompts: dict) -> None:
         task_prompts.setdefault(inp["prompt"], cid)
 
 
+def _blocks(m: Any, content: list, texts: list, thinks: list, calls: list, other: list, tool_names: dict,
+            task_prompts: dict) -> None:
+    """An assistant line's content blocks sorted into texts, thinking, tool calls and other
+    block types; each tool call's name and Task prompt noted (as a pre-pass over every line would)."""
+    names = m.__class__ is dict and content.__class__ is list
+    for b in content:
+        if b.__class__ is not dict and not isinstance(b, dict):
+            continue
+        bt = b.get("type")
+        if bt == "text":
+            texts.append(b.get("text") or "")
+        elif bt == "tool_use":
+            cid = b.get("id")
+            name = b.get("name")
+            if names and cid.__class__ is str and b.__class__ is dict:
+                tool_names[cid] = str(name or "")
+                if name in TASK_TOOLS:
+                    _task_prompt(b, cid, task_prompts)
+            calls.append(shared.tool_call(str(cid or ""), str(name or ""), b.get("input")))
+        elif bt == "thinking":
+            thinks.append(b.get("thinking") or "")
+        elif bt == "redacted_thinking":
+            thinks.append("[redacted thinking]")
+        else:
+            other.append(str(bt))
+
+
 def _assistant_more(o: dict, st: list, tool_names: dict, task_prompts: dict) -> None:
     """Merge a later line of an assistant message into its turn ``st`` (see :func:`parse`):
     the turn's fields are recomputed from all its blocks so far and this (last) line."""
@@ -511,44 +479,23 @@ def _assistant_more(o: dict, st: list, tool_names: dict, task_prompts: dict) -> 
     if isinstance(content, str):
         texts.append(content)
     elif isinstance(content, list):
-        # tool names and Task prompts too (of every line, as in a pre-pass)
-        names = m.__class__ is dict and content.__class__ is list
-        for b in content:
-            if not isinstance(b, dict):
-                continue
-            bt = b.get("type")
-            if bt == "text":
-                texts.append(b.get("text") or "")
-            elif bt == "thinking":
-                thinks.append(b.get("thinking") or "")
-            elif bt == "redacted_thinking":
-                thinks.append("[redacted thinking]")
-            elif bt == "tool_use":
-                cid = b.get("id")
-                name = b.get("name")
-                if names and cid.__class__ is str and b.__class__ is dict:
-                    tool_names[cid] = str(name or "")
-                    if name in TASK_TOOLS:
-                        _task_prompt(b, cid, task_prompts)
-                calls.append(tool_call(str(cid or ""), str(name or ""), b.get("input")))
-            else:
-                other.append(str(bt))
+        _blocks(m, content, texts, thinks, calls, other, tool_names, task_prompts)
     if texts:
         row["content"] = "\n\n".join([x for x in texts if x]) or None
     if thinks:
         row["thinking"] = "\n\n".join([x for x in thinks if x]) or None
     if calls:
-        row["tool_calls"] = dumps(calls)
+        row["tool_calls"] = shared.dumps(calls)
     msg = m or {}
     usage = msg.get("usage")
     if not isinstance(usage, dict):
         usage = {}
     row["model"] = msg.get("model") or st[7]
     row["message_id"] = msg.get("id")
-    row["input_tokens"] = as_int(usage.get("input_tokens"))
-    row["output_tokens"] = as_int(usage.get("output_tokens"))
-    row["cache_read_tokens"] = as_int(usage.get("cache_read_input_tokens"))
-    row["cache_creation_tokens"] = as_int(usage.get("cache_creation_input_tokens"))
+    row["input_tokens"] = shared.as_int(usage.get("input_tokens"))
+    row["output_tokens"] = shared.as_int(usage.get("output_tokens"))
+    row["cache_read_tokens"] = shared.as_int(usage.get("cache_read_input_tokens"))
+    row["cache_creation_tokens"] = shared.as_int(usage.get("cache_creation_input_tokens"))
     ex.clear()
     v = msg.get("stop_reason")
     if v or v.__class__ in _NUM:

@@ -36,19 +36,7 @@ from typing import Any
 import orjson
 
 from assets.traces.errors import classify_error
-from assets.traces.formats._common import (
-    TurnIds,
-    as_int,
-    dumps,
-    extra_json,
-    finalize,
-    iter_records,
-    link_linear,
-    new_turn,
-    parse_ts,
-    text_of,
-    tool_call,
-)
+from assets.traces.formats import _common as shared
 
 FORMAT = "codex"
 
@@ -85,11 +73,11 @@ def _tool_output(out: Any) -> tuple[str, str, int | None, bool, dict]:
     exit_code: int | None = None
     failed = False
     if isinstance(out, dict):
-        content = text_of(out.get("content")) if "content" in out else dumps(out)
+        content = shared.text_of(out.get("content")) if "content" in out else shared.dumps(out)
         if out.get("success") is False:
             failed = True
         return content, content, None, failed, extra
-    content = out if isinstance(out, str) else text_of(out)
+    content = out if isinstance(out, str) else shared.text_of(out)
     inner = content
     if content.startswith("{"):
         try:
@@ -97,9 +85,9 @@ def _tool_output(out: Any) -> tuple[str, str, int | None, bool, dict]:
         except orjson.JSONDecodeError:
             j = None
         if isinstance(j, dict) and "output" in j:
-            inner = j["output"] if isinstance(j["output"], str) else dumps(j["output"])
+            inner = j["output"] if isinstance(j["output"], str) else shared.dumps(j["output"])
             md = j.get("metadata") if isinstance(j.get("metadata"), dict) else {}
-            exit_code = as_int(md.get("exit_code"))
+            exit_code = shared.as_int(md.get("exit_code"))
             if md.get("duration_seconds") is not None:
                 extra["duration_seconds"] = md.get("duration_seconds")
     if exit_code is None:
@@ -119,7 +107,7 @@ def _apply_exec_ends(exec_ends: list[tuple[int, dict]], process_rows: dict[str, 
     (unified exec) reports its exit in a later ``write_stdin`` output: when no output of
     that command already shows a non-zero exit, the last one is marked failed with it."""
     for line_no, p in exec_ends:
-        code = as_int(p.get("exit_code"))
+        code = shared.as_int(p.get("exit_code"))
         if code in (None, 0):
             continue
         cid = p.get("call_id") if isinstance(p.get("call_id"), str) else None
@@ -139,7 +127,7 @@ def _apply_exec_ends(exec_ends: list[tuple[int, dict]], process_rows: dict[str, 
 
 
 def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
-    ids = TurnIds(session_key)
+    ids = shared.TurnIds(session_key)
     rows: list[dict] = []
     order: list[tuple] = []
     session_id: str | None = None
@@ -164,31 +152,31 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
         for _, p, _ in pending:
             pt = p.get("type")
             if pt == "message":
-                texts.append(text_of(p.get("content")))
+                texts.append(shared.text_of(p.get("content")))
                 message_id = message_id or p.get("id")
             elif pt == "reasoning":
                 if p.get("encrypted_content"):
                     encrypted += 1
-                thinks.append(text_of(p.get("summary")))
+                thinks.append(shared.text_of(p.get("summary")))
                 if p.get("content"):
-                    thinks.append(text_of(p.get("content")))
+                    thinks.append(shared.text_of(p.get("content")))
             elif pt == "function_call":
-                calls.append(tool_call(str(p.get("call_id") or p.get("id") or ""), str(p.get("name") or ""),
-                                       p.get("arguments")))
+                calls.append(shared.tool_call(str(p.get("call_id") or p.get("id") or ""), str(p.get("name") or ""),
+                                              p.get("arguments")))
             elif pt == "custom_tool_call":
-                calls.append(tool_call(str(p.get("call_id") or p.get("id") or ""), str(p.get("name") or ""),
-                                       {"input": p.get("input")}))
+                calls.append(shared.tool_call(str(p.get("call_id") or p.get("id") or ""), str(p.get("name") or ""),
+                                              {"input": p.get("input")}))
             elif pt == "local_shell_call":
-                calls.append(tool_call(str(p.get("call_id") or p.get("id") or ""), "local_shell", p.get("action")))
+                calls.append(shared.tool_call(str(p.get("call_id") or p.get("id") or ""), "local_shell", p.get("action")))
             else:
                 other.append({"type": pt, "action": p.get("action")})
         first_line, _, ts = pending[0]
-        row = new_turn(
+        row = shared.new_turn(
             session_key, FORMAT, ids.make(f"L{first_line}", first_line), "assistant", "message",
             content="\n\n".join(t for t in texts if t) or None,
             thinking="\n\n".join(t for t in thinks if t) or None,
-            tool_calls=dumps(calls) if calls else None,
-            model=model, message_id=message_id, timestamp=parse_ts(ts), record_type="response_item",
+            tool_calls=shared.dumps(calls) if calls else None,
+            model=model, message_id=message_id, timestamp=shared.parse_ts(ts), record_type="response_item",
             source_lines=sorted({ln for ln, _, _ in pending}),
         )
         row["_extra"] = {"other_items": other, "encrypted_reasoning_items": encrypted}
@@ -196,14 +184,14 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
         last_assistant = row
         pending = []
 
-    records = list(iter_records(raw_rows))
+    records = list(shared.iter_records(raw_rows))
     # prompts the rollout also wrote as response_item user messages (newer rollouts may hold
     # a prompt only as an event_msg user_message)
     item_prompts = set()
     for _, obj, _ in records:
         t, p, _ = _split(obj)
         if t == "response_item" and p.get("type") == "message" and p.get("role") == "user":
-            item_prompts.add(text_of(p.get("content")).strip())
+            item_prompts.add(shared.text_of(p.get("content")).strip())
     process_rows: dict[str, list[dict]] = {}  # unified-exec session id -> its output rows
     exec_ends: list[tuple[int, dict]] = []
     for line_no, obj, raw_row in records:
@@ -229,11 +217,11 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
                 cid = p.get("call_id") if isinstance(p.get("call_id"), str) else None
                 name = call_names.get(cid) if cid else None
                 content, inner, exit_code, failed, ex = _tool_output(p.get("output"))
-                row = new_turn(
+                row = shared.new_turn(
                     session_key, FORMAT, ids.make(f"L{line_no}", line_no), "tool", "tool_result",
                     content=content, tool_call_id=cid, tool_name=name, tool_error=failed,
                     error_kind=classify_error(inner, name, exit_code=exit_code) if failed else None,
-                    timestamp=parse_ts(ts), record_type=pt, source_lines=[line_no],
+                    timestamp=shared.parse_ts(ts), record_type=pt, source_lines=[line_no],
                 )
                 if cid not in call_names:
                     ex["orphan"] = True
@@ -253,37 +241,37 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
             if pt == "message":
                 flush()
                 r = "system" if role in ("developer", "system") else "user"
-                row = new_turn(session_key, FORMAT, ids.make(f"L{line_no}", line_no), r, "message",
-                               content=text_of(p.get("content")), timestamp=parse_ts(ts),
-                               record_type="message", source_lines=[line_no])
+                row = shared.new_turn(session_key, FORMAT, ids.make(f"L{line_no}", line_no), r, "message",
+                                      content=shared.text_of(p.get("content")), timestamp=shared.parse_ts(ts),
+                                      record_type="message", source_lines=[line_no])
                 row["_extra"] = {"original_role": role if role not in ("user", "system") else None}
                 add(row, (line_no, 0))
                 continue
             # an item type we do not know: keep it, do not break the running response
-            row = new_turn(session_key, FORMAT, ids.make(f"L{line_no}", line_no), "meta", "unknown",
-                           timestamp=parse_ts(ts), record_type=str(pt), source_lines=[line_no],
-                           extra=raw_row.get("raw"))
+            row = shared.new_turn(session_key, FORMAT, ids.make(f"L{line_no}", line_no), "meta", "unknown",
+                                  timestamp=shared.parse_ts(ts), record_type=str(pt), source_lines=[line_no],
+                                  extra=raw_row.get("raw"))
             add(row, (line_no, 0))
             continue
 
         if t == "compacted":
             flush()
-            summary = p.get("message") if isinstance(p.get("message"), str) else text_of(p.get("message"))
-            add(new_turn(session_key, FORMAT, ids.make(f"L{line_no}", line_no), "meta", "compaction",
-                         is_compaction_boundary=True, timestamp=parse_ts(ts), record_type=t,
-                         source_lines=[line_no]), (line_no, 0))
-            add(new_turn(session_key, FORMAT, ids.make(f"L{line_no}#summary", line_no), "user", "summary",
-                         content=summary, is_compact_summary=True, timestamp=parse_ts(ts), record_type=t,
-                         source_lines=[line_no]), (line_no, 1))
+            summary = p.get("message") if isinstance(p.get("message"), str) else shared.text_of(p.get("message"))
+            add(shared.new_turn(session_key, FORMAT, ids.make(f"L{line_no}", line_no), "meta", "compaction",
+                                is_compaction_boundary=True, timestamp=shared.parse_ts(ts), record_type=t,
+                                source_lines=[line_no]), (line_no, 0))
+            add(shared.new_turn(session_key, FORMAT, ids.make(f"L{line_no}#summary", line_no), "user", "summary",
+                                content=summary, is_compact_summary=True, timestamp=shared.parse_ts(ts), record_type=t,
+                                source_lines=[line_no]), (line_no, 1))
             continue
 
         if t == "event_msg" and p.get("type") == "user_message":
-            text = text_of(p.get("message"))
+            text = shared.text_of(p.get("message"))
             if text.strip() and text.strip() not in item_prompts:
                 flush()
-                row = new_turn(session_key, FORMAT, ids.make(f"L{line_no}", line_no), "user", "message",
-                               content=text, timestamp=parse_ts(ts), record_type="user_message",
-                               source_lines=[line_no])
+                row = shared.new_turn(session_key, FORMAT, ids.make(f"L{line_no}", line_no), "user", "message",
+                                      content=text, timestamp=shared.parse_ts(ts), record_type="user_message",
+                                      source_lines=[line_no])
                 row["_extra"] = {"from_event": True}
                 add(row, (line_no, 0))
                 continue
@@ -303,24 +291,24 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
             if last_assistant is not None and last_assistant.get("input_tokens") is None:
                 target = last_assistant
             if last and target is not None:
-                cached = as_int(last.get("cached_input_tokens"))
-                inp = as_int(last.get("input_tokens"))
+                cached = shared.as_int(last.get("cached_input_tokens"))
+                inp = shared.as_int(last.get("input_tokens"))
                 target["input_tokens"] = inp - cached if (inp is not None and cached is not None) else inp
                 target["cache_read_tokens"] = cached
-                target["output_tokens"] = as_int(last.get("output_tokens"))
+                target["output_tokens"] = shared.as_int(last.get("output_tokens"))
         kind = "event" if t == "event_msg" else ("meta" if t in ("session_meta", "turn_context", "state") else "unknown")
-        add(new_turn(session_key, FORMAT, ids.make(f"L{line_no}", line_no), "meta", kind,
-                     timestamp=parse_ts(ts), record_type=t,
-                     source_lines=[line_no], extra=raw_row.get("raw")), (line_no, 0))
+        add(shared.new_turn(session_key, FORMAT, ids.make(f"L{line_no}", line_no), "meta", kind,
+                            timestamp=shared.parse_ts(ts), record_type=t,
+                            source_lines=[line_no], extra=raw_row.get("raw")), (line_no, 0))
     flush()
     _apply_exec_ends(exec_ends, process_rows)
 
-    out = finalize(rows, order)
+    out = shared.finalize(rows, order)
     for r in out:
         r["session_id"] = session_id or session_key
         r.pop("_exit", None)
         ex = r.pop("_extra", None)
         if ex is not None and r.get("extra") is None:
-            r["extra"] = extra_json(ex)
-    link_linear(out)
+            r["extra"] = shared.extra_json(ex)
+    shared.link_linear(out)
     return out

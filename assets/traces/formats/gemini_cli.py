@@ -25,23 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from assets.traces.errors import classify_error
-from assets.traces.formats._common import (
-    TurnIds,
-    as_int,
-    clip_text,
-    dumps,
-    extra_json,
-    finalize,
-    iter_records,
-    link_linear,
-    load_document,
-    new_turn,
-    parse_ts,
-    text_of,
-    too_many_steps,
-    tool_call,
-    unknown_row,
-)
+from assets.traces.formats import _common as shared
 
 FORMAT = "gemini_cli"
 FAILED_STATUS = {"error", "cancelled", "canceled", "failed"}
@@ -58,19 +42,19 @@ def _result_text(tc: dict) -> tuple[str, bool]:
             if isinstance(resp, dict):
                 if resp.get("error"):
                     failed = True
-                    out.append(clip_text(resp["error"]))
+                    out.append(shared.clip_text(resp["error"]))
                 if "output" in resp:
-                    out.append(clip_text(resp["output"]))
+                    out.append(shared.clip_text(resp["output"]))
                 elif not resp.get("error"):
-                    out.append(dumps(resp))
+                    out.append(shared.dumps(resp))
             elif resp is not None:
-                out.append(clip_text(resp))
+                out.append(shared.clip_text(resp))
         elif isinstance(part, dict) and "text" in part:
-            out.append(clip_text(part["text"]))
+            out.append(shared.clip_text(part["text"]))
         elif part is not None:
-            out.append(clip_text(part))
+            out.append(shared.clip_text(part))
     if not out and tc.get("resultDisplay"):
-        out.append(clip_text(tc["resultDisplay"]))
+        out.append(shared.clip_text(tc["resultDisplay"]))
     return "\n".join(out), failed
 
 
@@ -85,14 +69,14 @@ def _thinking(thoughts: Any) -> str | None:
             subj, desc = t.get("subject"), t.get("description")
             parts.append("\n".join(x for x in (f"**{subj}**" if subj else None, desc) if x))
         else:
-            parts.append(clip_text(t))
+            parts.append(shared.clip_text(t))
     return "\n\n".join(p for p in parts if p) or None
 
 
 def _collect(raw_rows: list[dict]) -> tuple[dict, list[tuple[int, dict]], list[tuple[int, dict, str]]]:
     """(session meta, [(line, message)] in first-seen order with the latest content,
     [(line, record, reason)] of records that could not be applied)."""
-    loaded = load_document(raw_rows)
+    loaded = shared.load_document(raw_rows)
     if loaded is not None and isinstance(loaded[0], dict) and isinstance(loaded[0].get("messages"), list):
         doc, line = loaded
         meta = {k: v for k, v in doc.items() if k != "messages"}
@@ -109,7 +93,7 @@ def _collect(raw_rows: list[dict]) -> tuple[dict, list[tuple[int, dict]], list[t
     msgs = {}
     bad: list[tuple[int, dict, str]] = []
     anon = 0
-    for line_no, obj, _ in iter_records(raw_rows):
+    for line_no, obj, _ in shared.iter_records(raw_rows):
         obj = {k: v for k, v in obj.items() if k != "__index__"}
         if "$set" in obj:
             upd = obj["$set"]
@@ -139,63 +123,63 @@ def _collect(raw_rows: list[dict]) -> tuple[dict, list[tuple[int, dict]], list[t
 
 
 def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
-    ids = TurnIds(session_key)
+    ids = shared.TurnIds(session_key)
     meta, msgs, bad = _collect(raw_rows)
     sid = meta.get("sessionId") if isinstance(meta.get("sessionId"), str) else session_key
     first_line = min((ln for ln, _ in msgs), default=1)
-    big = too_many_steps(session_key, FORMAT, ids, first_line,
-                         sum(1 for _, m in msgs if m.get("type") == "gemini"), sid)
+    big = shared.too_many_steps(session_key, FORMAT, ids, first_line,
+                                sum(1 for _, m in msgs if m.get("type") == "gemini"), sid)
     if big:
         return big
     rows: list[dict] = []
-    rows.append(new_turn(session_key, FORMAT, ids.make("header", first_line), "meta", "conversation",
-                         session_id=sid, record_type="session", source_lines=[first_line],
-                         timestamp=parse_ts(meta.get("startTime")), extra=dumps(meta) if meta else None))
+    rows.append(shared.new_turn(session_key, FORMAT, ids.make("header", first_line), "meta", "conversation",
+                                session_id=sid, record_type="session", source_lines=[first_line],
+                                timestamp=shared.parse_ts(meta.get("startTime")), extra=shared.dumps(meta) if meta else None))
     for n, (line_no, m) in enumerate(msgs):
         t = m.get("type")
         mid = str(m.get("id") or f"m{n}")
         common = dict(session_id=sid, source_lines=[line_no], record_type=str(t), message_id=m.get("id"),
-                      timestamp=parse_ts(m.get("timestamp")))
+                      timestamp=shared.parse_ts(m.get("timestamp")))
         if t == "user":
-            rows.append(new_turn(session_key, FORMAT, ids.make(mid, line_no), "user", "message",
-                                 content=text_of(m.get("content")), **common))
+            rows.append(shared.new_turn(session_key, FORMAT, ids.make(mid, line_no), "user", "message",
+                                        content=shared.text_of(m.get("content")), **common))
             continue
         if t == "gemini":
             calls = [tc for tc in (m.get("toolCalls") or []) if isinstance(tc, dict)]
             tcs = []
             for k, tc in enumerate(calls):
                 cid = str(tc.get("id") or f"{mid}:call{k}")
-                tcs.append(tool_call(cid, str(tc.get("name") or ""), tc.get("args")))
+                tcs.append(shared.tool_call(cid, str(tc.get("name") or ""), tc.get("args")))
             tok = m.get("tokens") if isinstance(m.get("tokens"), dict) else {}
-            inp, cached = as_int(tok.get("input")), as_int(tok.get("cached"))
-            rows.append(new_turn(
+            inp, cached = shared.as_int(tok.get("input")), shared.as_int(tok.get("cached"))
+            rows.append(shared.new_turn(
                 session_key, FORMAT, ids.make(mid, line_no), "assistant", "message",
-                content=text_of(m.get("content")) or None, thinking=_thinking(m.get("thoughts")),
-                tool_calls=dumps(tcs) if tcs else None, model=m.get("model") if isinstance(m.get("model"), str)
+                content=shared.text_of(m.get("content")) or None, thinking=_thinking(m.get("thoughts")),
+                tool_calls=shared.dumps(tcs) if tcs else None, model=m.get("model") if isinstance(m.get("model"), str)
                 else None,
                 input_tokens=(inp - cached) if (inp is not None and cached is not None) else inp,
-                cache_read_tokens=cached, output_tokens=as_int(tok.get("output")),
-                extra=extra_json({"thoughts_tokens": tok.get("thoughts"), "tool_tokens": tok.get("tool"),
-                                  "total_tokens": tok.get("total")}),
+                cache_read_tokens=cached, output_tokens=shared.as_int(tok.get("output")),
+                extra=shared.extra_json({"thoughts_tokens": tok.get("thoughts"), "tool_tokens": tok.get("tool"),
+                                                       "total_tokens": tok.get("total")}),
                 **common))
             for k, tc in enumerate(calls):
                 cid = tcs[k]["id"]
                 name = tcs[k]["function"]["name"]
                 text, failed = _result_text(tc)
-                rows.append(new_turn(
+                rows.append(shared.new_turn(
                     session_key, FORMAT, ids.make(f"{mid}:result{k}", line_no), "tool", "tool_result",
                     content=text, tool_call_id=cid, tool_name=name, tool_error=failed,
                     error_kind=classify_error(text, name) if failed else None,
                     session_id=sid, source_lines=[line_no], record_type="toolCall",
-                    timestamp=parse_ts(tc.get("timestamp")) or common["timestamp"],
-                    extra=extra_json({"status": tc.get("status"), "display_name": tc.get("displayName"),
-                                      "result_display": tc.get("resultDisplay")
-                                      if isinstance(tc.get("resultDisplay"), str) else None})))
+                    timestamp=shared.parse_ts(tc.get("timestamp")) or common["timestamp"],
+                    extra=shared.extra_json({"status": tc.get("status"), "display_name": tc.get("displayName"),
+                                                           "result_display": tc.get("resultDisplay")
+                                                           if isinstance(tc.get("resultDisplay"), str) else None})))
             continue
-        rows.append(new_turn(session_key, FORMAT, ids.make(mid, line_no), "meta", "event",
-                             content=text_of(m.get("content")), extra=dumps(m), **common))
+        rows.append(shared.new_turn(session_key, FORMAT, ids.make(mid, line_no), "meta", "event",
+                                    content=shared.text_of(m.get("content")), extra=shared.dumps(m), **common))
     for line_no, obj, reason in bad:
-        rows.append(unknown_row(session_key, FORMAT, ids, line_no, reason, obj, session_id=sid))
-    out = finalize(rows, list(range(len(rows))))
-    link_linear(out)
+        rows.append(shared.unknown_row(session_key, FORMAT, ids, line_no, reason, obj, session_id=sid))
+    out = shared.finalize(rows, list(range(len(rows))))
+    shared.link_linear(out)
     return out

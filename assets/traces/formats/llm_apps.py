@@ -37,23 +37,7 @@ from typing import Any, Iterable
 import orjson
 
 from assets.traces.errors import classify_error
-from assets.traces.formats._common import (
-    TurnIds,
-    as_int,
-    clip_text,
-    dumps,
-    extra_json,
-    finalize,
-    iter_records,
-    load_document,
-    looks_like_error,
-    new_turn,
-    parse_ts,
-    text_of,
-    too_many_steps,
-    tool_call,
-    unknown_row,
-)
+from assets.traces.formats import _common as shared
 
 # ------------------------------------------------------------------ message normalization
 
@@ -62,6 +46,7 @@ _LC_ROLES = {"human": "user", "ai": "assistant", "AIMessage": "assistant", "Huma
 
 
 def _args(v: Any) -> Any:
+    """A JSON string's value (tool arguments, span attributes); anything else as it is."""
     if isinstance(v, str):
         try:
             return orjson.loads(v)
@@ -78,10 +63,10 @@ def _part_text(parts: Iterable[Any]) -> tuple[str, str]:
         elif isinstance(p, dict):
             t = p.get("type")
             if t in ("reasoning", "thinking"):
-                reasoning.append(clip_text(p.get("content") or p.get("text") or p.get("thinking")))
+                reasoning.append(shared.clip_text(p.get("content") or p.get("text") or p.get("thinking")))
             elif t in (None, "text", "input_text", "output_text") or "content" in p or "text" in p:
                 v = p.get("content") if "content" in p else p.get("text")
-                text.append(clip_text(v))
+                text.append(shared.clip_text(v))
     return "\n".join(x for x in text if x), "\n".join(x for x in reasoning if x)
 
 
@@ -113,7 +98,7 @@ def to_messages(value: Any, tools: list[dict] | None = None) -> list[dict]:
     elif isinstance(value, list):
         items = value
     else:
-        return [{"role": "user", "content": clip_text(value)}]
+        return [{"role": "user", "content": shared.clip_text(value)}]
     out: list[dict] = []
 
     def assistant() -> dict:
@@ -125,7 +110,7 @@ def to_messages(value: Any, tools: list[dict] | None = None) -> list[dict]:
 
     for it in items:
         if not isinstance(it, dict):
-            out.append({"role": "user", "content": clip_text(it)})
+            out.append({"role": "user", "content": shared.clip_text(it)})
             continue
         t = it.get("type")
         if t == "function_call":
@@ -134,12 +119,12 @@ def to_messages(value: Any, tools: list[dict] | None = None) -> list[dict]:
                  "arguments": _args(it.get("arguments"))})
             continue
         if t in ("function_call_output", "custom_tool_call_output"):
-            out.append({"role": "tool", "tool_call_id": str(it.get("call_id") or ""), "content": clip_text(it.get("output"))})
+            out.append({"role": "tool", "tool_call_id": str(it.get("call_id") or ""), "content": shared.clip_text(it.get("output"))})
             continue
         if t == "reasoning":
             a = assistant()
-            a["reasoning"] = "\n".join(x for x in (a.get("reasoning"), text_of(it.get("summary")),
-                                                   text_of(it.get("content"))) if x)
+            a["reasoning"] = "\n".join(x for x in (a.get("reasoning"), shared.text_of(it.get("summary")),
+                                                   shared.text_of(it.get("content"))) if x)
             continue
         schema = _is_tool_schema(it)
         if schema is not None:
@@ -155,7 +140,7 @@ def to_messages(value: Any, tools: list[dict] | None = None) -> list[dict]:
             results = [p for p in it["parts"] if isinstance(p, dict) and p.get("type") == "tool_call_response"]
             for r in results:
                 out.append({"role": "tool", "tool_call_id": str(r.get("id") or ""), "name": r.get("name"),
-                            "content": clip_text(r.get("result", r.get("response")))})
+                            "content": shared.clip_text(r.get("result", r.get("response")))})
             if role == "assistant":
                 a = assistant() if not text else None
                 if a is None:
@@ -182,16 +167,16 @@ def to_messages(value: Any, tools: list[dict] | None = None) -> list[dict]:
                     m["tool_calls"].append({"id": str(c.get("id") or ""), "name": str(fn.get("name") or ""),
                                             "arguments": _args(fn.get("arguments", fn.get("args")))})
             if reasoning or it.get("reasoning_content"):
-                m["reasoning"] = reasoning or clip_text(it.get("reasoning_content"))
+                m["reasoning"] = reasoning or shared.clip_text(it.get("reasoning_content"))
             out.append(m)
             continue
         if role == "tool":
             out.append({"role": "tool", "tool_call_id": str(it.get("tool_call_id") or ""), "name": it.get("name"),
-                        "content": clip_text(content) if not isinstance(content, list) or not all(
+                        "content": shared.clip_text(content) if not isinstance(content, list) or not all(
                             isinstance(p, dict) and ("text" in p) for p in content) else _part_text(content)[0]})
             continue
         text = content if isinstance(content, str) else (
-            _part_text(content)[0] if isinstance(content, list) else clip_text(content))
+            _part_text(content)[0] if isinstance(content, list) else shared.clip_text(content))
         out.append({"role": role if role in ("system", "user") else "user", "content": text})
     for m in out:
         m.pop("_closed", None)
@@ -228,13 +213,13 @@ def tools_of(attrs: dict, output: Any = None) -> list[dict]:
         out += [_nested_tool(t) for t in output["tools"] if isinstance(t, dict) and t.get("type") == "function"]
     for k in sorted(attrs or {}):
         if _OI_TOOL.match(k):
-            v = _json_attr(attrs[k])
+            v = _args(attrs[k])
             if isinstance(v, dict):
                 out.append(_nested_tool(v))
-    defs = _json_attr((attrs or {}).get("gen_ai.tool.definitions"))
+    defs = _args((attrs or {}).get("gen_ai.tool.definitions"))
     if isinstance(defs, list):
         out += [_nested_tool(t) for t in defs if isinstance(t, dict)]
-    mrp = _json_attr((attrs or {}).get("model_request_parameters"))
+    mrp = _args((attrs or {}).get("model_request_parameters"))
     if isinstance(mrp, dict):
         for key in ("function_tools", "output_tools"):
             out += [_nested_tool(t) for t in mrp.get(key) or [] if isinstance(t, dict)]
@@ -250,7 +235,7 @@ class Obs(dict):
 
 
 def build_turns(session_key: str, fmt: str, sid: str, observations: list[Obs], header: dict, line: int,
-                ids: TurnIds) -> list[dict]:
+                ids: shared.TurnIds) -> list[dict]:
     rows: list[dict] = []
     tools: list[dict] = list(header.pop("tools", None) or [])
     by_id = {o["id"]: o for o in observations}
@@ -263,8 +248,8 @@ def build_turns(session_key: str, fmt: str, sid: str, observations: list[Obs], h
             cur = by_id.get(cur.get("parent"))
         return out[::-1]
 
-    head = new_turn(session_key, fmt, ids.make("header", line), "meta", "conversation", session_id=sid,
-                    record_type="trace", source_lines=[line], timestamp=parse_ts(header.get("timestamp")))
+    head = shared.new_turn(session_key, fmt, ids.make("header", line), "meta", "conversation", session_id=sid,
+                           record_type="trace", source_lines=[line], timestamp=shared.parse_ts(header.get("timestamp")))
     rows.append(head)
     nodes: dict[tuple, dict] = {}
     call_turn: dict[str, dict] = {}  # call id -> the assistant turn that made it
@@ -277,12 +262,12 @@ def build_turns(session_key: str, fmt: str, sid: str, observations: list[Obs], h
         role = m["role"]
         local = f"{obs['id']}:{'out' if answer else n}"
         if role == "assistant":
-            calls = [tool_call(c["id"] or f"call_{obs['id']}_{k}", c["name"], c["arguments"])
+            calls = [shared.tool_call(c["id"] or f"call_{obs['id']}_{k}", c["name"], c["arguments"])
                      for k, c in enumerate(m.get("tool_calls") or [])]
-            row = new_turn(session_key, fmt, ids.make(local, line), "assistant", "message" if answer else "context",
-                           content=m.get("content") or None, thinking=m.get("reasoning") or None,
-                           tool_calls=dumps(calls) if calls else None, parent_turn_id=parent,
-                           record_type=str(obs.get("type")), **common)
+            row = shared.new_turn(session_key, fmt, ids.make(local, line), "assistant", "message" if answer else "context",
+                                  content=m.get("content") or None, thinking=m.get("reasoning") or None,
+                                  tool_calls=shared.dumps(calls) if calls else None, parent_turn_id=parent,
+                                  record_type=str(obs.get("type")), **common)
             for c in calls:
                 call_turn.setdefault(c["id"], row)
                 call_name.setdefault(c["id"], c["function"]["name"])
@@ -290,17 +275,17 @@ def build_turns(session_key: str, fmt: str, sid: str, observations: list[Obs], h
             cid = m.get("tool_call_id") or None
             name = m.get("name") or call_name.get(cid or "")
             text = m.get("content") or ""
-            err = looks_like_error(text)
-            row = new_turn(session_key, fmt, ids.make(local, line), "tool", "tool_result", content=text,
-                           tool_call_id=cid, tool_name=name, tool_error=err,
-                           error_kind=classify_error(text, name) if err else None, parent_turn_id=parent,
-                           record_type=str(obs.get("type")), extra=extra_json({"orphan": cid not in call_name}),
-                           **common)
+            err = shared.looks_like_error(text)
+            row = shared.new_turn(session_key, fmt, ids.make(local, line), "tool", "tool_result", content=text,
+                                  tool_call_id=cid, tool_name=name, tool_error=err,
+                                  error_kind=classify_error(text, name) if err else None, parent_turn_id=parent,
+                                  record_type=str(obs.get("type")), extra=shared.extra_json({"orphan": cid not in call_name}),
+                                  **common)
             if cid:
                 answered.add(cid)
         else:
-            row = new_turn(session_key, fmt, ids.make(local, line), role, "message", content=m.get("content") or "",
-                           parent_turn_id=parent, record_type=str(obs.get("type")), **common)
+            row = shared.new_turn(session_key, fmt, ids.make(local, line), role, "message", content=m.get("content") or "",
+                                  parent_turn_id=parent, record_type=str(obs.get("type")), **common)
         rows.append(row)
         return row
 
@@ -310,11 +295,11 @@ def build_turns(session_key: str, fmt: str, sid: str, observations: list[Obs], h
             tool_runs.append(o)
             continue
         if o.get("type") != "GENERATION":
-            rows.append(new_turn(session_key, fmt, ids.make(f"{o['id']}:span", line), "meta", "span",
-                                 timestamp=parse_ts(o.get("start")), record_type=str(o.get("type")),
-                                 extra=dumps({"observation_id": o["id"], "parent_observation_id": o.get("parent"),
-                                              "name": o.get("name"), "input": o.get("input"),
-                                              "output": o.get("output")}), **common))
+            rows.append(shared.new_turn(session_key, fmt, ids.make(f"{o['id']}:span", line), "meta", "span",
+                                        timestamp=shared.parse_ts(o.get("start")), record_type=str(o.get("type")),
+                                        extra=shared.dumps({"observation_id": o["id"], "parent_observation_id": o.get("parent"),
+                                                                   "name": o.get("name"), "input": o.get("input"),
+                                                                   "output": o.get("output")}), **common))
             continue
         tools += o.get("tools") or []
         msgs = list(o.get("system") or []) + to_messages(o.get("input"), tools)
@@ -324,7 +309,7 @@ def build_turns(session_key: str, fmt: str, sid: str, observations: list[Obs], h
             row = nodes.get(key)
             if row is None:
                 row = add_message(m, parent, o, n, answer=False)
-                row["timestamp"] = parse_ts(o.get("start"))
+                row["timestamp"] = shared.parse_ts(o.get("start"))
                 nodes[key] = row
             parent = row["turn_id"]
         answers = [m for m in to_messages(o.get("output"), tools) if m["role"] == "assistant"]
@@ -334,13 +319,13 @@ def build_turns(session_key: str, fmt: str, sid: str, observations: list[Obs], h
                    "tool_calls": (ans.get("tool_calls") or []) + (extra_m.get("tool_calls") or [])}
         row = add_message(ans, parent, o, 0, answer=True)
         u = o.get("usage") or {}
-        row.update(model=o.get("model"), input_tokens=as_int(u.get("input")), output_tokens=as_int(u.get("output")),
-                   cache_read_tokens=as_int(u.get("cache_read")), timestamp=parse_ts(o.get("start")),
+        row.update(model=o.get("model"), input_tokens=shared.as_int(u.get("input")), output_tokens=shared.as_int(u.get("output")),
+                   cache_read_tokens=shared.as_int(u.get("cache_read")), timestamp=shared.parse_ts(o.get("start")),
                    message_id=o["id"])
-        row["extra"] = extra_json({"observation_id": o["id"], "parent_observation_id": o.get("parent"),
-                                   "name": o.get("name"), "path": path(o), "cost_usd": o.get("cost"),
-                                   "latency_s": o.get("latency"), "model_parameters": o.get("model_parameters"),
-                                   "labels": o.get("labels")})
+        row["extra"] = shared.extra_json({"observation_id": o["id"], "parent_observation_id": o.get("parent"),
+                                                 "name": o.get("name"), "path": path(o), "cost_usd": o.get("cost"),
+                                                 "latency_s": o.get("latency"), "model_parameters": o.get("model_parameters"),
+                                                 "labels": o.get("labels")})
         nodes.setdefault((parent, _sig(ans)), row)
     # tool runs: link each to the call it answers; give unanswered calls their result
     used: set[str] = set()
@@ -351,28 +336,28 @@ def build_turns(session_key: str, fmt: str, sid: str, observations: list[Obs], h
             cid = next((c for c, n in call_name.items() if n == name and c not in used), None)
         if cid:
             used.add(cid)
-        rows.append(new_turn(session_key, fmt, ids.make(f"{o['id']}:tool", line), "meta", "tool_run",
-                             timestamp=parse_ts(o.get("start")), record_type="TOOL", tool_name=name,
-                             tool_call_id=None,
-                             extra=dumps({"observation_id": o["id"], "parent_observation_id": o.get("parent"),
-                                          "tool_call_id": cid, "input": o.get("input"), "output": o.get("output"),
-                                          "latency_s": o.get("latency"), "level": o.get("level")}), **common))
+        rows.append(shared.new_turn(session_key, fmt, ids.make(f"{o['id']}:tool", line), "meta", "tool_run",
+                                    timestamp=shared.parse_ts(o.get("start")), record_type="TOOL", tool_name=name,
+                                    tool_call_id=None,
+                                    extra=shared.dumps({"observation_id": o["id"], "parent_observation_id": o.get("parent"),
+                                                               "tool_call_id": cid, "input": o.get("input"), "output": o.get("output"),
+                                                               "latency_s": o.get("latency"), "level": o.get("level")}), **common))
         if cid and cid not in answered and cid in call_turn:
-            text = clip_text(o.get("output"))
-            err = o.get("level") == "ERROR" or looks_like_error(text)
-            rows.append(new_turn(session_key, fmt, ids.make(f"{o['id']}:result", line), "tool", "tool_result",
-                                 content=text, tool_call_id=cid, tool_name=call_name.get(cid), tool_error=err,
-                                 error_kind=classify_error(text, name) if err else None,
-                                 parent_turn_id=call_turn[cid]["turn_id"], timestamp=parse_ts(o.get("end")),
-                                 record_type="TOOL", extra=extra_json({"from_tool_run": True}), **common))
+            text = shared.clip_text(o.get("output"))
+            err = o.get("level") == "ERROR" or shared.looks_like_error(text)
+            rows.append(shared.new_turn(session_key, fmt, ids.make(f"{o['id']}:result", line), "tool", "tool_result",
+                                        content=text, tool_call_id=cid, tool_name=call_name.get(cid), tool_error=err,
+                                        error_kind=classify_error(text, name) if err else None,
+                                        parent_turn_id=call_turn[cid]["turn_id"], timestamp=shared.parse_ts(o.get("end")),
+                                        record_type="TOOL", extra=shared.extra_json({"from_tool_run": True}), **common))
             answered.add(cid)
     uniq: dict[str, dict] = {}
     for t in tools:  # one schema per tool name (the first seen)
         fn = t.get("function") if isinstance(t.get("function"), dict) else {}
-        uniq.setdefault(fn.get("name") or dumps(t), t)
+        uniq.setdefault(fn.get("name") or shared.dumps(t), t)
     if uniq:
         header["tools"] = list(uniq.values())
-    head["extra"] = dumps(header) if header else None
+    head["extra"] = shared.dumps(header) if header else None
     return rows
 
 
@@ -400,11 +385,11 @@ def _langfuse_obs(o: dict) -> Obs:
 
 def parse_langfuse(raw_rows: list[dict], session_key: str) -> list[dict]:
     fmt = "langfuse"
-    ids = TurnIds(session_key)
-    loaded = load_document(raw_rows)
+    ids = shared.TurnIds(session_key)
+    loaded = shared.load_document(raw_rows)
     if loaded is None or not isinstance(loaded[0], dict) or not isinstance(loaded[0].get("observations"), list):
         line = min((r["line_no"] for r in raw_rows), default=1)
-        return [unknown_row(session_key, fmt, ids, line, "not a Langfuse trace export", session_id=session_key)]
+        return [shared.unknown_row(session_key, fmt, ids, line, "not a Langfuse trace export", session_id=session_key)]
     doc, line = loaded
     trace = doc.get("trace") if isinstance(doc.get("trace"), dict) else {}
     sid = str(trace.get("id") or session_key)
@@ -422,11 +407,11 @@ def parse_langfuse(raw_rows: list[dict], session_key: str) -> list[dict]:
         if mine:
             o["labels"] = {s.get("name"): s.get("stringValue") if s.get("stringValue") is not None else s.get("value")
                            for s in mine if s.get("name")}
-    big = too_many_steps(session_key, fmt, ids, line, sum(o.get("type") == "GENERATION" for o in obs), sid)
+    big = shared.too_many_steps(session_key, fmt, ids, line, sum(o.get("type") == "GENERATION" for o in obs), sid)
     if big:
         return big
     rows = build_turns(session_key, fmt, sid, obs, header, line, ids)
-    return finalize(rows, list(range(len(rows))))
+    return shared.finalize(rows, list(range(len(rows))))
 
 
 # ------------------------------------------------------------------ OpenTelemetry (OTLP JSON)
@@ -455,15 +440,6 @@ def _attrs(span: dict) -> dict:
     return {a.get("key"): _otlp_value(a.get("value")) for a in span.get("attributes") or [] if isinstance(a, dict)}
 
 
-def _json_attr(v: Any) -> Any:
-    if isinstance(v, str):
-        try:
-            return orjson.loads(v)
-        except orjson.JSONDecodeError:
-            return v
-    return v
-
-
 def _oi_messages(a: dict, prefix: str) -> list[dict]:
     """OpenInference flattened messages: ``{prefix}.N.message.role`` etc."""
     rx = re.compile(re.escape(prefix) + r"\.(\d+)\.message\.(.+)$")
@@ -489,7 +465,7 @@ def _oi_messages(a: dict, prefix: str) -> list[dict]:
         m = msgs[i]
         content = m.get("content")
         if content is None and m.get("_parts"):
-            content = "\n".join(clip_text(m["_parts"][k]) for k in sorted(m["_parts"]))
+            content = "\n".join(shared.clip_text(m["_parts"][k]) for k in sorted(m["_parts"]))
         om: dict = {"role": m.get("role") or "user", "content": content if content is not None else ""}
         if m.get("tool_call_id"):
             om["tool_call_id"] = m["tool_call_id"]
@@ -524,9 +500,9 @@ def _otel_obs(span: dict) -> Obs:
     inp = out = None
     system = []
     if "gen_ai.input.messages" in a or "gen_ai.output.messages" in a:
-        inp = _json_attr(a.get("gen_ai.input.messages"))
-        out = _json_attr(a.get("gen_ai.output.messages"))
-        si = _json_attr(a.get("gen_ai.system_instructions"))
+        inp = _args(a.get("gen_ai.input.messages"))
+        out = _args(a.get("gen_ai.output.messages"))
+        si = _args(a.get("gen_ai.system_instructions"))
         if si:
             text, _ = _part_text(si if isinstance(si, list) else [si])
             system = [{"role": "system", "content": text}]
@@ -543,8 +519,8 @@ def _otel_obs(span: dict) -> Obs:
     return Obs(id=str(span.get("spanId")), parent=span.get("parentSpanId") or None, type=typ,
                name=span.get("name"), start=_nanos_iso(span.get("startTimeUnixNano")),
                end=_nanos_iso(span.get("endTimeUnixNano")),
-               input=inp if typ == "GENERATION" else _json_attr(a.get("gen_ai.tool.call.arguments", a.get("input.value"))),
-               output=out if typ == "GENERATION" else _json_attr(a.get("gen_ai.tool.call.result", a.get("output.value"))),
+               input=inp if typ == "GENERATION" else _args(a.get("gen_ai.tool.call.arguments", a.get("input.value"))),
+               output=out if typ == "GENERATION" else _args(a.get("gen_ai.tool.call.result", a.get("output.value"))),
                model=a.get("gen_ai.response.model") or a.get("gen_ai.request.model") or a.get("llm.model_name"),
                usage={"input": a.get("gen_ai.usage.input_tokens", a.get("llm.token_count.prompt")),
                       "output": a.get("gen_ai.usage.output_tokens", a.get("llm.token_count.completion")),
@@ -558,18 +534,18 @@ def _otel_obs(span: dict) -> Obs:
 
 def parse_otel(raw_rows: list[dict], session_key: str) -> list[dict]:
     fmt = "otel_genai"
-    ids = TurnIds(session_key)
+    ids = shared.TurnIds(session_key)
     traces: dict[str, list[Obs]] = {}
     first_line: dict[str, int] = {}
     resources: dict[str, dict] = {}
-    loaded = load_document(raw_rows)
+    loaded = shared.load_document(raw_rows)
     records = [(loaded[1], loaded[0], None)] if loaded is not None and isinstance(loaded[0], dict) \
-        else list(iter_records(raw_rows))
+        else list(shared.iter_records(raw_rows))
     rows: list[dict] = []
     for line_no, obj, _ in records:
         rs_list = obj.get("resourceSpans")
         if not isinstance(rs_list, list):
-            rows.append(unknown_row(session_key, fmt, ids, line_no, "no resourceSpans", session_id=session_key))
+            rows.append(shared.unknown_row(session_key, fmt, ids, line_no, "no resourceSpans", session_id=session_key))
             continue
         for rs in rs_list:
             if not isinstance(rs, dict):
@@ -589,11 +565,11 @@ def parse_otel(raw_rows: list[dict], session_key: str) -> list[dict]:
         for o in obs:
             if o.get("type") == "TOOL" and o.get("tool_name"):
                 o["name"] = o["tool_name"]
-        big = too_many_steps(session_key, fmt, ids, first_line[tid], sum(o.get("type") == "GENERATION" for o in obs),
-                             tid)
+        big = shared.too_many_steps(session_key, fmt, ids, first_line[tid], sum(o.get("type") == "GENERATION" for o in obs),
+                                    tid)
         if big:
             rows += big
             continue
         header = {"resource": resources.get(tid) or None, "trace_id": tid}
         rows += build_turns(session_key, fmt, tid, obs, {k: v for k, v in header.items() if v}, first_line[tid], ids)
-    return finalize(rows, list(range(len(rows))))
+    return shared.finalize(rows, list(range(len(rows))))

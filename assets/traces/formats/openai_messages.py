@@ -25,19 +25,7 @@ from typing import Any
 import orjson
 
 from assets.traces.errors import classify_error
-from assets.traces.formats._common import (
-    TurnIds,
-    dumps,
-    extra_json,
-    finalize,
-    iter_records,
-    link_linear,
-    looks_like_error,
-    new_turn,
-    parse_ts,
-    text_of,
-    tool_call,
-)
+from assets.traces.formats import _common as shared
 
 FORMAT = "openai_messages"
 
@@ -70,7 +58,7 @@ def conversation_id(line_no: int, obj: dict) -> str:
     return f"L{line_no}" if idx is None else f"L{line_no}.{idx}"
 
 
-def header_row(session_key: str, fmt: str, ids: TurnIds, conv: str, sid: str, line_no: int, obj: dict,
+def header_row(session_key: str, fmt: str, ids: shared.TurnIds, conv: str, sid: str, line_no: int, obj: dict,
                skip: tuple[str, ...]) -> dict:
     meta = {k: v for k, v in obj.items() if k not in skip and k != "__index__"}
     tools = meta.get("tools")
@@ -79,24 +67,24 @@ def header_row(session_key: str, fmt: str, ids: TurnIds, conv: str, sid: str, li
             meta["tools"] = orjson.loads(tools)
         except orjson.JSONDecodeError:
             pass
-    return new_turn(session_key, fmt, ids.make(f"{conv}:h", line_no), "meta", "conversation", session_id=sid,
-                    record_type="conversation", source_lines=[line_no], extra=dumps(meta) if meta else None,
-                    timestamp=parse_ts(obj.get("created_at") or obj.get("timestamp") or obj.get("created")))
+    return shared.new_turn(session_key, fmt, ids.make(f"{conv}:h", line_no), "meta", "conversation", session_id=sid,
+                           record_type="conversation", source_lines=[line_no], extra=shared.dumps(meta) if meta else None,
+                           timestamp=shared.parse_ts(obj.get("created_at") or obj.get("timestamp") or obj.get("created")))
 
 
 def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
-    ids = TurnIds(session_key)
+    ids = shared.TurnIds(session_key)
     rows: list[dict] = []
     order: list[tuple] = []
-    for line_no, obj, raw_row in iter_records(raw_rows):
+    for line_no, obj, raw_row in shared.iter_records(raw_rows):
         conv = conversation_id(line_no, obj)
         sid = f"{session_key}#{conv}"
         msgs = obj.get("messages")
         sub = obj.get("__index__") or 0
         if not isinstance(msgs, list):
-            rows.append(new_turn(session_key, FORMAT, ids.make(conv, line_no), "meta", "unknown", session_id=sid,
-                                 record_type=raw_row.get("record_type"), source_lines=[line_no],
-                                 extra=dumps({k: v for k, v in obj.items() if k != "__index__"})))
+            rows.append(shared.new_turn(session_key, FORMAT, ids.make(conv, line_no), "meta", "unknown", session_id=sid,
+                                        record_type=raw_row.get("record_type"), source_lines=[line_no],
+                                        extra=shared.dumps({k: v for k, v in obj.items() if k != "__index__"})))
             order.append((line_no, sub, -1))
             continue
         rows.append(header_row(session_key, FORMAT, ids, conv, sid, line_no, obj, ("messages",)))
@@ -107,25 +95,25 @@ def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
             row = message_row(session_key, FORMAT, ids, f"{conv}:{i}", sid, line_no, m, calls, default_model)
             rows.append(row)
             order.append((line_no, sub, i))
-    out = finalize(rows, order)
-    link_linear(out)
+    out = shared.finalize(rows, order)
+    shared.link_linear(out)
     return out
 
 
-def message_row(session_key: str, fmt: str, ids: TurnIds, local_id: str, sid: str, line_no: int, m: Any,
+def message_row(session_key: str, fmt: str, ids: shared.TurnIds, local_id: str, sid: str, line_no: int, m: Any,
                 calls: CallTracker, default_model: str | None) -> dict:
     tid = ids.make(local_id, line_no)
     common = dict(session_id=sid, source_lines=[line_no], record_type="message")
     if not isinstance(m, dict):
-        return new_turn(session_key, fmt, tid, "meta", "unknown", extra=dumps(m), **common)
+        return shared.new_turn(session_key, fmt, tid, "meta", "unknown", extra=shared.dumps(m), **common)
     role = m.get("role")
-    ts = parse_ts(m.get("timestamp") or m.get("created_at"))
+    ts = shared.parse_ts(m.get("timestamp") or m.get("created_at"))
     if role in SYSTEM_ROLES:
-        return new_turn(session_key, fmt, tid, "system", "message", content=text_of(m.get("content")), timestamp=ts,
-                        extra=extra_json({"original_role": role if role != "system" else None}), **common)
+        return shared.new_turn(session_key, fmt, tid, "system", "message", content=shared.text_of(m.get("content")), timestamp=ts,
+                               extra=shared.extra_json({"original_role": role if role != "system" else None}), **common)
     if role == "user":
-        return new_turn(session_key, fmt, tid, "user", "message", content=text_of(m.get("content")), timestamp=ts,
-                        **common)
+        return shared.new_turn(session_key, fmt, tid, "user", "message", content=shared.text_of(m.get("content")), timestamp=ts,
+                               **common)
     if role == "assistant":
         tcs: list[dict] = []
         for k, tc in enumerate(m.get("tool_calls") or []):
@@ -134,22 +122,22 @@ def message_row(session_key: str, fmt: str, ids: TurnIds, local_id: str, sid: st
             fn = tc.get("function") if isinstance(tc.get("function"), dict) else tc
             cid = tc.get("id") if isinstance(tc.get("id"), str) and tc.get("id") else f"call_{local_id}_{k}"
             name = str(fn.get("name") or "")
-            tcs.append(tool_call(cid, name, fn.get("arguments")))
+            tcs.append(shared.tool_call(cid, name, fn.get("arguments")))
             calls.called(cid, name)
         fc = m.get("function_call")
         if isinstance(fc, dict):
             cid = f"call_{local_id}_fc"
-            tcs.append(tool_call(cid, str(fc.get("name") or ""), fc.get("arguments")))
+            tcs.append(shared.tool_call(cid, str(fc.get("name") or ""), fc.get("arguments")))
             calls.called(cid, str(fc.get("name") or ""))
         thinking = m.get("reasoning_content") or m.get("reasoning") or m.get("thinking")
-        return new_turn(
+        return shared.new_turn(
             session_key, fmt, tid, "assistant", "message",
-            content=text_of(m.get("content")) or None,
-            thinking=text_of(thinking) if thinking else None,
-            tool_calls=dumps(tcs) if tcs else None,
+            content=shared.text_of(m.get("content")) or None,
+            thinking=shared.text_of(thinking) if thinking else None,
+            tool_calls=shared.dumps(tcs) if tcs else None,
             model=m.get("model") if isinstance(m.get("model"), str) else default_model,
             timestamp=ts,
-            extra=extra_json({"weight": m.get("weight"), "name": m.get("name")}),
+            extra=shared.extra_json({"weight": m.get("weight"), "name": m.get("name")}),
             **common,
         )
     if role in TOOL_ROLES:
@@ -157,13 +145,13 @@ def message_row(session_key: str, fmt: str, ids: TurnIds, local_id: str, sid: st
         given = m.get("tool_call_id") if isinstance(m.get("tool_call_id"), str) else None
         cid = calls.answer(given, name)
         name = name or calls.names.get(cid or "")
-        text = text_of(m.get("content"))
-        err = bool(m.get("is_error")) or looks_like_error(text)
-        return new_turn(
+        text = shared.text_of(m.get("content"))
+        err = bool(m.get("is_error")) or shared.looks_like_error(text)
+        return shared.new_turn(
             session_key, fmt, tid, "tool", "tool_result", content=text, tool_call_id=cid, tool_name=name,
             tool_error=err, error_kind=classify_error(text, name) if err else None, timestamp=ts,
-            extra=extra_json({"orphan": cid is None or (cid not in calls.names),
-                              "matched_by_order": given is None and cid is not None}),
+            extra=shared.extra_json({"orphan": cid is None or (cid not in calls.names),
+                                                   "matched_by_order": given is None and cid is not None}),
             **common,
         )
-    return new_turn(session_key, fmt, tid, "meta", "unknown", extra=dumps(m), timestamp=ts, **common)
+    return shared.new_turn(session_key, fmt, tid, "meta", "unknown", extra=shared.dumps(m), timestamp=ts, **common)

@@ -24,17 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from assets.traces.formats._common import (
-    TurnIds,
-    dumps,
-    extra_json,
-    finalize,
-    iter_records,
-    new_turn,
-    text_of,
-    tool_call,
-    unknown_row,
-)
+from assets.traces.formats import _common as shared
 from assets.traces.formats.openai_messages import conversation_id
 
 FORMAT = "preference"
@@ -48,9 +38,9 @@ def _msg(m: Any, default_role: str = "assistant") -> dict | None:
     if not isinstance(m, dict):
         return None
     role = _ROLES.get(str(m.get("role", m.get("from", default_role))).lower(), default_role)
-    out = {"role": role, "content": text_of(m.get("content", m.get("value")))}
-    calls = [tool_call(str(c.get("id") or f"call_{k}"), str((c.get("function") or c).get("name") or ""),
-                       (c.get("function") or c).get("arguments"))
+    out = {"role": role, "content": shared.text_of(m.get("content", m.get("value")))}
+    calls = [shared.tool_call(str(c.get("id") or f"call_{k}"), str((c.get("function") or c).get("name") or ""),
+                              (c.get("function") or c).get("arguments"))
              for k, c in enumerate(m.get("tool_calls") or []) if isinstance(c, dict)]
     if calls:
         out["tool_calls"] = calls
@@ -99,44 +89,44 @@ def _split_record(obj: dict) -> tuple[list[dict], dict | None, dict | None, str]
 
 
 def parse(raw_rows: list[dict], session_key: str) -> list[dict]:
-    ids = TurnIds(session_key)
+    ids = shared.TurnIds(session_key)
     rows: list[dict] = []
-    for line_no, obj, _ in iter_records(raw_rows):
+    for line_no, obj, _ in shared.iter_records(raw_rows):
         conv = conversation_id(line_no, obj)
         sid = f"{session_key}#{conv}"
         obj = {k: v for k, v in obj.items() if k != "__index__"}
         prompt, chosen, rejected, shape = _split_record(obj)
         if not prompt or chosen is None or rejected is None:
-            rows.append(unknown_row(session_key, FORMAT, ids, line_no,
-                                    "not a preference record (needs a prompt, a chosen and a rejected answer)",
-                                    obj, session_id=sid))
+            rows.append(shared.unknown_row(session_key, FORMAT, ids, line_no,
+                                           "not a preference record (needs a prompt, a chosen and a rejected answer)",
+                                           obj, session_id=sid))
             continue
         common = dict(session_id=sid, source_lines=[line_no], record_type="preference")
         meta = {k: v for k, v in obj.items() if k not in ("conversations", "prompt", "chosen", "rejected", "system")}
         meta["dataset_format"] = shape
-        rows.append(new_turn(session_key, FORMAT, ids.make(f"{conv}:h", line_no), "meta", "conversation",
-                             extra=dumps(meta), **common))
+        rows.append(shared.new_turn(session_key, FORMAT, ids.make(f"{conv}:h", line_no), "meta", "conversation",
+                                    extra=shared.dumps(meta), **common))
         parent = None
         for i, m in enumerate(prompt):
             role = m["role"]
             if role == "tool":
                 role = "user"  # a dataset's observation turns carry no call ids: kept as text
-            r = new_turn(session_key, FORMAT, ids.make(f"{conv}:{i}", line_no), role,
-                         "message" if role != "assistant" else "context", content=m["content"],
-                         tool_calls=dumps(m["tool_calls"]) if m.get("tool_calls") else None,
-                         parent_turn_id=parent, **common)
+            r = shared.new_turn(session_key, FORMAT, ids.make(f"{conv}:{i}", line_no), role,
+                                "message" if role != "assistant" else "context", content=m["content"],
+                                tool_calls=shared.dumps(m["tool_calls"]) if m.get("tool_calls") else None,
+                                parent_turn_id=parent, **common)
             rows.append(r)
             parent = r["turn_id"]
-        c = new_turn(session_key, FORMAT, ids.make(f"{conv}:chosen", line_no), "assistant", "message",
-                     content=chosen["content"] or None,
-                     tool_calls=dumps(chosen["tool_calls"]) if chosen.get("tool_calls") else None,
-                     parent_turn_id=parent, model=obj.get("chosen_model") if isinstance(obj.get("chosen_model"), str)
-                     else None, extra=extra_json({"preference": "chosen"}), **common)
+        c = shared.new_turn(session_key, FORMAT, ids.make(f"{conv}:chosen", line_no), "assistant", "message",
+                            content=chosen["content"] or None,
+                            tool_calls=shared.dumps(chosen["tool_calls"]) if chosen.get("tool_calls") else None,
+                            parent_turn_id=parent, model=obj.get("chosen_model") if isinstance(obj.get("chosen_model"), str)
+                            else None, extra=shared.extra_json({"preference": "chosen"}), **common)
         rows.append(c)
-        rows.append(new_turn(session_key, FORMAT, ids.make(f"{conv}:rejected", line_no), "assistant", "rejected",
-                             content=rejected["content"] or None,
-                             tool_calls=dumps(rejected["tool_calls"]) if rejected.get("tool_calls") else None,
-                             parent_turn_id=parent,
-                             model=obj.get("rejected_model") if isinstance(obj.get("rejected_model"), str) else None,
-                             extra=extra_json({"preference": "rejected", "chosen_turn_id": c["turn_id"]}), **common))
-    return finalize(rows, list(range(len(rows))))
+        rows.append(shared.new_turn(session_key, FORMAT, ids.make(f"{conv}:rejected", line_no), "assistant", "rejected",
+                                    content=rejected["content"] or None,
+                                    tool_calls=shared.dumps(rejected["tool_calls"]) if rejected.get("tool_calls") else None,
+                                    parent_turn_id=parent,
+                                    model=obj.get("rejected_model") if isinstance(obj.get("rejected_model"), str) else None,
+                                    extra=shared.extra_json({"preference": "rejected", "chosen_turn_id": c["turn_id"]}), **common))
+    return shared.finalize(rows, list(range(len(rows))))
