@@ -181,7 +181,7 @@ def stop(proc: subprocess.Popen) -> None:
 # ----------------------------------------------------------------------------- (c) floor
 def floor(files: list[Path], root: Path, pool_file: Path) -> dict:
     from assets.teachers.ask import ask_teachers
-    from assets.teachers.assets import select_steps
+    from assets.teachers.select import select_steps
     from assets.teachers.pool import TeacherPool
     from assets.traces.ingest import ingest_file
     from resources.sessions import session_key_for

@@ -64,7 +64,8 @@ _TEXT_CALL_MARKERS = re.compile(r"<tool_call>|<function=|<\|python_tag\|>|\[TOOL
 
 __all__ = [
     "ModelSpec", "ModelRequest", "CallOutcome", "Usage", "ModelClient", "HttpModelClient",
-    "LocalModelClient", "ModelClients", "make_client", "TokenBucket", "parse_retry_after",
+    "LocalModelClient", "ModelClients", "make_client", "complete_local_group", "decode_batch", "DecodeParams",
+    "TokenBucket", "parse_retry_after",
     "content_text", "normalize_messages", "normalize_tool_calls", "canonical_json", "load_json",
 ]
 
@@ -105,6 +106,8 @@ class ModelSpec(BaseModel):
     batch_size: int = Field(default=4, ge=1)
     max_context_tokens: int = Field(default=2048, ge=32)  # prompt + answer; longer prompts are cut
     device: str = "cpu"
+    # float32 | bfloat16 | float16 | int8 (float32 weights, Linear layers dynamically quantized to
+    # int8: ~2.5x faster on a CPU, resources/models.py) | auto
     dtype: str = "float32"
     repetition_penalty: Optional[float] = Field(default=None, gt=0)
     gguf_cache: bool = True  # load a GGUF from its dequantized safetensors copy (~2 s, not ~70 s)
@@ -687,11 +690,14 @@ class LocalModelClient(ModelClient):
         self._executor = executor
         self._own_executor: ThreadPoolExecutor | None = None
         self._loaded: tuple[Any, Any] | None = loaded
+        self._held = id(loaded) if loaded is not None else None  # a model the caller holds
         self._load_lock = threading.Lock()
 
     def _body(self, messages, tools, max_tokens=None):
         body = super()._body(messages, tools, max_tokens)
         body["max_context_tokens"] = self.spec.max_context_tokens  # changes the input: hashed
+        if self.spec.dtype != "float32":  # other weights' precision, other answers (float32 hashes as before)
+            body["dtype"] = self.spec.dtype
         if self.spec.repetition_penalty is not None:
             body["repetition_penalty"] = self.spec.repetition_penalty
         return body
@@ -720,21 +726,19 @@ class LocalModelClient(ModelClient):
             self._own_executor.shutdown(wait=False)
             self._own_executor = None
 
+    @property
+    def group_key(self) -> tuple:
+        """Local clients with the same key generate together (:func:`complete_local_group`):
+        they hold the same weights and generate on the same thread."""
+        s = self.spec
+        return (s.model, s.device, s.dtype, s.gguf_cache, id(self._pool()), self._held)
+
     async def complete_batch(self, reqs: Sequence[ModelRequest]) -> list[CallOutcome]:
         """Generate for ``reqs`` in batches of ``batch_size`` on the model's thread."""
         reqs = list(reqs)
-        loop = asyncio.get_running_loop()
         outs: list[CallOutcome] = []
         for i in range(0, len(reqs), self.spec.batch_size):
-            chunk = reqs[i:i + self.spec.batch_size]
-            try:
-                got = await loop.run_in_executor(self._pool(), self._generate, chunk)
-            except Exception as exc:  # a model failure is an error of these calls, not a crash
-                got = [CallOutcome(status="error", attempts=1, error_kind="local_model",
-                                   error=f"{type(exc).__name__}: {str(exc)[:300]}") for _ in chunk]
-            outs.extend(self._structure(r, o) for r, o in zip(chunk, got))
-        for out in outs:
-            self.usage.add(out)
+            outs.extend(await complete_local_group([(self, r) for r in reqs[i:i + self.spec.batch_size]]))
         return outs
 
     async def complete(self, req: ModelRequest) -> CallOutcome:
@@ -754,12 +758,14 @@ class LocalModelClient(ModelClient):
             out.append({"role": role, "content": text})
         return out
 
-    def _encode(self, tok, messages: list[dict[str, Any]], max_new: int) -> tuple[list[int], bool]:
-        """Prompt ids; contexts longer than the window are cut from the left (system kept)."""
+    def _encode(self, tok, messages: list[dict[str, Any]], max_new: int,
+                max_context: int | None = None) -> tuple[list[int], bool]:
+        """Prompt ids; contexts longer than the window (``max_context``, default the spec's
+        ``max_context_tokens``) are cut from the left (system kept)."""
         chat = self._chat(messages)
         text = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
         ids = tok(text, add_special_tokens=False)["input_ids"]
-        limit = max(16, self.spec.max_context_tokens - max_new)
+        limit = max(16, (max_context or self.spec.max_context_tokens) - max_new)
         if len(ids) <= limit:
             return ids, False
         keep: list[int] = []
@@ -771,60 +777,214 @@ class LocalModelClient(ModelClient):
         return keep + ids[len(ids) - (limit - len(keep)):], True
 
     def _generate(self, reqs: list[ModelRequest]) -> list[CallOutcome]:
+        """Answers to ``reqs`` in one batch (on the model's thread). Each request's body says
+        how it is sampled (``temperature``, ``top_p``, ``seed``, ``max_tokens``,
+        ``repetition_penalty``, ``max_context_tokens``), so a batch may hold the requests of
+        several clients of this model (:func:`complete_local_group`)."""
         import torch
 
         tok, model = self._model()
-        s = self.spec
         t0 = time.perf_counter()
-        max_new = max(int(r.body["max_tokens"]) for r in reqs)
-        encoded = [self._encode(tok, r.body["messages"], int(r.body["max_tokens"])) for r in reqs]
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        eos = {tok.eos_token_id}
-        gc_eos = getattr(model.generation_config, "eos_token_id", None)
-        eos.update(gc_eos if isinstance(gc_eos, list) else [gc_eos])
-        im_end = tok.convert_tokens_to_ids("<|im_end|>")
-        if isinstance(im_end, int) and im_end != tok.unk_token_id:
-            eos.add(im_end)
-        eos.discard(None)
-        width = max(len(ids) for ids, _ in encoded)
-        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids, _ in encoded])
-        attn = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids, _ in encoded])
-        kw: dict[str, Any] = dict(max_new_tokens=max_new, pad_token_id=pad, eos_token_id=sorted(eos))
-        if s.repetition_penalty is not None:
-            kw["repetition_penalty"] = s.repetition_penalty
-        if s.temperature > 0:
-            kw.update(do_sample=True, temperature=s.temperature, top_p=s.top_p)
-            if s.seed is not None:
-                torch.manual_seed(s.seed)
-        else:
-            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        encoded = [self._encode(tok, r.body["messages"], int(r.body["max_tokens"]),
+                                r.body.get("max_context_tokens")) for r in reqs]
         prev_threads = torch.get_num_threads()
-        if s.torch_threads:
-            torch.set_num_threads(s.torch_threads)
+        if self.spec.torch_threads:
+            torch.set_num_threads(self.spec.torch_threads)
         try:
-            with torch.inference_mode():
-                out = model.generate(input_ids=input_ids.to(model.device),
-                                     attention_mask=attn.to(model.device), **kw)
+            gens = decode_batch(model, tok, [ids for ids, _ in encoded],
+                                [DecodeParams.of(r) for r in reqs])
         finally:
-            if s.torch_threads:
+            if self.spec.torch_threads:
                 torch.set_num_threads(prev_threads)
         latency = (time.perf_counter() - t0) * 1000 / len(reqs)
         results = []
-        for i, ((ids, truncated), req) in enumerate(zip(encoded, reqs)):
-            new = out[i, width:].tolist()[: int(req.body["max_tokens"])]
-            finish = "length"
-            for j, t in enumerate(new):
-                if t in eos:
-                    new, finish = new[: j + 1], "stop"
-                    break
+        for (ids, truncated), (new, finish) in zip(encoded, gens):
             text = tok.decode(new, skip_special_tokens=True).strip()
-            flags = ["context_truncated"] if truncated else []
             results.append(CallOutcome(
                 status="ok", message={"role": "assistant", "content": text}, text=text,
                 finish_reason=finish, input_tokens=len(ids), output_tokens=len(new),
-                cost_usd=0.0, latency_ms=latency, attempts=1, flags=flags,
+                cost_usd=0.0, latency_ms=latency, attempts=1,
+                flags=["context_truncated"] if truncated else [],
             ))
         return results
+
+
+async def complete_local_group(items: Sequence[tuple[LocalModelClient, ModelRequest]]) -> list[CallOutcome]:
+    """Answer the requests of several local clients of one model (same :attr:`group_key`) in
+    ONE batch on the model's thread: the teachers of a pool that share a model share its
+    batches, and a prompt they all ask is computed once (:func:`decode_batch`). Each outcome is
+    structured and counted by the client that built its request."""
+    items = list(items)
+    if not items:
+        return []
+    lead = items[0][0]
+    if any(c.group_key != lead.group_key for c, _ in items):
+        raise ValueError("complete_local_group: the clients do not share one model and thread")
+    loop = asyncio.get_running_loop()
+    try:
+        got = await loop.run_in_executor(lead._pool(), lead._generate, [r for _, r in items])
+    except Exception as exc:  # a model failure is an error of these calls, not a crash
+        got = [CallOutcome(status="error", attempts=1, error_kind="local_model",
+                           error=f"{type(exc).__name__}: {str(exc)[:300]}") for _ in items]
+    outs = []
+    for (client, req), out in zip(items, got):
+        out = client._structure(req, out)
+        client.usage.add(out)
+        outs.append(out)
+    return outs
+
+
+# --------------------------------------------------------------------------- local decoding
+@dataclass(frozen=True)
+class DecodeParams:
+    """How one row of a batch is decoded (from its request's body)."""
+
+    max_new: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None  # the row's own seed: its sample does not depend on the batch
+    repetition_penalty: float | None = None
+
+    @classmethod
+    def of(cls, req: ModelRequest) -> "DecodeParams":
+        b = req.body
+        t = float(b.get("temperature") or 0.0)
+        seed = None
+        if t > 0 and b.get("seed") is not None:
+            # per request: the spec's seed mixed with the request's content address, so an answer
+            # is the same whatever else shares its batch and in whatever order requests come
+            h = hashlib.sha256(f"{b['seed']}|{req.request_hash}".encode()).digest()
+            seed = int.from_bytes(h[:8], "big") & (2 ** 63 - 1)
+        rp = b.get("repetition_penalty")
+        return cls(int(b["max_tokens"]), t, float(b.get("top_p") if b.get("top_p") is not None else 1.0),
+                   seed, float(rp) if rp is not None else None)
+
+
+def _cache_kw(model) -> str:
+    """The keyword a causal LM's forward takes its KV cache under (``cache`` in newer
+    transformers, ``past_key_values`` before)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _eos_ids(model, tok) -> set[int]:
+    eos = {tok.eos_token_id}
+    gc_eos = getattr(model.generation_config, "eos_token_id", None)
+    eos.update(gc_eos if isinstance(gc_eos, list) else [gc_eos])
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(im_end, int) and im_end != tok.unk_token_id:
+        eos.add(im_end)
+    eos.discard(None)
+    return eos
+
+
+def decode_batch(model, tok, prompts: Sequence[list[int]], params: Sequence[DecodeParams]
+                 ) -> list[tuple[list[int], str]]:
+    """Generate for a batch of prompt ids: ``[(new token ids, "stop" | "length")]``.
+
+    What ``model.generate`` does for one sampling setting, per row instead: rows may differ in
+    temperature, top-p, seed, max new tokens and repetition penalty. And two savings:
+
+    * identical prompts are prefilled once (teachers asking the same context share its KV
+      cache rows; the prefill is most of a short answer's cost on a CPU);
+    * a row that has stopped leaves the batch (its cache rows are dropped), so the batch costs
+      the answers' real lengths, not the longest one's times the batch.
+
+    Greedy rows take the argmax; sampled rows follow ``generate``'s warpers (temperature, the
+    model's top-k, top-p) and draw with their own ``torch.Generator`` (seeded per request, see
+    :meth:`DecodeParams.of`). Left padding with an attention mask and explicit positions, as
+    ``generate`` does.
+    """
+    import torch
+
+    n = len(prompts)
+    if n == 0:
+        return []
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    eos = _eos_ids(model, tok)
+    top_k = int(getattr(model.generation_config, "top_k", None) or 0)
+    cache_kw = _cache_kw(model)
+    dev = model.device
+
+    # one prefill per distinct prompt
+    first: dict[tuple, int] = {}
+    row_of = [first.setdefault(tuple(p), len(first)) for p in prompts]
+    uniq = [list(k) for k in first]
+    width = max(len(p) for p in uniq)
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in uniq], device=dev)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in uniq], device=dev)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+        cache = getattr(out, "cache", None) or out.past_key_values
+        logits = out.logits[:, -1, :].float()
+        sel = torch.tensor(row_of, device=dev)
+        if len(uniq) != n:
+            cache.batch_select_indices(sel)
+        logits, mask = logits[sel], mask[sel]
+        last_pos = pos[sel, -1]
+
+        gens = [torch.Generator().manual_seed(p.seed) if p.seed is not None else None for p in params]
+        seen = [torch.tensor(sorted(set(p)), dtype=torch.long) for p in prompts]  # for the repetition penalty
+        new: list[list[int]] = [[] for _ in range(n)]
+        finish = ["length"] * n
+        active = list(range(n))  # batch row -> request index
+        while True:
+            tokens = []
+            for b, i in enumerate(active):
+                tokens.append(_next_token(logits[b], params[i], top_k, gens[i], seen[i]))
+            keep = []
+            for b, (i, t) in enumerate(zip(active, tokens)):
+                new[i].append(t)
+                if params[i].repetition_penalty is not None:
+                    seen[i] = torch.unique(torch.cat([seen[i], torch.tensor([t])]))
+                if t in eos:
+                    finish[i] = "stop"
+                elif len(new[i]) < params[i].max_new:
+                    keep.append(b)
+            if not keep:
+                break
+            if len(keep) != len(active):
+                k = torch.tensor(keep, device=dev)
+                cache.batch_select_indices(k)
+                mask, last_pos = mask[k], last_pos[k]
+                tokens = [tokens[b] for b in keep]
+                active = [active[b] for b in keep]
+            mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=dev)], dim=1)
+            last_pos = last_pos + 1
+            out = model(input_ids=torch.tensor(tokens, device=dev)[:, None], attention_mask=mask,
+                        position_ids=last_pos[:, None], use_cache=True, **{cache_kw: cache})
+            cache = getattr(out, "cache", None) or out.past_key_values
+            logits = out.logits[:, -1, :].float()
+    return [(new[i], finish[i]) for i in range(n)]
+
+
+def _next_token(logits, p: DecodeParams, top_k: int, gen, seen) -> int:
+    """One row's next token: repetition penalty, then argmax (greedy) or the sampling warpers
+    of ``generate`` (temperature, top-k, top-p) and a draw with the row's generator."""
+    import torch
+
+    if p.repetition_penalty is not None and p.repetition_penalty != 1.0 and len(seen):
+        idx = seen.to(logits.device)
+        score = logits.gather(0, idx)
+        score = torch.where(score < 0, score * p.repetition_penalty, score / p.repetition_penalty)
+        logits = logits.scatter(0, idx, score)
+    if p.temperature <= 0:
+        return int(torch.argmax(logits))
+    scores = logits / p.temperature
+    if top_k and top_k < scores.numel():
+        kth = torch.topk(scores, top_k).values[-1]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if p.top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, descending=False)
+        cum = sorted_scores.softmax(-1).cumsum(-1)
+        drop = cum <= (1 - p.top_p)
+        drop[-1] = False  # keep at least one token
+        scores = scores.masked_fill(drop.scatter(0, order, drop), float("-inf"))
+    probs = scores.softmax(-1)
+    return int(torch.multinomial(probs.cpu(), 1, generator=gen).item())
 
 
 def make_client(spec: ModelSpec, executor: ThreadPoolExecutor | None = None) -> ModelClient:

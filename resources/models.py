@@ -165,13 +165,39 @@ def _load(directory: str, gguf: str | None, device: str, dtype_name: str):
     return tok, model
 
 
+INT8 = "int8"  # a dtype of its own: float32 weights, Linear layers quantized to int8 (CPU)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_int8(directory: str, gguf: str | None, device: str):
+    """The float32 model with every ``nn.Linear`` dynamically quantized to int8 (PyTorch's
+    ``quantize_dynamic``: int8 weights per output channel, activations quantized on the fly;
+    fbgemm's VNNI/AVX-512 kernels). On a CPU it prefills ~2.5x and decodes ~2-3x faster than
+    float32 and reads a quarter of the weight bytes per token; the embedded model's weights
+    are 4-bit GGUF values to begin with. A copy: the float32 model stays as it is."""
+    import warnings
+
+    import torch
+
+    if device != "cpu":
+        raise ValueError(f"dtype {INT8!r} (dynamic int8 quantization) runs on the CPU only, not {device!r}")
+    tok, model = _load(directory, gguf, device, "float32")
+    with warnings.catch_warnings():  # torch.ao's eager quantization announces its move to torchao
+        warnings.simplefilter("ignore")
+        quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8,
+                                                           inplace=False)
+    quantized.eval()
+    return tok, quantized
+
+
 def load_causal_lm(path: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto",
                    gguf_cache: str | bool | None = True):
     """(tokenizer, model) loaded offline and cached per process.
 
     A GGUF model loads from its dequantized copy (:func:`dequantized_gguf_dir`; pass a
     directory as ``gguf_cache`` to choose where, False to load the GGUF itself). If no copy
-    can be made (read-only home...), the GGUF itself is loaded.
+    can be made (read-only home...), the GGUF itself is loaded. ``dtype="int8"``: the
+    float32 model with its Linear layers quantized to int8 (:func:`_load_int8`, CPU only).
     """
     directory, gguf = ModelRef(path).resolve()
     if gguf and gguf_cache is not False:
@@ -182,4 +208,6 @@ def load_causal_lm(path: str = DEFAULT_MODEL, device: str = "auto", dtype: str =
             log.warning("no dequantized copy of %s (%s: %s); loading the GGUF", path, type(exc).__name__, exc)
     dev = pick_device(device)
     with _LOCK:
+        if dtype == INT8:
+            return _load_int8(directory, gguf, dev)
         return _load(directory, gguf, dev, dtype)

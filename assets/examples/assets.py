@@ -10,7 +10,7 @@ from pydantic import Field
 
 from assets.examples.tables import KTO_EXAMPLES, SDPO_EXAMPLES, SFT_EXAMPLES
 from assets.examples.build import build_kto, build_sdpo, build_sft
-from assets.pairs.failures import INFORMATIVE, MISTAKE, load_failure_policy
+from assets.traces.failures import INFORMATIVE, MISTAKE, load_failure_policy
 from assets.pairs.tables import PREFERENCE_PAIRS
 from assets.traces.partitions import run_sessions, session_asset
 from assets.traces.tables import AGENT_STEPS

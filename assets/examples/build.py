@@ -17,7 +17,7 @@ import dagster as dg
 
 from assets.examples.training import kto_rows, sdpo_rows, sft_rows
 from assets.metadata import json_preview, md_counts, md_preview, md_sizes
-from assets.pairs.failures import INFORMATIVE, MISTAKE, FailurePolicy
+from assets.traces.failures import INFORMATIVE, MISTAKE, FailurePolicy
 
 
 def _policy(policy: FailurePolicy) -> str:

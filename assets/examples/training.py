@@ -4,7 +4,7 @@ All functions are pure: AGENT_STEPS rows (and PREFERENCE_PAIRS rows for KTO) in,
 rows out, JSON columns as JSON strings (the exporter decodes them).
 
 Every label built from a failure follows the failure policy (recipes/failures.yaml,
-assets/pairs/failures.py): a step whose own call failed is
+assets/traces/failures.py): a step whose own call failed is
 
 * a **mistake** → not an SFT example, a ``label: false`` KTO row;
 * **informative** (a failing test, a search with no match...) → an ordinary SFT example and
@@ -25,7 +25,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from assets.pairs.failures import EXTERNAL, INFORMATIVE, MISTAKE, FailurePolicy, Verdict, load_failure_policy, step_verdict
+from assets.traces.failures import EXTERNAL, INFORMATIVE, MISTAKE, FailurePolicy, Verdict, load_failure_policy, step_verdict
 from assets.pairs.messages import (
     assistant_message,
     clean_messages,

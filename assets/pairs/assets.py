@@ -20,7 +20,7 @@ from assets.pairs.strategies import (
     JudgeStrategy,
     make_strategy,
 )
-from assets.pairs.failures import load_failure_policy
+from assets.traces.failures import load_failure_policy
 from assets.pairs.validity import RULES as VALIDITY_RULES
 from assets.pairs.validity import ValidityConfig
 from assets.pairs.tables import NORMALIZED_PAIRS, PAIR_REJECTIONS, PREFERENCE_PAIRS

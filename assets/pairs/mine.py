@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import dagster as dg
 
 from assets.metadata import md_counts, md_table, pair_preview
-from assets.pairs.failures import FailurePolicy
+from assets.traces.failures import FailurePolicy
 from assets.pairs.imported import imported_pairs
 from assets.pairs.judge import ConfirmReport, JudgeScorer, confirm_pairs
 from assets.pairs.strategies import PairBuildReport, build_pairs, steps_from_rows

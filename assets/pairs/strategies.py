@@ -16,7 +16,7 @@ Flags from the teacher (refusal, truncated, ...) make an answer less preferred a
 
 Validity (assets/pairs/validity.py): teacher tool calls written as text are parsed into
 ``tool_calls`` when rows become steps; the original step's failure is read through the
-failure policy (assets/pairs/failures.py), so an error-site pair's ``rejected`` carries
+failure policy (assets/traces/failures.py), so an error-site pair's ``rejected`` carries
 its class (``rejected_failure``); strategies prefer a ``chosen`` that passes the validity
 rules, and :func:`build_pairs` stamps every candidate with the first rule it breaks
 (``invalid_rule``/``invalid_reason``; the recipe's ``pair_validity_filter`` drops those).
@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from assets.pairs.failures import FailurePolicy, Verdict, load_failure_policy, step_verdict
+from assets.traces.failures import FailurePolicy, Verdict, load_failure_policy, step_verdict
 from assets.pairs.messages import (
     action_signature,
     assistant_message,

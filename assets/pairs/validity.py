@@ -10,7 +10,7 @@ A ``chosen`` answer must be a valid *action* for the step:
   ``tool_calls`` before pairs are built; what could not be parsed stays invalid;
 * no imitation of a tool's output (``<tool_use_error>...``, ``Exit code 1``) instead of acting.
 
-and an error-site pair's ``rejected`` must be a *mistake* (assets/pairs/failures.py): a
+and an error-site pair's ``rejected`` must be a *mistake* (assets/traces/failures.py): a
 failing test or a search with no match is information the agent asked for, not a thing to
 push probability away from.
 
@@ -152,7 +152,7 @@ def check_pair(prompt: Sequence[Mapping], chosen: Mapping, rejected: Mapping | N
     """The first rule this pair breaks, or None when it is worth training on.
 
     ``rejected_failure``: for error-site pairs, the class (and rule) of the rejected step's
-    failure as ``"<class>:<rule>"`` (assets/pairs/failures.py).
+    failure as ``"<class>:<rule>"`` (assets/traces/failures.py).
     """
     on = set(config.rules)
     if "rejected_not_a_mistake" in on and strategy == "error_site":

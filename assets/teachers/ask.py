@@ -7,8 +7,10 @@ a budget, and returns the TEACHER_RESPONSES rows plus per-teacher totals.
 
 * Requests are content-addressed (``request_hash``); answers held by the cache are reused
   without a call, identical requests in one run are sent once.
-* Each teacher runs ``max_concurrency`` workers (HTTP) or one batching worker (local), all
-  on one event loop, so every step of every partition of a run shares the concurrency.
+* Each HTTP teacher runs ``max_concurrency`` workers; the local teachers of one model share
+  one batching worker (their requests in the same batches, a context they all ask prefilled
+  once: ``resources.model_client.complete_local_group``); all on one event loop, so every
+  step of every partition of a run shares the concurrency.
 * Budget: a priced call first reserves its worst-case cost (input-token upper bound +
   max_tokens); the reservation is settled to the real cost when the answer arrives. A call
   that cannot fit waits for in-flight reservations to settle; when nothing is in flight and
@@ -55,6 +57,8 @@ from resources.model_client import (
     LocalModelClient,
     ModelClient,
     ModelRequest,
+    canonical_json,
+    complete_local_group,
     content_text,
 )
 
@@ -448,37 +452,46 @@ async def ask_teachers(
         while q:
             await call_one(t, q.popleft())
 
-    async def local_worker(t: LocalModelClient, q: collections.deque) -> None:
-        q = collections.deque(sorted(q, key=lambda r: r.estimate_tokens))  # less padding
-        while q:
-            batch = [q.popleft() for _ in range(min(t.spec.batch_size, len(q)))]
+    async def local_worker(group: list[LocalModelClient]) -> None:
+        """The local teachers of one model: their requests in shared batches of
+        ``sum(batch_size)`` rows, ordered by prompt size, then prompt, then teacher, so a
+        context several teachers ask lands in one batch (and is prefilled once) and a batch
+        holds prompts of similar length (less padding)."""
+        rank = {t.name: i for i, t in enumerate(group)}
+        items = [(t, r) for t in group for r in queues[t.name]]
+        prompt = {id(r): canonical_json(r.body["messages"]) for _, r in items}
+        items.sort(key=lambda x: (x[1].estimate_input_tokens, prompt[id(x[1])], rank[x[0].name]))
+        size = sum(t.spec.batch_size for t in group)
+        for i in range(0, len(items), size):
             go = []
-            for req in batch:
+            for t, req in items[i:i + size]:
                 if paused(t, req):
                     continue
                 worst = t.worst_case_cost(req) if t.spec.priced else 0.0
                 if await budget.reserve(worst):
-                    go.append((req, worst))
+                    go.append((t, req, worst))
                 else:
                     results[req.request_hash] = SKIPPED
             if not go:
                 continue
-            outs = await t.complete_batch([r for r, _ in go])
-            for (req, worst), out in zip(go, outs):
+            outs = await complete_local_group([(t, r) for t, r, _ in go])
+            for (t, req, worst), out in zip(go, outs):
                 await budget.settle(worst, out.cost_usd if out.status == OK else 0.0)
                 finish(t, req, out)
 
     await cache.start()
     try:
         workers = []
+        local_groups: dict[tuple, list[LocalModelClient]] = {}
         for t in teachers:
             q = queues[t.name]
             if not q:
                 continue
             if isinstance(t, LocalModelClient):
-                workers.append(local_worker(t, q))
+                local_groups.setdefault(t.group_key, []).append(t)
             else:
                 workers.extend(http_worker(t, q) for _ in range(min(t.spec.max_concurrency, len(q))))
+        workers.extend(local_worker(g) for g in local_groups.values())
         await asyncio.gather(*workers)
     finally:
         await cache.close()  # commits every answer still queued (also on cancellation)

@@ -2,7 +2,6 @@
 
 
 import asyncio
-import collections
 from typing import Optional
 
 import dagster as dg
@@ -14,45 +13,24 @@ from assets.traces.partitions import SESSION_BACKFILL, SESSIONS, run_sessions
 from assets.teachers.cache import DeltaResponseCache
 from assets.teachers.ask import AskResult, Budget, ask_teachers
 from assets.teachers.pool import TeacherPool
+from assets.teachers.select import STEP_COLUMNS, count_classes, select_steps
+from assets.traces.failures import load_failure_policy
 from assets.teachers.tables import TEACHER_CACHE, TEACHER_RESPONSES
 from assets.traces.tables import AGENT_STEPS
 from resources.lake import DeltaLake
-
-STEP_COLUMNS = ["session_key", "step_id", "step_index", "messages", "tools", "caused_error", "is_error_site"]
-
 
 class TeacherAskConfig(dg.Config):
     max_steps_per_session: Optional[int] = Field(
         default=None,
         description="Ask about at most N steps of each session (0: all; unset: the pool's cap): the "
-                    "steps whose tool call failed first (they make error-site pairs), then the turns "
-                    "right after a failure, then the rest, each in session order.",
+                    "steps whose tool call was a mistake first (they make error-site pairs), then other "
+                    "failed calls, then the turns right after a failure, then the rest, each in session order.",
     )
+    ask_steps: Optional[str] = Field(
+        default=None, description="all | failed_calls | mistakes (unset: the pool's ask_steps).")
     budget_usd: Optional[float] = Field(
         default=None, description="Per-run budget in USD (overrides the pool's)."
     )
-
-
-def step_priority(r: dict) -> int:
-    """0: the step's own call failed (an error site's rejected answer); 1: the turn right
-    after a failed tool result; 2: any other step."""
-    return 0 if r.get("caused_error") else 1 if r.get("is_error_site") else 2
-
-
-def select_steps(rows: list[dict], max_steps_per_session: Optional[int]) -> list[dict]:
-    """The steps to ask teachers about, in session order. Under a cap, each session's steps
-    are taken by :func:`step_priority` first (error sites are what yields pairs), then order."""
-    order = lambda r: (r["session_key"], r["step_index"], r["step_id"])  # noqa: E731
-    rows = sorted(rows, key=order)
-    if max_steps_per_session is None:
-        return rows
-    by_session: dict[str, list[dict]] = collections.defaultdict(list)
-    for r in rows:
-        by_session[r["session_key"]].append(r)
-    out = []
-    for steps in by_session.values():
-        out += sorted(steps, key=lambda r: (step_priority(r), r["step_index"], r["step_id"]))[:max_steps_per_session]
-    return sorted(out, key=order)
 
 
 @dg.multi_asset(
@@ -78,14 +56,16 @@ def teacher_responses(
     pool = teachers.pool_spec()
     cap = config.max_steps_per_session
     cap = pool.max_steps_per_session if cap is None else (cap or None)
-    steps = select_steps(
-        lake.read(AGENT_STEPS, columns=STEP_COLUMNS, scope=rs.scope).to_pylist(), cap
-    )
+    ask = config.ask_steps or pool.ask_steps
+    policy = load_failure_policy(pool.failure_policy or None)
+    rows = lake.read(AGENT_STEPS, columns=STEP_COLUMNS, scope=rs.scope).to_pylist()
+    steps = select_steps(rows, cap, ask, policy)
     budget = config.budget_usd if config.budget_usd is not None else pool.budget_usd
     context.log.info(
         f"teacher asking: {len(steps)} steps x {len(pool.teachers)} teachers "
         f"({', '.join(t.name for t in pool.teachers)}) over {len(keys)} session(s), "
-        f"{'all steps' if cap is None else f'at most {cap} steps (error sites first)'} per session, "
+        f"{'every' if cap is None else f'at most {cap}'} step(s) per session of {ask} "
+        f"(mistakes first; steps by class {count_classes(steps, policy)}), "
         f"budget {'unlimited' if budget is None else f'${budget:.2f}'}"
     )
     cache = DeltaResponseCache(
@@ -107,7 +87,9 @@ def teacher_responses(
         context.log.warning(f"teacher errors by kind: {orjson.dumps(dict(out.errors_by_kind)).decode()}")
     res = lake.replace_sessions(TEACHER_RESPONSES, rs.stamp(out.rows), rs.scope)
     yield dg.MaterializeResult(asset_key=TEACHER_RESPONSES.asset_key, metadata=res.metadata() | out.metadata() | {
-        "teacher_pool": teachers.source(), "cache_table": dg.MetadataValue.path(lake.uri(TEACHER_CACHE))})
+        "teacher_pool": teachers.source(), "cache_table": dg.MetadataValue.path(lake.uri(TEACHER_CACHE)),
+        "ask_steps": ask, "steps_by_class": dg.MetadataValue.json(count_classes(steps, policy)),
+        "steps_in_scope_by_class": dg.MetadataValue.json(count_classes(rows, policy))})
     cached = lake.state(TEACHER_CACHE, rows_written=cache.rows_written, mode="append")
     yield dg.MaterializeResult(asset_key=TEACHER_CACHE.asset_key, metadata=cached.metadata() | cache.metadata())
 

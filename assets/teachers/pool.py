@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import dagster as dg
 import yaml
@@ -78,8 +78,14 @@ class PoolSpec(BaseModel):
 
     teachers: list[TeacherSpec]
     budget_usd: Optional[float] = Field(default=None, ge=0)  # per run; None = unlimited
-    # replay only the first N steps of each session (a demo pool's cap); None = all
+    # ask about at most N steps of each session (a demo pool's cap; the best-ranked first,
+    # see assets/teachers/select.py); None = all
     max_steps_per_session: Optional[int] = Field(default=None, ge=1)
+    # which steps are asked at all: all | failed_calls (the step's own call failed) |
+    # mistakes (its failure is a mistake by the failure policy: the error-site pairs' steps)
+    ask_steps: Literal["all", "failed_calls", "mistakes"] = "all"
+    # the failure policy that tells mistakes apart (empty: recipes/failures.yaml)
+    failure_policy: str = ""
     # worst-case input tokens are reserved as (request bytes / this); 1.0 is a true upper
     # bound for byte-level BPE tokenizers, larger values reserve less (and may overshoot).
     reserve_bytes_per_token: float = Field(default=1.0, gt=0)

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from assets.pairs.failures import (
+from assets.traces.failures import (
     EXTERNAL,
     INFORMATIVE,
     MISTAKE,
