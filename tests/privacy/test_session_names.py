@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from assets.traces.tables import RAW_TRACES, SESSION_FILES, TRACE_TURNS
 from dagster_project.definitions import INGEST_JOB, build_definitions
@@ -86,14 +85,6 @@ def test_dashed_folder_names_in_text_are_pseudonymized():
     assert f"-Users-{user}-acme" in out
     for keep in ("take-home-pay", "the -home-user-x folder", "-Users-user_3f9a2c1b-proj"):
         assert p.scrub_text(keep) == (keep, {})
-
-
-@pytest.fixture
-def instance(tmp_path):
-    (tmp_path / "dagster_home").mkdir()
-    inst = dg.DagsterInstance.local_temp(tempdir=str(tmp_path / "dagster_home"))
-    yield inst
-    inst.dispose()
 
 
 def test_user_names_reach_no_table_run_or_log_and_reingest_is_idempotent(tmp_path, instance, capfd, monkeypatch):
