@@ -91,6 +91,15 @@ class SessionNames:
     def key(self, relpath: str) -> str:
         return session_key_for(self.stored(relpath))
 
+    def child(self, stored_parent: str, real_parent: str, name: str) -> str:
+        """The stored path of ``name`` inside a folder whose stored and real paths are known
+        (a listing: one component looked at, not the whole path)."""
+        real = f"{real_parent}/{name}" if real_parent else name
+        if self.pii is None:
+            return real
+        comp = self._component(real, real_parent.rpartition("/")[2] if real_parent else None, name)
+        return f"{stored_parent}/{comp}" if stored_parent else comp
+
     def _component(self, real_rel: str, parent: str | None, comp: str) -> str:
         pii = self.pii
         if parent in ("Users", "home") and pii._user_name(comp):
