@@ -67,10 +67,13 @@ class SessionNames:
         from resources import privacy
 
         p = privacy.for_lake(lake_root)
-        k = (str(root), lake_root, id(p))
+        want = p.pii if p.pii is not None and "home_user" in p.pii.policy.enabled else None
+        k = (str(root), lake_root)
         with _NAMES_LOCK:
             n = _NAMES.get(k)
-            if n is None:
+            if n is None or n.pii is not want:  # another scrubber now (configure(), a new policy)
+                if len(_NAMES) > 64:
+                    _NAMES.clear()
                 n = _NAMES[k] = cls(root, p.pii)
             return n
 
