@@ -153,7 +153,7 @@ def tool_call_valid(text: str, offered: set[str]) -> tuple[bool, str]:
 class EvalSettings:
     batch_size: int = 8
     max_answers: int = 16  # CPU budget: first N held-out rows (stable order by id)
-    max_pairs: int = 12
+    max_pairs: int = 24
     max_tool_prompts: int = 8
     tool_max_new_tokens: int = 72  # room for a whole call of the training answers' length (64)
     max_rag_tasks: int = 3
@@ -187,6 +187,8 @@ def evaluate(model, tok, answers: Sequence[Mapping], pairs: Sequence[Mapping],
     t0 = time.perf_counter()
     answers, pairs = _cap(answers, s.max_answers), _cap(pairs, s.max_pairs)
     out: dict[str, Any] = {"n_answers": len(answers), "n_pairs": len(pairs)}
+    real = np.array([not str(r.get("pair_source", "")).startswith("mined") for r in pairs], dtype=bool)
+    out["n_real_pairs"] = int(real.sum())
     per = {}
     cache = {} if cache is None else cache
     for name, on in (("base", False), ("trained", True)):
@@ -206,6 +208,8 @@ def evaluate(model, tok, answers: Sequence[Mapping], pairs: Sequence[Mapping],
             pref = c_s / np.maximum(c_n, 1) > r_s / np.maximum(r_n, 1)
             out[f"pair_acc_{name}"] = float(pref.mean())
             out[f"pair_prefs_{name}"] = pref.astype(int).tolist()
+            if real.any():  # the lake's own pairs, without the mined ones
+                out[f"pair_acc_real_{name}"] = float(pref[real].mean())
         progress(f"student eval {name}: ll={out[f'll_{name}']}, pair_acc={out.get(f'pair_acc_{name}')}")
     out["ll_gain"] = (out["ll_trained"] - out["ll_base"]) if out["ll_base"] is not None else None
     if len(pairs):
@@ -213,6 +217,8 @@ def evaluate(model, tok, answers: Sequence[Mapping], pairs: Sequence[Mapping],
         _, _, ct, _, rt, _ = per["trained"]
         margin = s.beta * ((ct - cb) - (rt - rb))
         out["reward_acc"] = float((margin > 0).mean())
+        if real.any():
+            out["reward_acc_real"] = float((margin[real] > 0).mean())
         out["reward_margin"] = float(margin.mean())
         out["pair_sources"] = sorted({r.get("pair_source", "normalized_pairs") for r in pairs})
     out["score_seconds"] = round(time.perf_counter() - t0, 1)
