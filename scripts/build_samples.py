@@ -513,6 +513,75 @@ def session_currency() -> None:
     s.write("claude-code/-home-dev-invoicer/c0de1c0d-2e3f-4a5b-8c7d-6e5f4a3b2c1d.jsonl")
 
 
+WEBHOOKS_PY = """import hmac
+from hashlib import sha256
+
+
+def verify(secret, body, signature):
+    expected = hmac.new(secret, body, sha256).hexdigest()
+    return expected == signature
+"""
+
+
+def session_webhook() -> None:
+    """A security fix on its own day: the agent guesses paths and parameters, edits a file it
+    has not read, writes where it may not, and misspells the test runner."""
+    s = CC("b00b1e55-5a6b-4c7d-8e9f-0a1b2c3d4e5f", "/home/dev/invoicer", "2.0.31",
+           datetime(2026, 1, 15, 16, 45, 10, 300000, tzinfo=timezone.utc))
+    s.user("The webhook signature check compares strings with ==. Make it constant-time and add a test.")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/hooks.py"})])
+    s.result(t, "<tool_use_error>File does not exist. Current working directory: /home/dev/invoicer</tool_use_error>",
+             error=True, tur="Error: File does not exist.")
+    [t] = s.assistant(tools=[("Bash", {"command": "cat invoicer/webhook.py", "description": "Show the webhook code"})])
+    s.result(t, "Exit code 1\ncat: invoicer/webhook.py: No such file or directory", error=True,
+             tur="Error: Exit code 1\ncat: invoicer/webhook.py: No such file or directory")
+    [t] = s.assistant(tools=[("Grep", {"pattern": "hmac", "path": "/home/dev/invoicer", "include": "*.py"})])
+    s.result(t, "<tool_use_error>InputValidationError: Grep failed due to the following issue:\nAn unexpected "
+                "parameter `include` was provided</tool_use_error>", error=True,
+             tur="InputValidationError: [{\"code\": \"unrecognized_keys\", \"keys\": [\"include\"]}]")
+    [t] = s.assistant(tools=[("Grep", {"pattern": "hmac", "path": "/home/dev/invoicer", "glob": "*.py"})])
+    s.result(t, "Found 1 file\n/home/dev/invoicer/invoicer/webhooks.py")
+    [t] = s.assistant(text="Found it in webhooks.py. Switching to hmac.compare_digest.",
+                      tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/webhooks.py",
+                                       "old_string": "    return expected == signature",
+                                       "new_string": "    return hmac.compare_digest(expected, signature)"})])
+    s.result(t, "<tool_use_error>File has not been read yet. Read it first before writing to it.</tool_use_error>",
+             error=True, tur="Error: File has not been read yet. Read it first before writing to it.")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/webhooks.py", "limit": "50"})])
+    s.result(t, "<tool_use_error>InputValidationError: Read failed due to the following issue:\nThe parameter `limit` "
+                "type is expected as `number` but provided as `string`</tool_use_error>", error=True,
+             tur="InputValidationError: [{\"expected\": \"number\", \"path\": [\"limit\"]}]")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/webhooks.py"})])
+    s.result(t, cat_n(WEBHOOKS_PY))
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/webhooks.py",
+                                       "old_string": "    return signature == expected",
+                                       "new_string": "    return hmac.compare_digest(expected, signature)"})])
+    s.result(t, "<tool_use_error>String to replace not found in file.\nString:     return signature == expected"
+                "</tool_use_error>", error=True, tur="Error: String to replace not found in file.")
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/webhooks.py",
+                                       "old_string": "    return expected == signature",
+                                       "new_string": "    return hmac.compare_digest(expected, signature)"})])
+    s.result(t, "The file /home/dev/invoicer/invoicer/webhooks.py has been updated.")
+    [t] = s.assistant(tools=[("Write", {"file_path": "/home/dev/invoicer/tests/test_webhooks.py",
+                                        "content": "from invoicer.webhooks import verify\n\n\ndef test_bad_signature():\n"
+                                                   "    assert not verify(b\"k\", b\"body\", \"00\")\n"})])
+    s.result(t, "File created successfully at: /home/dev/invoicer/tests/test_webhooks.py")
+    [t] = s.assistant(tools=[("Bash", {"command": "pytset -q tests/test_webhooks.py", "description": "Run the new test"})])
+    s.result(t, "Exit code 127\n/bin/bash: line 1: pytset: command not found", error=True,
+             tur="Error: Exit code 127\n/bin/bash: line 1: pytset: command not found")
+    [t] = s.assistant(tools=[("Bash", {"command": "pytest -q tests/test_webhooks.py", "description": "Run the new test"})])
+    s.result(t, ".                                                                        [100%]\n1 passed in 0.02s")
+    [t] = s.assistant(text="Also documenting the shared secret in the system config.",
+                      tools=[("Write", {"file_path": "/etc/invoicer/webhooks.yaml",
+                                        "content": "# the shared secret lives in INVOICER_WEBHOOK_SECRET\n"})])
+    s.result(t, "<tool_use_error>EACCES: permission denied, open '/etc/invoicer/webhooks.yaml'</tool_use_error>",
+             error=True, tur="Error: EACCES: permission denied, open '/etc/invoicer/webhooks.yaml'")
+    s.assistant(text="`verify` now uses `hmac.compare_digest` (constant time) and tests/test_webhooks.py covers a bad "
+                     "signature; it passes. I could not write /etc/invoicer/webhooks.yaml (no permission): the secret "
+                     "is read from INVOICER_WEBHOOK_SECRET as before.")
+    s.write("claude-code/-home-dev-invoicer/b00b1e55-5a6b-4c7d-8e9f-0a1b2c3d4e5f.jsonl")
+
+
 def session_agent_file() -> None:
     """2.0.x style: the subagent's transcript lives in agent-<id>.jsonl."""
     start = datetime(2026, 1, 15, 11, 5, 0, tzinfo=timezone.utc)
@@ -984,6 +1053,7 @@ def main(out: Path | None = None) -> None:
     # added later: they draw their ids after every file above (which therefore stay as they were)
     session_release()
     session_currency()
+    session_webhook()
 
 
 if __name__ == "__main__":
