@@ -56,10 +56,130 @@ def _is_table(path: Path) -> bool:
 
 
 def migrate_lake(lake: DeltaLake, sessions_root: str | os.PathLike | None = None) -> list[Migration]:
-    """Apply every table rename to ``lake``, then the day partitioning (:func:`migrate_to_days`);
+    """Apply every table rename to ``lake``, then the day partitioning (:func:`migrate_to_days`),
+    then drop the sessions keyed with a user's name (:func:`pseudonymize_session_keys`);
     returns what was done (empty when nothing to do)."""
     out = _renames(lake)
-    return out + migrate_to_days(lake, sessions_root)
+    out += migrate_to_days(lake, sessions_root)
+    return out + pseudonymize_session_keys(lake, sessions_root)
+
+
+# ------------------------------------------------------------ session keys with user names
+
+def pseudonymize_session_keys(lake: DeltaLake, sessions_root: str | os.PathLike | None = None) -> list[Migration]:
+    """Remove every session whose key still names its user (a lake written before session
+    keys were pseudonymized: ``-Users-jane-proj~<id>.jsonl``) from every table that has a
+    ``session_key`` column, the registry included. Its file is then new to the sensor and
+    is read again under its pseudonymized key by the next run (teacher answers come from the
+    response cache: nothing is paid twice); the unpartitioned datasets follow on their next
+    refresh. Old Delta files are vacuumed and, on a local lake, the Delta log is
+    checkpointed and cleaned, so the names leave the disk too. Not touched: Dagster's own
+    run storage (the run config, tags and event log of past runs name those files: delete
+    the old runs, e.g. ``dagster run wipe``, to remove them)."""
+    from resources import privacy
+    from resources.sessions import SEP, SessionNames, session_key_for
+    from assets.traces.tables import SESSION_FILES
+
+    pii = privacy.for_lake(lake.root).pii
+    if pii is None or "home_user" not in pii.policy.enabled:
+        return []
+    root = Path(os.path.expanduser(str(sessions_root))).resolve() if sessions_root else Path("/nonexistent")
+    names = SessionNames(root, pii)
+    from dagster_project.definitions import all_tables
+
+    specs = [s for s in all_tables() if "session_key" in s.schema.names and lake.exists(s)]
+    old: set[str] = set()
+    if lake.exists(SESSION_FILES):
+        reg = lake.read(SESSION_FILES, columns=["session_key", "path"])
+        for k, path in zip(reg["session_key"].to_pylist(), reg["path"].to_pylist()):
+            if path and names.stored(path) != path:
+                old.add(k)
+    for spec in specs:
+        import pyarrow.compute as pc
+
+        for k in pc.unique(lake.read(spec, columns=["session_key"])["session_key"]).to_pylist():
+            if k and k not in old and session_key_for(names.stored(k.replace(SEP, "/"))) != k:
+                old.add(k)
+    if not old:
+        return []
+    # a lake from before: its other tables were scrubbed before dashed folder names were
+    out = _rescrub_user_names(lake, [s for s in all_tables() if lake.exists(s) and s not in specs])
+    from resources.lake import in_predicate
+
+    keys = sorted(old)
+    for spec in specs:
+        before = lake.read(spec, columns=["session_key"]).num_rows
+        for i in range(0, len(keys), 500):
+            lake.delete(spec, in_predicate("session_key", keys[i: i + 500]))
+        removed = before - lake.read(spec, columns=["session_key"]).num_rows
+        if removed:
+            _forget_history(lake, spec)
+            out.append(Migration(spec.path, spec.path, f"{removed} rows of {len(keys)} sessions keyed with a "
+                                                       "user name removed (read again under pseudonymized keys)"))
+    return out
+
+
+def _rescrub_user_names(lake: DeltaLake, specs: list[TableSpec]) -> list[Migration]:
+    """The tables that are not per session (teacher cache, replay corpus, rag runs, ...):
+    cells where the audit still finds a user's name (scrubbed before dashed folder names
+    were) are scrubbed again with today's rules; the table is rewritten, its history dropped."""
+    import pyarrow as pa
+
+    from resources import privacy
+    from resources.privacy.pii_audit import pii_auditor
+
+    p = privacy.for_lake(lake.root)
+    audit = pii_auditor(p)
+    out = []
+    for spec in specs:
+        cols = [f.name for f in spec.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+        if not cols:
+            continue
+        t = lake.read(spec)
+        changed = 0
+        for name in cols:
+            values = t[name].to_pylist()
+            idx = [i for i, v in enumerate(values) if v and ("Users" in v or "home" in v)
+                   and audit.scan([v]).get("home_user")]
+            if not idx:
+                continue
+            new, _ = p.scrub_texts([values[i] for i in idx])
+            for i, v in zip(idx, new):
+                values[i] = v
+            changed += len(idx)
+            t = t.set_column(t.schema.get_field_index(name), t.schema.field(name), pa.array(values, t[name].type))
+        if changed:
+            lake.overwrite(spec, t)
+            _forget_history(lake, spec)
+            out.append(Migration(spec.path, spec.path, f"{changed} cells naming a user scrubbed again"))
+    return out
+
+
+def _forget_history(lake: DeltaLake, spec: TableSpec) -> None:
+    """Vacuum the files no version needs now; on a local lake also checkpoint and clean the
+    log, so removed rows leave the disk (statistics in old commits name their values)."""
+    dt = lake.table(spec)
+    dt.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+    if _local_root(lake) is None:
+        return
+    dt = lake.table(spec)
+    dt.create_checkpoint()
+    dt.cleanup_metadata()  # the log files older than the table's log retention
+    log = Path(lake.uri(spec).removeprefix("file://")) / "_delta_log"
+    last = dt.version()
+    for f in log.glob("*.json"):  # commits before the checkpoint: the checkpoint holds the state
+        try:
+            v = int(f.name.split(".")[0])
+        except ValueError:
+            continue
+        if v < last:
+            f.unlink()
+    for f in log.glob("*.checkpoint.parquet"):
+        try:
+            if int(f.name.split(".")[0]) < last:
+                f.unlink()
+        except ValueError:
+            continue
 
 
 def _renames(lake: DeltaLake) -> list[Migration]:

@@ -67,10 +67,13 @@ class SessionNames:
         from resources import privacy
 
         p = privacy.for_lake(lake_root)
-        k = (str(root), lake_root, id(p))
+        want = p.pii if p.pii is not None and "home_user" in p.pii.policy.enabled else None
+        k = (str(root), lake_root)
         with _NAMES_LOCK:
             n = _NAMES.get(k)
-            if n is None:
+            if n is None or n.pii is not want:  # another scrubber now (configure(), a new policy)
+                if len(_NAMES) > 64:
+                    _NAMES.clear()
                 n = _NAMES[k] = cls(root, p.pii)
             return n
 
@@ -90,6 +93,15 @@ class SessionNames:
 
     def key(self, relpath: str) -> str:
         return session_key_for(self.stored(relpath))
+
+    def child(self, stored_parent: str, real_parent: str, name: str) -> str:
+        """The stored path of ``name`` inside a folder whose stored and real paths are known
+        (a listing: one component looked at, not the whole path)."""
+        real = f"{real_parent}/{name}" if real_parent else name
+        if self.pii is None:
+            return real
+        comp = self._component(real, real_parent.rpartition("/")[2] if real_parent else None, name)
+        return f"{stored_parent}/{comp}" if stored_parent else comp
 
     def _component(self, real_rel: str, parent: str | None, comp: str) -> str:
         pii = self.pii

@@ -72,16 +72,11 @@ def prompt_pool(context: dg.AssetExecutionContext, config: PromptPoolConfig, lak
 
 
 # ----------------------------------------------------------------------- capture shards
-class CaptureConfig(dg.Config):
-    max_new_tokens: int = 0  # 0 = read-only capture of the conversation; > 0 = greedy answer
-    block_size: int = 16  # KV-cache block size for block_index / position_in_block
-    prompts_per_commit: int = 32  # one Delta commit per this many prompts (resume granularity)
+class CaptureConfig(dg.Config, CaptureOptions):
+    """The run's capture options (assets/capture/run.py) and which prompts it takes."""
+
     max_prompts: int | None = None  # cap on prompts captured by one run
     domains: list[str] | None = None  # only these domains of the pool
-    low_confidence_threshold: float = 0.25
-    repetition_ngram: int = 4
-    repetition_threshold: float = 0.5
-    postfilter_action: str = "flag"  # flag (keep rows, set filter_reason) | drop
 
 
 @dg.multi_asset(
@@ -99,7 +94,6 @@ class CaptureConfig(dg.Config):
 )
 def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lake: DeltaLake,
                    verifier: VerifierResource):
-    opts = CaptureOptions(**config.model_dump(exclude={"max_prompts", "domains"}))
     verifier_id, dtype = verifier.identity()
     spec = capture_spec(verifier_id, dtype)
     check_fingerprint(lake, spec, verifier.fingerprint())
@@ -129,7 +123,7 @@ def capture_shards(context: dg.AssetExecutionContext, config: CaptureConfig, lak
         t_load = time.perf_counter()
         loaded = verifier.load()
         load_s = time.perf_counter() - t_load
-        report = capture_run(lake, spec, verifier_id, loaded, rows, opts, top_k=verifier.top_k,
+        report = capture_run(lake, spec, verifier_id, loaded, rows, config, top_k=verifier.top_k,
                              hidden_layer=verifier.hidden_layer, batch_tokens=verifier.batch_tokens,
                              max_length=verifier.max_length, run_id=context.run.run_id, log=context.log.info)
         report.load_seconds = load_s

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 
 import dagster as dg
 import numpy as np
+from pydantic import BaseModel, field_validator
 
 from assets.capture import postfilter
 from assets.capture.capture import CaptureSettings, PromptIn, build_shard_table, capture_prompts, iter_chunks, sliding_window_of
@@ -29,21 +30,23 @@ from resources.lake import DeltaLake, TableSpec
 HIST_EDGES = np.linspace(0.0, 1.0, 11)
 
 
-@dataclass
-class CaptureOptions:
-    """What one run captures and how (the asset's config, without Dagster)."""
+class CaptureOptions(BaseModel):
+    """What one run captures and how (the fields of the asset's config, which extends this)."""
 
-    max_new_tokens: int = 0
-    block_size: int = 16
-    prompts_per_commit: int = 32
+    max_new_tokens: int = 0  # 0 = read-only capture of the conversation; > 0 = greedy answer
+    block_size: int = 16  # KV-cache block size for block_index / position_in_block
+    prompts_per_commit: int = 32  # one Delta commit per this many prompts (resume granularity)
     low_confidence_threshold: float = 0.25
     repetition_ngram: int = 4
     repetition_threshold: float = 0.5
-    postfilter_action: str = "flag"  # flag | drop
+    postfilter_action: str = "flag"  # flag (keep rows, set filter_reason) | drop
 
-    def __post_init__(self) -> None:
-        if self.postfilter_action not in ("flag", "drop"):
+    @field_validator("postfilter_action")
+    @classmethod
+    def _action(cls, v: str) -> str:
+        if v not in ("flag", "drop"):
             raise ValueError("postfilter_action must be 'flag' or 'drop'")
+        return v
 
 
 @dataclass

@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 
 from assets.examples.tables import SFT_EXAMPLES
 from assets.pairs.tables import NORMALIZED_PAIRS
-from assets.rag.batch import VARIANTS, run_batch, runs_preview
+from assets.rag.batch import VARIANTS, run_batch, run_metadata
 from assets.rag.config import ESCALATION_HELP, RagConfig, load_rag_config
 from resources.embeddings import embed_texts
 from assets.rag.refresh import recount_report, refresh_playbooks
@@ -186,23 +186,12 @@ def record_run_materialization(instance: dg.DagsterInstance, lake: DeltaLake, ro
                                write=None) -> None:
     """Report one CLI run as a materialization of gold/rag_runs (downstream assets follow it).
     ``write``: the WriteResult of the append (table URI, Delta version, row counts)."""
-    vr = row["validation_result"]
     instance.report_runless_asset_event(dg.AssetMaterialization(
         asset_key=RAG_RUNS.asset_key,
         description=f"rag run {row['recorded_run_id']} ({row['source']})",
-        metadata={
-            **(write.metadata() if write is not None else {}),
-            "recorded_run_id": row["recorded_run_id"],
-            "source": row["source"],
-            "passed": vr["passed"],
-            "reasons": ", ".join(vr["reasons"]) or "-",
-            "model_used": str(row["model_used"]),
-            "escalation_path": dg.MetadataValue.json(row["escalation_path"]),
-            "duration_ms": dg.MetadataValue.float(round(row["duration_ms"], 1)),
-            "logged": logged,
+        metadata=(write.metadata() if write is not None else {}) | run_metadata(row, logged) | {
             "delta_version": lake.version(RAG_RUNS) or 0,
             "table_uri": dg.MetadataValue.path(lake.uri(RAG_RUNS)),
-            "preview": dg.MetadataValue.md(runs_preview([row])),
         },
     ))
 

@@ -29,6 +29,22 @@ def runs_preview(rows: list[dict], n: int = 5) -> str:
     return "\n".join(lines)
 
 
+def run_metadata(row: Mapping[str, Any], logged: bool) -> dict[str, Any]:
+    """One run's figures, as its materialization of gold/rag_runs shows them."""
+    vr = row["validation_result"]
+    return {
+        "recorded_run_id": row["recorded_run_id"],
+        "source": row["source"],
+        "passed": vr["passed"],
+        "reasons": ", ".join(vr["reasons"]) or "-",
+        "model_used": str(row["model_used"]),
+        "escalation_path": dg.MetadataValue.json(row["escalation_path"]),
+        "duration_ms": dg.MetadataValue.float(round(row["duration_ms"], 1)),
+        "logged": logged,
+        "preview": dg.MetadataValue.md(runs_preview([row])),
+    }
+
+
 @dataclass
 class BatchReport:
     """What a batch did; :meth:`metadata` goes beside the run log's last write."""

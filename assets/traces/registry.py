@@ -189,7 +189,9 @@ def read_change(root: Path, key: str, relpath: str, change: str, prev: Mapping[s
     from assets.traces.raw import rows_of_file_bytes
 
     shown = root / relpath  # what the rows say (source_file): never the real path
-    # no file of that stored name (None): it does not resolve, so it reads as vanished / deleted
+    # no file of that stored name (None): it reads as vanished / deleted (a key of an older lake
+    # that named the user is gone, even though a file sits at that real path)
+    missing = real_relpath is None
     path = root / (real_relpath or relpath)
     first_seen = prev["first_seen_at"] if prev is not None and prev.get("first_seen_at") else now
     base = {"session_key": key, "path": relpath, "run_id": run_id, "first_seen_at": first_seen,
@@ -199,11 +201,13 @@ def read_change(root: Path, key: str, relpath: str, change: str, prev: Mapping[s
     if change == "deleted":
         if prev is None:
             return FileRead({}, [], {"skipped": "unknown file"})
-        if os.path.lexists(path):
+        if not missing and os.path.lexists(path):
             change = base["change"] = "rewritten"  # deleted, then back before its run
         else:
             return FileRead({**keep, **base, "status": "deleted", "reason": None}, [], {})
     try:
+        if missing:
+            raise FileNotFoundError(relpath)
         with open(path, "rb") as fh:
             st = os.fstat(fh.fileno())
             data = fh.read(st.st_size)

@@ -153,7 +153,7 @@ def scan(root: Path, state: ScanState, registry: Mapping[str, Mapping[str, Any]]
             continue
         for e in entries:
             erreal = f"{rrel}/{e.name}" if rrel else e.name
-            erel = names.stored(erreal)
+            erel = names.child(rel, rrel, e.name)
             real_of[erel] = erreal
             try:
                 if e.is_dir(follow_symlinks=False):

@@ -375,7 +375,8 @@ SPLIT_PREFIXES = (
     "hf_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "gldt-", "glrt-", "glsa_", "npm_",
     "pypi-", "SG.", "AC", "SK", "key-", "sq0csp-", "sq0atp-", "EAAA", "xoxb-", "xoxp-", "xoxa-", "xoxr-",
     "xoxs-", "xoxe-", "xapp-", "eyJ", "dop_v1_", "shpat_", "shpss_", "shpca_", "gsk_", "xai-", "r8_", "pplx-",
-    "lin_api_", "dapi", "ATATT", "nfp_", ":AA", "Bearer ", "AccountKey=", "_authToken=", "-us",
+    "lin_api_", "dapi", "ATATT", "nfp_", ":AA", "-us",
+    "hooks.slack.com/",
 )
 _SPLIT_CHARS = r"A-Za-z0-9_\-.+/="
 _SPLIT_SEP = r"(?:\\{1,3}r)?\\{1,3}n|\r?\n"
@@ -422,11 +423,15 @@ def _split_spans(text: str, counts: dict[str, int]) -> str:
     out, last = [], 0
     for f0, f1 in _split_finder().spans(text):
         # (an anchor, its token, a line break, a token character): the anchor again, by re
-        am = _ANCHOR_RX.match(text, f0)
-        if am is None or am.start() < last:
+        if f0 < last:
             continue
-        if am.group("kw"):
+        am = _PREFIX_RX.match(text, f0) or _SPLIT_KEYWORD_RX.match(text, f0)  # a prefix first: "key-..."
+        if am is None:
+            continue
+        if am.re is _SPLIT_KEYWORD_RX:
             a = vstart = am.end()
+            if text[a - 1] == "\\" and text[a: a + 1] in ("n", "r", "\\"):
+                continue  # the keyword's line ends here: "key\n..." is no value
         else:
             a, vstart, lim = am.start(), am.start(), max(last, am.start() - 64)
             while a > lim and text[a - 1] in run_chars:

@@ -231,7 +231,7 @@ def test_secrets_split_across_two_lines_are_scrubbed_whole():
                     misses.append((frac, name, kind))
     rate = 1 - len(misses) / total
     print(f"split secrets: {total} cases, scrubbed whole {rate:.1%}; misses: {sorted(set(misses))}")
-    assert rate >= 0.9, sorted(set(misses))
+    assert rate >= 0.95, sorted(set(misses))  # 97.4 % measured: discord (no prefix), two Codex JSON-field forms
     # a secret that ends at a line end does not swallow the next line's words
     out, counts = P.scrub_text("export T=xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx\nnpm run build")
     assert out == "export T=[REDACTED:slack_token]\nnpm run build" and counts == {"slack_token": 1}

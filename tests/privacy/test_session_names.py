@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from assets.traces.tables import RAW_TRACES, SESSION_FILES, TRACE_TURNS
 from dagster_project.definitions import INGEST_JOB, build_definitions
@@ -86,14 +85,6 @@ def test_dashed_folder_names_in_text_are_pseudonymized():
     assert f"-Users-{user}-acme" in out
     for keep in ("take-home-pay", "the -home-user-x folder", "-Users-user_3f9a2c1b-proj"):
         assert p.scrub_text(keep) == (keep, {})
-
-
-@pytest.fixture
-def instance(tmp_path):
-    (tmp_path / "dagster_home").mkdir()
-    inst = dg.DagsterInstance.local_temp(tempdir=str(tmp_path / "dagster_home"))
-    yield inst
-    inst.dispose()
 
 
 def test_user_names_reach_no_table_run_or_log_and_reingest_is_idempotent(tmp_path, instance, capfd, monkeypatch):
@@ -180,4 +171,57 @@ def test_user_names_reach_no_table_run_or_log_and_reingest_is_idempotent(tmp_pat
         user = privacy.active().scrub_text("/Users/jdoe4821/")[0].split("/")[2]
         assert any(k.startswith(f"-Users-{user}-shop~") for k in keys1), keys1
     finally:
+        privacy.configure(None)
+
+
+def test_an_older_lake_with_user_names_in_its_keys_is_migrated(tmp_path, instance):
+    """A lake written before keys were pseudonymized (here: with the home_user kind off, the
+    same keys): `tracelake migrate` drops those sessions everywhere, the next run reads the
+    files again under pseudonymized keys; no name is left on disk, no row lost."""
+    from dagster_project.migrate import migrate_lake
+
+    sessions = tmp_path / "sessions"
+    _sessions(sessions)
+    lake = DeltaLake(root=str(tmp_path / "lake"))
+
+    def ingest(policy):
+        privacy.configure(Privacy(policy, SALT))
+        with FakeOpenAI() as srv:
+            pool = pool_yaml([http_teacher(srv.url, "remote", api_key_env="TL_NAMES_KEY")])
+            d = build_definitions(lake=lake, sessions=SessionSource(root=str(sessions)))
+            from assets.teachers.pool import TeacherPool
+
+            defs = dg.Definitions(assets=d.assets, asset_checks=d.asset_checks, jobs=d.jobs, sensors=d.sensors,
+                                  resources={**d.resources, "teachers": TeacherPool(config_yaml=pool)})
+            ctx = dg.build_sensor_context(instance_ref=instance.get_ref(), definitions=defs,
+                                          resources={"sessions": defs.resources["sessions"], "lake": lake})
+            data = contextvars.copy_context().run(lambda: defs.resolve_sensor_def("session_files").evaluate_tick(ctx))
+            for req in data.run_requests:
+                res = defs.resolve_job_def(INGEST_JOB).execute_in_process(
+                    instance=instance, run_config=req.run_config, tags=req.tags, partition_key=req.partition_key)
+                assert res.success
+
+    def on_disk(needle):
+        return sorted(str(f.relative_to(tmp_path)) for f in (tmp_path / "lake").rglob("*")
+                      if f.is_file() and needle.encode() in f.read_bytes())
+
+    try:
+        import os
+
+        os.environ["TL_NAMES_KEY"] = "sk-names-not-a-real-key-000"
+        ingest(PiiPolicy(home_user=False))
+        keys_before = sorted(lake.read(SESSION_FILES, columns=["session_key"])["session_key"].to_pylist())
+        rows_before = lake.read(RAW_TRACES, columns=["session_key"]).num_rows
+        assert any("jdoe4821" in k for k in keys_before) and on_disk("jdoe4821")  # the old layout
+        privacy.configure(Privacy(PiiPolicy(), SALT))
+        done = migrate_lake(lake, sessions)
+        assert any("sessions keyed with a user name removed" in m.action for m in done), done
+        assert migrate_lake(lake, sessions) == []  # once
+        ingest(PiiPolicy())
+        keys = sorted(lake.read(SESSION_FILES, columns=["session_key"])["session_key"].to_pylist())
+        assert len(keys) == len(keys_before) and lake.read(RAW_TRACES, columns=["session_key"]).num_rows == rows_before
+        for n in NEEDLES:
+            assert not any(n in k for k in keys) and on_disk(n) == [], (n, on_disk(n))
+    finally:
+        os.environ.pop("TL_NAMES_KEY", None)
         privacy.configure(None)
