@@ -89,8 +89,8 @@ def _quiet() -> dict:
     return {"loggers": {"console": {"config": {"log_level": settings.log_level()}}}}
 
 
-def _ingest(instance, log, keys=None) -> list:
-    results = ingest_all(instance, log, run_config=_quiet(), keys=keys)
+def _ingest(instance, log, keys=None, **where) -> list:
+    results = ingest_all(instance, log, run_config=_quiet(), keys=keys, **where)
     failed = [r.run_id for r in results if not r.success]
     if failed:
         raise SystemExit(f"ingest run(s) {', '.join(failed)} failed")
@@ -161,12 +161,13 @@ def print_tables(log=print) -> None:
 DEMO_RAG_TASKS = 2  # sample tasks the demo answers with the rag runtime (local model, no escalation)
 
 
-def rag_demo_batch(instance=None, tasks: int = DEMO_RAG_TASKS, log=print) -> dict:
+def rag_demo_batch(instance=None, tasks: int = DEMO_RAG_TASKS, log=print, *, defs=None) -> dict:
     """A small batch of the bundled rag tasks through the runtime (each run appended to
     gold/rag_runs, the batch a materialization of it), then gold/rag_report refreshed."""
     from assets.rag.tables import RAG_REPORT
-    from dagster_project.definitions import defs
+    from dagster_project.definitions import defs as default_defs
 
+    defs = defs or default_defs
     instance = instance or local_instance()
     quiet = {"loggers": {"console": {"config": {"log_level": settings.log_level()}}}}
     t0 = time.perf_counter()
@@ -189,33 +190,36 @@ def rag_demo_batch(instance=None, tasks: int = DEMO_RAG_TASKS, log=print) -> dic
 DEMO_CORPUS_MAX_ROWS = 110
 # The demo captures the verifier over the shortest prompts of the pool only (CPU forward
 # passes over every prompt token cost minutes here); `tracelake materialize` captures all.
-DEMO_CAPTURE_PROMPTS = 32
+DEMO_CAPTURE_PROMPTS = 16
 
 
 def demo_bursts(days: list[str]) -> list[list[str]]:
     """The days of the sample sessions in two bursts, as files would arrive: the earlier
-    half of the days, then the rest (one burst when there is one day)."""
+    half of the days (the middle day with them), then the rest (one burst for one day)."""
     days = sorted(set(days))
-    half = len(days) // 2
+    half = (len(days) + 1) // 2
     return [d for d in (days[:half], days[half:]) if d]
 
 
-def demo_run(instance=None, log=print) -> dict:
+def demo_run(instance=None, log=print, *, defs=None, lake=None, sessions=None) -> dict:
     """The demo over the sessions under the sessions root: per burst of days, the ingest run
     (traces, teachers, pairs, training sets) then a refresh of the replay corpus under the
     demo's budget, as of the end of the burst's last day (the first burst: normalized pairs
     and the corpus only; the last: every dataset)."""
     from assets.corpus.tables import REPLAY_CORPUS, REPLAY_EVICTIONS
     from assets.pairs.tables import NORMALIZED_PAIRS, PAIR_REJECTIONS
-    from dagster_project.definitions import DATASETS_JOB, defs
+    from dagster_project.definitions import DATASETS_JOB
+    from dagster_project.definitions import defs as default_defs
     from resources.lake import DeltaLake
     from resources.sessions import SessionSource
     from sensors.sessions import plan_all
 
-    migrate(log=log)
+    defs = defs or default_defs
+    lake = lake or DeltaLake(root=settings.lake_root())
+    sessions = sessions or SessionSource(root=settings.sessions_dir())
+    migrate(lake, log=log)
     instance = instance or local_instance()
-    sessions = SessionSource(root=settings.sessions_dir())
-    batches, _ = plan_all(sessions, DeltaLake(root=settings.lake_root()))
+    batches, _ = plan_all(sessions, lake)
     changes = [c for b in batches for c in b]
     if not changes:
         raise SystemExit(f"no session files under {sessions.root_path()}")
@@ -226,7 +230,8 @@ def demo_run(instance=None, log=print) -> dict:
         keys = [c.key for c in changes if c.day in set(days)]
         t0 = time.perf_counter()
         log(f"burst {i + 1}/{len(bursts)}: {len(keys)} session files of {days[0]} .. {days[-1]}")
-        summary["ingest_runs"] += [r.run_id for r in _ingest(instance, log, keys)]
+        summary["ingest_runs"] += [r.run_id for r in _ingest(instance, log, keys, defs=defs, lake=lake,
+                                                             sessions=sessions)]
         summary[f"ingest_{i + 1}_s"] = round(time.perf_counter() - t0, 1)
         as_of = f"{days[-1]}T23:59:59Z"
         corpus = {"max_rows": DEMO_CORPUS_MAX_ROWS, "as_of": as_of}
