@@ -14,9 +14,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
+from datetime import datetime, timezone
 from importlib import resources as ir
 from pathlib import Path
 
@@ -24,10 +26,19 @@ from dagster_project.instance import local_instance
 from resources import settings
 
 
+# The samples' recording time: a copy gets it as its modification time, so a sample whose
+# format has no timestamp (an OpenAI-messages log, a ShareGPT dump, OTLP spans) falls on the
+# same day wherever and whenever the demo runs (a session's day is its first timestamp, else
+# its file's mtime).
+SAMPLES_MTIME = datetime(2026, 1, 16, 18, 0, tzinfo=timezone.utc)
+
+
 def copy_samples(dest: Path) -> int:
-    """Copy the bundled sample sessions into ``dest`` (keeping sub-folders)."""
+    """Copy the bundled sample sessions into ``dest`` (keeping sub-folders), each with the
+    samples' recording time as its modification time."""
     src = ir.files("assets.traces") / "samples"
     n = 0
+    stamp = SAMPLES_MTIME.timestamp()
     with ir.as_file(src) as src_dir:
         for p in sorted(Path(src_dir).rglob("*")):
             if p.is_file() and p.suffix in (".jsonl", ".json"):
@@ -35,6 +46,7 @@ def copy_samples(dest: Path) -> int:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if not target.exists():
                     shutil.copyfile(p, target)
+                    os.utime(target, (stamp, stamp))
                     n += 1
     return n
 
@@ -70,6 +82,18 @@ def ingest_all(instance=None, log=print, *, defs=None, lake=None, sessions=None,
         results.append(defs.resolve_job_def(job or INGEST_JOB).execute_in_process(
             run_config=config, instance=instance or local_instance(), tags=tags, partition_key=req.partition_key,
             raise_on_error=False))
+    return results
+
+
+def _quiet() -> dict:
+    return {"loggers": {"console": {"config": {"log_level": settings.log_level()}}}}
+
+
+def _ingest(instance, log, keys=None, **where) -> list:
+    results = ingest_all(instance, log, run_config=_quiet(), keys=keys, **where)
+    failed = [r.run_id for r in results if not r.success]
+    if failed:
+        raise SystemExit(f"ingest run(s) {', '.join(failed)} failed")
     return results
 
 
@@ -137,12 +161,13 @@ def print_tables(log=print) -> None:
 DEMO_RAG_TASKS = 2  # sample tasks the demo answers with the rag runtime (local model, no escalation)
 
 
-def rag_demo_batch(instance=None, tasks: int = DEMO_RAG_TASKS, log=print) -> dict:
+def rag_demo_batch(instance=None, tasks: int = DEMO_RAG_TASKS, log=print, *, defs=None) -> dict:
     """A small batch of the bundled rag tasks through the runtime (each run appended to
     gold/rag_runs, the batch a materialization of it), then gold/rag_report refreshed."""
     from assets.rag.tables import RAG_REPORT
-    from dagster_project.definitions import defs
+    from dagster_project.definitions import defs as default_defs
 
+    defs = defs or default_defs
     instance = instance or local_instance()
     quiet = {"loggers": {"console": {"config": {"log_level": settings.log_level()}}}}
     t0 = time.perf_counter()
@@ -159,12 +184,83 @@ def rag_demo_batch(instance=None, tasks: int = DEMO_RAG_TASKS, log=print) -> dic
     return {"rag_run": res.run_id, "rag_s": round(time.perf_counter() - t0, 1)}
 
 
+# The demo's replay corpus budget (rows): the sessions arrive in two bursts of days and the
+# corpus is refreshed after each; the second refresh adds rows and evicts the oldest ones of
+# the first beyond the budget (only rows the refresh itself added are protected).
+DEMO_CORPUS_MAX_ROWS = 110
+# The demo captures the verifier over the shortest prompts of the pool only (CPU forward
+# passes over every prompt token cost minutes here); `tracelake materialize` captures all.
+DEMO_CAPTURE_PROMPTS = 16
+
+
+def demo_bursts(days: list[str]) -> list[list[str]]:
+    """The days of the sample sessions in two bursts, as files would arrive: the earlier
+    half of the days (the middle day with them), then the rest (one burst for one day)."""
+    days = sorted(set(days))
+    half = (len(days) + 1) // 2
+    return [d for d in (days[:half], days[half:]) if d]
+
+
+def demo_run(instance=None, log=print, *, defs=None, lake=None, sessions=None) -> dict:
+    """The demo over the sessions under the sessions root: per burst of days, the ingest run
+    (traces, teachers, pairs, training sets) then a refresh of the replay corpus under the
+    demo's budget, as of the end of the burst's last day (the first burst: normalized pairs
+    and the corpus only; the last: every dataset)."""
+    from assets.corpus.tables import REPLAY_CORPUS, REPLAY_EVICTIONS
+    from assets.pairs.tables import NORMALIZED_PAIRS, PAIR_REJECTIONS
+    from dagster_project.definitions import DATASETS_JOB
+    from dagster_project.definitions import defs as default_defs
+    from resources.lake import DeltaLake
+    from resources.sessions import SessionSource
+    from sensors.sessions import plan_all
+
+    defs = defs or default_defs
+    lake = lake or DeltaLake(root=settings.lake_root())
+    sessions = sessions or SessionSource(root=settings.sessions_dir())
+    migrate(lake, log=log)
+    instance = instance or local_instance()
+    batches, _ = plan_all(sessions, lake)
+    changes = [c for b in batches for c in b]
+    if not changes:
+        raise SystemExit(f"no session files under {sessions.root_path()}")
+    bursts = demo_bursts([c.day for c in changes])
+    summary: dict = {"files": len(changes), "bursts": [[b[0], b[-1]] for b in bursts], "ingest_runs": []}
+    for i, days in enumerate(bursts):
+        last = i == len(bursts) - 1
+        keys = [c.key for c in changes if c.day in set(days)]
+        t0 = time.perf_counter()
+        log(f"burst {i + 1}/{len(bursts)}: {len(keys)} session files of {days[0]} .. {days[-1]}")
+        summary["ingest_runs"] += [r.run_id for r in _ingest(instance, log, keys, defs=defs, lake=lake,
+                                                             sessions=sessions)]
+        summary[f"ingest_{i + 1}_s"] = round(time.perf_counter() - t0, 1)
+        as_of = f"{days[-1]}T23:59:59Z"
+        corpus = {"max_rows": DEMO_CORPUS_MAX_ROWS, "as_of": as_of}
+        t0 = time.perf_counter()
+        if not last:
+            log(f"replay corpus refresh as of {as_of} (budget {DEMO_CORPUS_MAX_ROWS} rows)")
+            res = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+                run_config={**_quiet(), "ops": {"gold__replay_corpus": {"config": corpus}}}, instance=instance,
+                asset_selection=[NORMALIZED_PAIRS.asset_key, PAIR_REJECTIONS.asset_key, REPLAY_CORPUS.asset_key,
+                                 REPLAY_EVICTIONS.asset_key])
+        else:
+            log(f"datasets as of {as_of}: normalized pairs, replay corpus (budget {DEMO_CORPUS_MAX_ROWS} rows), "
+                f"prompt pool, capture shards ({DEMO_CAPTURE_PROMPTS} shortest prompts), playbooks")
+            res = defs.resolve_job_def(DATASETS_JOB).execute_in_process(run_config={**_quiet(), "ops": {
+                "gold__replay_corpus": {"config": corpus},
+                "gold__replay_sample": {"config": {"reference_time": as_of}},
+                "gold__capture_shards": {"config": {"max_prompts": DEMO_CAPTURE_PROMPTS}}}}, instance=instance)
+        if not res.success:
+            raise SystemExit(f"datasets run {res.run_id} failed")
+        summary[f"datasets_{i + 1}_s"] = round(time.perf_counter() - t0, 1)
+    return summary
+
+
 def cmd_demo(args) -> int:
     sessions = Path(settings.sessions_dir())
     sessions.mkdir(parents=True, exist_ok=True)
     copied = copy_samples(sessions)
     print(f"sample sessions: {copied} copied into {sessions}")
-    summary = materialize_all()
+    summary = demo_run()
     summary |= rag_demo_batch()
     print(summary)
     print_tables()

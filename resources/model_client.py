@@ -888,7 +888,8 @@ def decode_batch(model, tok, prompts: Sequence[list[int]], params: Sequence[Deco
     temperature, top-p, seed, max new tokens and repetition penalty. And two savings:
 
     * identical prompts are prefilled once (teachers asking the same context share its KV
-      cache rows; the prefill is most of a short answer's cost on a CPU);
+      cache rows; the prefill is most of a short answer's cost on a CPU), each prompt alone
+      (no padding), their caches then left-padded into one;
     * a row that has stopped leaves the batch (its cache rows are dropped), so the batch costs
       the answers' real lengths, not the longest one's times the batch.
 
@@ -908,23 +909,24 @@ def decode_batch(model, tok, prompts: Sequence[list[int]], params: Sequence[Deco
     cache_kw = _cache_kw(model)
     dev = model.device
 
-    # one prefill per distinct prompt
+    # one prefill per distinct prompt, each alone (no padding: a padded position's activations
+    # would take part in a dynamically quantized layer's scale, and cost compute), then their
+    # caches left-padded into the batch's
     first: dict[tuple, int] = {}
     row_of = [first.setdefault(tuple(p), len(first)) for p in prompts]
     uniq = [list(k) for k in first]
     width = max(len(p) for p in uniq)
-    ids = torch.tensor([[pad] * (width - len(p)) + p for p in uniq], device=dev)
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in uniq], device=dev)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.inference_mode():
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-        cache = getattr(out, "cache", None) or out.past_key_values
-        logits = out.logits[:, -1, :].float()
+        caches, last = [], []
+        for p in uniq:
+            out = model(input_ids=torch.tensor([p], device=dev), use_cache=True, logits_to_keep=1)
+            caches.append(_cache_tensors(getattr(out, "cache", None) or out.past_key_values))
+            last.append(out.logits[:, -1, :].float())
         sel = torch.tensor(row_of, device=dev)
-        if len(uniq) != n:
-            cache.batch_select_indices(sel)
-        logits, mask = logits[sel], mask[sel]
-        last_pos = pos[sel, -1]
+        cache = _batched_cache(caches, width, sel)
+        logits = torch.cat(last)[sel]
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in uniq], device=dev)[sel]
+        last_pos = torch.tensor([len(p) - 1 for p in uniq], device=dev)[sel]
 
         gens = [torch.Generator().manual_seed(p.seed) if p.seed is not None else None for p in params]
         seen = [torch.tensor(sorted(set(p)), dtype=torch.long) for p in prompts]  # for the repetition penalty
@@ -959,6 +961,31 @@ def decode_batch(model, tok, prompts: Sequence[list[int]], params: Sequence[Deco
             cache = getattr(out, "cache", None) or out.past_key_values
             logits = out.logits[:, -1, :].float()
     return [(new[i], finish[i]) for i in range(n)]
+
+
+def _cache_tensors(cache) -> list[tuple[Any, Any]]:
+    """(keys, values) of every layer of a transformers KV cache ([batch, heads, tokens, dim])."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache))
+
+
+def _batched_cache(caches: list[list[tuple[Any, Any]]], width: int, rows):
+    """One DynamicCache of ``rows`` (indices into ``caches``, one-row caches of prompts of
+    different lengths), each left-padded with zeros to ``width`` tokens (masked out)."""
+    import torch
+    from transformers import DynamicCache
+
+    out = DynamicCache()
+    for layer in range(len(caches[0])):
+        ks, vs = [], []
+        for c in caches:
+            k, v = c[layer]
+            padding = (0, 0, width - k.shape[2], 0)  # (dim: none, tokens: on the left)
+            ks.append(torch.nn.functional.pad(k, padding))
+            vs.append(torch.nn.functional.pad(v, padding))
+        out.update(torch.cat(ks)[rows], torch.cat(vs)[rows], layer)
+    return out
 
 
 def _next_token(logits, p: DecodeParams, top_k: int, gen, seen) -> int:

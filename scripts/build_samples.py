@@ -384,6 +384,204 @@ def session_sidechain() -> None:
     s.write("claude-code/-home-dev-invoicer/c0ffee00-1d2e-4f3a-8b9c-0d1e2f3a4b5c.jsonl")
 
 
+PYPROJECT = """[project]
+name = "invoicer"
+version = "0.4.1"
+requires-python = ">=3.10"
+dependencies = ["python-dotenv>=1.0"]
+"""
+
+CURRENCY_PY = """from decimal import Decimal
+
+SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£"}
+
+
+def fmt(amount, currency="EUR"):
+    return f"{SYMBOLS[currency]}{Decimal(amount):.2f}"
+"""
+
+
+def session_release() -> None:
+    """A release chore on its own day: a wrong path, a typo'd program, an edit whose target
+    is not in the file, an unexpected tool parameter, a file edited before it was read."""
+    s = CC("7e57a11e-0b3d-4c2a-9e8f-1a2b3c4d5e6f", "/home/dev/invoicer", "2.0.31",
+           datetime(2026, 1, 13, 15, 20, 5, 120000, tzinfo=timezone.utc))
+    s.user("Cut release 0.4.2: bump the version, add a changelog entry for the rounding and CSV fixes, tag it.")
+    [t] = s.assistant(text="I'll start from the changelog.",
+                      tools=[("Read", {"file_path": "/home/dev/invoicer/CHANGELOG"})])
+    s.result(t, "<tool_use_error>File does not exist. Did you mean CHANGELOG.md?</tool_use_error>", error=True,
+             tur="Error: File does not exist.")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/CHANGELOG.md"})])
+    s.result(t, cat_n("# Changelog\n\n## 0.4.1 (2026-01-05)\n\n- `invoicer export --format csv`.\n"))
+    [t] = s.assistant(tools=[("Bash", {"command": "git tag -l | sort -V | tial -1", "description": "Latest tag"})])
+    s.result(t, "Exit code 127\n/bin/bash: line 1: tial: command not found", error=True,
+             tur="Error: Exit code 127\n/bin/bash: line 1: tial: command not found")
+    [t] = s.assistant(tools=[("Bash", {"command": "git tag -l | sort -V | tail -1", "description": "Latest tag"})])
+    s.result(t, "v0.4.1")
+    [t] = s.assistant(text="Bumping the version in pyproject.toml.",
+                      tools=[("Edit", {"file_path": "/home/dev/invoicer/pyproject.toml",
+                                       "old_string": "version = \"0.4.1\"",
+                                       "new_string": "version = \"0.4.2\""})])
+    s.result(t, "<tool_use_error>File has not been read yet. Read it first before writing to it.</tool_use_error>",
+             error=True, tur="Error: File has not been read yet. Read it first before writing to it.")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/pyproject.toml"})])
+    s.result(t, cat_n(PYPROJECT))
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/pyproject.toml",
+                                       "old_string": "version = '0.4.1'", "new_string": "version = '0.4.2'"})])
+    s.result(t, "<tool_use_error>String to replace not found in file.\nString: version = '0.4.1'</tool_use_error>",
+             error=True, tur="Error: String to replace not found in file.")
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/pyproject.toml",
+                                       "old_string": "version = \"0.4.1\"", "new_string": "version = \"0.4.2\""})])
+    s.result(t, "The file /home/dev/invoicer/pyproject.toml has been updated.")
+    [t] = s.assistant(tools=[("Glob", {"pattern": "**/__init__.py", "recursive": True})])
+    s.result(t, "<tool_use_error>InputValidationError: Glob failed due to the following issue:\nAn unexpected "
+                "parameter `recursive` was provided</tool_use_error>", error=True,
+             tur="InputValidationError: [{\"code\": \"unrecognized_keys\", \"keys\": [\"recursive\"]}]")
+    [t] = s.assistant(tools=[("Grep", {"pattern": "__version__", "path": "/home/dev/invoicer/invoicer",
+                                       "output_mode": "content", "-n": True})])
+    s.result(t, "No matches found")
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/CHANGELOG.md",
+                                       "old_string": "# Changelog\n",
+                                       "new_string": "# Changelog\n\n## 0.4.2 (2026-01-13)\n\n- Totals round half-up.\n"
+                                                     "- `invoicer import` accepts an empty CSV.\n"})])
+    s.result(t, "The file /home/dev/invoicer/CHANGELOG.md has been updated.")
+    [t] = s.assistant(tools=[("Bash", {"command": "pytest -q", "description": "Run the suite before tagging"})])
+    s.result(t, "..................                                                       [100%]\n18 passed in 0.12s")
+    [t] = s.assistant(tools=[("Bash", {"command": "git commit -am \"Release 0.4.2\" && git tag v0.4.2",
+                                       "description": "Commit and tag"})])
+    s.result(t, "[main 9b2d7e1] Release 0.4.2\n 2 files changed, 6 insertions(+), 1 deletion(-)")
+    s.assistant(text="Released 0.4.2: version bumped in pyproject.toml, changelog entry added, tagged v0.4.2. "
+                     "The package has no `__version__` attribute to update.")
+    s.write("claude-code/-home-dev-invoicer/7e57a11e-0b3d-4c2a-9e8f-1a2b3c4d5e6f.jsonl")
+
+
+def session_currency() -> None:
+    """A feature on the last day: a module that is not where the agent thinks, a number given
+    as a string, a misspelled interpreter, a stale edit target, a folder that does not exist,
+    a tool the agent does not have."""
+    s = CC("c0de1c0d-2e3f-4a5b-8c7d-6e5f4a3b2c1d", "/home/dev/invoicer", "2.0.31",
+           datetime(2026, 1, 16, 14, 2, 40, 500000, tzinfo=timezone.utc))
+    s.user("Invoices in GBP print a euro sign. Make `invoicer show` use the invoice's currency.")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/money.py"})])
+    s.result(t, "<tool_use_error>File does not exist. Current working directory: /home/dev/invoicer</tool_use_error>",
+             error=True, tur="Error: File does not exist.")
+    [t] = s.assistant(tools=[("Grep", {"pattern": "SYMBOLS|def fmt", "path": "/home/dev/invoicer/invoicer",
+                                       "output_mode": "content", "-C": "2"})])
+    s.result(t, "<tool_use_error>InputValidationError: Grep failed due to the following issue:\nThe parameter `-C` "
+                "type is expected as `number` but provided as `string`</tool_use_error>", error=True,
+             tur="InputValidationError: [{\"expected\": \"number\", \"path\": [\"-C\"]}]")
+    [t] = s.assistant(tools=[("Grep", {"pattern": "SYMBOLS|def fmt", "path": "/home/dev/invoicer/invoicer",
+                                       "output_mode": "content", "-n": True})])
+    s.result(t, "/home/dev/invoicer/invoicer/currency.py:3:SYMBOLS = {\"EUR\": \"€\", \"USD\": \"$\", \"GBP\": \"£\"}\n"
+                "/home/dev/invoicer/invoicer/currency.py:6:def fmt(amount, currency=\"EUR\"):\n"
+                "/home/dev/invoicer/invoicer/show.py:14:    print(fmt(inv.total))")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/show.py"})])
+    s.result(t, cat_n("from invoicer.currency import fmt\n\n\ndef show(inv):\n    print(inv.id, inv.customer)\n"
+                      "    for line in inv.lines:\n        print(' ', line.description, line.total)\n\n\n\n\n\n"
+                      "    print('total')\n    print(fmt(inv.total))"))
+    [t] = s.assistant(text="`show` never passes the currency. Passing `inv.currency`.",
+                      tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/show.py",
+                                       "old_string": "    print(fmt(inv.total, 'EUR'))",
+                                       "new_string": "    print(fmt(inv.total, inv.currency))"})])
+    s.result(t, "<tool_use_error>String to replace not found in file.\nString:     print(fmt(inv.total, 'EUR'))"
+                "</tool_use_error>", error=True, tur="Error: String to replace not found in file.")
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/show.py",
+                                       "old_string": "    print(fmt(inv.total))",
+                                       "new_string": "    print(fmt(inv.total, inv.currency))"})])
+    s.result(t, "The file /home/dev/invoicer/invoicer/show.py has been updated.")
+    [t] = s.assistant(tools=[("Bash", {"command": "pyhton -m pytest -q tests/test_show.py",
+                                       "description": "Run the show tests"})])
+    s.result(t, "Exit code 127\n/bin/bash: line 1: pyhton: command not found", error=True,
+             tur="Error: Exit code 127\n/bin/bash: line 1: pyhton: command not found")
+    [t] = s.assistant(tools=[("Bash", {"command": "python -m pytest -q tests/test_show.py",
+                                       "description": "Run the show tests"})])
+    s.result(t, "...                                                                      [100%]\n3 passed in 0.03s")
+    [t] = s.assistant(text="Checking for translated currency names as well.",
+                      tools=[("Bash", {"command": "ls invoicer/locale/", "description": "List locale files"})])
+    s.result(t, "Exit code 2\nls: cannot access 'invoicer/locale/': No such file or directory", error=True,
+             tur="Error: Exit code 2\nls: cannot access 'invoicer/locale/': No such file or directory")
+    [t] = s.assistant(tools=[("WebSearch", {"query": "python decimal format currency symbol locale"})])
+    s.result(t, "<tool_use_error>Error: No such tool available: WebSearch</tool_use_error>", error=True,
+             tur="Error: No such tool available: WebSearch")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/currency.py"})])
+    s.result(t, cat_n(CURRENCY_PY))
+    [t] = s.assistant(tools=[("Bash", {"command": "pytest -q", "description": "Run the whole suite"})])
+    s.result(t, "......................                                                   [100%]\n22 passed in 0.14s")
+    s.assistant(text="`invoicer show` now formats totals in the invoice's own currency (`fmt(inv.total, "
+                     "inv.currency)`), so GBP invoices print £. There are no locale files; the symbols live in "
+                     "`invoicer/currency.py`. 22 tests pass.")
+    s.write("claude-code/-home-dev-invoicer/c0de1c0d-2e3f-4a5b-8c7d-6e5f4a3b2c1d.jsonl")
+
+
+WEBHOOKS_PY = """import hmac
+from hashlib import sha256
+
+
+def verify(secret, body, signature):
+    expected = hmac.new(secret, body, sha256).hexdigest()
+    return expected == signature
+"""
+
+
+def session_webhook() -> None:
+    """A security fix on its own day: the agent guesses paths and parameters, edits a file it
+    has not read, writes where it may not, and misspells the test runner."""
+    s = CC("b00b1e55-5a6b-4c7d-8e9f-0a1b2c3d4e5f", "/home/dev/invoicer", "2.0.31",
+           datetime(2026, 1, 15, 16, 45, 10, 300000, tzinfo=timezone.utc))
+    s.user("The webhook signature check compares strings with ==. Make it constant-time and add a test.")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/hooks.py"})])
+    s.result(t, "<tool_use_error>File does not exist. Current working directory: /home/dev/invoicer</tool_use_error>",
+             error=True, tur="Error: File does not exist.")
+    [t] = s.assistant(tools=[("Bash", {"command": "cat invoicer/webhook.py", "description": "Show the webhook code"})])
+    s.result(t, "Exit code 1\ncat: invoicer/webhook.py: No such file or directory", error=True,
+             tur="Error: Exit code 1\ncat: invoicer/webhook.py: No such file or directory")
+    [t] = s.assistant(tools=[("Grep", {"pattern": "hmac", "path": "/home/dev/invoicer", "include": "*.py"})])
+    s.result(t, "<tool_use_error>InputValidationError: Grep failed due to the following issue:\nAn unexpected "
+                "parameter `include` was provided</tool_use_error>", error=True,
+             tur="InputValidationError: [{\"code\": \"unrecognized_keys\", \"keys\": [\"include\"]}]")
+    [t] = s.assistant(tools=[("Grep", {"pattern": "hmac", "path": "/home/dev/invoicer", "glob": "*.py"})])
+    s.result(t, "Found 1 file\n/home/dev/invoicer/invoicer/webhooks.py")
+    [t] = s.assistant(text="Found it in webhooks.py. Switching to hmac.compare_digest.",
+                      tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/webhooks.py",
+                                       "old_string": "    return expected == signature",
+                                       "new_string": "    return hmac.compare_digest(expected, signature)"})])
+    s.result(t, "<tool_use_error>File has not been read yet. Read it first before writing to it.</tool_use_error>",
+             error=True, tur="Error: File has not been read yet. Read it first before writing to it.")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/webhooks.py", "limit": "50"})])
+    s.result(t, "<tool_use_error>InputValidationError: Read failed due to the following issue:\nThe parameter `limit` "
+                "type is expected as `number` but provided as `string`</tool_use_error>", error=True,
+             tur="InputValidationError: [{\"expected\": \"number\", \"path\": [\"limit\"]}]")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/webhooks.py"})])
+    s.result(t, cat_n(WEBHOOKS_PY))
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/webhooks.py",
+                                       "old_string": "    return signature == expected",
+                                       "new_string": "    return hmac.compare_digest(expected, signature)"})])
+    s.result(t, "<tool_use_error>String to replace not found in file.\nString:     return signature == expected"
+                "</tool_use_error>", error=True, tur="Error: String to replace not found in file.")
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/webhooks.py",
+                                       "old_string": "    return expected == signature",
+                                       "new_string": "    return hmac.compare_digest(expected, signature)"})])
+    s.result(t, "The file /home/dev/invoicer/invoicer/webhooks.py has been updated.")
+    [t] = s.assistant(tools=[("Write", {"file_path": "/home/dev/invoicer/tests/test_webhooks.py",
+                                        "content": "from invoicer.webhooks import verify\n\n\ndef test_bad_signature():\n"
+                                                   "    assert not verify(b\"k\", b\"body\", \"00\")\n"})])
+    s.result(t, "File created successfully at: /home/dev/invoicer/tests/test_webhooks.py")
+    [t] = s.assistant(tools=[("Bash", {"command": "pytset -q tests/test_webhooks.py", "description": "Run the new test"})])
+    s.result(t, "Exit code 127\n/bin/bash: line 1: pytset: command not found", error=True,
+             tur="Error: Exit code 127\n/bin/bash: line 1: pytset: command not found")
+    [t] = s.assistant(tools=[("Bash", {"command": "pytest -q tests/test_webhooks.py", "description": "Run the new test"})])
+    s.result(t, ".                                                                        [100%]\n1 passed in 0.02s")
+    [t] = s.assistant(text="Also documenting the shared secret in the system config.",
+                      tools=[("Write", {"file_path": "/etc/invoicer/webhooks.yaml",
+                                        "content": "# the shared secret lives in INVOICER_WEBHOOK_SECRET\n"})])
+    s.result(t, "<tool_use_error>EACCES: permission denied, open '/etc/invoicer/webhooks.yaml'</tool_use_error>",
+             error=True, tur="Error: EACCES: permission denied, open '/etc/invoicer/webhooks.yaml'")
+    s.assistant(text="`verify` now uses `hmac.compare_digest` (constant time) and tests/test_webhooks.py covers a bad "
+                     "signature; it passes. I could not write /etc/invoicer/webhooks.yaml (no permission): the secret "
+                     "is read from INVOICER_WEBHOOK_SECRET as before.")
+    s.write("claude-code/-home-dev-invoicer/b00b1e55-5a6b-4c7d-8e9f-0a1b2c3d4e5f.jsonl")
+
+
 def session_agent_file() -> None:
     """2.0.x style: the subagent's transcript lives in agent-<id>.jsonl."""
     start = datetime(2026, 1, 15, 11, 5, 0, tzinfo=timezone.utc)
@@ -852,6 +1050,10 @@ def main(out: Path | None = None) -> None:
     sharegpt_file()
     openhands_output()
     otel_spans()
+    # added later: they draw their ids after every file above (which therefore stay as they were)
+    session_release()
+    session_currency()
+    session_webhook()
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ class RagConfig:
     local_device: str = "cpu"
     local_threads: int = 1  # torch threads while the local model generates (0: torch default)
     local_gguf_cache: bool = True  # load a GGUF from its cached safetensors copy (~2 s instead of ~70 s)
+    local_dtype: str = "float32"  # float32 | int8 (Linear layers quantized: ~2.5x faster on a CPU) | ...
     max_new_tokens: int = 128
     max_input_tokens: int = 2048
     # escalation target (used only when the gate fails and escalation is allowed)

@@ -53,7 +53,8 @@ def local_model_spec(cfg: RagConfig) -> ModelSpec:
     # greedy with a mild repetition penalty: a 135M model repeats itself otherwise
     return ModelSpec(provider="local", device=cfg.local_device, batch_size=1,
                      max_context_tokens=cfg.max_input_tokens + cfg.max_new_tokens, repetition_penalty=1.1,
-                     gguf_cache=cfg.local_gguf_cache, torch_threads=cfg.local_threads or None, **common)
+                     gguf_cache=cfg.local_gguf_cache, torch_threads=cfg.local_threads or None,
+                     dtype=cfg.local_dtype, **common)
 
 
 def escalation_model_spec(cfg: RagConfig) -> ModelSpec | None:

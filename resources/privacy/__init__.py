@@ -28,7 +28,7 @@ from typing import Any
 
 from resources import settings
 from resources.privacy import secrets
-from resources.privacy.gate import gate_for
+from resources.privacy.secrets import gate_for
 from resources.privacy.pii import PII_KINDS, PiiPolicy, Pseudonymizer
 
 __all__ = ["Privacy", "for_lake", "active", "configure", "scrub_text", "scrub_texts", "scrub_json", "scrub_bytes",

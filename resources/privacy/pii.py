@@ -200,7 +200,7 @@ class Pseudonymizer:
 
     @cached_property
     def prefilter(self) -> str | None:
-        from resources.privacy.secrets import ascii_rust
+        from resources.privacy.gate import ascii_rust
 
         kinds = self.policy.enabled
         return ascii_rust("|".join(_PRE[k] for k in kinds)) if kinds else None
@@ -208,7 +208,7 @@ class Pseudonymizer:
     @cached_property
     def pattern(self) -> str | None:
         kinds = self.policy.enabled
-        from resources.privacy.secrets import ascii_rust
+        from resources.privacy.gate import ascii_rust
 
         return ascii_rust("|".join(_RUST[k] for k in kinds)) if kinds else None
 

@@ -46,9 +46,12 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Iterable
+
+from resources.privacy.gate import Finder, Gate, ascii_rust
 
 __all__ = ["scrub", "scrub_many", "scrub_obj", "scrub_bytes", "suspicious", "register", "RULES", "placeholder",
            "Rule", "find"]
@@ -490,8 +493,6 @@ def _split_spans(text: str, counts: dict[str, int]) -> str:
 
 @lru_cache(maxsize=1)
 def _split_finder():
-    from resources.privacy.gate import Finder
-
     bounded = tuple(p.replace("]*", "]{0,512}").replace("]+", "]{1,64}") for p in _SPLIT_FIND)
     return Finder(_SPLIT_FIND, python_patterns=bounded)
 
@@ -499,8 +500,6 @@ def _split_finder():
 def _window_rules(window: str, rules: list) -> list:
     """The rules whose relaxed pattern matches ``window`` (one Hyperscan pass; all of them
     without it)."""
-    from resources.privacy.gate import gate_for
-
     hits = gate_for((), skip=("split_secret",)).secret_hits([window])[0]
     if hits is None:
         return rules
@@ -692,13 +691,6 @@ def find(text: str, skip: tuple[str, ...] = ()) -> dict[str, int]:
     return counts
 
 
-def ascii_rust(pattern: str) -> str:
-    """A Rust-syntax pattern with ASCII classes: Unicode ``\\d``, ``\\w``, ``\\s``, ``\\b`` keep
-    Rust's regex off its fast DFA (3-20x slower on our texts, measured)."""
-    return (pattern.replace(r"\d", "[0-9]").replace(r"\w", "[0-9A-Za-z_]")
-            .replace(r"\s", "[\t\n\f\r ]").replace(r"\b", r"(?-u:\b)"))
-
-
 # Patterns without a leading literal make a union of alternatives fall off Rust's
 # literal prefilter (the union then runs ~40x slower): those run on their own.
 _ALONE = ("discord_bot_token", "mailchimp_key")
@@ -727,6 +719,28 @@ def bulk_patterns(skip: tuple[str, ...] = ()) -> tuple[str, ...]:
         if r.bulk and r.bulk not in out and r.kind not in skip:
             out.append(r.bulk)
     return tuple(out)
+
+
+_GATE_LOCK = threading.Lock()
+_GATES: dict[tuple, Gate] = {}
+
+
+def gate_for(pii_patterns: tuple[str, ...], use_hyperscan: bool | None = None, skip: tuple[str, ...] = ()) -> Gate:
+    """The gate (resources/privacy/gate.py) of today's secret rules (user-registered ones
+    included; but the rules of the kinds in ``skip``) and the given personal-data pre-filter
+    patterns, compiled once per set of patterns. Without Hyperscan its secret pass is
+    :func:`_suspicious_indices`' (a superset where ``skip`` leaves rules out)."""
+    key = (bulk_patterns(skip), tuple(pii_patterns), use_hyperscan)
+    g = _GATES.get(key)
+    if g is None:
+        with _GATE_LOCK:
+            g = _GATES.get(key)
+            if g is None:
+                if len(_GATES) > 32:
+                    _GATES.clear()
+                g = _GATES[key] = Gate(key[0], key[1], use_hyperscan=use_hyperscan,
+                                       polars_secret_patterns=_bulk_gate_patterns())
+    return g
 
 
 def _bulk_gate_pattern() -> str:

@@ -129,14 +129,17 @@ def _present(lake):
     return [(s.path, s) for s in TABLES if lake.exists(s)]
 
 
-def test_audit_check_fails_on_a_secret_written_behind_the_scrubbers_back(tmp_path, instance, capsys):
-    lake = DeltaLake(root=str(tmp_path / "lake"))
-    secret = "ghp_" + "Zq8Xw7Cv6Bn5Mm4Ll3Kk2Jj1Hh0Gg9Ff8Ee7D"
-    clean = {"session_key": "s", "source_file": "f", "source_format": "claude_code", "line_no": 1,
-             "byte_offset": 0, "byte_len": 10, "record_type": "user", "raw": '{"type":"user"}',
-             "quarantined": False, "secrets_scrubbed": 0,
-             "ingested_at": __import__("datetime").datetime.now(__import__("datetime").timezone.utc)}
-    put_sessions(lake, RAW_TRACES, [clean])
+def _raw_row(raw: str, **over) -> dict:
+    """A bronze/raw_traces row as a test writes it straight to the table (behind the scrubber)."""
+    from datetime import datetime, timezone
+
+    return {"session_key": "s", "source_file": "f", "source_format": "claude_code", "line_no": 1,
+            "byte_offset": 0, "byte_len": 10, "record_type": "user", "raw": raw, "quarantined": False,
+            "secrets_scrubbed": 0, "ingested_at": datetime.now(timezone.utc), **over}
+
+
+def _audit_check_runner(lake, tmp_path, instance):
+    """Runs raw_traces' audit check alone; returns (its evaluation, the run)."""
     defs = build_definitions(lake=lake, sessions=SessionSource(root=str(tmp_path)))
     check_key = dg.AssetCheckKey(RAW_TRACES.asset_key, CHECK_NAME)
     check = next(c for c in defs.asset_checks if check_key in c.check_keys)
@@ -146,6 +149,15 @@ def test_audit_check_fails_on_a_secret_written_behind_the_scrubbers_back(tmp_pat
                            selection=dg.AssetSelection.checks(check_key))
         return [e for e in r.get_asset_check_evaluations() if e.check_name == CHECK_NAME][0], r
 
+    return run_check
+
+
+def test_audit_check_fails_on_a_secret_written_behind_the_scrubbers_back(tmp_path, instance, capsys):
+    lake = DeltaLake(root=str(tmp_path / "lake"))
+    secret = "ghp_" + "Zq8Xw7Cv6Bn5Mm4Ll3Kk2Jj1Hh0Gg9Ff8Ee7D"
+    clean = _raw_row('{"type":"user"}')
+    put_sessions(lake, RAW_TRACES, [clean])
+    run_check = _audit_check_runner(lake, tmp_path, instance)
     ev, _ = run_check()
     assert ev.passed and ev.metadata["findings"].value == 0
     # behind the scrubber's back: a row written straight to the table
@@ -170,11 +182,7 @@ def test_audit_of_a_table_starts_the_engine_once_for_all_its_columns(tmp_path, m
 
     lake = DeltaLake(root=str(tmp_path / "lake"))
     secret = "ghp_" + "Zq8Xw7Cv6Bn5Mm4Ll3Kk2Jj1Hh0Gg9Ff8Ee7D"
-    row = {"session_key": "s", "source_file": f"f-{secret}", "source_format": "claude_code", "line_no": 1,
-           "byte_offset": 0, "byte_len": 10, "record_type": "user",
-           "raw": orjson.dumps({"type": "user", "content": f"token {secret}"}).decode(),
-           "quarantined": False, "secrets_scrubbed": 0,
-           "ingested_at": __import__("datetime").datetime.now(__import__("datetime").timezone.utc)}
+    row = _raw_row(orjson.dumps({"type": "user", "content": f"token {secret}"}).decode(), source_file=f"f-{secret}")
     put_sessions(lake, RAW_TRACES, [row])
     assert len(text_columns(RAW_TRACES)) >= 4
     starts = []
@@ -188,21 +196,10 @@ def test_audit_check_fails_on_personal_data_written_behind_the_scrubbers_back(tm
     lake = DeltaLake(root=str(tmp_path / "lake"))
     privacy.configure(Privacy(PiiPolicy(), b"e2e-salt"))
     try:
-        now = __import__("datetime").datetime.now(__import__("datetime").timezone.utc)
-        clean = {"session_key": "s", "source_file": "f", "source_format": "claude_code", "line_no": 1,
-                 "byte_offset": 0, "byte_len": 10, "record_type": "user", "quarantined": False, "secrets_scrubbed": 0,
-                 "raw": orjson.dumps({"type": "user", "cwd": "/Users/user_3f9a2c1b/app",
-                                      "content": "mail email_5d1e07aa@example.invalid"}).decode(), "ingested_at": now}
+        clean = _raw_row(orjson.dumps({"type": "user", "cwd": "/Users/user_3f9a2c1b/app",
+                                       "content": "mail email_5d1e07aa@example.invalid"}).decode())
         put_sessions(lake, RAW_TRACES, [clean])
-        defs = build_definitions(lake=lake, sessions=SessionSource(root=str(tmp_path)))
-        check_key = dg.AssetCheckKey(RAW_TRACES.asset_key, CHECK_NAME)
-        check = next(c for c in defs.asset_checks if check_key in c.check_keys)
-
-        def run_check():
-            r = dg.materialize([check], resources={"lake": lake}, instance=instance, raise_on_error=False,
-                               selection=dg.AssetSelection.checks(check_key))
-            return [e for e in r.get_asset_check_evaluations() if e.check_name == CHECK_NAME][0], r
-
+        run_check = _audit_check_runner(lake, tmp_path, instance)
         ev, _ = run_check()
         assert ev.passed and ev.metadata["personal_data_found"].value == 0
         # behind the scrubber's back: an address, a phone number and a user's home folder

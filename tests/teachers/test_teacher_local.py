@@ -127,7 +127,7 @@ def test_decode_loop_matches_generate_greedily_row_by_row(tiny_llama):
 
 def test_teachers_of_one_model_share_batches_and_a_shared_prompt_is_prefilled_once(tiny_llama):
     """Three local teachers of one model: ONE worker, batches of sum(batch_size) rows; the two
-    teachers without a system prompt of their own send the same context: one prefill row."""
+    teachers without a system prompt of their own send the same context: one prefill."""
     steps = [step(i, f"question {i} " + "word " * (i * 3)) for i in range(4)]
     pool = PoolSpec.model_validate({"teachers": [
         local(tiny_llama, "greedy", batch_size=4),
@@ -142,8 +142,10 @@ def test_teachers_of_one_model_share_batches_and_a_shared_prompt_is_prefilled_on
         handle.remove()
     assert [r["status"] for r in out.rows] == ["ok"] * 12
     prefills = [c for c in calls if c[1] > 1]
-    assert len(prefills) == 1  # 12 requests, one batch of 4 + 4 + 4 rows
-    assert prefills[0][0] == 8  # 4 contexts x (greedy = sampled, concise): 8 distinct prompts
+    decodes = [c for c in calls if c[1] == 1]
+    # 4 contexts x (greedy = sampled, concise): 8 distinct prompts, each prefilled once, alone
+    assert len(prefills) == 8 and all(rows == 1 for rows, _ in prefills)
+    assert decodes[0][0] == 12  # then ONE batch: 12 requests of 4 + 4 + 4 rows decode together
 
 
 def test_sampled_answers_do_not_depend_on_what_else_is_in_the_batch(tiny_llama):
