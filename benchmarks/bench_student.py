@@ -60,6 +60,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
     ap.add_argument("--rag-tasks", type=int, default=3)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--recipe", default="{}", help='JSON overrides of the gold/student_runs config, e.g. '
+                    '\'{"stages": ["dpo"], "dpo_max_steps": 12}\'')
     ap.add_argument("--verifier-id", default=None, help="capture table id (default: the verifier's own)")
     args = ap.parse_args(argv)
 
@@ -80,12 +82,13 @@ def main(argv=None) -> int:
     if not split:
         print(f"no training tables under {args.lake}: run `tracelake demo` first", file=sys.stderr)
         return 2
-    cfg = StudentTrainConfig(base_model=args.base_model)
+    recipe = json.loads(args.recipe)
+    cfg = StudentTrainConfig(base_model=args.base_model, **recipe)
     hp0 = cfg.hyper()
     tok, _ = load_base(args.base_model, args.device, "float32")
     data = build_data(lake, split, tok, max_prompt_tokens=hp0.max_prompt_tokens,
                       max_answer_tokens=hp0.max_answer_tokens, min_pairs=cfg.min_pairs)
-    print(f"lake {args.lake}: {data.counts}")
+    print(f"lake {args.lake}: {data.counts}\nrecipe {hp0.to_json()}")
     if data.counts["real_pairs_eval"] < 10:
         print(f"NOTE: only {data.counts['real_pairs_eval']} real preference pairs in the held-out sessions; "
               f"pair accuracy also counts {data.counts['mined_pairs_eval']} mined context-mismatch pairs")
@@ -96,7 +99,7 @@ def main(argv=None) -> int:
     per_seed = []
     for seed in args.seeds:
         t0 = time.perf_counter()
-        hp = StudentTrainConfig(base_model=args.base_model, seed=seed).hyper()
+        hp = StudentTrainConfig(base_model=args.base_model, **{**recipe, "seed": seed}).hyper()
         with tempfile.TemporaryDirectory() as tmp:
             res = train_student(args.base_model, data.sft_train, data.pairs_train, data.kto_train, hp, tmp,
                                 device=args.device, base=load_base(args.base_model, args.device, "float32"),

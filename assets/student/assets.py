@@ -62,11 +62,13 @@ class StudentTrainConfig(dg.Config):
     sft_lr: float = 5e-4
     dpo_lr: float = 1e-4
     beta: float = 0.1
+    dpo_sft_weight: float = 0.0  # > 0: DPO loss + this × NLL of the chosen answer
+    sft_on_chosen: bool = False  # SFT also on the chosen answers of the real training pairs
     lora_r: int = 8
     lora_layers: int = 8  # top decoder layers with adapters (0 = all)
     batch_size: int = 4
     max_prompt_tokens: int = 64
-    max_answer_tokens: int = 40
+    max_answer_tokens: int = 64
     min_pairs: int = 16  # fewer real pairs than this → context-mismatch pairs are mined (labelled)
     mine_pairs: bool = True
 
@@ -75,7 +77,8 @@ class StudentTrainConfig(dg.Config):
 
         return StudentHyper(seed=self.seed, stages=tuple(self.stages), sft_max_steps=self.sft_max_steps,
                             dpo_max_steps=self.dpo_max_steps, kto_max_steps=self.kto_max_steps,
-                            sft_lr=self.sft_lr, dpo_lr=self.dpo_lr, beta=self.beta, lora_r=self.lora_r,
+                            sft_lr=self.sft_lr, dpo_lr=self.dpo_lr, beta=self.beta, dpo_sft_weight=self.dpo_sft_weight,
+                            sft_on_chosen=self.sft_on_chosen, lora_r=self.lora_r,
                             lora_alpha=2 * self.lora_r, lora_layers=self.lora_layers, batch_size=self.batch_size,
                             max_prompt_tokens=self.max_prompt_tokens, max_answer_tokens=self.max_answer_tokens)
 

@@ -31,7 +31,7 @@ Tokens = Callable[[str], int]  # text → token count
 @dataclass(frozen=True)
 class RenderSettings:
     max_prompt_tokens: int = 64
-    max_answer_tokens: int = 40
+    max_answer_tokens: int = 64
     max_tool_chars: int = 600  # the tools system message
 
 

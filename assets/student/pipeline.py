@@ -64,7 +64,7 @@ class StudentData:
 
 
 def build_data(lake: DeltaLake, split_rows: Sequence[Mapping], tok, *, max_prompt_tokens: int = 64,
-               max_answer_tokens: int = 40, min_pairs: int = 16, mine: bool = True) -> StudentData:
+               max_answer_tokens: int = 64, min_pairs: int = 16, mine: bool = True) -> StudentData:
     """Training rows from train sessions only; evaluation rows from eval sessions only.
 
     When a side holds fewer than ``min_pairs`` real preference pairs and ``mine`` is on,

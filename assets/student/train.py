@@ -50,7 +50,7 @@ class StudentHyper:
     kto_max_steps: int = 6
     kto_lr: float = 5e-5
     max_prompt_tokens: int = 64
-    max_answer_tokens: int = 40
+    max_answer_tokens: int = 64
 
     def __post_init__(self):
         self.stages = tuple(self.stages)

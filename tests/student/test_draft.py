@@ -53,7 +53,7 @@ def test_draft_head_asset_learns_and_records_a_run(lake, tiny_verifier):
     v = _capture(lake, tiny_verifier)
     res = dg.materialize([draft_heads], resources={"lake": lake, "verifier": tiny_verifier},
                          run_config={"ops": {"gold__draft_heads": {"config": {
-                             "epochs": 30, "draft_vocab": 512, "lr": 5e-3, "unroll": 2}}}},
+                             "epochs": 1, "min_steps": 60, "draft_vocab": 512, "lr": 5e-3, "unroll": 2}}}},
                          instance=dg.DagsterInstance.ephemeral())
     assert res.success
     row = lake.read(DRAFT_HEADS).to_pylist()[0]
@@ -61,6 +61,7 @@ def test_draft_head_asset_learns_and_records_a_run(lake, tiny_verifier):
     assert 0 <= row["baseline_top1_agreement"] <= 1 and 0 <= row["accept_len"] <= row["chain"] == 4
     m = json.loads(row["metrics"])
     assert m["loss_last"] < m["loss_first"]
+    assert m["steps"] >= 60 and m["epochs"] > 1  # a small table: more epochs, up to min_steps
     assert (Path(row["artifact_uri"]) / "draft_head.pt").is_file()
     # the trained head agrees with the verifier far more than an untrained one
     from assets.capture.reader import load_table

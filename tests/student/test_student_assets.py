@@ -32,7 +32,7 @@ def test_split_train_eval(lake, tiny_dir, tiny_verifier):
         "gold__student_runs": {"config": {
             "base_model": str(tiny_dir), "seed": 1, "stages": ["sft", "dpo", "kto"], "sft_max_steps": 8,
             "dpo_max_steps": 3, "kto_max_steps": 2, "sft_lr": 5e-3, "dpo_lr": 5e-3, "max_prompt_tokens": 48,
-            "max_answer_tokens": 24, "min_pairs": 4}},
+            "max_answer_tokens": 24, "min_pairs": 4, "dpo_sft_weight": 0.5, "sft_on_chosen": True}},
         "gold__student_evals": {"config": {"max_rag_tasks": 1, "max_tool_prompts": 2}},
     }
     res = dg.materialize([session_split, student_runs, student_evals], run_config={"ops": ops},
@@ -56,6 +56,7 @@ def test_split_train_eval(lake, tiny_dir, tiny_verifier):
     assert meta["hyperparameters"]["seed"] == 1 and meta["device"] == "cpu"
     metrics = json.loads(run["metrics"])
     assert metrics["stages"]["sft"]["steps"] == 8 and metrics["stages"]["dpo"]["steps"] == 3
+    assert metrics["stages"]["sft"]["rows"] == 5 * n_train  # + the chosen answer of each train session's real pair
     assert metrics["stages"]["kto"]["steps"] == 2
     assert metrics["stages"]["sft"]["loss_last"] < metrics["stages"]["sft"]["loss_first"]
     assert json.loads(run["data_versions"])["gold/sft_examples"] is not None
