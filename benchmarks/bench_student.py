@@ -107,7 +107,8 @@ def main(argv=None) -> int:
         total_s = time.perf_counter() - t0
         row = {"seed": seed, "train_s": round(train_s, 1), "eval_s": ev["eval_seconds"], "total_s": round(total_s, 1),
                **{k: ev.get(k) for k in ("ll_base", "ll_trained", "ll_gain", "pair_acc_base", "pair_acc_trained",
-                                         "reward_acc", "tool_valid_base", "tool_valid_trained", "rag_pass_base",
+                                         "reward_acc", "pair_acc_real_base", "pair_acc_real_trained", "reward_acc_real",
+                                         "n_real_pairs", "tool_valid_base", "tool_valid_trained", "rag_pass_base",
                                          "rag_pass_trained", "n_answers", "n_pairs")},
                "dpo": res.metrics["stages"].get("dpo", {})}
         per_seed.append(row)
@@ -134,6 +135,10 @@ def main(argv=None) -> int:
           f"gain {fmt(col('ll_gain'))}")
     print(f"  pair accuracy: base {fmt(col('pair_acc_base'), 3)}  trained {fmt(col('pair_acc_trained'), 3)}  "
           f"implicit-reward accuracy {fmt(col('reward_acc'), 3)}")
+    if per_seed[0].get("n_real_pairs"):
+        print(f"  on the {per_seed[0]['n_real_pairs']} real (not mined) pairs: pair accuracy base "
+              f"{fmt(col('pair_acc_real_base'), 3)}  trained {fmt(col('pair_acc_real_trained'), 3)}  "
+              f"implicit-reward accuracy {fmt(col('reward_acc_real'), 3)}")
     print(f"  tool-call validity: base {fmt(col('tool_valid_base'), 2)}  trained {fmt(col('tool_valid_trained'), 2)}")
     print(f"  rag gate pass: base {fmt(col('rag_pass_base'), 2)}  trained {fmt(col('rag_pass_trained'), 2)}")
     print(f"  per seed train+eval: {fmt(col('total_s'), 1)} s (the first includes the base model's evaluation)")

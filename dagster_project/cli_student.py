@@ -76,6 +76,10 @@ def cmd_eval(args) -> int:
     for name in ("ll", "pair_acc", "tool_valid", "rag_pass"):
         print(f"  {name:<12} base {e[name + '_base']}  trained {e[name + '_trained']}")
     print(f"  reward_acc   {e['reward_acc']}   ll_gain {e['ll_gain']}")
+    d = json.loads(e["details"] or "{}")
+    if d.get("n_real_pairs"):
+        print(f"  on the {d['n_real_pairs']} real pairs: pair_acc base {d.get('pair_acc_real_base')}  trained "
+              f"{d.get('pair_acc_real_trained')}  reward_acc {d.get('reward_acc_real')}")
     return 0
 
 
@@ -91,7 +95,7 @@ def add_student_commands(sub) -> None:
     p.set_defaults(fn=cmd_train)
     p = sub.add_parser("eval", help="evaluate the newest (or --run-id) student run: base vs trained")
     p.add_argument("--run-id", default="")
-    p.add_argument("--max-pairs", type=int, default=12)
+    p.add_argument("--max-pairs", type=int, default=24)
     p.add_argument("--max-answers", type=int, default=16)
     p.add_argument("--max-rag-tasks", type=int, default=3)
     p.set_defaults(fn=cmd_eval)

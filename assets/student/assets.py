@@ -124,8 +124,8 @@ def student_runs(context: dg.AssetExecutionContext, config: StudentTrainConfig, 
 class StudentEvalConfig(dg.Config):
     run_id: str = ""  # the student_runs row to evaluate ("" = the newest)
     max_answers: int = 16
-    max_pairs: int = 12
-    max_tool_prompts: int = 3
+    max_pairs: int = 24
+    max_tool_prompts: int = 8
     max_rag_tasks: int = 3
     rag_tasks_path: str = ""  # default: the rag family's sample tasks
 
@@ -160,6 +160,7 @@ def student_evals(context: dg.AssetExecutionContext, config: StudentEvalConfig, 
 class DraftHeadConfig(dg.Config):
     seed: int = 0
     epochs: int = 2
+    min_steps: int = 100  # at least this many optimizer steps (more epochs on a small capture table)
     draft_vocab: int = 2048
     unroll: int = 2
     chain: int = 4

@@ -2,13 +2,15 @@
 
 Every row is rendered the same way for training and for evaluation:
 
-* tool calls become ``<tool_call>{json}</tool_call>`` text and tool results ``tool`` turns
-  (``assets.capture.capture.render_messages``, the form the capture family uses), so any chat
+* tool calls become ``<tool_call>{"name": …, "arguments": {…}}</tool_call>`` text (the name
+  first, the form the tools message announces) and tool results ``tool`` turns, so any chat
   template takes them;
 * offered tools are announced in a leading system message (name + JSON parameters), because
   small chat templates (SmolLM2's) do not render a ``tools`` argument;
 * the context keeps its END within ``max_prompt_tokens`` (the question or the tool output the
-  answer reacts to), the answer keeps its START within ``max_answer_tokens``.
+  answer reacts to), the answer keeps its START within ``max_answer_tokens``; an answer that
+  calls tools keeps every call whole (name, valid JSON arguments, closing tag): its prose is
+  cut first, then long string argument values are shortened.
 
 ``mined_pairs`` builds preference pairs when the lake holds too few: for a step, the answer
 given in that context (chosen) against the answer of another step of the same split
@@ -22,7 +24,6 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from assets.capture.capture import render_messages
 
 Tokens = Callable[[str], int]  # text → token count
 
@@ -73,6 +74,64 @@ def tool_names(tools: Any) -> set[str]:
     return out
 
 
+def _shorten(value: Any, n: int) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= n else value[:n]
+    if isinstance(value, Mapping):
+        return {k: _shorten(v, n) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shorten(v, n) for v in value]
+    return value
+
+
+def _longest_string(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, Mapping):
+        return max((_longest_string(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return max((_longest_string(v) for v in value), default=0)
+    return 0
+
+
+def _call(tc: Any) -> tuple[Any, Any]:
+    fn = tc.get("function", tc) if isinstance(tc, Mapping) else {}
+    args = fn.get("arguments")
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except ValueError:
+            pass
+    return fn.get("name"), args
+
+
+def call_text(tc: Any, max_value_chars: int | None = None) -> str:
+    """One tool call as ``<tool_call>{"name": …, "arguments": {…}}</tool_call>``; string values
+    of the arguments longer than ``max_value_chars`` are cut (the JSON stays valid)."""
+    name, args = _call(tc)
+    if max_value_chars is not None:
+        args = _shorten(args, max_value_chars)
+    return "<tool_call>\n" + json.dumps({"name": name, "arguments": args}, ensure_ascii=False) + "\n</tool_call>"
+
+
+def _content(m: Mapping) -> str:
+    c = m.get("content") or ""
+    return c if isinstance(c, str) else json.dumps(c, ensure_ascii=False)
+
+
+def render_turns(messages: Sequence[Mapping]) -> list[dict]:
+    """{role, content} messages any chat template accepts (tool calls as ``call_text``, a
+    ``function`` role as ``tool``)."""
+    out = []
+    for m in messages:
+        content = _content(m)
+        if m.get("tool_calls"):
+            calls = "\n".join(call_text(tc) for tc in m["tool_calls"])
+            content = f"{content}\n{calls}" if content else calls
+        out.append({"role": "tool" if m["role"] == "function" else m["role"], "content": content})
+    return out
+
+
 def _cut_tail(text: str, n_tokens: int, count: Tokens) -> str:
     """The end of ``text`` holding about ``n_tokens`` tokens."""
     if count(text) <= n_tokens:
@@ -102,7 +161,7 @@ def _cut_head(text: str, n_tokens: int, count: Tokens) -> str:
 
 def fit_prompt(messages: Sequence[Mapping], tools: Any, count: Tokens, s: RenderSettings) -> list[dict]:
     """Rendered context: the tools message, then the last turns within the token budget."""
-    msgs = [m for m in render_messages(messages) if m["role"] != "assistant" or m["content"]]
+    msgs = [m for m in render_turns(messages) if m["role"] != "assistant" or m["content"]]
     head = tools_message(tools, s.max_tool_chars)
     budget = s.max_prompt_tokens - (count(head["content"]) + 4 if head else 0)
     kept: list[dict] = []
@@ -127,8 +186,36 @@ def fit_prompt(messages: Sequence[Mapping], tools: Any, count: Tokens, s: Render
 
 
 def fit_answer(message: Mapping, count: Tokens, s: RenderSettings) -> list[dict]:
-    m = render_messages([message])[0]
-    return [{"role": "assistant", "content": _cut_head(m["content"], s.max_answer_tokens, count)}]
+    """The answer within ``max_answer_tokens``: its start, except that tool calls stay whole
+    (see the module doc); only when even the first call with empty strings does not fit is
+    the text cut like prose."""
+    text = render_turns([message])[0]["content"]
+    calls = list(message.get("tool_calls") or [])
+    budget = s.max_answer_tokens
+    if count(text) <= budget or not calls:
+        return [{"role": "assistant", "content": _cut_head(text, budget, count)}]
+    prose = _content(message).strip()
+
+    def calls_text(n: int | None, k: int) -> str:
+        return "\n".join(call_text(tc, n) for tc in calls[:k])
+
+    k = len(calls)  # calls that fit at all (with every string value emptied)
+    while k > 1 and count(calls_text(0, k)) > budget:
+        k -= 1
+    if count(calls_text(0, k)) > budget:
+        return [{"role": "assistant", "content": _cut_head(text, budget, count)}]
+    room = budget - min(count(prose), budget // 4) - (1 if prose else 0)  # some prose stays
+    lo, hi = 0, max(_longest_string(_call(tc)[1]) for tc in calls[:k])
+    while lo < hi:  # the longest string values that still fit
+        mid = (lo + hi + 1) // 2
+        if count(calls_text(mid, k)) <= room:
+            lo = mid
+        else:
+            hi = mid - 1
+    body = calls_text(lo, k)
+    left = budget - count(body) - 1
+    head = _cut_head(prose, left, count) if prose and left > 0 else ""
+    return [{"role": "assistant", "content": f"{head}\n{body}" if head else body}]
 
 
 def _answer_text(answers: Sequence[Mapping]) -> str:

@@ -35,6 +35,7 @@ class DraftHyper:
     seed: int = 0
     draft_vocab: int = 2048
     epochs: int = 2
+    min_steps: int = 100  # small capture tables: more epochs, at least this many optimizer steps
     batch_size: int = 256
     lr: float = 2e-3
     weight_decay: float = 0.0
@@ -170,11 +171,13 @@ def train_head(train: Sequences, embed_weight, lm_weight, hp: DraftHyper, device
     T = [tuple(map(torch.from_numpy, _targets(train, rows + u, vocab_pos))) for u in range(1, U + 1)]
     params = [p for p in head.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-    steps = max(1, hp.epochs * int(np.ceil(len(rows) / hp.batch_size)))
+    per_epoch = max(1, int(np.ceil(len(rows) / hp.batch_size)))
+    epochs = max(hp.epochs, int(np.ceil(hp.min_steps / per_epoch)))
+    steps = epochs * per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=steps, pct_start=0.1)
     losses, t0, step = [], time.perf_counter(), 0
     head.train()
-    for epoch in range(hp.epochs):
+    for epoch in range(epochs):
         perm = rng.permutation(len(rows))
         for b in range(0, len(rows), hp.batch_size):
             sel = torch.from_numpy(perm[b: b + hp.batch_size])
@@ -193,9 +196,9 @@ def train_head(train: Sequences, embed_weight, lm_weight, hp: DraftHyper, device
             sched.step()
             step += 1
             losses.append(float(loss.detach()))
-        progress(f"draft head epoch {epoch + 1}/{hp.epochs}: loss {np.mean(losses[-50:]):.3f}")
+        progress(f"draft head epoch {epoch + 1}/{epochs}: loss {np.mean(losses[-50:]):.3f}")
     head.eval()
-    return head, {"steps": step, "train_rows": int(len(rows)), "draft_vocab": int(len(vocab_ids)),
+    return head, {"steps": step, "epochs": epochs, "train_rows": int(len(rows)), "draft_vocab": int(len(vocab_ids)),
                   "loss_first": round(losses[0], 4) if losses else None,
                   "loss_last": round(float(np.mean(losses[-20:])), 4) if losses else None,
                   "train_seconds": round(time.perf_counter() - t0, 1), "hyperparameters": asdict(hp)}

@@ -51,8 +51,12 @@ def _encode(tok, prompt: list[dict], completion: list[dict]) -> tuple[list[int],
 
 
 def score(model, tok, prompts: Sequence[list[dict]], completions: Sequence[list[dict]],
-          batch_size: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """(sum of completion-token log-probs, completion token count) per row."""
+          batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """(sum of completion-token log-probs, completion token count) per row.
+
+    Rows of similar length share a batch, left-padded (explicit position ids), so every
+    completion ends at the batch's last position and the LM head runs only over the last
+    (longest completion + 1) positions, not over the prompts."""
     import torch
 
     enc = [_encode(tok, p, c) for p, c in zip(prompts, completions)]
@@ -63,18 +67,21 @@ def score(model, tok, prompts: Sequence[list[dict]], completions: Sequence[list[
     for b in range(0, len(order), batch_size):
         idx = order[b: b + batch_size]
         L = max(len(enc[i][0]) for i in idx)
+        K = max(len(enc[i][0]) - enc[i][1] for i in idx) + 1  # positions whose logits are needed
         ids = torch.full((len(idx), L), pad, dtype=torch.long)
         mask = torch.zeros((len(idx), L), dtype=torch.long)
         for j, i in enumerate(idx):
             seq = enc[i][0]
-            ids[j, : len(seq)] = torch.tensor(seq)
-            mask[j, : len(seq)] = 1
+            ids[j, L - len(seq):] = torch.tensor(seq)
+            mask[j, L - len(seq):] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:].to(device)[..., None])[..., 0]
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
+                           logits_to_keep=K).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, L - K + 1:].to(device)[..., None])[..., 0]
         for j, i in enumerate(idx):
-            seq, n_p = enc[i]
-            lp = logp[j, n_p - 1: len(seq) - 1]
+            n_c = len(enc[i][0]) - enc[i][1]
+            lp = logp[j, K - 1 - n_c:]
             sums[i], counts[i] = float(lp.sum()), int(lp.numel())
     return sums, counts
 
@@ -144,11 +151,11 @@ def tool_call_valid(text: str, offered: set[str]) -> tuple[bool, str]:
 # ------------------------------------------------------------------ the evaluation
 @dataclass
 class EvalSettings:
-    batch_size: int = 4
+    batch_size: int = 8
     max_answers: int = 16  # CPU budget: first N held-out rows (stable order by id)
-    max_pairs: int = 12
-    max_tool_prompts: int = 3
-    tool_max_new_tokens: int = 32
+    max_pairs: int = 24
+    max_tool_prompts: int = 8
+    tool_max_new_tokens: int = 72  # room for a whole call of the training answers' length (64)
     max_rag_tasks: int = 3
     rag_max_new_tokens: int = 40
     rag_max_input_tokens: int = 256
@@ -180,6 +187,8 @@ def evaluate(model, tok, answers: Sequence[Mapping], pairs: Sequence[Mapping],
     t0 = time.perf_counter()
     answers, pairs = _cap(answers, s.max_answers), _cap(pairs, s.max_pairs)
     out: dict[str, Any] = {"n_answers": len(answers), "n_pairs": len(pairs)}
+    real = np.array([not str(r.get("pair_source", "")).startswith("mined") for r in pairs], dtype=bool)
+    out["n_real_pairs"] = int(real.sum())
     per = {}
     cache = {} if cache is None else cache
     for name, on in (("base", False), ("trained", True)):
@@ -199,6 +208,8 @@ def evaluate(model, tok, answers: Sequence[Mapping], pairs: Sequence[Mapping],
             pref = c_s / np.maximum(c_n, 1) > r_s / np.maximum(r_n, 1)
             out[f"pair_acc_{name}"] = float(pref.mean())
             out[f"pair_prefs_{name}"] = pref.astype(int).tolist()
+            if real.any():  # the lake's own pairs, without the mined ones
+                out[f"pair_acc_real_{name}"] = float(pref[real].mean())
         progress(f"student eval {name}: ll={out[f'll_{name}']}, pair_acc={out.get(f'pair_acc_{name}')}")
     out["ll_gain"] = (out["ll_trained"] - out["ll_base"]) if out["ll_base"] is not None else None
     if len(pairs):
@@ -206,6 +217,8 @@ def evaluate(model, tok, answers: Sequence[Mapping], pairs: Sequence[Mapping],
         _, _, ct, _, rt, _ = per["trained"]
         margin = s.beta * ((ct - cb) - (rt - rb))
         out["reward_acc"] = float((margin > 0).mean())
+        if real.any():
+            out["reward_acc_real"] = float((margin[real] > 0).mean())
         out["reward_margin"] = float(margin.mean())
         out["pair_sources"] = sorted({r.get("pair_source", "normalized_pairs") for r in pairs})
     out["score_seconds"] = round(time.perf_counter() - t0, 1)

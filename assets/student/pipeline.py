@@ -137,7 +137,7 @@ def evaluate_run(lake: DeltaLake, run: dict, device: str, dtype: str, cfg: Any,
                    max_answer_tokens=hp["max_answer_tokens"])
     tasks = read_tasks(cfg.rag_tasks_path or RAG_TASKS)[: cfg.max_rag_tasks]
     s = EvalSettings(max_answers=cfg.max_answers, max_pairs=cfg.max_pairs, max_tool_prompts=cfg.max_tool_prompts,
-                     max_rag_tasks=cfg.max_rag_tasks, beta=hp.get("beta", 0.1))
+                     tool_max_new_tokens=hp["max_answer_tokens"] + 8, max_rag_tasks=cfg.max_rag_tasks, beta=hp.get("beta", 0.1))
     t0 = time.perf_counter()
     ev = evaluate(model, tok, eval_answers(d), d.pairs_eval, d.tools_eval,
                   rag_gate_runner(lake, tasks) if tasks else None, s, progress=log)
@@ -177,7 +177,7 @@ def draft_run(lake: DeltaLake, verifier: VerifierResource, cfg: Any, log=print,
     if not tr or not ev:
         raise RuntimeError(f"draft head needs train and eval prompts (got {len(tr)} / {len(ev)})")
     train, test = seqs.select(tr), seqs.select(ev)
-    hp = DraftHyper(seed=cfg.seed, epochs=cfg.epochs, draft_vocab=cfg.draft_vocab, unroll=cfg.unroll,
+    hp = DraftHyper(seed=cfg.seed, epochs=cfg.epochs, min_steps=cfg.min_steps, draft_vocab=cfg.draft_vocab, unroll=cfg.unroll,
                     chain=cfg.chain, lr=cfg.lr)
     v = verifier.load()
     emb, lm = v.model.get_input_embeddings().weight, v.model.get_output_embeddings().weight

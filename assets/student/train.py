@@ -45,6 +45,8 @@ class StudentHyper:
     dpo_max_steps: int = 6
     dpo_lr: float = 1e-4
     beta: float = 0.1
+    dpo_sft_weight: float = 0.0  # > 0: DPO loss + this × NLL of the chosen answer (TRL loss_type sigmoid+sft)
+    sft_on_chosen: bool = False  # SFT also on the chosen answers of the (real) training pairs
     kto_max_steps: int = 6
     kto_lr: float = 5e-5
     max_prompt_tokens: int = 64
@@ -145,6 +147,13 @@ def _stage_metrics(trainer, out, t0: float, n_rows: int) -> dict:
     return m
 
 
+def chosen_rows(pair_rows: Sequence[dict]) -> list[dict]:
+    """Prompt-completion rows from the chosen answers of real preference pairs (mined pairs'
+    chosen answers are SFT rows already)."""
+    return [{"prompt": p["prompt"], "completion": p["chosen"]} for p in pair_rows
+            if not str(p.get("pair_source", "")).startswith("mined")]
+
+
 def _drop_ref_adapter(model) -> None:
     cfg = getattr(model, "peft_config", None) or {}
     if "ref" in cfg:
@@ -191,19 +200,23 @@ def train_student(base_model: str, sft_rows: Sequence[dict], pair_rows: Sequence
             if not sft_rows:
                 metrics["stages"]["sft"] = {"skipped": "no sft rows"}
                 continue
+            rows = list(sft_rows) + (chosen_rows(pair_rows) if hp.sft_on_chosen else [])
             args = SFTConfig(**_common(out, "sft", hp, device, dtype, hp.sft_lr, hp.sft_epochs, hp.sft_max_steps),
                              completion_only_loss=True)
-            trainer = SFTTrainer(model=model, args=args, train_dataset=keep(sft_rows, ("prompt", "completion")),
+            trainer = SFTTrainer(model=model, args=args, train_dataset=keep(rows, ("prompt", "completion")),
                                  processing_class=tok)
             res = trainer.train()
-            metrics["stages"]["sft"] = _stage_metrics(trainer, res, t0, len(sft_rows))
+            metrics["stages"]["sft"] = _stage_metrics(trainer, res, t0, len(rows))
         elif stage == "dpo":
             if not pair_rows:
                 metrics["stages"]["dpo"] = {"skipped": "no preference pairs"}
                 continue
             kw = _common(out, "dpo", hp, device, dtype, hp.dpo_lr, hp.dpo_epochs, hp.dpo_max_steps)
             kw["per_device_train_batch_size"] = hp.dpo_batch_size
-            args = DPOConfig(**kw, beta=hp.beta)
+            loss = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, hp.dpo_sft_weight]} \
+                if hp.dpo_sft_weight > 0 else {}
+            # the reference log-probs are computed once (the reference does not change), not per step
+            args = DPOConfig(**kw, beta=hp.beta, precompute_ref_log_probs=True, **loss)
             trainer = DPOTrainer(model=model, args=args,
                                  train_dataset=keep(pair_rows, ("prompt", "chosen", "rejected")),
                                  processing_class=tok)

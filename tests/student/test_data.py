@@ -2,7 +2,7 @@
 
 import json
 
-from assets.student.data import RenderSettings, fit_prompt, mined_pairs, pair_example, sft_example, tool_names
+from assets.student.data import RenderSettings, fit_answer, fit_prompt, mined_pairs, pair_example, sft_example, tool_names
 from assets.student.evaluate import tool_call_valid
 from tests.student.conftest import TOOLS
 
@@ -53,3 +53,25 @@ def test_tool_call_validity():
     assert tool_call_valid("I would run ls.", offered) == (False, "no_tool_call")
     assert tool_call_valid('<tool_call>{"name": "Rm", "arguments": {}}</tool_call>', offered)[1] == "unknown_tool"
     assert tool_call_valid('<tool_call>{"name": "Bash", "arguments": [1]}</tool_call>', offered)[1] == "arguments_not_object"
+
+
+def test_tool_call_answers_stay_whole_within_the_budget():
+    path = "/home/user/project/" + "/".join(f"dir{i}" for i in range(40)) + "/module.py"
+    msg = {"role": "assistant", "content": " ".join(f"p{i}" for i in range(30)),
+           "tool_calls": [{"id": "1", "type": "function",
+                           "function": {"name": "Read", "arguments": json.dumps({"file_path": path, "limit": 20})}}]}
+
+    def chars(text: str) -> int:  # a token every 4 characters
+        return (len(text) + 3) // 4
+
+    s = RenderSettings(max_answer_tokens=48)
+    out = fit_answer(msg, chars, s)[0]["content"]
+    assert chars(out) <= 48 and out.startswith("p0 p1") and out.endswith("</tool_call>")
+    assert tool_call_valid(out, {"Read"}) == (True, "ok")
+    call = json.loads(out.split("<tool_call>")[1].split("</tool_call>")[0])
+    assert list(call) == ["name", "arguments"] and call["arguments"]["limit"] == 20
+    assert path.startswith(call["arguments"]["file_path"]) and len(call["arguments"]["file_path"]) > 10
+    # a short answer is kept as it is; an answer without calls keeps its start
+    short = {**msg, "content": "", "tool_calls": [{"function": {"name": "Read", "arguments": '{"file_path": "a.py"}'}}]}
+    assert fit_answer(short, chars, s)[0]["content"] == '<tool_call>\n{"name": "Read", "arguments": {"file_path": "a.py"}}\n</tool_call>'
+    assert fit_answer({"role": "assistant", "content": "x" * 400}, chars, s)[0]["content"] == "x" * 192
