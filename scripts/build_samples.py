@@ -582,6 +582,105 @@ def session_webhook() -> None:
     s.write("claude-code/-home-dev-invoicer/b00b1e55-5a6b-4c7d-8e9f-0a1b2c3d4e5f.jsonl")
 
 
+CLI_PY = """import argparse
+from datetime import date, timedelta
+
+from invoicer.store import save_invoice
+
+
+def cmd_new(args):
+    issued = date.today()
+    due = issued + timedelta(days=30)
+    save_invoice(args.customer, issued=issued, due=due)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="invoicer")
+    sub = parser.add_subparsers(dest="command", required=True)
+    new = sub.add_parser("new")
+    new.add_argument("customer")
+    new.set_defaults(fn=cmd_new)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+"""
+
+
+def session_due_days() -> None:
+    """A small option on its own day: a module path guessed from another project, an edit
+    whose old string has the wrong indentation, a misspelled interpreter, a line offset given
+    as a string, a Python one-liner with a syntax error, and a failing test read as information."""
+    s = CC("d0e5da75-4b1c-4e2d-9f3a-7b6c5d4e3f2a", "/home/dev/invoicer", "2.0.31",
+           datetime(2026, 1, 14, 9, 31, 12, 250000, tzinfo=timezone.utc))
+    s.user("Add a `--due-days` option to `invoicer new` (default 30): the due date is the issue date plus that.")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/commands/new.py"})])
+    s.result(t, "<tool_use_error>File does not exist. Current working directory: /home/dev/invoicer</tool_use_error>",
+             error=True, tur="Error: File does not exist.")
+    [t] = s.assistant(tools=[("Glob", {"pattern": "invoicer/*.py"})])
+    s.result(t, "/home/dev/invoicer/invoicer/__init__.py\n/home/dev/invoicer/invoicer/cli.py\n"
+                "/home/dev/invoicer/invoicer/currency.py\n/home/dev/invoicer/invoicer/store.py\n"
+                "/home/dev/invoicer/invoicer/totals.py")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/cli.py"})])
+    s.result(t, cat_n(CLI_PY))
+    [t] = s.assistant(text="The due date is hard-coded to 30 days in `cmd_new`. Adding the option.",
+                      tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/cli.py",
+                                       "old_string": "  due = issued + timedelta(days=30)",
+                                       "new_string": "  due = issued + timedelta(days=args.due_days)"})])
+    s.result(t, "<tool_use_error>String to replace not found in file.\nString:   due = issued + "
+                "timedelta(days=30)</tool_use_error>", error=True, tur="Error: String to replace not found in file.")
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/cli.py",
+                                       "old_string": "    due = issued + timedelta(days=30)",
+                                       "new_string": "    due = issued + timedelta(days=args.due_days)"})])
+    s.result(t, "The file /home/dev/invoicer/invoicer/cli.py has been updated.")
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/cli.py",
+                                       "old_string": "    new.add_argument(\"customer\")",
+                                       "new_string": "    new.add_argument(\"customer\")\n    new.add_argument("
+                                                     "\"--due-days\", type=int, default=30)"})])
+    s.result(t, "The file /home/dev/invoicer/invoicer/cli.py has been updated.")
+    [t] = s.assistant(tools=[("Bash", {"command": "pyton -m pytest -q tests/test_cli.py",
+                                       "description": "Run the CLI tests"})])
+    s.result(t, "Exit code 127\n/bin/bash: line 1: pyton: command not found", error=True,
+             tur="Error: Exit code 127\n/bin/bash: line 1: pyton: command not found")
+    [t] = s.assistant(tools=[("Bash", {"command": "python -m pytest -q tests/test_cli.py",
+                                       "description": "Run the CLI tests"})])
+    s.result(t, "Exit code 1\n.F                                                                       [100%]\n"
+                "FAILED tests/test_cli.py::test_new_sets_due_date - AssertionError: assert 14 == 30\n"
+                "1 failed, 1 passed in 0.05s", error=True,
+             tur="Error: Exit code 1\n1 failed, 1 passed in 0.05s")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/tests/test_cli.py", "offset": "1",
+                                       "limit": 40})])
+    s.result(t, "<tool_use_error>InputValidationError: Read failed due to the following issue:\nThe parameter "
+                "`offset` type is expected as `number` but provided as `string`</tool_use_error>", error=True,
+             tur="InputValidationError: [{\"expected\": \"number\", \"path\": [\"offset\"]}]")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/tests/test_cli.py"})])
+    s.result(t, cat_n("from invoicer.cli import main\n\n\ndef test_new_parses(tmp_path):\n"
+                      "    main([\"new\", \"Acme\"])\n\n\ndef test_new_sets_due_date(store):\n"
+                      "    main([\"new\", \"Acme\", \"--due-days\", \"14\"])\n"
+                      "    inv = store.last()\n    assert (inv.due - inv.issued).days == 30\n"))
+    [t] = s.assistant(text="The test was written for the old behaviour: it passes 14 and expects 30. Checking the "
+                           "parser by hand first.",
+                      tools=[("Bash", {"command": "python -c \"from invoicer.cli import main; "
+                                                  "main(['new', 'Acme', '--due-days', '14')\"",
+                                       "description": "Try the option"})])
+    s.result(t, "Exit code 1\n  File \"<string>\", line 1\n    from invoicer.cli import main; main(['new', 'Acme', "
+                "'--due-days', '14')\n                                                                          ^\n"
+                "SyntaxError: closing parenthesis ')' does not match opening parenthesis '['", error=True,
+             tur="Error: Exit code 1\nSyntaxError: closing parenthesis ')' does not match opening parenthesis '['")
+    [t] = s.assistant(tools=[("Bash", {"command": "python -c \"from invoicer.cli import main; main(['new', 'Acme', "
+                                                  "'--due-days', '14'])\"",
+                                       "description": "Try the option"})])
+    s.result(t, "")
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/tests/test_cli.py",
+                                       "old_string": "    assert (inv.due - inv.issued).days == 30",
+                                       "new_string": "    assert (inv.due - inv.issued).days == 14"})])
+    s.result(t, "The file /home/dev/invoicer/tests/test_cli.py has been updated.")
+    [t] = s.assistant(tools=[("Bash", {"command": "python -m pytest -q", "description": "Run the whole suite"})])
+    s.result(t, "........................                                                 [100%]\n24 passed in 0.15s")
+    s.assistant(text="`invoicer new --due-days N` sets the due date N days after the issue date (default 30, as "
+                     "before). The existing test asserted the old fixed 30 days while passing 14; it now expects 14. "
+                     "24 tests pass.")
+    s.write("claude-code/-home-dev-invoicer/d0e5da75-4b1c-4e2d-9f3a-7b6c5d4e3f2a.jsonl")
+
+
 def session_agent_file() -> None:
     """2.0.x style: the subagent's transcript lives in agent-<id>.jsonl."""
     start = datetime(2026, 1, 15, 11, 5, 0, tzinfo=timezone.utc)
@@ -1054,6 +1153,7 @@ def main(out: Path | None = None) -> None:
     session_release()
     session_currency()
     session_webhook()
+    session_due_days()
 
 
 if __name__ == "__main__":

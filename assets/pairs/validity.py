@@ -45,7 +45,8 @@ _TOOL_MARKUP = re.compile(r"<tool_call>|</tool_call>|<function=[^>]+>|\[TOOL_CAL
                           r"|<｜tool▁call▁begin｜>|<tool_use>|<invoke name=")
 # a model that writes what a tool would answer instead of acting
 _TOOL_OUTPUT = re.compile(r"<tool_use_error>|</tool_use_error>|<tool_response>|<tool_result>|<\|tool_output\|>"
-                          r"|^\s*(?:Exit code \d+|Error: |The file \S+ has been (?:updated|edited))")
+                          r"|^\s*(?:Exit code \d+|Error: |The file \S+ has been (?:updated|edited)"
+                          r"|File created successfully at: |The user doesn't want to proceed with this tool use)")
 # pleasantries with nothing concrete in them (no code, path, name or number)
 _PLEASANTRY = re.compile(r"(?i)^\W*(?:i'?m sorry|i apologi[sz]e|sorry|i'?m (?:here|ready|glad|happy|not sure)|"
                          r"i am (?:here|ready|glad|happy)|sure[,!. ]|of course|no (?:issue|problem)|good luck|"

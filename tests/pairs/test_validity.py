@@ -203,11 +203,17 @@ def test_check_row_reads_json_columns():
     assert check_row(row).rule == "chosen_repeats_answered_call"
 
 
-def test_chosen_that_imitates_a_tool_result_is_no_action():
+@pytest.mark.parametrize("fake", [
+    "<tool_use_error>File has not been read yet. Read it first before writing to it.</tool_use_error>",
+    # Claude Code's answer to a rejected tool use, which the demo's local teachers copy from the context
+    "The user doesn't want to proceed with this tool use. The tool use was rejected (eg. if it was a file edit, "
+    "the new_string was not written to file).",
+    "File created successfully at: /home/dev/invoicer/tests/test_totals.py",
+])
+def test_chosen_that_imitates_a_tool_result_is_no_action(fake):
     prompt = _demo_context_edit_step()
     rejected = asst("", call("x", "Edit", file_path=TOTALS, old_string="a", new_string="b"))
-    fake = asst("<tool_use_error>File has not been read yet. Read it first before writing to it.</tool_use_error>")
-    v = check_pair(prompt, fake, rejected, TOOLS, strategy="error_site", rejected_failure="mistake:x")
+    v = check_pair(prompt, asst(fake), rejected, TOOLS, strategy="error_site", rejected_failure="mistake:x")
     assert v.rule == "chosen_imitates_tool_output"
 
 

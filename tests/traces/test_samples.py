@@ -34,6 +34,10 @@ EXPECTED = {
     "claude-code/-home-dev-invoicer/b00b1e55-5a6b-4c7d-8e9f-0a1b2c3d4e5f.jsonl": (  # a security fix (2026-01-15)
         "claude_code", 14, {"file_not_found": 2, "invalid_tool_input": 2, "file_not_read": 1, "edit_mismatch": 1,
                             "command_not_found": 1, "permission_denied": 1}, {}, {}),
+    # a small option (2026-01-14): five mistakes of five kinds, and a failing test read as information
+    "claude-code/-home-dev-invoicer/d0e5da75-4b1c-4e2d-9f3a-7b6c5d4e3f2a.jsonl": (
+        "claude_code", 15, {"file_not_found": 1, "edit_mismatch": 1, "command_not_found": 1, "test_failure": 1,
+                            "invalid_tool_input": 1, "syntax_error": 1}, {}, {}),
     "codex/2026/01/15/rollout-2026-01-15T10-12-03-0199a0f4-3b1c-7e2d-9c4b-5a6f7e8d9c0b.jsonl": (
         "codex", 10, {"test_failure": 1, "edit_mismatch": 1, "file_not_found": 1, "command_not_found": 1}, {}, {}),
     "openai/support-bot-2026-01.jsonl": ("openai_messages", 14, {"not_found": 1, "permission_denied": 1,
@@ -73,7 +77,7 @@ def test_sample(samples, rel):
 
 
 def test_total_steps_fit_the_demo():
-    assert 60 <= sum(v[1] for v in EXPECTED.values()) <= 140
+    assert 60 <= sum(v[1] for v in EXPECTED.values()) <= 160
 
 
 def test_samples_hold_enough_mistakes_for_the_demo_pairs(samples):
@@ -86,7 +90,7 @@ def test_samples_hold_enough_mistakes_for_the_demo_pairs(samples):
     for rel in EXPECTED:
         _, _, steps, _ = ingest(samples / rel, rel.replace("/", "~"))
         mistakes += sum(1 for s in steps if (v := step_verdict(s, policy)) is not None and v.is_mistake)
-    assert mistakes >= 40
+    assert mistakes >= 45
 
 
 def test_samples_are_what_the_builder_writes(samples, tmp_path):
