@@ -1,4 +1,5 @@
-"""Tool calls a model wrote as text, parsed into structured OpenAI ``tool_calls``.
+"""Tool calls a model wrote as text, parsed into structured OpenAI ``tool_calls`` (and, at the
+end, structured calls written back as Hermes text for chat templates without a tool field).
 
 Many open models (and servers without a tool parser) answer a tool call as prose in the
 message content. Recognized, in this order:
@@ -26,7 +27,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["parse_text_tool_calls", "structure_tool_calls", "TEXT_TOOL_FORMATS"]
+__all__ = ["parse_text_tool_calls", "structure_tool_calls", "TEXT_TOOL_FORMATS", "call_name_arguments",
+           "hermes_call_text", "message_content", "chat_messages"]
 
 TEXT_TOOL_FORMATS = ("hermes", "qwen_xml", "llama_function", "llama_python_tag", "mistral",
                      "deepseek", "json")
@@ -221,3 +223,59 @@ def structure_tool_calls(message: Mapping[str, Any], tools: Any = None) -> tuple
     m["content"] = prose
     m["tool_calls"] = calls
     return m, fmt
+
+
+# ----------------------------------------------------------------------------- the other way
+# Structured calls written back as Hermes text, for chat templates that have no tool-call
+# field (the student's training rows, the verifier's captured sequences): the name first,
+# as the tools system line asks and Hermes / Qwen write it.
+
+def call_name_arguments(tc: Any) -> tuple[Any, Any]:
+    """(name, arguments) of an OpenAI tool call (or a bare ``{name, arguments}``); arguments
+    given as a JSON string are parsed when they parse."""
+    fn = tc.get("function", tc) if isinstance(tc, Mapping) else {}
+    args = fn.get("arguments")
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except ValueError:
+            pass
+    return fn.get("name"), args
+
+
+def _shorten(value: Any, n: int) -> Any:
+    if isinstance(value, str):
+        return value[:n]
+    if isinstance(value, Mapping):
+        return {k: _shorten(v, n) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shorten(v, n) for v in value]
+    return value
+
+
+def hermes_call_text(tc: Any, max_value_chars: int | None = None) -> str:
+    """One tool call as ``<tool_call>{"name": …, "arguments": {…}}</tool_call>``; string values
+    of the arguments longer than ``max_value_chars`` are cut (the JSON stays valid)."""
+    name, args = call_name_arguments(tc)
+    if max_value_chars is not None:
+        args = _shorten(args, max_value_chars)
+    return "<tool_call>\n" + json.dumps({"name": name, "arguments": args}, ensure_ascii=False) + "\n</tool_call>"
+
+
+def message_content(m: Mapping) -> str:
+    """A message's content as text (structured content as JSON)."""
+    c = m.get("content") or ""
+    return c if isinstance(c, str) else json.dumps(c, ensure_ascii=False)
+
+
+def chat_messages(messages: Iterable[Mapping]) -> list[dict]:
+    """{role, content} messages any chat template accepts: tool calls become Hermes text
+    after the content (:func:`hermes_call_text`), a ``function`` role becomes ``tool``."""
+    out = []
+    for m in messages:
+        content = message_content(m)
+        if m.get("tool_calls"):
+            calls = "\n".join(hermes_call_text(tc) for tc in m["tool_calls"])
+            content = f"{content}\n{calls}" if content else calls
+        out.append({"role": "tool" if m["role"] == "function" else m["role"], "content": content})
+    return out

@@ -45,6 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from assets.capture.tables import CAPTURE_SCHEMA
+from resources.tool_text import chat_messages
 
 FP16_MAX = 65504.0
 
@@ -111,36 +112,6 @@ class SequenceCapture:
 
 
 # ----------------------------------------------------------------------------- encoding
-def _tool_call_text(tc: Any) -> str:
-    if isinstance(tc, Mapping) and isinstance(tc.get("function"), Mapping):
-        fn = tc["function"]
-        args = fn.get("arguments")
-        if isinstance(args, str):
-            try:
-                args = json.loads(args)
-            except ValueError:
-                pass
-        tc = {"name": fn.get("name"), "arguments": args}
-    return "<tool_call>\n" + json.dumps(tc, ensure_ascii=False, sort_keys=True) + "\n</tool_call>"
-
-
-def render_messages(messages: Sequence[Mapping]) -> list[dict]:
-    """{role, content} messages any chat template accepts: tool calls become
-    ``<tool_call>{json}</tool_call>`` text in the assistant content (Hermes style), a
-    ``function`` role becomes ``tool``."""
-    out = []
-    for m in messages:
-        content = m.get("content") or ""
-        if not isinstance(content, str):
-            content = json.dumps(content, ensure_ascii=False)
-        if m.get("tool_calls"):
-            calls = "\n".join(_tool_call_text(tc) for tc in m["tool_calls"])
-            content = f"{content}\n{calls}" if content else calls
-        role = "tool" if m["role"] == "function" else m["role"]
-        out.append({"role": role, "content": content})
-    return out
-
-
 def _merge_for_strict_templates(messages: list[dict]) -> list[dict]:
     """Fallback for templates that refuse tool roles / non-alternating turns."""
     out: list[dict] = []
@@ -171,13 +142,13 @@ def _apply_template(tokenizer, messages: list[dict], tools, add_generation_promp
 
 def encode_prompt(tokenizer, prompt: PromptIn, settings: CaptureSettings) -> tuple[list[int], bool, bool]:
     """(token ids, will generate, truncated). Over-long sequences keep their head."""
-    msgs = render_messages(prompt.messages)
+    msgs = chat_messages(prompt.messages)
     generate = settings.max_new_tokens > 0
     if generate:
         while msgs and msgs[-1]["role"] == "assistant":
             msgs = msgs[:-1]
         if not any(m["role"] != "system" for m in msgs):  # nothing to answer: read-only
-            msgs, generate = render_messages(prompt.messages), False
+            msgs, generate = chat_messages(prompt.messages), False
     ids = _apply_template(tokenizer, msgs, prompt.tools, add_generation_prompt=generate)
     limit = settings.max_length - (settings.max_new_tokens if generate else 0)
     truncated = len(ids) > limit
@@ -191,7 +162,7 @@ def answer_start_of(tokenizer, prompt: PromptIn, ids: Sequence[int], generate: b
     with the generation prompt, must be a prefix of ``ids``). None: no answer tokens."""
     if generate:
         return n_prompt_tokens
-    msgs = render_messages(prompt.messages)
+    msgs = chat_messages(prompt.messages)
     if not msgs or msgs[-1]["role"] != "assistant":
         return None
     head = list(msgs)

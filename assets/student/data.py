@@ -24,6 +24,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from resources.tool_text import call_name_arguments, chat_messages, hermes_call_text, message_content
+
 
 Tokens = Callable[[str], int]  # text → token count
 
@@ -74,16 +76,6 @@ def tool_names(tools: Any) -> set[str]:
     return out
 
 
-def _shorten(value: Any, n: int) -> Any:
-    if isinstance(value, str):
-        return value if len(value) <= n else value[:n]
-    if isinstance(value, Mapping):
-        return {k: _shorten(v, n) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_shorten(v, n) for v in value]
-    return value
-
-
 def _longest_string(value: Any) -> int:
     if isinstance(value, str):
         return len(value)
@@ -92,44 +84,6 @@ def _longest_string(value: Any) -> int:
     if isinstance(value, list):
         return max((_longest_string(v) for v in value), default=0)
     return 0
-
-
-def _call(tc: Any) -> tuple[Any, Any]:
-    fn = tc.get("function", tc) if isinstance(tc, Mapping) else {}
-    args = fn.get("arguments")
-    if isinstance(args, str):
-        try:
-            args = json.loads(args)
-        except ValueError:
-            pass
-    return fn.get("name"), args
-
-
-def call_text(tc: Any, max_value_chars: int | None = None) -> str:
-    """One tool call as ``<tool_call>{"name": …, "arguments": {…}}</tool_call>``; string values
-    of the arguments longer than ``max_value_chars`` are cut (the JSON stays valid)."""
-    name, args = _call(tc)
-    if max_value_chars is not None:
-        args = _shorten(args, max_value_chars)
-    return "<tool_call>\n" + json.dumps({"name": name, "arguments": args}, ensure_ascii=False) + "\n</tool_call>"
-
-
-def _content(m: Mapping) -> str:
-    c = m.get("content") or ""
-    return c if isinstance(c, str) else json.dumps(c, ensure_ascii=False)
-
-
-def render_turns(messages: Sequence[Mapping]) -> list[dict]:
-    """{role, content} messages any chat template accepts (tool calls as ``call_text``, a
-    ``function`` role as ``tool``)."""
-    out = []
-    for m in messages:
-        content = _content(m)
-        if m.get("tool_calls"):
-            calls = "\n".join(call_text(tc) for tc in m["tool_calls"])
-            content = f"{content}\n{calls}" if content else calls
-        out.append({"role": "tool" if m["role"] == "function" else m["role"], "content": content})
-    return out
 
 
 def _cut_tail(text: str, n_tokens: int, count: Tokens) -> str:
@@ -161,7 +115,7 @@ def _cut_head(text: str, n_tokens: int, count: Tokens) -> str:
 
 def fit_prompt(messages: Sequence[Mapping], tools: Any, count: Tokens, s: RenderSettings) -> list[dict]:
     """Rendered context: the tools message, then the last turns within the token budget."""
-    msgs = [m for m in render_turns(messages) if m["role"] != "assistant" or m["content"]]
+    msgs = [m for m in chat_messages(messages) if m["role"] != "assistant" or m["content"]]
     head = tools_message(tools, s.max_tool_chars)
     budget = s.max_prompt_tokens - (count(head["content"]) + 4 if head else 0)
     kept: list[dict] = []
@@ -189,15 +143,15 @@ def fit_answer(message: Mapping, count: Tokens, s: RenderSettings) -> list[dict]
     """The answer within ``max_answer_tokens``: its start, except that tool calls stay whole
     (see the module doc); only when even the first call with empty strings does not fit is
     the text cut like prose."""
-    text = render_turns([message])[0]["content"]
+    text = chat_messages([message])[0]["content"]
     calls = list(message.get("tool_calls") or [])
     budget = s.max_answer_tokens
     if count(text) <= budget or not calls:
         return [{"role": "assistant", "content": _cut_head(text, budget, count)}]
-    prose = _content(message).strip()
+    prose = message_content(message).strip()
 
     def calls_text(n: int | None, k: int) -> str:
-        return "\n".join(call_text(tc, n) for tc in calls[:k])
+        return "\n".join(hermes_call_text(tc, n) for tc in calls[:k])
 
     k = len(calls)  # calls that fit at all (with every string value emptied)
     while k > 1 and count(calls_text(0, k)) > budget:
@@ -205,7 +159,7 @@ def fit_answer(message: Mapping, count: Tokens, s: RenderSettings) -> list[dict]
     if count(calls_text(0, k)) > budget:
         return [{"role": "assistant", "content": _cut_head(text, budget, count)}]
     room = budget - min(count(prose), budget // 4) - (1 if prose else 0)  # some prose stays
-    lo, hi = 0, max(_longest_string(_call(tc)[1]) for tc in calls[:k])
+    lo, hi = 0, max(_longest_string(call_name_arguments(tc)[1]) for tc in calls[:k])
     while lo < hi:  # the longest string values that still fit
         mid = (lo + hi + 1) // 2
         if count(calls_text(mid, k)) <= room:

@@ -18,7 +18,7 @@ from assets.traces.failures import (
     step_verdict,
 )
 from assets.pairs.validity import RULES, ValidityConfig, check_pair, check_row
-from resources.tool_text import parse_text_tool_calls, structure_tool_calls
+from resources.tool_text import chat_messages, hermes_call_text, parse_text_tool_calls, structure_tool_calls
 from tests.pairs.data import TOOLS, asst, call, step, tool
 
 TOTALS = "/home/dev/invoicer/invoicer/totals.py"
@@ -111,6 +111,24 @@ def test_plain_json_answer_is_not_a_call():
     assert parse_text_tool_calls("Just prose.", ["Read"]) == ("Just prose.", [], None)
     m, fmt = structure_tool_calls({"role": "assistant", "content": "x", "tool_calls": [call("a", "Read")]})
     assert fmt is None and m["content"] == "x"
+
+
+def test_calls_written_back_as_hermes_text_parse_to_the_same_calls():
+    """What the student trains on and the verifier captures (structured calls written as
+    text, the name first) is read back by the parser the model client runs on answers."""
+    tc = {"id": "x", "type": "function",
+          "function": {"name": "Edit", "arguments": json.dumps({"path": "a.py", "old": "x" * 50, "new": "y"})}}
+    text = hermes_call_text(tc)
+    assert text.index('"name"') < text.index('"arguments"')
+    _, calls, fmt = parse_text_tool_calls(text, ["Edit"])
+    assert fmt == "hermes" and [c["function"]["name"] for c in calls] == ["Edit"]
+    assert json.loads(calls[0]["function"]["arguments"]) == json.loads(tc["function"]["arguments"])
+    short = json.loads(parse_text_tool_calls(hermes_call_text(tc, 8), ["Edit"])[1][0]["function"]["arguments"])
+    assert short == {"path": "a.py", "old": "x" * 8, "new": "y"}  # long values cut, JSON still valid
+    rendered = chat_messages([{"role": "assistant", "content": "Fixing it.", "tool_calls": [tc]},
+                              {"role": "function", "content": {"ok": True}}])
+    assert rendered == [{"role": "assistant", "content": "Fixing it.\n" + text},
+                        {"role": "tool", "content": '{"ok": true}'}]
 
 
 # ------------------------------------------------------------------ chosen validity
