@@ -110,6 +110,16 @@ class CC:
         self.parent = rec["uuid"]
         return rec["uuid"]
 
+    def edit_not_found(self, tool_id: str, old: str) -> str:
+        """Claude Code's answer to an Edit whose old string is not in the file."""
+        return self.result(tool_id, f"<tool_use_error>String to replace not found in file.\nString: {old}</tool_use_error>",
+                           error=True, tur="Error: String to replace not found in file.")
+
+    def command_not_found(self, tool_id: str, program: str) -> str:
+        """A Bash call whose program does not exist (a typo): exit code 127."""
+        out = f"Exit code 127\n/bin/bash: line 1: {program}: command not found"
+        return self.result(tool_id, out, error=True, tur=f"Error: {out}")
+
     def system(self, subtype: str, **kw) -> str:
         u = ruuid()
         self.emit(self._env(type="system", subtype=subtype, uuid=u, timestamp=self._ts(0.3), **kw))
@@ -207,8 +217,7 @@ def session_main() -> None:
                       tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/totals.py",
                                        "old_string": "    return round(subtotal + tax, 2)",
                                        "new_string": "    return (subtotal + tax).quantize(CENT, rounding=ROUND_HALF_UP)"})])
-    s.result(t, "<tool_use_error>String to replace not found in file.\nString:     return round(subtotal + tax, 2)"
-                "</tool_use_error>", error=True, tur="Error: String to replace not found in file.")
+    s.edit_not_found(t, "    return round(subtotal + tax, 2)")
     [t1, t2] = s.assistant(
         thinking="I misremembered the line; the file uses quantize(CENT). Edit that line and the import.",
         tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/totals.py",
@@ -253,8 +262,7 @@ def session_main() -> None:
                                        "old_string": "    header = next(reader)",
                                        "new_string": "    header = next(reader, None)\n    if header is None:\n"
                                                      "        return []"})])
-    s.result(t, "<tool_use_error>String to replace not found in file.\nString:     header = next(reader)</tool_use_error>",
-             error=True, tur="Error: String to replace not found in file.")
+    s.edit_not_found(t, "    header = next(reader)")
     [t] = s.assistant(text="`rows[0]` fails when the file is empty. I'll return an empty list for empty input.",
                       tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/parse.py",
                                        "old_string": "    rows = list(csv.reader(io.StringIO(text)))\n    header = rows[0]",
@@ -300,8 +308,7 @@ def session_main() -> None:
                 model="<synthetic>", usage_in=0, cache_read=0, out=0, isApiErrorMessage=True)
     s.user("continue", secs=30)
     [t] = s.assistant(tools=[("Bash", {"command": "pyest -q", "description": "Run the full suite"})])
-    s.result(t, "Exit code 127\n/bin/bash: line 1: pyest: command not found", error=True,
-             tur="Error: Exit code 127\n/bin/bash: line 1: pyest: command not found")
+    s.command_not_found(t, "pyest")
     [t] = s.assistant(tools=[("Bash", {"command": "pytest -q", "description": "Run the full suite"})])
     s.result(t, "..................                                                       [100%]\n18 passed in 0.11s")
     [t] = s.assistant(tools=[("Bash", {"command": "git add invoicer/totals.py invoicer/parse.py && git commit -m "
@@ -414,8 +421,7 @@ def session_release() -> None:
     [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/CHANGELOG.md"})])
     s.result(t, cat_n("# Changelog\n\n## 0.4.1 (2026-01-05)\n\n- `invoicer export --format csv`.\n"))
     [t] = s.assistant(tools=[("Bash", {"command": "git tag -l | sort -V | tial -1", "description": "Latest tag"})])
-    s.result(t, "Exit code 127\n/bin/bash: line 1: tial: command not found", error=True,
-             tur="Error: Exit code 127\n/bin/bash: line 1: tial: command not found")
+    s.command_not_found(t, "tial")
     [t] = s.assistant(tools=[("Bash", {"command": "git tag -l | sort -V | tail -1", "description": "Latest tag"})])
     s.result(t, "v0.4.1")
     [t] = s.assistant(text="Bumping the version in pyproject.toml.",
@@ -428,8 +434,7 @@ def session_release() -> None:
     s.result(t, cat_n(PYPROJECT))
     [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/pyproject.toml",
                                        "old_string": "version = '0.4.1'", "new_string": "version = '0.4.2'"})])
-    s.result(t, "<tool_use_error>String to replace not found in file.\nString: version = '0.4.1'</tool_use_error>",
-             error=True, tur="Error: String to replace not found in file.")
+    s.edit_not_found(t, "version = '0.4.1'")
     [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/pyproject.toml",
                                        "old_string": "version = \"0.4.1\"", "new_string": "version = \"0.4.2\""})])
     s.result(t, "The file /home/dev/invoicer/pyproject.toml has been updated.")
@@ -483,16 +488,14 @@ def session_currency() -> None:
                       tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/show.py",
                                        "old_string": "    print(fmt(inv.total, 'EUR'))",
                                        "new_string": "    print(fmt(inv.total, inv.currency))"})])
-    s.result(t, "<tool_use_error>String to replace not found in file.\nString:     print(fmt(inv.total, 'EUR'))"
-                "</tool_use_error>", error=True, tur="Error: String to replace not found in file.")
+    s.edit_not_found(t, "    print(fmt(inv.total, 'EUR'))")
     [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/show.py",
                                        "old_string": "    print(fmt(inv.total))",
                                        "new_string": "    print(fmt(inv.total, inv.currency))"})])
     s.result(t, "The file /home/dev/invoicer/invoicer/show.py has been updated.")
     [t] = s.assistant(tools=[("Bash", {"command": "pyhton -m pytest -q tests/test_show.py",
                                        "description": "Run the show tests"})])
-    s.result(t, "Exit code 127\n/bin/bash: line 1: pyhton: command not found", error=True,
-             tur="Error: Exit code 127\n/bin/bash: line 1: pyhton: command not found")
+    s.command_not_found(t, "pyhton")
     [t] = s.assistant(tools=[("Bash", {"command": "python -m pytest -q tests/test_show.py",
                                        "description": "Run the show tests"})])
     s.result(t, "...                                                                      [100%]\n3 passed in 0.03s")
@@ -556,8 +559,7 @@ def session_webhook() -> None:
     [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/webhooks.py",
                                        "old_string": "    return signature == expected",
                                        "new_string": "    return hmac.compare_digest(expected, signature)"})])
-    s.result(t, "<tool_use_error>String to replace not found in file.\nString:     return signature == expected"
-                "</tool_use_error>", error=True, tur="Error: String to replace not found in file.")
+    s.edit_not_found(t, "    return signature == expected")
     [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/webhooks.py",
                                        "old_string": "    return expected == signature",
                                        "new_string": "    return hmac.compare_digest(expected, signature)"})])
@@ -567,8 +569,7 @@ def session_webhook() -> None:
                                                    "    assert not verify(b\"k\", b\"body\", \"00\")\n"})])
     s.result(t, "File created successfully at: /home/dev/invoicer/tests/test_webhooks.py")
     [t] = s.assistant(tools=[("Bash", {"command": "pytset -q tests/test_webhooks.py", "description": "Run the new test"})])
-    s.result(t, "Exit code 127\n/bin/bash: line 1: pytset: command not found", error=True,
-             tur="Error: Exit code 127\n/bin/bash: line 1: pytset: command not found")
+    s.command_not_found(t, "pytset")
     [t] = s.assistant(tools=[("Bash", {"command": "pytest -q tests/test_webhooks.py", "description": "Run the new test"})])
     s.result(t, ".                                                                        [100%]\n1 passed in 0.02s")
     [t] = s.assistant(text="Also documenting the shared secret in the system config.",
@@ -625,8 +626,7 @@ def session_due_days() -> None:
                       tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/cli.py",
                                        "old_string": "  due = issued + timedelta(days=30)",
                                        "new_string": "  due = issued + timedelta(days=args.due_days)"})])
-    s.result(t, "<tool_use_error>String to replace not found in file.\nString:   due = issued + "
-                "timedelta(days=30)</tool_use_error>", error=True, tur="Error: String to replace not found in file.")
+    s.edit_not_found(t, "  due = issued + timedelta(days=30)")
     [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/cli.py",
                                        "old_string": "    due = issued + timedelta(days=30)",
                                        "new_string": "    due = issued + timedelta(days=args.due_days)"})])
@@ -638,8 +638,7 @@ def session_due_days() -> None:
     s.result(t, "The file /home/dev/invoicer/invoicer/cli.py has been updated.")
     [t] = s.assistant(tools=[("Bash", {"command": "pyton -m pytest -q tests/test_cli.py",
                                        "description": "Run the CLI tests"})])
-    s.result(t, "Exit code 127\n/bin/bash: line 1: pyton: command not found", error=True,
-             tur="Error: Exit code 127\n/bin/bash: line 1: pyton: command not found")
+    s.command_not_found(t, "pyton")
     [t] = s.assistant(tools=[("Bash", {"command": "python -m pytest -q tests/test_cli.py",
                                        "description": "Run the CLI tests"})])
     s.result(t, "Exit code 1\n.F                                                                       [100%]\n"
@@ -744,8 +743,7 @@ def session_agent_file() -> None:
                       tools=[("Edit", {"file_path": "/home/dev/invoicer/tests/test_parse_quotes.py",
                                        "old_string": "parse_csv(\"id,customer\\n1,\\\"Acme, Inc.\\n\")",
                                        "new_string": "parse_csv(\"id,customer\\n1,\\\"Acme, Inc.\\\"\\n\")"})])
-    s.result(e, "<tool_use_error>String to replace not found in file.\nString: parse_csv(\"id,customer\\n1,"
-                "\\\"Acme, Inc.\\n\")</tool_use_error>", error=True, tur="Error: String to replace not found in file.")
+    s.edit_not_found(e, "parse_csv(\"id,customer\\n1,\\\"Acme, Inc.\\n\")")
     [e] = s.assistant(text="The file uses single quotes. Fixing the literal.",
                       tools=[("Edit", {"file_path": "/home/dev/invoicer/tests/test_parse_quotes.py",
                                        "old_string": "'id,customer\\n1,\"Acme, Inc.\\n'",
