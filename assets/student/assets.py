@@ -73,14 +73,14 @@ class StudentTrainConfig(dg.Config):
     mine_pairs: bool = True
 
     def hyper(self):
+        """The training hyperparameters: this config's fields of the same names, LoRA alpha 2 x r."""
+        from dataclasses import fields
+
         from assets.student.train import StudentHyper
 
-        return StudentHyper(seed=self.seed, stages=tuple(self.stages), sft_max_steps=self.sft_max_steps,
-                            dpo_max_steps=self.dpo_max_steps, kto_max_steps=self.kto_max_steps,
-                            sft_lr=self.sft_lr, dpo_lr=self.dpo_lr, beta=self.beta, dpo_sft_weight=self.dpo_sft_weight,
-                            sft_on_chosen=self.sft_on_chosen, lora_r=self.lora_r,
-                            lora_alpha=2 * self.lora_r, lora_layers=self.lora_layers, batch_size=self.batch_size,
-                            max_prompt_tokens=self.max_prompt_tokens, max_answer_tokens=self.max_answer_tokens)
+        mine = self.model_dump()
+        return StudentHyper(**{f.name: mine[f.name] for f in fields(StudentHyper) if f.name in mine},
+                            lora_alpha=2 * self.lora_r)
 
 
 def _threads(verifier: VerifierResource, device: str) -> int | None:

@@ -215,6 +215,14 @@ def kto_example(row: Mapping, count: Tokens, s: RenderSettings) -> dict | None:
     return out if _answer_text(out["completion"]).strip() else None
 
 
+MINED = "mined:"  # pair_source prefix of pairs mined here (not the lake's own)
+
+
+def is_mined(pair: Mapping) -> bool:
+    """A pair :func:`mined_pairs` made (not one of the lake's preference pairs)."""
+    return str(pair.get("pair_source", "")).startswith(MINED)
+
+
 def mined_pairs(examples: Sequence[Mapping], limit: int | None = None) -> list[dict]:
     """Context-mismatch pairs from prompt-completion examples (see the module doc).
 
@@ -230,7 +238,7 @@ def mined_pairs(examples: Sequence[Mapping], limit: int | None = None) -> list[d
                 out.append({"id": f"mined:{e.get('id')}:{other.get('id')}", "session_key": e.get("session_key"),
                             "step_id": e.get("step_id"), "prompt": e["prompt"], "chosen": e["completion"],
                             "rejected": other["completion"], "tools": e.get("tools"),
-                            "pair_source": "mined:context_mismatch"})
+                            "pair_source": MINED + "context_mismatch"})
                 break
         if limit is not None and len(out) >= limit:
             break

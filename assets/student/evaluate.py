@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from assets.student.data import tool_names
+from assets.student.data import is_mined, tool_names
 
 
 # ------------------------------------------------------------------ scoring
@@ -164,7 +164,7 @@ class EvalSettings:
 
 def _cap(rows: Sequence[Mapping], n: int | None) -> list:
     """The first ``n`` rows in a stable order (real pairs before mined ones, then by id)."""
-    rows = sorted(rows, key=lambda r: (str(r.get("pair_source", "")).startswith("mined"), str(r.get("id"))))
+    rows = sorted(rows, key=lambda r: (is_mined(r), str(r.get("id"))))
     return rows if n is None or n <= 0 else rows[:n]
 
 
@@ -187,7 +187,7 @@ def evaluate(model, tok, answers: Sequence[Mapping], pairs: Sequence[Mapping],
     t0 = time.perf_counter()
     answers, pairs = _cap(answers, s.max_answers), _cap(pairs, s.max_pairs)
     out: dict[str, Any] = {"n_answers": len(answers), "n_pairs": len(pairs)}
-    real = np.array([not str(r.get("pair_source", "")).startswith("mined") for r in pairs], dtype=bool)
+    real = np.array([not is_mined(r) for r in pairs], dtype=bool)
     out["n_real_pairs"] = int(real.sum())
     per = {}
     cache = {} if cache is None else cache

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from assets.student.data import is_mined
 from assets.student.tables import RECIPE_VERSION
 
 log = logging.getLogger(__name__)
@@ -150,8 +151,7 @@ def _stage_metrics(trainer, out, t0: float, n_rows: int) -> dict:
 def chosen_rows(pair_rows: Sequence[dict]) -> list[dict]:
     """Prompt-completion rows from the chosen answers of real preference pairs (mined pairs'
     chosen answers are SFT rows already)."""
-    return [{"prompt": p["prompt"], "completion": p["chosen"]} for p in pair_rows
-            if not str(p.get("pair_source", "")).startswith("mined")]
+    return [{"prompt": p["prompt"], "completion": p["chosen"]} for p in pair_rows if not is_mined(p)]
 
 
 def _drop_ref_adapter(model) -> None:
