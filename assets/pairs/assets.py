@@ -52,7 +52,7 @@ def _read_steps(lake: DeltaLake, scope) -> list[dict]:
 
 class PairsConfig(dg.Config):
     strategies: list[str] = Field(
-        default=["error_site", "judge", "consensus"],
+        default=["error_site", "recovery", "judge", "consensus"],
         description="Strategies by priority (a pair two strategies make is kept under the first). "
                     "'judge' runs only when the pair_judge resource is enabled.")
     consensus_similarity: str = Field(default="text", description="text | embedding (MiniLM)")

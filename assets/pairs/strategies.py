@@ -10,6 +10,11 @@ Built-ins:
 - ``consensus``: with ≥ ``min_answers`` answers, the answer the majority agrees with is
   ``chosen`` and the outlier ``rejected`` (normalized-text or embedding similarity).
 - ``judge``: a scoring callable rates every answer; best vs worst.
+- ``recovery``: the original step made a mistake and the agent's own next turn (the
+  recovery turn, right after the failed result) did something else that did not fail →
+  that action is ``chosen`` (source ``recovery``), the mistake ``rejected``, in the
+  failing step's context. Needs no teacher: it is what the agent did once it knew better
+  (a hindsight pair), so it is a real, well-formed action of an offered tool.
 
 Flags from the teacher (refusal, truncated, ...) make an answer less preferred as
 ``chosen``; ``blocking_flags`` make it never ``chosen``.
@@ -51,6 +56,7 @@ from assets.pairs.validity import ValidityConfig, Violation, check_pair
 from resources.tool_text import structure_tool_calls
 
 ORIGINAL = "original"
+RECOVERY = "recovery"  # chosen_source of a recovery pair: the agent's own next turn
 DEFAULT_BLOCKING_FLAGS = ("empty", "refusal", "truncated", "invalid_tool_json")
 
 
@@ -206,6 +212,55 @@ class ErrorSiteStrategy(_Base):
                          key=lambda t: (self.invalid(step, t, step.original), *self.preference(t)))
         return [Pair(step, t, step.original, self.name, 1.0 if t.clean else 0.5, 0.0)
                 for t in options[: self.max_pairs_per_step]]
+
+
+@register_strategy("recovery")
+class RecoveryStrategy(_Base):
+    """Original step failed → rejected; the agent's recovery turn (its next step, whose
+    context is this step's context + this call + its failed result) → chosen, when it did
+    something else and did not fail itself. Teacher answers are not needed."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self._next: dict[str, Step] = {}
+
+    def prepare(self, steps: Sequence[Step]) -> None:
+        by_session: dict[str, list[Step]] = {}
+        for s in steps:
+            by_session.setdefault(s.session_key, []).append(s)
+        for group in by_session.values():
+            for f in group:
+                if f.caused_error and f.step_id not in self._next:
+                    r = recovery_turn(f, group)
+                    if r is not None:
+                        self._next[f.step_id] = r
+
+    def pairs(self, step: Step) -> list[Pair]:
+        r = self._next.get(step.step_id)
+        if r is None or is_empty(step.original.message):
+            return []
+        chosen = Candidate(RECOVERY, r.original.model, r.original.message, r.original.flags)
+        if not self.can_be_chosen(chosen) or chosen.signature == step.original.signature:
+            return []
+        return [Pair(step, chosen, step.original, self.name, 1.0, 0.0)]
+
+
+def recovery_turn(failed: Step, session_steps: Iterable[Step]) -> Step | None:
+    """The step right after ``failed``'s result: its context is ``failed``'s context, then
+    ``failed``'s call, then tool results only. None when there is none (the session ended,
+    a user spoke next) or it failed too."""
+    n = len(failed.prompt)
+    sig = failed.original.signature
+    best = None
+    for s in session_steps:
+        p = s.prompt
+        if len(p) <= n + 1 or p[n].get("role") != "assistant" or action_signature(p[n]) != sig:
+            continue
+        if any(m.get("role") != "tool" for m in p[n + 1:]) or p[:n] != failed.prompt:
+            continue
+        if best is None or len(p) < len(best.prompt):
+            best = s
+    return None if best is None or best.original.failed else best
 
 
 def text_similarity(a: str, b: str) -> float:
@@ -411,9 +466,7 @@ def build_pairs(steps: Sequence[Step], strategies: Sequence[PairStrategy],
         s.prepare(steps)
     rows: dict[str, dict] = {}
     for step in steps:
-        if not step.teachers:
-            continue
-        for strat in strategies:
+        for strat in strategies:  # a strategy without the answers it needs makes no pair
             for pair in strat.pairs(step):
                 v = pair.violation(validity)
                 row = pair.row(created_at, v)

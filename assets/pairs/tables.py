@@ -20,7 +20,7 @@ _PAIR_FIELDS = [
     pa.field("chosen", pa.string(), nullable=False),  # JSON [assistant message]
     pa.field("rejected", pa.string(), nullable=False),  # JSON [assistant message]
     pa.field("tools", pa.string()),  # JSON tool schemas
-    pa.field("chosen_source", pa.string()),  # "original" or a teacher name
+    pa.field("chosen_source", pa.string()),  # "original", a teacher name, or "recovery" (the agent's next turn)
     pa.field("rejected_source", pa.string()),
     pa.field("chosen_model", pa.string()),
     pa.field("rejected_model", pa.string()),

@@ -10,7 +10,7 @@ A ``chosen`` answer must be a valid *action* for the step:
   ``tool_calls`` before pairs are built; what could not be parsed stays invalid;
 * no imitation of a tool's output (``<tool_use_error>...``, ``Exit code 1``) instead of acting.
 
-and an error-site pair's ``rejected`` must be a *mistake* (assets/traces/failures.py): a
+and an error-site or recovery pair's ``rejected`` must be a *mistake* (assets/traces/failures.py): a
 failing test or a search with no match is information the agent asked for, not a thing to
 push probability away from.
 
@@ -29,6 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from resources.tool_text import tool_names_of
+
+# strategies whose rejected answer is the original step whose call failed
+REJECTS_THE_FAILED_STEP = ("error_site", "recovery")
 
 RULES = (
     "rejected_not_a_mistake",
@@ -156,7 +159,7 @@ def check_pair(prompt: Sequence[Mapping], chosen: Mapping, rejected: Mapping | N
     failure as ``"<class>:<rule>"`` (assets/traces/failures.py).
     """
     on = set(config.rules)
-    if "rejected_not_a_mistake" in on and strategy == "error_site":
+    if "rejected_not_a_mistake" in on and strategy in REJECTS_THE_FAILED_STEP:
         cls, _, rule = (rejected_failure or "unknown:").partition(":")
         if cls != "mistake":
             return Violation("rejected_not_a_mistake",

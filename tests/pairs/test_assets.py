@@ -51,9 +51,10 @@ def test_pairs_to_normalized_pairs_through_dagster(lake, tiny_tokenizer):
         assert r1.success
         assert _checks(r1)["preference_pairs_valid"].passed
         md = r1.asset_materializations_for_node("gold__preference_pairs")[0].metadata
-        assert md["pairs"].value == 6 and "error_site" in md["pairs_by_strategy"].value
+        # per session: error_site, recovery (the agent's own next read) and two consensus pairs
+        assert md["pairs"].value == 8 and "| recovery | 2 |" in md["pairs_by_strategy"].value
         # what each validity rule removed, and a preview a user reads in the UI
-        assert md["candidates"].value == 6 and "| chosen_repeats_answered_call | 0 |" in md["removed_by_rule"].value
+        assert md["candidates"].value == 8 and "| chosen_repeats_answered_call | 0 |" in md["removed_by_rule"].value
         assert "| prompt (end) | chosen | rejected | why |" in md["preview"].value
         assert "rejected failed: mistake:invalid_arguments" in md["preview"].value
         for node in ("gold__sft_examples", "gold__kto_examples", "gold__sdpo_examples"):
@@ -73,8 +74,8 @@ def test_pairs_to_normalized_pairs_through_dagster(lake, tiny_tokenizer):
         assert checks["pair_drop_accounting"].passed and checks["normalized_pairs_render"].passed
         md = r2.asset_materializations_for_node("gold__normalized_pairs")[0].metadata
         assert md["recipe"].value == "default" and len(md["recipe_version"].value) == 12
-        assert (md["rows_in"].value, md["rows_kept"].value, md["rows_dropped"].value) == (6, 3, 3)
-        assert "| document_deduplicator | 6 | 3 |" in md["drops_by_op"].value
+        assert (md["rows_in"].value, md["rows_kept"].value, md["rows_dropped"].value) == (8, 4, 4)
+        assert "| document_deduplicator | 8 | 4 |" in md["drops_by_op"].value
         assert md["preview"].value.startswith("| prompt (end) |")
         mats = [e.event_specific_data.materialization for e in r2.get_asset_materialization_events()]
         rej_md = next(m.metadata for m in mats if m.asset_key == PAIR_REJECTIONS.asset_key)
@@ -82,12 +83,13 @@ def test_pairs_to_normalized_pairs_through_dagster(lake, tiny_tokenizer):
 
     kept = lake.read(NORMALIZED_PAIRS).to_pylist()
     dropped = lake.read(PAIR_REJECTIONS).to_pylist()
-    assert len(kept) == 3 and len(dropped) == 3
+    assert len(kept) == 4 and len(dropped) == 4
     assert {r["session_key"] for r in kept} == {"sess-a"}  # the replayed copies are the duplicates
     assert all(r["op"] == "document_deduplicator" and json.loads(r["stats"])["duplicate_of"] for r in dropped)
     assert all(r["recipe"] == "default" for r in kept + dropped)
     assert lake.read(SFT_EXAMPLES).num_rows == 6
-    assert lake.read(KTO_EXAMPLES).num_rows == 10 and lake.read(SDPO_EXAMPLES).num_rows == 2
+    # KTO: every original step, and the chosen of each non-original pair (the recovery read included)
+    assert lake.read(KTO_EXAMPLES).num_rows == 12 and lake.read(SDPO_EXAMPLES).num_rows == 2
 
 
 def test_definitions_load():

@@ -160,3 +160,41 @@ def test_registry_accepts_a_new_strategy():
         STRATEGIES.pop("always_first_teacher")
     with pytest.raises(KeyError):
         make_strategy("nope")
+
+
+def test_recovery_pairs_the_mistake_with_the_agents_own_next_action(steps):
+    """s1:1 reads with a negative offset (a mistake); the agent's next turn s1:2 reads the
+    whole file. The recovery strategy needs no teacher answer."""
+    from assets.pairs.strategies import RecoveryStrategy, recovery_turn
+
+    rows, teachers = session("s1")
+    bare = steps_from_rows(rows, [])  # no teacher answered anything
+    by_id = {s.step_id: s for s in bare}
+    assert recovery_turn(by_id["s1:1"], bare).step_id == "s1:2"
+    assert recovery_turn(by_id["s1:0"], bare) is None  # s1:1 follows a successful call
+    out, rep = build_pairs(bare, [make_strategy("recovery")])
+    assert dict(rep.by_strategy) == {"recovery": 1} and rep.removed_by_rule == {}
+    (r,) = out
+    assert (r["step_id"], r["chosen_source"], r["rejected_source"]) == ("s1:1", "recovery", "original")
+    assert r["rejected_failure"].startswith("mistake:")
+    chosen, rejected = json.loads(r["chosen"])[0], json.loads(r["rejected"])[0]
+    assert json.loads(chosen["tool_calls"][0]["function"]["arguments"]) == {"file_path": "/repo/src/utils.py"}
+    assert json.loads(rejected["tool_calls"][0]["function"]["arguments"])["offset"] == -5
+    assert json.loads(r["prompt"]) == by_id["s1:1"].prompt  # the failing step's context, not the recovery's
+    # a recovery turn that failed as well, or that repeats the failed call, is no chosen answer
+    failed_again = [s if s.step_id != "s1:2" else Step(**{**s.__dict__, "original": Candidate(
+        "original", "m", s.original.message, failed=True)}) for s in bare]
+    assert RecoveryStrategy().pairs(by_id["s1:1"]) == []  # not prepared: no recovery turn known
+    st = RecoveryStrategy()
+    st.prepare(failed_again)
+    assert st.pairs(by_id["s1:1"]) == []
+
+
+def test_recovery_after_an_informative_failure_is_marked_by_the_validity_rule():
+    from assets.pairs.validity import check_pair
+
+    prompt = [{"role": "user", "content": "does INV-0042 exist?"}]
+    v = check_pair(prompt, asst("There is no invoice INV-0042; ids look like INV-1042."),
+                   asst("", call("a", "lookup_invoice", invoice_id="INV-0042")), None,
+                   strategy="recovery", rejected_failure="informative:lookup_no_match")
+    assert v is not None and v.rule == "rejected_not_a_mistake"
