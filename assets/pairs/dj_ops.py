@@ -499,14 +499,15 @@ class PairValidityFilter(Filter):
     _batched_op = True
 
     def __init__(self, rules: Sequence[str] | None = None, min_text_chars: int = 30,
-                 check_schema: bool = True, *args, **kwargs):
+                 check_schema: bool = True, max_repetition: float = 0.3, *args, **kwargs):
         super().__init__(*args, **kwargs)
         from assets.pairs.validity import RULES, ValidityConfig
 
         self.rules = tuple(rules) if rules else RULES
         self.min_text_chars = int(min_text_chars)
         self.check_schema = bool(check_schema)
-        self._config = ValidityConfig(self.rules, self.min_text_chars, self.check_schema)  # validates names
+        self._config = ValidityConfig(self.rules, self.min_text_chars, self.check_schema,
+                                      float(max_repetition))  # validates names
 
     def compute_stats_batched(self, samples):
         from assets.pairs.validity import check_row

@@ -9,6 +9,11 @@ A ``chosen`` answer must be a valid *action* for the step:
 * no tool call left written as text (``<tool_call>...``) — those are parsed into
   ``tool_calls`` before pairs are built; what could not be parsed stays invalid;
 * no imitation of a tool's output (``<tool_use_error>...``, ``Exit code 1``) instead of acting.
+* a text answer is about the task: it does not hand the assistant a role (``You are a senior
+  engineer…``: a system prompt echoed back), and does not loop (a word 3-gram repeated, or
+  the same word four times in a row). These catch the typical failures of a small teacher;
+  whether a text is about the task at all is the judge's call (assets/pairs/judge.py): a
+  word-overlap test dropped real answers to short questions.
 
 and an error-site or recovery pair's ``rejected`` must be a *mistake* (assets/traces/failures.py): a
 failing test or a search with no match is information the agent asked for, not a thing to
@@ -41,6 +46,8 @@ RULES = (
     "chosen_invalid_arguments",
     "chosen_repeats_answered_call",
     "chosen_not_substantive",
+    "chosen_role_play",
+    "chosen_repetitive",
     "chosen_same_action_as_rejected",
 )
 
@@ -60,11 +67,29 @@ _FILLER = re.compile(r"(?i)^(?:ok(?:ay)?|sure|done|yes|no|thanks?(?: you)?|got i
                      r"[.!…]*$")
 
 
+# a text that gives the assistant a role or its instructions (a system prompt echoed back)
+_ROLE_PLAY = re.compile(r"(?i)^\W*(?:(?:you are|you're) (?:a|an|the|now)\b|your (?:task|role|job|goal) is\b|"
+                        r"as an? (?:ai|assistant|language model)\b|act as\b)")
+
+
+def repetition(text: str) -> float:
+    """How much a text loops: 1 - distinct/total word 3-grams (1.0 for the same word four
+    times in a row); 0.0 for texts under eight words."""
+    words = text.lower().split()
+    if any(len(set(words[i:i + 4])) == 1 for i in range(len(words) - 3)):
+        return 1.0
+    if len(words) < 8:
+        return 0.0
+    grams = list(zip(words, words[1:], words[2:]))
+    return 1.0 - len(set(grams)) / len(grams)
+
+
 @dataclass(frozen=True)
 class ValidityConfig:
     rules: tuple[str, ...] = RULES  # the rules to apply (a subset of RULES)
     min_text_chars: int = 30  # a text-only chosen answer shorter than this is not substantive
     check_schema: bool = True  # validate arguments against the tool's JSON schema
+    max_repetition: float = 0.3  # chosen_repetitive: share of repeated word 3-grams above this
 
     def __post_init__(self):
         unknown = set(self.rules) - set(RULES)
@@ -199,13 +224,19 @@ def check_pair(prompt: Sequence[Mapping], chosen: Mapping, rejected: Mapping | N
                 if sig in just:
                     return Violation("chosen_repeats_answered_call",
                                      f"chosen repeats {sig[:160]}, the call whose result the context just shows")
-    elif "chosen_not_substantive" in on:
+    else:
         text = " ".join(content.split())
-        if (len(text) < config.min_text_chars or _FILLER.match(text)
+        if "chosen_not_substantive" in on and (len(text) < config.min_text_chars or _FILLER.match(text)
                 or (_PLEASANTRY.match(text) and not _CONCRETE.search(text))):
             return Violation("chosen_not_substantive",
                              f"chosen is {len(text)} characters of text and no tool call "
                              f"(a text answer needs {config.min_text_chars}+ characters of substance)")
+        if "chosen_role_play" in on and _ROLE_PLAY.match(text):
+            return Violation("chosen_role_play", f"chosen hands the assistant a role or instructions "
+                             f"({text[:60]!r}) instead of answering: a system prompt echoed back")
+        if "chosen_repetitive" in on and (rep := repetition(text)) > config.max_repetition:
+            return Violation("chosen_repetitive", f"chosen loops: {rep:.0%} of its word 3-grams repeat "
+                             f"(limit {config.max_repetition:.0%})")
     if "chosen_same_action_as_rejected" in on and rejected is not None \
             and _signature(chosen) == _signature(rejected):
         return Violation("chosen_same_action_as_rejected", "chosen and rejected do the same thing")

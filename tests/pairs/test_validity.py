@@ -245,3 +245,60 @@ def test_pleasantries_are_not_substantive():
         assert v is not None and v.rule == "chosen_not_substantive", text
     ok = asst("Sorry, the line is `quantize(CENT)`, not `round(...)`; edit that line instead.")
     assert check_pair(prompt, ok, rejected, TOOLS, strategy="error_site", rejected_failure="mistake:x") is None
+
+
+@pytest.mark.parametrize("text, rule", [
+    # what the demo's 135M teachers answered at error sites (read from a demo lake)
+    ("You are a senior software engineer acting as a coding agent. Decide the single next action and state it "
+     "in one or two sentences.", "chosen_role_play"),
+    ("You're an AI assistant that helps users navigate and find their way around.", "chosen_role_play"),
+    ("You are the only one in a room with 1000 people. You are the only one in the room with 1000 people.",
+     "chosen_role_play"),
+    ("Your answer is too long.  Your answer is too long. Your answer is too long. Your answer is too long.",
+     "chosen_repetitive"),
+    ("The user's email is: [user_email] The user's email is: [user_email] The user's email is: [user_email]",
+     "chosen_repetitive"),
+    ("I think the senior senior senior senior engineer should look at it.", "chosen_repetitive"),
+])
+def test_role_play_and_loops_are_no_answer(text, rule):
+    prompt = _demo_context_edit_step()
+    rejected = asst("", call("x", "Edit", file_path=TOTALS, old_string="a", new_string="b"))
+    v = check_pair(prompt, asst(text), rejected, TOOLS, strategy="error_site", rejected_failure="mistake:x")
+    assert v is not None and v.rule == rule, (text, v)
+    # each rule can be switched off in the recipe
+    off = ValidityConfig(rules=tuple(r for r in RULES if r != rule))
+    v = check_pair(prompt, asst(text), rejected, TOOLS, strategy="error_site", rejected_failure="mistake:x",
+                   config=off)
+    assert v is None or v.rule != rule
+
+
+@pytest.mark.parametrize("text", [
+    "You are right: the test expects ROUND_HALF_UP, so quantize(CENT) needs rounding=ROUND_HALF_UP.",
+    "Your task list is done: totals.py rounds half up and tests/test_totals.py covers 0.005.",
+    "Run `pytest -q tests/test_totals.py` again; the assertion compares Decimal('10.01') with Decimal('10.00').",
+])
+def test_answers_that_address_the_user_stay_valid(text):
+    prompt = _demo_context_edit_step()
+    rejected = asst("", call("x", "Edit", file_path=TOTALS, old_string="a", new_string="b"))
+    assert check_pair(prompt, asst(text), rejected, TOOLS, strategy="error_site",
+                      rejected_failure="mistake:x") is None
+
+
+def test_role_play_and_loop_rules_spare_real_agents_text():
+    """Every text-only step of the real transcripts, read as a chosen answer: no false positive."""
+    from tests.traces.conftest import REALDATA, ingest
+
+    if not REALDATA.is_dir():
+        pytest.skip(f"real transcripts not found at {REALDATA} (they live beside the project, in shared/realdata)")
+    seen = 0
+    for path in sorted(p for p in REALDATA.rglob("*") if p.is_file() and p.suffix != ".md"):
+        _raw, _turns, steps, _stats = ingest(path, f"real~{path.name}")
+        for s in steps:
+            resp = json.loads(s["response"])
+            if resp.get("tool_calls") or not (resp.get("content") or "").strip():
+                continue
+            seen += 1
+            v = check_pair(json.loads(s["messages"]), resp, None, None,
+                           config=ValidityConfig(rules=("chosen_role_play", "chosen_repetitive")))
+            assert v is None, (path.name, v, resp["content"][:200])
+    assert seen >= 20
