@@ -190,7 +190,7 @@ def rag_demo_batch(instance=None, tasks: int = DEMO_RAG_TASKS, log=print, *, def
 DEMO_CORPUS_MAX_ROWS = 170
 # The demo captures the verifier over the shortest prompts of the pool only (CPU forward
 # passes over every prompt token cost minutes here); `tracelake materialize` captures all.
-DEMO_CAPTURE_PROMPTS = 16
+DEMO_CAPTURE_PROMPTS = 32
 
 
 def demo_bursts(days: list[str]) -> list[list[str]]:
