@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     from assets.student.assets import RAG_TASKS, DraftHeadConfig, StudentTrainConfig, draft_run
     from assets.student.evaluate import EvalSettings, evaluate, rag_gate_runner
     from assets.student.pipeline import build_data, compute_split, eval_answers
-    from assets.student.train import load_base, train_student
+    from assets.student.train import attach_reference, load_base, train_student
     from resources.lake import DeltaLake
     from resources.verifier import VerifierResource
 
@@ -104,13 +104,15 @@ def main(argv=None) -> int:
             res = train_student(args.base_model, data.sft_train, data.pairs_train, data.kto_train, hp, tmp,
                                 device=args.device, base=load_base(args.base_model, args.device, "float32"),
                                 progress=lambda m: None)
+            attach_reference(res.model, tmp)  # DPO's reference (the SFT model), for its implicit reward
         train_s = time.perf_counter() - t0
         ev = evaluate(res.model, res.tokenizer, eval_answers(data), data.pairs_eval, data.tools_eval, rag, s,
                       progress=lambda m: None, cache=cache)
         total_s = time.perf_counter() - t0
         row = {"seed": seed, "train_s": round(train_s, 1), "eval_s": ev["eval_seconds"], "total_s": round(total_s, 1),
                **{k: ev.get(k) for k in ("ll_base", "ll_trained", "ll_gain", "pair_acc_base", "pair_acc_trained",
-                                         "reward_acc", "pair_acc_real_base", "pair_acc_real_trained", "reward_acc_real",
+                                         "reward_acc", "reward_reference", "reward_acc_vs_base", "pair_acc_real_base",
+                                         "pair_acc_real_trained", "reward_acc_real",
                                          "n_real_pairs", "tool_valid_base", "tool_valid_trained", "rag_pass_base",
                                          "rag_pass_trained", "n_answers", "n_pairs")},
                "dpo": res.metrics["stages"].get("dpo", {})}
@@ -137,7 +139,9 @@ def main(argv=None) -> int:
     print(f"  chosen-answer log-likelihood / token: base {fmt(col('ll_base'))}  trained {fmt(col('ll_trained'))}  "
           f"gain {fmt(col('ll_gain'))}")
     print(f"  pair accuracy: base {fmt(col('pair_acc_base'), 3)}  trained {fmt(col('pair_acc_trained'), 3)}  "
-          f"implicit-reward accuracy {fmt(col('reward_acc'), 3)}")
+          f"implicit-reward accuracy {fmt(col('reward_acc'), 3)} (reference: {per_seed[0].get('reward_reference')}"
+          + (f"; against the base {fmt(col('reward_acc_vs_base'), 3)})" if per_seed[0].get("reward_acc_vs_base")
+             is not None else ")"))
     if per_seed[0].get("n_real_pairs"):
         print(f"  on the {per_seed[0]['n_real_pairs']} real (not mined) pairs: pair accuracy base "
               f"{fmt(col('pair_acc_real_base'), 3)}  trained {fmt(col('pair_acc_real_trained'), 3)}  "

@@ -16,8 +16,11 @@ Metrics
 ``pair_acc``       share of held-out pairs where the model's mean per-token log-likelihood of
                    the chosen answer exceeds the rejected one's (same rule for base and trained).
 ``reward_acc``     share of pairs whose DPO implicit reward margin
-                   β·[(log π − log π_ref)(chosen) − (log π − log π_ref)(rejected)] is > 0, with
-                   the base model as π_ref (0.5 by definition for the base model itself).
+                   β·[(log π − log π_ref)(chosen) − (log π − log π_ref)(rejected)] is > 0, π_ref
+                   being the preference stage's reference: the SFT model when an SFT stage came
+                   first (the ``reference`` adapter saved beside the trained one), else the base
+                   (``reward_reference`` says which; ``reward_acc_vs_base`` is the margin
+                   against the base when the reference is the SFT model).
 ``tool_valid``     share of held-out prompts that offer tools and whose reference answer calls
                    one, where the greedy answer holds a tool call naming an offered tool with
                    JSON-object arguments.
@@ -36,6 +39,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from assets.student.data import is_mined, tool_names
+from assets.student.train import REFERENCE
 
 
 # ------------------------------------------------------------------ scoring
@@ -213,9 +217,22 @@ def evaluate(model, tok, answers: Sequence[Mapping], pairs: Sequence[Mapping],
         progress(f"student eval {name}: ll={out[f'll_{name}']}, pair_acc={out.get(f'pair_acc_{name}')}")
     out["ll_gain"] = (out["ll_trained"] - out["ll_base"]) if out["ll_base"] is not None else None
     if len(pairs):
-        _, _, cb, _, rb, _ = per["base"]
+        # DPO's implicit reward β·log π/π_ref, against the policy the preference stage started
+        # from: the SFT model when one was trained before (adapter "reference"), else the base
         _, _, ct, _, rt, _ = per["trained"]
-        margin = s.beta * ((ct - cb) - (rt - rb))
+        _, _, cb, _, rb, _ = per["base"]
+        margins = {"base": s.beta * ((ct - cb) - (rt - rb))}
+        if REFERENCE in (getattr(model, "peft_config", None) or {}):
+            model.set_adapter(REFERENCE)
+            try:
+                cs, _ = score(model, tok, [r["prompt"] for r in pairs], [r["chosen"] for r in pairs], s.batch_size)
+                rs, _ = score(model, tok, [r["prompt"] for r in pairs], [r["rejected"] for r in pairs], s.batch_size)
+            finally:
+                model.set_adapter("default")
+            margins["sft"] = s.beta * ((ct - cs) - (rt - rs))
+            out["reward_acc_vs_base"] = float((margins["base"] > 0).mean())
+        out["reward_reference"] = ref = "sft" if "sft" in margins else "base"
+        margin = margins[ref]
         out["reward_acc"] = float((margin > 0).mean())
         if real.any():
             out["reward_acc_real"] = float((margin[real] > 0).mean())

@@ -94,7 +94,7 @@ STUDENT_EVALS = TableSpec(
         pa.field("ll_gain", pa.float64()),
         pa.field("pair_acc_base", pa.float64()),  # share of pairs where the policy's logp(chosen) > logp(rejected)
         pa.field("pair_acc_trained", pa.float64()),
-        pa.field("reward_acc", pa.float64()),  # share with DPO implicit reward margin > 0 (trained vs base)
+        pa.field("reward_acc", pa.float64()),  # share with DPO implicit reward margin > 0 (vs the DPO reference: the SFT model, or the base)
         pa.field("reward_margin", pa.float64()),
         pa.field("tool_valid_base", pa.float64()),
         pa.field("tool_valid_trained", pa.float64()),

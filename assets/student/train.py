@@ -1,8 +1,11 @@
 """Student training with TRL + peft LoRA (no Dagster): SFT → DPO (→ KTO), then save.
 
 One LoRA adapter is trained through the stages: SFT on the prompt-completion rows (loss on
-the answer only), then DPO on the preference rows with the base model (adapter disabled) as
-the reference, then optionally KTO on the unpaired rows. By default LoRA covers only the
+the answer only), then DPO on the preference rows, then optionally KTO on the unpaired rows.
+A preference stage's reference is the policy as it entered the stage (TRL copies the adapter
+as ``ref``): after an SFT stage the SFT model, which is saved beside the final adapter
+(``reference/``) so the evaluation can measure DPO's implicit reward against it; without an
+SFT stage the reference is the base model. By default LoRA covers only the
 top ``lora_layers`` decoder layers, so backward stops there: on a CPU this is what makes a
 135M model train in minutes.
 
@@ -26,6 +29,8 @@ from assets.student.tables import RECIPE_VERSION
 log = logging.getLogger(__name__)
 
 STAGES = ("sft", "dpo", "kto")
+PREFERENCE_STAGES = ("dpo", "kto")
+REFERENCE = "reference"  # the adapter the preference stages started from (saved after SFT)
 
 
 @dataclass
@@ -238,6 +243,9 @@ def train_student(base_model: str, sft_rows: Sequence[dict], pair_rows: Sequence
             metrics["stages"]["kto"] = _stage_metrics(trainer, res, t0, len(kto_rows))
         progress(f"student {stage}: {metrics['stages'][stage]}")
         model = trainer.model
+        if stage == "sft" and any(x in PREFERENCE_STAGES for x in hp.stages[hp.stages.index("sft") + 1:]):
+            model.save_pretrained(str(out / REFERENCE))  # the preference stages' reference
+            metrics["reference"] = REFERENCE
     _drop_ref_adapter(model)
     model.eval()
     model.save_pretrained(out)
@@ -254,11 +262,24 @@ def train_student(base_model: str, sft_rows: Sequence[dict], pair_rows: Sequence
     return TrainResult(model=model, tokenizer=tok, metrics=metrics, seconds=seconds)
 
 
+def attach_reference(model, adapter_dir: str | os.PathLike) -> bool:
+    """Load the reference saved beside a trained adapter (``reference/``: the SFT model the
+    preference stages started from) as the frozen adapter ``reference``; the trained one
+    stays active. False when there is none (the reference is the base model)."""
+    ref = Path(adapter_dir) / REFERENCE
+    if not (ref / "adapter_config.json").exists():
+        return False
+    model.load_adapter(str(ref), adapter_name=REFERENCE)
+    model.set_adapter("default")
+    return True
+
+
 def load_trained(base_model: str, adapter_dir: str | os.PathLike, device: str = "cpu", dtype: str = "float32"):
-    """(tokenizer, peft model) from a saved adapter directory."""
+    """(tokenizer, peft model) from a saved adapter directory, its reference attached."""
     from peft import PeftModel
 
     tok, model = load_base(base_model, device, dtype)
     model = PeftModel.from_pretrained(model, str(adapter_dir))
+    attach_reference(model, adapter_dir)
     model.eval()
     return tok, model

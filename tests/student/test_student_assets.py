@@ -60,6 +60,12 @@ def test_split_train_eval(lake, tiny_dir, tiny_verifier):
     assert metrics["stages"]["kto"]["steps"] == 2
     assert metrics["stages"]["sft"]["loss_last"] < metrics["stages"]["sft"]["loss_first"]
     assert json.loads(run["data_versions"])["gold/sft_examples"] is not None
+    # DPO's reference (the SFT model) is kept beside the adapter: the SFT weights, not the final ones
+    from safetensors.numpy import load_file
+
+    assert metrics["reference"] == "reference" and (art / "reference" / "adapter_config.json").is_file()
+    sft_w, final_w = load_file(art / "reference" / "adapter_model.safetensors"), load_file(art / "adapter_model.safetensors")
+    assert sft_w.keys() == final_w.keys() and any((sft_w[k] != final_w[k]).any() for k in sft_w)
     assert not set(metrics["train_sessions"]) & eval_sessions and len(metrics["train_sessions"]) == n_train
 
     ev = lake.read(STUDENT_EVALS).to_pylist()[0]
@@ -72,7 +78,10 @@ def test_split_train_eval(lake, tiny_dir, tiny_verifier):
         assert 0.0 <= ev[k] <= 1.0, k
     assert ev["n_tool_prompts"] == 2 and ev["n_rag_tasks"] == 1
     details = json.loads(ev["details"])
+    # the implicit reward is measured against the DPO reference (the SFT model), and against the base
+    assert details["reward_reference"] == "sft" and 0.0 <= details["reward_acc_vs_base"] <= 1.0
     assert len(details["tool_reasons_trained"]) == 2 and details["rag_trained"][0]["task"]
     md = res.asset_materializations_for_node("gold__student_evals")[0].metadata
+    assert "implicit-reward accuracy (ref = sft)" in md["this_run"].value
     assert "chosen-answer log-likelihood" in md["this_run"].value and run["run_id"][:12] in md["over_runs"].value
     assert "plot" in md or "plot_vega_lite" in md
