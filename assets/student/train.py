@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 STAGES = ("sft", "dpo", "kto")
 PREFERENCE_STAGES = ("dpo", "kto")
-REFERENCE = "reference"  # the adapter the preference stages started from (saved after SFT)
+REFERENCE = "reference"  # the SFT adapter: the reference of the preference stage after it
 
 
 @dataclass
@@ -244,7 +244,7 @@ def train_student(base_model: str, sft_rows: Sequence[dict], pair_rows: Sequence
         progress(f"student {stage}: {metrics['stages'][stage]}")
         model = trainer.model
         if stage == "sft" and any(x in PREFERENCE_STAGES for x in hp.stages[hp.stages.index("sft") + 1:]):
-            model.save_pretrained(str(out / REFERENCE))  # the preference stages' reference
+            model.save_pretrained(str(out / REFERENCE))  # the reference of the preference stage that follows
             metrics["reference"] = REFERENCE
     _drop_ref_adapter(model)
     model.eval()
