@@ -75,8 +75,9 @@ def cmd_eval(args) -> int:
     print(f"evaluation {e['eval_id']} ({e['n_eval_sessions']} held-out sessions, {e['n_pairs']} pairs: {e['pair_source']})")
     for name in ("ll", "pair_acc", "tool_valid", "rag_pass"):
         print(f"  {name:<12} base {e[name + '_base']}  trained {e[name + '_trained']}")
-    print(f"  reward_acc   {e['reward_acc']}   ll_gain {e['ll_gain']}")
     d = json.loads(e["details"] or "{}")
+    print(f"  reward_acc   {e['reward_acc']} (ref = {d.get('reward_reference', 'base')}; against the base "
+          f"{d.get('reward_acc_vs_base', e['reward_acc'])})   ll_gain {e['ll_gain']}")
     if d.get("n_real_pairs"):
         print(f"  on the {d['n_real_pairs']} real pairs: pair_acc base {d.get('pair_acc_real_base')}  trained "
               f"{d.get('pair_acc_real_trained')}  reward_acc {d.get('reward_acc_real')}")

@@ -19,13 +19,6 @@ def _f(v, nd=3):
     return "–" if v is None else f"{v:.{nd}f}" if isinstance(v, float) else str(v)
 
 
-def _details(row) -> dict:
-    try:
-        return json.loads(row.get("details") or "{}")
-    except (TypeError, ValueError):
-        return {}
-
-
 def runs_table(rows: Sequence[Mapping], limit: int = 20) -> tuple[list[str], list[list[str]]]:
     rows = sorted(rows, key=lambda r: r["created_at"])[-limit:]
     head = ["run", "seed", "pairs", "ll base", "ll trained", "gain", "pair acc base", "pair acc trained",
@@ -139,7 +132,7 @@ class EvalReport:
                 ("chosen-answer log-likelihood / token", f(row["ll_base"]), f(row["ll_trained"])),
                 (f"pair accuracy ({row['n_pairs']} pairs: {row['pair_source']})", f(row["pair_acc_base"]),
                  f(row["pair_acc_trained"])),
-                (f"implicit-reward accuracy (ref = {_details(row).get('reward_reference', 'base')})", 0.5,
+                (f"implicit-reward accuracy (ref = {json.loads(row['details'] or '{}').get('reward_reference', 'base')})", 0.5,
                  f(row["reward_acc"])),
                 (f"tool-call validity ({row['n_tool_prompts']} prompts)", f(row["tool_valid_base"]),
                  f(row["tool_valid_trained"])),
