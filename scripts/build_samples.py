@@ -120,6 +120,44 @@ class CC:
         out = f"Exit code 127\n/bin/bash: line 1: {program}: command not found"
         return self.result(tool_id, out, error=True, tur=f"Error: {out}")
 
+    def file_not_found(self, tool_id: str) -> str:
+        """A Read (or Edit) of a path that does not exist."""
+        return self.result(tool_id, f"<tool_use_error>File does not exist. Current working directory: {self.cwd}"
+                                    "</tool_use_error>", error=True, tur="Error: File does not exist.")
+
+    def file_not_read(self, tool_id: str) -> str:
+        """An Edit of a file the session has not read yet."""
+        msg = "File has not been read yet. Read it first before writing to it."
+        return self.result(tool_id, f"<tool_use_error>{msg}</tool_use_error>", error=True, tur=f"Error: {msg}")
+
+    def unexpected_param(self, tool_id: str, tool: str, param: str) -> str:
+        """A call with a parameter the tool does not have (e.g. Grep's `output` for `output_mode`)."""
+        return self.result(tool_id, f"<tool_use_error>InputValidationError: {tool} failed due to the following "
+                                    f"issue:\nAn unexpected parameter `{param}` was provided</tool_use_error>",
+                           error=True,
+                           tur=f"InputValidationError: [{{\"code\": \"unrecognized_keys\", \"keys\": [\"{param}\"]}}]")
+
+    def wrong_type(self, tool_id: str, tool: str, param: str, expected: str, given: str = "string") -> str:
+        """A call whose parameter has the wrong type (e.g. a number given as a string)."""
+        return self.result(tool_id, f"<tool_use_error>InputValidationError: {tool} failed due to the following "
+                                    f"issue:\nThe parameter `{param}` type is expected as `{expected}` but provided "
+                                    f"as `{given}`</tool_use_error>", error=True,
+                           tur=f"InputValidationError: [{{\"expected\": \"{expected}\", \"path\": [\"{param}\"]}}]")
+
+    def cat_missing(self, tool_id: str, path: str, stdout: str = "") -> str:
+        """A `cat` of a file that is not there (after printing the files that are, if any)."""
+        out = f"Exit code 1\n{stdout}cat: {path}: No such file or directory"
+        return self.result(tool_id, out, error=True, tur=f"Error: {out}")
+
+    def no_tests(self, tool_id: str, path: str) -> str:
+        """pytest given a test file that does not exist: exit code 4."""
+        out = f"Exit code 4\nERROR: file or directory not found: {path}\n\n\nno tests ran in 0.01s"
+        return self.result(tool_id, out, error=True, tur=f"Error: {out}")
+
+    def updated(self, tool_id: str, path: str) -> str:
+        """A successful Edit (or Write over an existing file)."""
+        return self.result(tool_id, f"The file {path} has been updated.")
+
     def system(self, subtype: str, **kw) -> str:
         u = ruuid()
         self.emit(self._env(type="system", subtype=subtype, uuid=u, timestamp=self._ts(0.3), **kw))
@@ -140,8 +178,17 @@ class CC:
         p.write_text("\n".join(self.lines) + "\n", encoding="utf-8")
 
 
-def cat_n(text: str) -> str:
-    return "\n".join(f"{i:>6}→{line}" for i, line in enumerate(text.split("\n"), 1))
+def cat_n(text: str, first: int = 1, count: int | None = None) -> str:
+    """`text` as Read shows it: numbered lines, from line `first` on (`count` of them, or all)."""
+    lines = text.split("\n")[first - 1:]
+    if count is not None:
+        lines = lines[:count]
+    return "\n".join(f"{i:>6}→{line}" for i, line in enumerate(lines, first))
+
+
+def pytest_passed(n: int, secs: str) -> str:
+    """What `pytest -q` prints when all its n tests pass."""
+    return f"{'.' * min(n, 72):<73}[100%]\n{n} passed in {secs}s"
 
 
 TOTALS_PY = '''from decimal import Decimal
@@ -207,8 +254,7 @@ def session_main() -> None:
     [t] = s.assistant(thinking="The total is rounded half-even (Decimal's default); the test expects half-up. "
                                "Let me look at totals.py.",
                       tools=[("Read", {"file_path": "/home/dev/invoicer/totals.py"})])
-    s.result(t, "<tool_use_error>File does not exist. Current working directory: /home/dev/invoicer</tool_use_error>",
-             error=True, tur="Error: File does not exist.")
+    s.file_not_found(t)
     [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/totals.py"})])
     s.result(t, cat_n(TOTALS_PY), tur={"type": "text", "file": {"filePath": "/home/dev/invoicer/invoicer/totals.py",
                                                                   "numLines": 14, "startLine": 1, "totalLines": 14}})
@@ -235,7 +281,7 @@ def session_main() -> None:
     # a progress record the client was writing when it crashed: one malformed line
     s.raw('{"type":"progress","data":{"type":"bash_progress","output":"............","elapsedTimeSeconds":0.4},'
           '"toolUseID":"' + t + '","parentToolUseID":"' + t + '","uuid":"' + ruuid() + '","timest')
-    s.result(t, "............                                                             [100%]\n12 passed in 0.08s",
+    s.result(t, pytest_passed(12, "0.08"),
              tur={"stdout": "12 passed in 0.08s", "stderr": "", "interrupted": False, "isImage": False}, secs=2.4)
     s.assistant(text="Fixed. `invoice_total` now rounds half-up (`ROUND_HALF_UP`), which is what the test and "
                      "normal invoicing expect: 10.865 → 10.87. All 12 tests pass.")
@@ -246,9 +292,7 @@ def session_main() -> None:
     s.snapshot(u2, {"invoicer/totals.py": {"backupFileName": "3c1f0a9e2b7d4c55@v2", "version": 2,
                                            "backupTime": "2026-01-14T09:03:40.000Z"}})
     [t] = s.assistant(tools=[("Grep", {"pattern": "def parse_csv", "path": "/home/dev/invoicer", "output": "content"})])
-    s.result(t, "<tool_use_error>InputValidationError: Grep failed due to the following issue:\nAn unexpected parameter "
-                "`output` was provided</tool_use_error>", error=True,
-             tur="InputValidationError: [{\"code\": \"unrecognized_keys\", \"keys\": [\"output\"]}]")
+    s.unexpected_param(t, "Grep", "output")
     [t] = s.assistant(tools=[("Grep", {"pattern": "def parse_csv", "path": "/home/dev/invoicer", "output_mode": "content",
                                        "-n": True})])
     s.result(t, "/home/dev/invoicer/invoicer/parse.py:5:def parse_csv(text):")
@@ -268,7 +312,7 @@ def session_main() -> None:
                                        "old_string": "    rows = list(csv.reader(io.StringIO(text)))\n    header = rows[0]",
                                        "new_string": "    rows = list(csv.reader(io.StringIO(text)))\n    if not rows:\n"
                                                      "        return []\n    header = rows[0]"})])
-    s.result(t, "The file /home/dev/invoicer/invoicer/parse.py has been updated.")
+    s.updated(t, "/home/dev/invoicer/invoicer/parse.py")
     [t] = s.assistant(tools=[("Bash", {"command": "printf '' > /tmp/empty.csv && python -m invoicer import /tmp/empty.csv",
                                        "description": "Reproduce with an empty CSV"})])
     s.result(t, "Imported 0 invoices.")
@@ -277,8 +321,7 @@ def session_main() -> None:
 
     s.user("Before you commit: check that the app picks up the API key from .env", secs=65)
     [t] = s.assistant(tools=[("Bash", {"command": "cat .env.local", "description": "Show the env file"})])
-    s.result(t, "Exit code 1\ncat: .env.local: No such file or directory", error=True,
-             tur="Error: Exit code 1\ncat: .env.local: No such file or directory")
+    s.cat_missing(t, ".env.local")
     [t] = s.assistant(tools=[("Bash", {"command": "cat .env", "description": "Show the env file"})])
     s.result(t, f"INVOICER_ENV=dev\nANTHROPIC_API_KEY={FAKE_ANTHROPIC}\nAWS_ACCESS_KEY_ID={FAKE_AWS_ID}\n"
                 f"AWS_SECRET_ACCESS_KEY={FAKE_AWS_SECRET}\nINVOICER_DB_PASSWORD=hunter2-but-longer\n")
@@ -310,7 +353,7 @@ def session_main() -> None:
     [t] = s.assistant(tools=[("Bash", {"command": "pyest -q", "description": "Run the full suite"})])
     s.command_not_found(t, "pyest")
     [t] = s.assistant(tools=[("Bash", {"command": "pytest -q", "description": "Run the full suite"})])
-    s.result(t, "..................                                                       [100%]\n18 passed in 0.11s")
+    s.result(t, pytest_passed(18, "0.11"))
     [t] = s.assistant(tools=[("Bash", {"command": "git add invoicer/totals.py invoicer/parse.py && git commit -m "
                                                   "\"Round totals half-up; accept empty CSV\"",
                                        "description": "Commit the fixes"})])
@@ -368,15 +411,14 @@ def session_sidechain() -> None:
     [e] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/export.py",
                                        "old_string": "        row[\"total\"] = round(float(inv.total), 2)",
                                        "new_string": "        row[\"total\"] = str(inv.total)"})])
-    s.result(e, "<tool_use_error>File has not been read yet. Read it first before writing to it.</tool_use_error>",
-             error=True, tur="Error: File has not been read yet. Read it first before writing to it.")
+    s.file_not_read(e)
     [r] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/export.py"})])
     s.result(r, cat_n("import csv\n\nfrom invoicer.totals import CENT\n\n\ndef to_rows(invoices):\n    ..."))
     [e] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/export.py",
                                        "old_string": "        row[\"total\"] = round(float(inv.total), 2)",
                                        "new_string": "        row[\"total\"] = str(inv.total.quantize(CENT, "
                                                      "rounding=ROUND_HALF_UP))"})])
-    s.result(e, "The file /home/dev/invoicer/invoicer/export.py has been updated.")
+    s.updated(e, "/home/dev/invoicer/invoicer/export.py")
     [b] = s.assistant(tools=[("Bash", {"command": "python -m pytest -q tests/", "description": "Run tests",
                                        "timeout": 120000})])
     s.result(b, "Command timed out after 2m 0.0s\n..........", error=True, tur="Error: Command timed out after 2m 0.0s",
@@ -428,8 +470,7 @@ def session_release() -> None:
                       tools=[("Edit", {"file_path": "/home/dev/invoicer/pyproject.toml",
                                        "old_string": "version = \"0.4.1\"",
                                        "new_string": "version = \"0.4.2\""})])
-    s.result(t, "<tool_use_error>File has not been read yet. Read it first before writing to it.</tool_use_error>",
-             error=True, tur="Error: File has not been read yet. Read it first before writing to it.")
+    s.file_not_read(t)
     [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/pyproject.toml"})])
     s.result(t, cat_n(PYPROJECT))
     [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/pyproject.toml",
@@ -437,11 +478,9 @@ def session_release() -> None:
     s.edit_not_found(t, "version = '0.4.1'")
     [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/pyproject.toml",
                                        "old_string": "version = \"0.4.1\"", "new_string": "version = \"0.4.2\""})])
-    s.result(t, "The file /home/dev/invoicer/pyproject.toml has been updated.")
+    s.updated(t, "/home/dev/invoicer/pyproject.toml")
     [t] = s.assistant(tools=[("Glob", {"pattern": "**/__init__.py", "recursive": True})])
-    s.result(t, "<tool_use_error>InputValidationError: Glob failed due to the following issue:\nAn unexpected "
-                "parameter `recursive` was provided</tool_use_error>", error=True,
-             tur="InputValidationError: [{\"code\": \"unrecognized_keys\", \"keys\": [\"recursive\"]}]")
+    s.unexpected_param(t, "Glob", "recursive")
     [t] = s.assistant(tools=[("Grep", {"pattern": "__version__", "path": "/home/dev/invoicer/invoicer",
                                        "output_mode": "content", "-n": True})])
     s.result(t, "No matches found")
@@ -449,9 +488,9 @@ def session_release() -> None:
                                        "old_string": "# Changelog\n",
                                        "new_string": "# Changelog\n\n## 0.4.2 (2026-01-13)\n\n- Totals round half-up.\n"
                                                      "- `invoicer import` accepts an empty CSV.\n"})])
-    s.result(t, "The file /home/dev/invoicer/CHANGELOG.md has been updated.")
+    s.updated(t, "/home/dev/invoicer/CHANGELOG.md")
     [t] = s.assistant(tools=[("Bash", {"command": "pytest -q", "description": "Run the suite before tagging"})])
-    s.result(t, "..................                                                       [100%]\n18 passed in 0.12s")
+    s.result(t, pytest_passed(18, "0.12"))
     [t] = s.assistant(tools=[("Bash", {"command": "git commit -am \"Release 0.4.2\" && git tag v0.4.2",
                                        "description": "Commit and tag"})])
     s.result(t, "[main 9b2d7e1] Release 0.4.2\n 2 files changed, 6 insertions(+), 1 deletion(-)")
@@ -468,13 +507,10 @@ def session_currency() -> None:
            datetime(2026, 1, 16, 14, 2, 40, 500000, tzinfo=timezone.utc))
     s.user("Invoices in GBP print a euro sign. Make `invoicer show` use the invoice's currency.")
     [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/money.py"})])
-    s.result(t, "<tool_use_error>File does not exist. Current working directory: /home/dev/invoicer</tool_use_error>",
-             error=True, tur="Error: File does not exist.")
+    s.file_not_found(t)
     [t] = s.assistant(tools=[("Grep", {"pattern": "SYMBOLS|def fmt", "path": "/home/dev/invoicer/invoicer",
                                        "output_mode": "content", "-C": "2"})])
-    s.result(t, "<tool_use_error>InputValidationError: Grep failed due to the following issue:\nThe parameter `-C` "
-                "type is expected as `number` but provided as `string`</tool_use_error>", error=True,
-             tur="InputValidationError: [{\"expected\": \"number\", \"path\": [\"-C\"]}]")
+    s.wrong_type(t, "Grep", "-C", "number")
     [t] = s.assistant(tools=[("Grep", {"pattern": "SYMBOLS|def fmt", "path": "/home/dev/invoicer/invoicer",
                                        "output_mode": "content", "-n": True})])
     s.result(t, "/home/dev/invoicer/invoicer/currency.py:3:SYMBOLS = {\"EUR\": \"€\", \"USD\": \"$\", \"GBP\": \"£\"}\n"
@@ -492,13 +528,13 @@ def session_currency() -> None:
     [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/show.py",
                                        "old_string": "    print(fmt(inv.total))",
                                        "new_string": "    print(fmt(inv.total, inv.currency))"})])
-    s.result(t, "The file /home/dev/invoicer/invoicer/show.py has been updated.")
+    s.updated(t, "/home/dev/invoicer/invoicer/show.py")
     [t] = s.assistant(tools=[("Bash", {"command": "pyhton -m pytest -q tests/test_show.py",
                                        "description": "Run the show tests"})])
     s.command_not_found(t, "pyhton")
     [t] = s.assistant(tools=[("Bash", {"command": "python -m pytest -q tests/test_show.py",
                                        "description": "Run the show tests"})])
-    s.result(t, "...                                                                      [100%]\n3 passed in 0.03s")
+    s.result(t, pytest_passed(3, "0.03"))
     [t] = s.assistant(text="Checking for translated currency names as well.",
                       tools=[("Bash", {"command": "ls invoicer/locale/", "description": "List locale files"})])
     s.result(t, "Exit code 2\nls: cannot access 'invoicer/locale/': No such file or directory", error=True,
@@ -509,7 +545,7 @@ def session_currency() -> None:
     [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/currency.py"})])
     s.result(t, cat_n(CURRENCY_PY))
     [t] = s.assistant(tools=[("Bash", {"command": "pytest -q", "description": "Run the whole suite"})])
-    s.result(t, "......................                                                   [100%]\n22 passed in 0.14s")
+    s.result(t, pytest_passed(22, "0.14"))
     s.assistant(text="`invoicer show` now formats totals in the invoice's own currency (`fmt(inv.total, "
                      "inv.currency)`), so GBP invoices print £. There are no locale files; the symbols live in "
                      "`invoicer/currency.py`. 22 tests pass.")
@@ -525,6 +561,13 @@ def verify(secret, body, signature):
     return expected == signature
 """
 
+TEST_WEBHOOKS_PY = """from invoicer.webhooks import verify
+
+
+def test_bad_signature():
+    assert not verify(b"k", b"body", "00")
+"""
+
 
 def session_webhook() -> None:
     """A security fix on its own day: the agent guesses paths and parameters, edits a file it
@@ -533,27 +576,20 @@ def session_webhook() -> None:
            datetime(2026, 1, 15, 16, 45, 10, 300000, tzinfo=timezone.utc))
     s.user("The webhook signature check compares strings with ==. Make it constant-time and add a test.")
     [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/hooks.py"})])
-    s.result(t, "<tool_use_error>File does not exist. Current working directory: /home/dev/invoicer</tool_use_error>",
-             error=True, tur="Error: File does not exist.")
+    s.file_not_found(t)
     [t] = s.assistant(tools=[("Bash", {"command": "cat invoicer/webhook.py", "description": "Show the webhook code"})])
-    s.result(t, "Exit code 1\ncat: invoicer/webhook.py: No such file or directory", error=True,
-             tur="Error: Exit code 1\ncat: invoicer/webhook.py: No such file or directory")
+    s.cat_missing(t, "invoicer/webhook.py")
     [t] = s.assistant(tools=[("Grep", {"pattern": "hmac", "path": "/home/dev/invoicer", "include": "*.py"})])
-    s.result(t, "<tool_use_error>InputValidationError: Grep failed due to the following issue:\nAn unexpected "
-                "parameter `include` was provided</tool_use_error>", error=True,
-             tur="InputValidationError: [{\"code\": \"unrecognized_keys\", \"keys\": [\"include\"]}]")
+    s.unexpected_param(t, "Grep", "include")
     [t] = s.assistant(tools=[("Grep", {"pattern": "hmac", "path": "/home/dev/invoicer", "glob": "*.py"})])
     s.result(t, "Found 1 file\n/home/dev/invoicer/invoicer/webhooks.py")
     [t] = s.assistant(text="Found it in webhooks.py. Switching to hmac.compare_digest.",
                       tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/webhooks.py",
                                        "old_string": "    return expected == signature",
                                        "new_string": "    return hmac.compare_digest(expected, signature)"})])
-    s.result(t, "<tool_use_error>File has not been read yet. Read it first before writing to it.</tool_use_error>",
-             error=True, tur="Error: File has not been read yet. Read it first before writing to it.")
+    s.file_not_read(t)
     [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/webhooks.py", "limit": "50"})])
-    s.result(t, "<tool_use_error>InputValidationError: Read failed due to the following issue:\nThe parameter `limit` "
-                "type is expected as `number` but provided as `string`</tool_use_error>", error=True,
-             tur="InputValidationError: [{\"expected\": \"number\", \"path\": [\"limit\"]}]")
+    s.wrong_type(t, "Read", "limit", "number")
     [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/webhooks.py"})])
     s.result(t, cat_n(WEBHOOKS_PY))
     [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/webhooks.py",
@@ -563,15 +599,14 @@ def session_webhook() -> None:
     [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/webhooks.py",
                                        "old_string": "    return expected == signature",
                                        "new_string": "    return hmac.compare_digest(expected, signature)"})])
-    s.result(t, "The file /home/dev/invoicer/invoicer/webhooks.py has been updated.")
+    s.updated(t, "/home/dev/invoicer/invoicer/webhooks.py")
     [t] = s.assistant(tools=[("Write", {"file_path": "/home/dev/invoicer/tests/test_webhooks.py",
-                                        "content": "from invoicer.webhooks import verify\n\n\ndef test_bad_signature():\n"
-                                                   "    assert not verify(b\"k\", b\"body\", \"00\")\n"})])
+                                        "content": TEST_WEBHOOKS_PY})])
     s.result(t, "File created successfully at: /home/dev/invoicer/tests/test_webhooks.py")
     [t] = s.assistant(tools=[("Bash", {"command": "pytset -q tests/test_webhooks.py", "description": "Run the new test"})])
     s.command_not_found(t, "pytset")
     [t] = s.assistant(tools=[("Bash", {"command": "pytest -q tests/test_webhooks.py", "description": "Run the new test"})])
-    s.result(t, ".                                                                        [100%]\n1 passed in 0.02s")
+    s.result(t, pytest_passed(1, "0.02"))
     [t] = s.assistant(text="Also documenting the shared secret in the system config.",
                       tools=[("Write", {"file_path": "/etc/invoicer/webhooks.yaml",
                                         "content": "# the shared secret lives in INVOICER_WEBHOOK_SECRET\n"})])
@@ -614,8 +649,7 @@ def session_due_days() -> None:
            datetime(2026, 1, 14, 9, 31, 12, 250000, tzinfo=timezone.utc))
     s.user("Add a `--due-days` option to `invoicer new` (default 30): the due date is the issue date plus that.")
     [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/commands/new.py"})])
-    s.result(t, "<tool_use_error>File does not exist. Current working directory: /home/dev/invoicer</tool_use_error>",
-             error=True, tur="Error: File does not exist.")
+    s.file_not_found(t)
     [t] = s.assistant(tools=[("Glob", {"pattern": "invoicer/*.py"})])
     s.result(t, "/home/dev/invoicer/invoicer/__init__.py\n/home/dev/invoicer/invoicer/cli.py\n"
                 "/home/dev/invoicer/invoicer/currency.py\n/home/dev/invoicer/invoicer/store.py\n"
@@ -630,12 +664,12 @@ def session_due_days() -> None:
     [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/cli.py",
                                        "old_string": "    due = issued + timedelta(days=30)",
                                        "new_string": "    due = issued + timedelta(days=args.due_days)"})])
-    s.result(t, "The file /home/dev/invoicer/invoicer/cli.py has been updated.")
+    s.updated(t, "/home/dev/invoicer/invoicer/cli.py")
     [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/cli.py",
                                        "old_string": "    new.add_argument(\"customer\")",
                                        "new_string": "    new.add_argument(\"customer\")\n    new.add_argument("
                                                      "\"--due-days\", type=int, default=30)"})])
-    s.result(t, "The file /home/dev/invoicer/invoicer/cli.py has been updated.")
+    s.updated(t, "/home/dev/invoicer/invoicer/cli.py")
     [t] = s.assistant(tools=[("Bash", {"command": "pyton -m pytest -q tests/test_cli.py",
                                        "description": "Run the CLI tests"})])
     s.command_not_found(t, "pyton")
@@ -647,9 +681,7 @@ def session_due_days() -> None:
              tur="Error: Exit code 1\n1 failed, 1 passed in 0.05s")
     [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/tests/test_cli.py", "offset": "1",
                                        "limit": 40})])
-    s.result(t, "<tool_use_error>InputValidationError: Read failed due to the following issue:\nThe parameter "
-                "`offset` type is expected as `number` but provided as `string`</tool_use_error>", error=True,
-             tur="InputValidationError: [{\"expected\": \"number\", \"path\": [\"offset\"]}]")
+    s.wrong_type(t, "Read", "offset", "number")
     [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/tests/test_cli.py"})])
     s.result(t, cat_n("from invoicer.cli import main\n\n\ndef test_new_parses(tmp_path):\n"
                       "    main([\"new\", \"Acme\"])\n\n\ndef test_new_sets_due_date(store):\n"
@@ -671,13 +703,547 @@ def session_due_days() -> None:
     [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/tests/test_cli.py",
                                        "old_string": "    assert (inv.due - inv.issued).days == 30",
                                        "new_string": "    assert (inv.due - inv.issued).days == 14"})])
-    s.result(t, "The file /home/dev/invoicer/tests/test_cli.py has been updated.")
+    s.updated(t, "/home/dev/invoicer/tests/test_cli.py")
     [t] = s.assistant(tools=[("Bash", {"command": "python -m pytest -q", "description": "Run the whole suite"})])
-    s.result(t, "........................                                                 [100%]\n24 passed in 0.15s")
+    s.result(t, pytest_passed(24, "0.15"))
     s.assistant(text="`invoicer new --due-days N` sets the due date N days after the issue date (default 30, as "
                      "before). The existing test asserted the old fixed 30 days while passing 14; it now expects 14. "
                      "24 tests pass.")
     s.write("claude-code/-home-dev-invoicer/d0e5da75-4b1c-4e2d-9f3a-7b6c5d4e3f2a.jsonl")
+
+
+# --------------------------------------------------------------------------- 8 more sessions of the same project,
+# written later: each a task of its own with the agent's recurring mistakes and their recoveries
+CLI_EXPORT_PY = '''import argparse
+import sys
+
+from invoicer.export import export_csv
+from invoicer.store import load_invoices
+
+
+def cmd_export(args):
+    export_csv(load_invoices(), sys.stdout)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="invoicer")
+    sub = parser.add_subparsers(dest="command", required=True)
+    exp = sub.add_parser("export")
+    exp.set_defaults(fn=cmd_export)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+'''
+
+EXPORT_PY = '''import csv
+
+from invoicer.currency import fmt
+
+
+def export_csv(invoices, out):
+    writer = csv.writer(out)
+    for inv in invoices:
+        writer.writerow([inv.id, inv.customer, inv.issued.isoformat(), fmt(inv.total)])
+'''
+
+# the files as the sessions before left them
+EXPORT_CUR_PY = (EXPORT_PY.replace("out):", "out, currency=\"EUR\"):")  # session_export_currency
+                 .replace("fmt(inv.total)", "fmt(inv.total, currency)"))
+TOTALS_ROUNDED_PY = (TOTALS_PY.replace("from decimal import Decimal\n", "from decimal import ROUND_HALF_UP, Decimal\n")
+                     .replace("    return gross - gross * Decimal(discount)",  # session_line_rounding
+                              "    net = gross - gross * Decimal(discount)\n"
+                              "    return net.quantize(CENT, rounding=ROUND_HALF_UP)"))
+WEBHOOKS_FIXED_PY = WEBHOOKS_PY.replace("    return expected == signature",  # session_webhook
+                                        "    return hmac.compare_digest(expected, signature)")
+PYPROJECT_042 = (PYPROJECT.replace("\"0.4.1\"", "\"0.4.2\"")  # session_release, and a console script since
+                 + "\n[project.scripts]\ninvoicer = \"invoicer.cli:main\"\n")
+CLI_DUE_DAYS_PY = (CLI_PY.replace("days=30)", "days=args.due_days)")  # session_due_days
+                   .replace("    new.add_argument(\"customer\")\n",
+                            "    new.add_argument(\"customer\")\n    new.add_argument(\"--due-days\", type=int, default=30)\n"))
+
+TEST_TOTALS_PY = '''from decimal import Decimal
+
+from invoicer.totals import invoice_total, line_total
+
+
+def test_line_total_plain():
+    assert line_total(2, "5.00") == Decimal("10.00")
+
+
+def test_total_with_tax():
+    lines = [{"qty": 1, "unit_price": "100"}]
+    assert invoice_total(lines, "0.2") == Decimal("120.00")
+'''
+
+TEST_EXPORT_PY = '''import io
+from datetime import date
+from decimal import Decimal
+
+from invoicer.export import export_csv
+from invoicer.store import Invoice
+
+
+def test_one_row_per_invoice():
+    out = io.StringIO()
+    export_csv([Invoice("INV-1", "Acme", date(2026, 1, 2), Decimal("12.5"))], out)
+    rows = out.getvalue().splitlines()
+    assert rows[0].startswith("INV-1,")  # first row, no header
+'''
+
+TEST_PARSE_PY = '''from invoicer.parse import parse_csv
+
+
+def test_header_maps_columns():
+    rows = parse_csv("id,customer\\nINV-1,Acme\\n")
+    assert rows == [{"id": "INV-1", "customer": "Acme"}]
+
+
+def test_trailing_blank_line():
+    assert len(parse_csv("id\\nINV-1\\n\\n")) == 1
+'''
+
+SHOW_PY = '''from invoicer.currency import fmt
+
+
+def show(inv):
+    print(inv.id, inv.customer)
+    for line in inv.lines:
+        print(" ", line.description, fmt(line.total))
+    print("Total:", fmt(inv.total))
+'''
+
+
+def session_export_currency() -> None:
+    """--currency for export: a path without the package folder, `output` for `output_mode`,
+    an edit target misremembered, a misspelled test runner."""
+    s = CC("f1ceb2dc-27bf-4aaa-8659-c7ef5fd5496c", "/home/dev/invoicer", "2.0.31",
+           datetime(2026, 1, 12, 10, 14, 3, 400000, tzinfo=timezone.utc))
+    s.user("Add a `--currency` option to `invoicer export` (default EUR) so the totals column is formatted in "
+           "that currency.")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/cli.py"})])
+    s.file_not_found(t)
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/cli.py"})])
+    s.result(t, cat_n(CLI_EXPORT_PY))
+    [t] = s.assistant(tools=[("Grep", {"pattern": "def export_csv", "path": "/home/dev/invoicer", "output": "content"})])
+    s.unexpected_param(t, "Grep", "output")
+    [t] = s.assistant(tools=[("Grep", {"pattern": "def export_csv", "path": "/home/dev/invoicer",
+                                       "output_mode": "content", "-n": True})])
+    s.result(t, "/home/dev/invoicer/invoicer/export.py:6:def export_csv(invoices, out):")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/export.py"})])
+    s.result(t, cat_n(EXPORT_PY))
+    [t] = s.assistant(text="`export_csv` always calls `fmt(inv.total)`, i.e. EUR. Threading a currency through.",
+                      tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/export.py",
+                                       "old_string": "def export_csv(invoices, out):",
+                                       "new_string": "def export_csv(invoices, out, currency=\"EUR\"):"})])
+    s.updated(t, "/home/dev/invoicer/invoicer/export.py")
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/export.py",
+                                       "old_string": "        writer.writerow([inv.id, inv.customer, inv.issued, "
+                                                     "fmt(inv.total)])",
+                                       "new_string": "        writer.writerow([inv.id, inv.customer, inv.issued, "
+                                                     "fmt(inv.total, currency)])"})])
+    s.edit_not_found(t, "        writer.writerow([inv.id, inv.customer, inv.issued, fmt(inv.total)])")
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/export.py",
+                                       "old_string": "fmt(inv.total)])", "new_string": "fmt(inv.total, currency)])"})])
+    s.updated(t, "/home/dev/invoicer/invoicer/export.py")
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/cli.py",
+                                       "old_string": "    export_csv(load_invoices(), sys.stdout)",
+                                       "new_string": "    export_csv(load_invoices(), sys.stdout, currency=args.currency)"})])
+    s.updated(t, "/home/dev/invoicer/invoicer/cli.py")
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/cli.py",
+                                       "old_string": "    exp.set_defaults(fn=cmd_export)",
+                                       "new_string": "    exp.add_argument(\"--currency\", default=\"EUR\", "
+                                                     "choices=[\"EUR\", \"USD\", \"GBP\"])\n"
+                                                     "    exp.set_defaults(fn=cmd_export)"})])
+    s.updated(t, "/home/dev/invoicer/invoicer/cli.py")
+    [t] = s.assistant(tools=[("Bash", {"command": "pytset -q tests/test_export.py tests/test_cli.py",
+                                       "description": "Run the export and CLI tests"})])
+    s.command_not_found(t, "pytset")
+    [t] = s.assistant(tools=[("Bash", {"command": "pytest -q tests/test_export.py tests/test_cli.py",
+                                       "description": "Run the export and CLI tests"})])
+    s.result(t, pytest_passed(5, "0.04"))
+    s.assistant(text="`invoicer export --currency USD|GBP|EUR` (default EUR) now formats the totals column with "
+                     "`fmt(inv.total, currency)`; `export_csv` takes a `currency` argument. The export and CLI tests "
+                     "pass (5).")
+    s.write("claude-code/-home-dev-invoicer/f1ceb2dc-27bf-4aaa-8659-c7ef5fd5496c.jsonl")
+
+
+def session_line_rounding() -> None:
+    """Round each line: a module name off by one letter, a quote style misremembered, a test
+    file name misspelled, offset/limit given as strings."""
+    s = CC("0da0b47f-cf11-4cfc-b063-af4338c8f067", "/home/dev/invoicer", "2.0.31",
+           datetime(2026, 1, 12, 14, 31, 27, 800000, tzinfo=timezone.utc))
+    s.user("Some invoice totals are a cent off: discounted line totals are not rounded before they are summed. "
+           "Round each line to cents (half-up).")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/total.py"})])
+    s.file_not_found(t)
+    [t] = s.assistant(tools=[("Glob", {"pattern": "invoicer/tot*.py"})])
+    s.result(t, "/home/dev/invoicer/invoicer/totals.py")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/totals.py"})])
+    s.result(t, cat_n(TOTALS_PY))
+    [t] = s.assistant(text="`line_total` returns the unrounded product; only the invoice total is quantized.",
+                      tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/totals.py",
+                                       "old_string": "    return gross - gross * Decimal(discount)",
+                                       "new_string": "    net = gross - gross * Decimal(discount)\n"
+                                                     "    return net.quantize(CENT, rounding=ROUND_HALF_UP)"})])
+    s.updated(t, "/home/dev/invoicer/invoicer/totals.py")
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/totals.py",
+                                       "old_string": "from decimal import Decimal\n\nCENT = Decimal('0.01')",
+                                       "new_string": "from decimal import ROUND_HALF_UP, Decimal\n\n"
+                                                     "CENT = Decimal('0.01')"})])
+    s.edit_not_found(t, "from decimal import Decimal\n\nCENT = Decimal('0.01')")
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/totals.py",
+                                       "old_string": "from decimal import Decimal\n",
+                                       "new_string": "from decimal import ROUND_HALF_UP, Decimal\n"})])
+    s.updated(t, "/home/dev/invoicer/invoicer/totals.py")
+    [t] = s.assistant(tools=[("Bash", {"command": "pytest -q tests/test_totls.py", "description": "Run the totals tests"})])
+    s.no_tests(t, "tests/test_totls.py")
+    [t] = s.assistant(tools=[("Bash", {"command": "pytest -q tests/test_totals.py", "description": "Run the totals tests"})])
+    s.result(t, pytest_passed(2, "0.03"))
+    [t] = s.assistant(text="Passing. Adding a regression test for a discounted line.",
+                      tools=[("Read", {"file_path": "/home/dev/invoicer/tests/test_totals.py", "offset": "1",
+                                       "limit": "30"})])
+    s.wrong_type(t, "Read", "offset", "number")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/tests/test_totals.py"})])
+    s.result(t, cat_n(TEST_TOTALS_PY))
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/tests/test_totals.py",
+                                       "old_string": "def test_total_with_tax():",
+                                       "new_string": "def test_discounted_line_is_rounded_half_up():\n"
+                                                     "    assert line_total(1, \"10.25\", \"0.1\") == Decimal(\"9.23\")\n"
+                                                     "\n\ndef test_total_with_tax():"})])
+    s.updated(t, "/home/dev/invoicer/tests/test_totals.py")
+    [t] = s.assistant(tools=[("Bash", {"command": "pytest -q", "description": "Run the whole suite"})])
+    s.result(t, pytest_passed(19, "0.11"))
+    s.assistant(text="`line_total` now rounds each line to cents with ROUND_HALF_UP before the lines are summed, so "
+                     "discounted lines no longer carry sub-cent amounts into the total. Added "
+                     "`test_discounted_line_is_rounded_half_up` (10.25 less 10% = 9.225 → 9.23); all 19 tests pass.")
+    s.write("claude-code/-home-dev-invoicer/0da0b47f-cf11-4cfc-b063-af4338c8f067.jsonl")
+
+
+def session_csv_header() -> None:
+    """A header row for the CSV export: cat of a file that is not there, `-i` as a string, an
+    edit with the wrong quotes, a misspelled interpreter."""
+    s = CC("ccc8e024-0825-4b41-9085-b859cb888551", "/home/dev/invoicer", "2.0.31",
+           datetime(2026, 1, 13, 9, 47, 12, 150000, tzinfo=timezone.utc))
+    s.user("`invoicer export` writes the CSV without a header row, so spreadsheets take the first invoice as the "
+           "column names. Write a header: id,customer,issued,total.")
+    [t] = s.assistant(tools=[("Bash", {"command": "cat invoicer/exports.py", "description": "Show the export code"})])
+    s.cat_missing(t, "invoicer/exports.py")
+    [t] = s.assistant(tools=[("Bash", {"command": "ls invoicer/", "description": "List the package modules"})])
+    s.result(t, "__init__.py\ncli.py\ncurrency.py\nexport.py\nparse.py\nshow.py\nstore.py\ntotals.py\nwebhooks.py")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/export.py"})])
+    s.result(t, cat_n(EXPORT_CUR_PY))
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/export.py",
+                                       "old_string": "from invoicer.currency import fmt\n",
+                                       "new_string": "from invoicer.currency import fmt\n\n"
+                                                     "HEADER = [\"id\", \"customer\", \"issued\", \"total\"]\n"})])
+    s.updated(t, "/home/dev/invoicer/invoicer/export.py")
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/export.py",
+                                       "old_string": "    writer = csv.writer(out)\n",
+                                       "new_string": "    writer = csv.writer(out)\n    writer.writerow(HEADER)\n"})])
+    s.updated(t, "/home/dev/invoicer/invoicer/export.py")
+    [t] = s.assistant(text="Now the tests that read the first row.",
+                      tools=[("Grep", {"pattern": "header", "path": "/home/dev/invoicer/tests",
+                                       "output_mode": "content", "-i": "yes"})])
+    s.wrong_type(t, "Grep", "-i", "boolean")
+    [t] = s.assistant(tools=[("Grep", {"pattern": "[Hh]eader|rows\\[0\\]", "path": "/home/dev/invoicer/tests",
+                                       "output_mode": "content", "-n": True})])
+    s.result(t, "/home/dev/invoicer/tests/test_export.py:13:    assert rows[0].startswith(\"INV-1,\")  # first row, "
+                "no header")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/tests/test_export.py"})])
+    s.result(t, cat_n(TEST_EXPORT_PY))
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/tests/test_export.py",
+                                       "old_string": "    assert rows[0].startswith('INV-1,')  # first row, no header",
+                                       "new_string": "    assert rows[0] == \"id,customer,issued,total\"\n"
+                                                     "    assert rows[1].startswith(\"INV-1,\")"})])
+    s.edit_not_found(t, "    assert rows[0].startswith('INV-1,')  # first row, no header")
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/tests/test_export.py",
+                                       "old_string": "    assert rows[0].startswith(\"INV-1,\")  # first row, no header",
+                                       "new_string": "    assert rows[0] == \"id,customer,issued,total\"\n"
+                                                     "    assert rows[1].startswith(\"INV-1,\")"})])
+    s.updated(t, "/home/dev/invoicer/tests/test_export.py")
+    [t] = s.assistant(tools=[("Bash", {"command": "pyhton -m pytest -q tests/test_export.py",
+                                       "description": "Run the export tests"})])
+    s.command_not_found(t, "pyhton")
+    [t] = s.assistant(tools=[("Bash", {"command": "python -m pytest -q tests/test_export.py",
+                                       "description": "Run the export tests"})])
+    s.result(t, pytest_passed(1, "0.02"))
+    s.assistant(text="`export_csv` now writes `id,customer,issued,total` as its first row (`HEADER` in "
+                     "invoicer/export.py). tests/test_export.py checks the header and that the first invoice follows "
+                     "it; the export test passes.")
+    s.write("claude-code/-home-dev-invoicer/ccc8e024-0825-4b41-9085-b859cb888551.jsonl")
+
+
+def session_empty_input() -> None:
+    """An empty CSV: `test/` for `tests/`, a test name guessed, `include` for `glob`, `gti`;
+    the user adds a second request halfway."""
+    s = CC("7182db29-a841-4d2b-b0a9-d6a892250e41", "/home/dev/invoicer", "2.0.31",
+           datetime(2026, 1, 13, 17, 5, 40, 600000, tzinfo=timezone.utc))
+    s.user("`invoicer import` crashes with an IndexError when the CSV file is empty. It should import nothing "
+           "instead.")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/parse.py"})])
+    s.result(t, cat_n(PARSE_PY))
+    [t] = s.assistant(text="`rows[0]` fails when the reader yields no rows. Returning early.",
+                      tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/parse.py",
+                                       "old_string": "    header = rows[0]",
+                                       "new_string": "    if not rows:\n        return []\n    header = rows[0]"})])
+    s.updated(t, "/home/dev/invoicer/invoicer/parse.py")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/test/test_parse.py"})])
+    s.file_not_found(t)
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/tests/test_parse.py"})])
+    s.result(t, cat_n(TEST_PARSE_PY))
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/tests/test_parse.py",
+                                       "old_string": "def test_parse_header():",
+                                       "new_string": "def test_empty_input():\n    assert parse_csv(\"\") == []\n\n\n"
+                                                     "def test_parse_header():"})])
+    s.edit_not_found(t, "def test_parse_header():")
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/tests/test_parse.py",
+                                       "old_string": "def test_header_maps_columns():",
+                                       "new_string": "def test_empty_input():\n    assert parse_csv(\"\") == []\n\n\n"
+                                                     "def test_header_maps_columns():"})])
+    s.updated(t, "/home/dev/invoicer/tests/test_parse.py")
+    [t] = s.assistant(tools=[("Bash", {"command": "pytest -q tests/test_parse.py", "description": "Run the parser tests"})])
+    s.result(t, pytest_passed(3, "0.02"))
+    s.assistant(text="`parse_csv(\"\")` now returns an empty list and tests/test_parse.py covers it (3 passed).")
+    s.user("Also check the command itself with an empty file on disk, not only an empty string.")
+    [t] = s.assistant(tools=[("Grep", {"pattern": "def cmd_import", "path": "/home/dev/invoicer", "include": "*.py"})])
+    s.unexpected_param(t, "Grep", "include")
+    [t] = s.assistant(tools=[("Grep", {"pattern": "def cmd_import", "path": "/home/dev/invoicer", "glob": "*.py",
+                                       "output_mode": "content", "-A": 4})])
+    s.result(t, "/home/dev/invoicer/invoicer/cli.py:14:def cmd_import(args):\n"
+                "/home/dev/invoicer/invoicer/cli.py-15-    with open(args.path, encoding=\"utf-8\") as f:\n"
+                "/home/dev/invoicer/invoicer/cli.py-16-        invoices = parse_csv(f.read())\n"
+                "/home/dev/invoicer/invoicer/cli.py-17-    save_all(invoices)\n"
+                "/home/dev/invoicer/invoicer/cli.py-18-    print(f\"Imported {len(invoices)} invoices.\")")
+    [t] = s.assistant(tools=[("Bash", {"command": "touch /tmp/empty.csv && python -m invoicer import /tmp/empty.csv",
+                                       "description": "Import an empty file"})])
+    s.result(t, "Imported 0 invoices.")
+    [t] = s.assistant(tools=[("Bash", {"command": "gti diff --stat", "description": "Summarize the change"})])
+    s.command_not_found(t, "gti")
+    [t] = s.assistant(tools=[("Bash", {"command": "git diff --stat", "description": "Summarize the change"})])
+    s.result(t, " invoicer/parse.py   | 2 ++\n tests/test_parse.py | 4 ++++\n 2 files changed, 6 insertions(+)")
+    s.assistant(text="`invoicer import /tmp/empty.csv` now prints \"Imported 0 invoices.\" instead of raising: "
+                     "`cmd_import` passes the file's text to `parse_csv`, which returns `[]` for empty input. "
+                     "Changed: invoicer/parse.py (+2) and tests/test_parse.py (+4).")
+    s.write("claude-code/-home-dev-invoicer/7182db29-a841-4d2b-b0a9-d6a892250e41.jsonl")
+
+
+def session_rename_fmt() -> None:
+    """Rename fmt → format_amount: `output` for `output_mode`, a limit as a string, an old
+    string from memory, a test file name misspelled."""
+    s = CC("032647db-590d-4bcd-aecf-5b17a01ef44f", "/home/dev/invoicer", "2.0.31",
+           datetime(2026, 1, 14, 11, 22, 9, 300000, tzinfo=timezone.utc))
+    s.user("Rename `currency.fmt` to `format_amount`; `fmt` is too vague. Update every caller and the tests.")
+    [t] = s.assistant(tools=[("Grep", {"pattern": "\\bfmt\\b", "path": "/home/dev/invoicer", "glob": "*.py",
+                                       "output": "files_with_matches"})])
+    s.unexpected_param(t, "Grep", "output")
+    [t] = s.assistant(tools=[("Grep", {"pattern": "\\bfmt\\b", "path": "/home/dev/invoicer", "glob": "*.py",
+                                       "output_mode": "files_with_matches"})])
+    s.result(t, "Found 4 files\n/home/dev/invoicer/invoicer/currency.py\n/home/dev/invoicer/invoicer/export.py\n"
+                "/home/dev/invoicer/invoicer/show.py\n/home/dev/invoicer/tests/test_currency.py")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/currency.py"})])
+    s.result(t, cat_n(CURRENCY_PY))
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/currency.py",
+                                       "old_string": "def fmt(amount, currency=\"EUR\"):",
+                                       "new_string": "def format_amount(amount, currency=\"EUR\"):"})])
+    s.updated(t, "/home/dev/invoicer/invoicer/currency.py")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/export.py", "limit": "20"})])
+    s.wrong_type(t, "Read", "limit", "number")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/export.py"})])
+    s.result(t, cat_n(EXPORT_CUR_PY))
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/export.py", "old_string": "fmt",
+                                       "new_string": "format_amount", "replace_all": True})])
+    s.result(t, "The file /home/dev/invoicer/invoicer/export.py has been updated. All occurrences of 'fmt' were "
+                "successfully replaced with 'format_amount'.")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/show.py"})])
+    s.result(t, cat_n(SHOW_PY))
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/show.py",
+                                       "old_string": "    print(fmt(inv.total, inv.currency))",
+                                       "new_string": "    print(format_amount(inv.total, inv.currency))"})])
+    s.edit_not_found(t, "    print(fmt(inv.total, inv.currency))")
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/show.py", "old_string": "fmt",
+                                       "new_string": "format_amount", "replace_all": True})])
+    s.result(t, "The file /home/dev/invoicer/invoicer/show.py has been updated. All occurrences of 'fmt' were "
+                "successfully replaced with 'format_amount'.")
+    [t] = s.assistant(tools=[("Bash", {"command": "sed -i 's/\\bfmt\\b/format_amount/g' tests/test_currency.py",
+                                       "description": "Rename in the currency tests"})])
+    s.result(t, "")
+    [t] = s.assistant(tools=[("Bash", {"command": "pytest -q tests/test_curency.py tests/test_export.py "
+                                                  "tests/test_show.py", "description": "Run the affected tests"})])
+    s.no_tests(t, "tests/test_curency.py")
+    [t] = s.assistant(tools=[("Bash", {"command": "pytest -q tests/test_currency.py tests/test_export.py "
+                                                  "tests/test_show.py", "description": "Run the affected tests"})])
+    s.result(t, pytest_passed(9, "0.05"))
+    s.assistant(text="Renamed `fmt` to `format_amount` in invoicer/currency.py and its callers (export.py, show.py) "
+                     "and in tests/test_currency.py; no other module used it. The 9 affected tests pass.")
+    s.write("claude-code/-home-dev-invoicer/032647db-590d-4bcd-aecf-5b17a01ef44f.jsonl")
+
+
+def session_webhook_tests() -> None:
+    """More webhook tests: the module name in the singular, an old string with the wrong
+    quotes, a test file name misspelled, `gti`."""
+    s = CC("6c11dd4b-7b8c-4904-8a8c-2f9d7a05963a", "/home/dev/invoicer", "2.0.31",
+           datetime(2026, 1, 16, 9, 12, 31, 50000, tzinfo=timezone.utc))
+    s.user("Add tests for `webhooks.verify`: a valid signature, a tampered body, and a signature of the wrong "
+           "length. Commit when they pass.")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/webhook.py"})])
+    s.file_not_found(t)
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/webhooks.py"})])
+    s.result(t, cat_n(WEBHOOKS_FIXED_PY))
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/tests/test_webhooks.py"})])
+    s.result(t, cat_n(TEST_WEBHOOKS_PY))
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/tests/test_webhooks.py",
+                                       "old_string": "from invoicer.webhooks import verify\n",
+                                       "new_string": "import hmac\nfrom hashlib import sha256\n\n"
+                                                     "from invoicer.webhooks import verify\n\nKEY = b\"k\"\n\n\n"
+                                                     "def sign(body):\n"
+                                                     "    return hmac.new(KEY, body, sha256).hexdigest()\n"})])
+    s.updated(t, "/home/dev/invoicer/tests/test_webhooks.py")
+    new_tests = ("\n\ndef test_valid_signature():\n    assert verify(KEY, b\"body\", sign(b\"body\"))\n\n\n"
+                 "def test_tampered_body():\n    assert not verify(KEY, b\"body!\", sign(b\"body\"))\n\n\n"
+                 "def test_wrong_length():\n    assert not verify(KEY, b\"body\", sign(b\"body\")[:-2])\n")
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/tests/test_webhooks.py",
+                                       "old_string": "    assert not verify(b'k', b'body', '00')\n",
+                                       "new_string": "    assert not verify(b'k', b'body', '00')\n" + new_tests})])
+    s.edit_not_found(t, "    assert not verify(b'k', b'body', '00')\n")
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/tests/test_webhooks.py",
+                                       "old_string": "    assert not verify(b\"k\", b\"body\", \"00\")\n",
+                                       "new_string": "    assert not verify(b\"k\", b\"body\", \"00\")\n" + new_tests})])
+    s.updated(t, "/home/dev/invoicer/tests/test_webhooks.py")
+    [t] = s.assistant(tools=[("Bash", {"command": "pytest -q tests/test_webhoks.py",
+                                       "description": "Run the webhook tests"})])
+    s.no_tests(t, "tests/test_webhoks.py")
+    [t] = s.assistant(tools=[("Bash", {"command": "pytest -q tests/test_webhooks.py",
+                                       "description": "Run the webhook tests"})])
+    s.result(t, pytest_passed(4, "0.02"))
+    [t] = s.assistant(tools=[("Bash", {"command": "gti add tests/test_webhooks.py && gti commit -m \"Test webhook "
+                                                  "signature checks\"", "description": "Commit the tests"})])
+    s.command_not_found(t, "gti")
+    [t] = s.assistant(tools=[("Bash", {"command": "git add tests/test_webhooks.py && git commit -m \"Test webhook "
+                                                  "signature checks\"", "description": "Commit the tests"})])
+    s.result(t, "[main 3f6a0c2] Test webhook signature checks\n 1 file changed, 20 insertions(+)")
+    s.assistant(text="tests/test_webhooks.py now covers a valid signature, a tampered body and a truncated "
+                     "signature besides the bad one (a `sign` helper computes the expected HMAC). All 4 pass; "
+                     "committed as 3f6a0c2.")
+    s.write("claude-code/-home-dev-invoicer/6c11dd4b-7b8c-4904-8a8c-2f9d7a05963a.jsonl")
+
+
+def session_version_flag() -> None:
+    """0.5.0 and --version: cat of a config file the project does not have, `-n` as a string,
+    an edit before the read, a misspelled interpreter."""
+    s = CC("7b594c74-65d4-47ba-837b-3698306cc6f3", "/home/dev/invoicer", "2.0.31",
+           datetime(2026, 1, 15, 8, 41, 16, 700000, tzinfo=timezone.utc))
+    s.user("Bump the version to 0.5.0 and make `invoicer --version` print it.")
+    [t] = s.assistant(tools=[("Bash", {"command": "cat pyproject.toml setup.cfg",
+                                       "description": "Show the packaging files"})])
+    s.cat_missing(t, "setup.cfg", stdout=PYPROJECT_042)
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/pyproject.toml"})])
+    s.result(t, cat_n(PYPROJECT_042))
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/pyproject.toml",
+                                       "old_string": "version = \"0.4.2\"", "new_string": "version = \"0.5.0\""})])
+    s.updated(t, "/home/dev/invoicer/pyproject.toml")
+    [t] = s.assistant(tools=[("Grep", {"pattern": "__version__|--version", "path": "/home/dev/invoicer/invoicer",
+                                       "output_mode": "content", "-n": "true"})])
+    s.wrong_type(t, "Grep", "-n", "boolean")
+    [t] = s.assistant(tools=[("Grep", {"pattern": "__version__|--version", "path": "/home/dev/invoicer/invoicer",
+                                       "output_mode": "content"})])
+    s.result(t, "No matches found")
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/__init__.py"})])
+    s.result(t, "<system-reminder>Warning: the file exists but the contents are empty.</system-reminder>")
+    [t] = s.assistant(text="Nothing defines a version yet. Adding `__version__` to the package.",
+                      tools=[("Write", {"file_path": "/home/dev/invoicer/invoicer/__init__.py",
+                                        "content": "__version__ = \"0.5.0\"\n"})])
+    s.updated(t, "/home/dev/invoicer/invoicer/__init__.py")
+    version_edit = {"file_path": "/home/dev/invoicer/invoicer/cli.py",
+                    "old_string": "    parser = argparse.ArgumentParser(prog=\"invoicer\")",
+                    "new_string": "    parser = argparse.ArgumentParser(prog=\"invoicer\")\n"
+                                  "    parser.add_argument(\"--version\", action=\"version\", "
+                                  "version=f\"%(prog)s {__version__}\")"}
+    [t] = s.assistant(tools=[("Edit", version_edit)])
+    s.file_not_read(t)
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/cli.py"})])
+    s.result(t, cat_n(CLI_DUE_DAYS_PY))
+    [t] = s.assistant(tools=[("Edit", version_edit)])
+    s.updated(t, "/home/dev/invoicer/invoicer/cli.py")
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/invoicer/cli.py",
+                                       "old_string": "from invoicer.store import save_invoice\n",
+                                       "new_string": "from invoicer import __version__\n"
+                                                     "from invoicer.store import save_invoice\n"})])
+    s.updated(t, "/home/dev/invoicer/invoicer/cli.py")
+    [t] = s.assistant(tools=[("Bash", {"command": "pyhton -m invoicer --version", "description": "Check the flag"})])
+    s.command_not_found(t, "pyhton")
+    [t] = s.assistant(tools=[("Bash", {"command": "python -m invoicer --version", "description": "Check the flag"})])
+    s.result(t, "invoicer 0.5.0")
+    s.assistant(text="Version is 0.5.0 in pyproject.toml and in `invoicer.__version__` (the package had none), and "
+                     "`invoicer --version` prints `invoicer 0.5.0`. Keep the two in step on the next release.")
+    s.write("claude-code/-home-dev-invoicer/7b594c74-65d4-47ba-837b-3698306cc6f3.jsonl")
+
+
+def session_failing_test() -> None:
+    """A test left behind by the rounding change: a failing run read as information, a test
+    file name misspelled, an old string with the wrong indentation, `pytset`, `include`."""
+    s = CC("72a69cc6-9491-40d6-b12f-27b15c63fa3a", "/home/dev/invoicer", "2.0.31",
+           datetime(2026, 1, 16, 11, 30, 44, 900000, tzinfo=timezone.utc))
+    s.user("tests/test_totals.py::test_discount_line has been failing since the rounding change. Fix it: the test or "
+           "the code, whichever is wrong.")
+    [t] = s.assistant(tools=[("Bash", {"command": "pytest -q tests/test_totals.py", "description": "Reproduce"})])
+    fail = ('Exit code 1\n...F                                                                     [100%]\n'
+            '=================================== FAILURES ===================================\n'
+            '______________________________ test_discount_line ______________________________\n\n'
+            '    def test_discount_line():\n'
+            '>       assert line_total(3, "19.99", "0.15") == Decimal("50.9745")\n'
+            "E       AssertionError: assert Decimal('50.97') == Decimal('50.9745')\n\n"
+            'tests/test_totals.py:20: AssertionError\n'
+            '=========================== short test summary info ============================\n'
+            "FAILED tests/test_totals.py::test_discount_line - AssertionError: assert Decimal('50.97') == "
+            "Decimal('50.9745')\n1 failed, 3 passed in 0.05s")
+    s.result(t, fail, error=True, tur="Error: " + fail)
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/tests/test_totls.py"})])
+    s.file_not_found(t)
+    test_src = TEST_TOTALS_PY + ('\n\ndef test_discounted_line_is_rounded_half_up():\n'
+                                 '    assert line_total(1, "10.25", "0.1") == Decimal("9.23")\n'
+                                 '\n\ndef test_discount_line():\n'
+                                 '    assert line_total(3, "19.99", "0.15") == Decimal("50.9745")\n')
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/tests/test_totals.py", "offset": 14,
+                                       "limit": 10})])
+    s.result(t, cat_n(test_src, first=14, count=8))
+    [t] = s.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/invoicer/totals.py"})])
+    s.result(t, cat_n(TOTALS_ROUNDED_PY))
+    [t] = s.assistant(text="The code is right: line totals are rounded to cents on purpose since the rounding fix. "
+                           "The test still expects the unrounded 50.9745.",
+                      tools=[("Edit", {"file_path": "/home/dev/invoicer/tests/test_totals.py",
+                                       "old_string": "        assert line_total(3, \"19.99\", \"0.15\") == "
+                                                     "Decimal(\"50.9745\")",
+                                       "new_string": "        assert line_total(3, \"19.99\", \"0.15\") == "
+                                                     "Decimal(\"50.97\")"})])
+    s.edit_not_found(t, "        assert line_total(3, \"19.99\", \"0.15\") == Decimal(\"50.9745\")")
+    [t] = s.assistant(tools=[("Edit", {"file_path": "/home/dev/invoicer/tests/test_totals.py",
+                                       "old_string": "    assert line_total(3, \"19.99\", \"0.15\") == "
+                                                     "Decimal(\"50.9745\")",
+                                       "new_string": "    assert line_total(3, \"19.99\", \"0.15\") == "
+                                                     "Decimal(\"50.97\")"})])
+    s.updated(t, "/home/dev/invoicer/tests/test_totals.py")
+    [t] = s.assistant(tools=[("Bash", {"command": "pytset -q tests/test_totals.py",
+                                       "description": "Run the totals tests"})])
+    s.command_not_found(t, "pytset")
+    [t] = s.assistant(tools=[("Bash", {"command": "pytest -q tests/test_totals.py",
+                                       "description": "Run the totals tests"})])
+    s.result(t, pytest_passed(4, "0.03"))
+    [t] = s.assistant(text="Checking for other tests that expect unrounded line totals.",
+                      tools=[("Grep", {"pattern": "line_total\\(", "path": "/home/dev/invoicer/tests",
+                                       "include": "*.py", "output_mode": "content"})])
+    s.unexpected_param(t, "Grep", "include")
+    [t] = s.assistant(tools=[("Grep", {"pattern": "line_total\\(", "path": "/home/dev/invoicer/tests", "glob": "*.py",
+                                       "output_mode": "content", "-n": True})])
+    s.result(t, "/home/dev/invoicer/tests/test_totals.py:7:    assert line_total(2, \"5.00\") == Decimal(\"10.00\")\n"
+                "/home/dev/invoicer/tests/test_totals.py:16:    assert line_total(1, \"10.25\", \"0.1\") == "
+                "Decimal(\"9.23\")\n"
+                "/home/dev/invoicer/tests/test_totals.py:20:    assert line_total(3, \"19.99\", \"0.15\") == "
+                "Decimal(\"50.97\")")
+    [t] = s.assistant(tools=[("Bash", {"command": "pytest -q", "description": "Run the whole suite"})])
+    s.result(t, pytest_passed(31, "0.18"))
+    s.assistant(text="The test was wrong, not the code: since the rounding change `line_total` rounds each line "
+                     "half-up to cents, so 3 × 19.99 less 15% is 50.97, not 50.9745. Updated the expectation in "
+                     "`test_discount_line`; no other test expects unrounded line totals. All 31 tests pass.")
+    s.write("claude-code/-home-dev-invoicer/72a69cc6-9491-40d6-b12f-27b15c63fa3a.jsonl")
 
 
 def session_agent_file() -> None:
@@ -692,8 +1258,7 @@ def session_agent_file() -> None:
            model="claude-haiku-4-5-20251001")
     a.user(prompt, secs=0)
     [g] = a.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/test/test_parse.py"})])
-    a.result(g, "<tool_use_error>File does not exist. Current working directory: /home/dev/invoicer</tool_use_error>",
-             error=True, tur="Error: File does not exist.")
+    a.file_not_found(g)
     [g] = a.assistant(tools=[("Glob", {"pattern": "tests/test_parse*.py"})])
     a.result(g, "/home/dev/invoicer/tests/test_parse.py")
     [r] = a.assistant(tools=[("Read", {"file_path": "/home/dev/invoicer/tests/test_parse.py"})])
@@ -702,9 +1267,7 @@ def session_agent_file() -> None:
                       "def test_trailing_blank_line():\n    assert len(parse_csv(\"id\\n1\\n\\n\")) == 1\n\n\n"
                       "def test_empty():\n    assert parse_csv(\"\") == []"))
     [q] = a.assistant(tools=[("Grep", {"pattern": "quote|BOM", "path": "/home/dev/invoicer/tests", "-i": "yes"})])
-    a.result(q, "<tool_use_error>InputValidationError: Grep failed due to the following issue:\nThe parameter `-i` "
-                "type is expected as `boolean` but provided as `string`</tool_use_error>", error=True,
-             tur="InputValidationError: [{\"expected\": \"boolean\", \"path\": [\"-i\"]}]")
+    a.wrong_type(q, "Grep", "-i", "boolean")
     [q] = a.assistant(tools=[("Grep", {"pattern": "quote|BOM|\\\\ufeff", "path": "/home/dev/invoicer/tests"})])
     a.result(q, "No matches found")
     a.assistant(text=summary)
@@ -748,9 +1311,9 @@ def session_agent_file() -> None:
                       tools=[("Edit", {"file_path": "/home/dev/invoicer/tests/test_parse_quotes.py",
                                        "old_string": "'id,customer\\n1,\"Acme, Inc.\\n'",
                                        "new_string": "'id,customer\\n1,\"Acme, Inc.\"\\n'"})])
-    s.result(e, "The file /home/dev/invoicer/tests/test_parse_quotes.py has been updated.")
+    s.updated(e, "/home/dev/invoicer/tests/test_parse_quotes.py")
     [b] = s.assistant(tools=[("Bash", {"command": "pytest -q tests/test_parse_quotes.py", "description": "Run new test"})])
-    s.result(b, ".                                                                        [100%]\n1 passed in 0.02s")
+    s.result(b, pytest_passed(1, "0.02"))
     s.assistant(text="Added tests/test_parse_quotes.py::test_quoted_comma; it passes (csv handles the quoted comma).")
     s.write(f"claude-code/-home-dev-invoicer/{sid}.jsonl")
 
@@ -1152,6 +1715,15 @@ def main(out: Path | None = None) -> None:
     session_currency()
     session_webhook()
     session_due_days()
+    # added later still, after those
+    session_export_currency()
+    session_line_rounding()
+    session_csv_header()
+    session_empty_input()
+    session_rename_fmt()
+    session_webhook_tests()
+    session_version_flag()
+    session_failing_test()
 
 
 if __name__ == "__main__":

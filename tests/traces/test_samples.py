@@ -38,6 +38,31 @@ EXPECTED = {
     "claude-code/-home-dev-invoicer/d0e5da75-4b1c-4e2d-9f3a-7b6c5d4e3f2a.jsonl": (
         "claude_code", 15, {"file_not_found": 1, "edit_mismatch": 1, "command_not_found": 1, "test_failure": 1,
                             "invalid_tool_input": 1, "syntax_error": 1}, {}, {}),
+    # 8 more tasks of the same project (2026-01-12 to 16), four mistakes each, every one recovered from:
+    # a wrong path, a misspelled program or test file (pytest's "not found"), an unknown or mistyped
+    # tool parameter, an edit target misremembered or a file edited before it was read
+    "claude-code/-home-dev-invoicer/f1ceb2dc-27bf-4aaa-8659-c7ef5fd5496c.jsonl": (  # export --currency
+        "claude_code", 13, {"file_not_found": 1, "invalid_tool_input": 1, "edit_mismatch": 1, "command_not_found": 1},
+        {}, {}),
+    "claude-code/-home-dev-invoicer/0da0b47f-cf11-4cfc-b063-af4338c8f067.jsonl": (  # round each line
+        "claude_code", 13, {"file_not_found": 1, "edit_mismatch": 1, "not_found": 1, "invalid_tool_input": 1}, {}, {}),
+    "claude-code/-home-dev-invoicer/ccc8e024-0825-4b41-9085-b859cb888551.jsonl": (  # a CSV header row
+        "claude_code", 13, {"file_not_found": 1, "invalid_tool_input": 1, "edit_mismatch": 1, "command_not_found": 1},
+        {}, {}),
+    "claude-code/-home-dev-invoicer/7182db29-a841-4d2b-b0a9-d6a892250e41.jsonl": (  # empty CSV import
+        "claude_code", 14, {"file_not_found": 1, "edit_mismatch": 1, "invalid_tool_input": 1, "command_not_found": 1},
+        {}, {}),
+    "claude-code/-home-dev-invoicer/032647db-590d-4bcd-aecf-5b17a01ef44f.jsonl": (  # rename fmt
+        "claude_code", 14, {"invalid_tool_input": 2, "edit_mismatch": 1, "not_found": 1}, {}, {}),
+    "claude-code/-home-dev-invoicer/6c11dd4b-7b8c-4904-8a8c-2f9d7a05963a.jsonl": (  # webhook tests
+        "claude_code", 11, {"file_not_found": 1, "edit_mismatch": 1, "not_found": 1, "command_not_found": 1}, {}, {}),
+    "claude-code/-home-dev-invoicer/7b594c74-65d4-47ba-837b-3698306cc6f3.jsonl": (  # 0.5.0 and --version
+        "claude_code", 14, {"file_not_found": 1, "invalid_tool_input": 1, "file_not_read": 1, "command_not_found": 1},
+        {}, {}),
+    # a failing test read as information (not a mistake) besides the four mistakes
+    "claude-code/-home-dev-invoicer/72a69cc6-9491-40d6-b12f-27b15c63fa3a.jsonl": (
+        "claude_code", 12, {"test_failure": 1, "file_not_found": 1, "edit_mismatch": 1, "command_not_found": 1,
+                            "invalid_tool_input": 1}, {}, {}),
     "codex/2026/01/15/rollout-2026-01-15T10-12-03-0199a0f4-3b1c-7e2d-9c4b-5a6f7e8d9c0b.jsonl": (
         "codex", 10, {"test_failure": 1, "edit_mismatch": 1, "file_not_found": 1, "command_not_found": 1}, {}, {}),
     "openai/support-bot-2026-01.jsonl": ("openai_messages", 14, {"not_found": 1, "permission_denied": 1,
@@ -77,7 +102,9 @@ def test_sample(samples, rel):
 
 
 def test_total_steps_fit_the_demo():
-    assert 60 <= sum(v[1] for v in EXPECTED.values()) <= 160
+    # the demo's teacher stage asks about at most 8 mistake steps per session (recipes/teachers.yaml:
+    # ask_steps: mistakes, max_steps_per_session: 8), so its cost follows the mistakes, not the step count
+    assert 60 <= sum(v[1] for v in EXPECTED.values()) <= 260
 
 
 def test_samples_hold_enough_mistakes_for_the_demo_pairs(samples):
