@@ -114,7 +114,7 @@ def main(argv=None) -> int:
                                          "reward_acc", "reward_reference", "reward_acc_vs_base", "pair_acc_real_base",
                                          "pair_acc_real_trained", "reward_acc_real",
                                          "n_real_pairs", "tool_valid_base", "tool_valid_trained", "rag_pass_base",
-                                         "rag_pass_trained", "n_answers", "n_pairs")},
+                                         "rag_pass_trained", "n_answers", "n_pairs", "pair_acc_by_kind")},
                "dpo": res.metrics["stages"].get("dpo", {})}
         per_seed.append(row)
         print(json.dumps(row, default=str))
@@ -146,6 +146,9 @@ def main(argv=None) -> int:
         print(f"  on the {per_seed[0]['n_real_pairs']} real (not mined) pairs: pair accuracy base "
               f"{fmt(col('pair_acc_real_base'), 3)}  trained {fmt(col('pair_acc_real_trained'), 3)}  "
               f"implicit-reward accuracy {fmt(col('reward_acc_real'), 3)}")
+    for kind, k in per_seed[0].get("pair_acc_by_kind", {}).items():
+        print(f"    {kind} pairs ({k['n']}): pair accuracy base {k['base']:.3f}  trained "
+              f"{fmt([r['pair_acc_by_kind'][kind]['trained'] for r in per_seed], 3)}")
     print(f"  tool-call validity: base {fmt(col('tool_valid_base'), 2)}  trained {fmt(col('tool_valid_trained'), 2)}")
     print(f"  rag gate pass: base {fmt(col('rag_pass_base'), 2)}  trained {fmt(col('rag_pass_trained'), 2)}")
     print(f"  per seed train+eval: {fmt(col('total_s'), 1)} s (the first includes the base model's evaluation)")

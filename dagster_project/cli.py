@@ -187,7 +187,7 @@ def rag_demo_batch(instance=None, tasks: int = DEMO_RAG_TASKS, log=print, *, def
 # The demo's replay corpus budget (rows): the sessions arrive in two bursts of days and the
 # corpus is refreshed after each; the second refresh adds rows and evicts the oldest ones of
 # the first beyond the budget (only rows the refresh itself added are protected).
-DEMO_CORPUS_MAX_ROWS = 170
+DEMO_CORPUS_MAX_ROWS = 300
 # The demo captures the verifier over the shortest prompts of the pool only (CPU forward
 # passes over every prompt token cost minutes here); `tracelake materialize` captures all.
 DEMO_CAPTURE_PROMPTS = 32

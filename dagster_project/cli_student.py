@@ -81,6 +81,8 @@ def cmd_eval(args) -> int:
     if d.get("n_real_pairs"):
         print(f"  on the {d['n_real_pairs']} real pairs: pair_acc base {d.get('pair_acc_real_base')}  trained "
               f"{d.get('pair_acc_real_trained')}  reward_acc {d.get('reward_acc_real')}")
+    for kind, k in d.get("pair_acc_by_kind", {}).items():
+        print(f"    {kind} pairs ({k['n']}): pair_acc base {k['base']}  trained {k['trained']}")
     return 0
 
 
@@ -96,7 +98,7 @@ def add_student_commands(sub) -> None:
     p.set_defaults(fn=cmd_train)
     p = sub.add_parser("eval", help="evaluate the newest (or --run-id) student run: base vs trained")
     p.add_argument("--run-id", default="")
-    p.add_argument("--max-pairs", type=int, default=24)
+    p.add_argument("--max-pairs", type=int, default=64)
     p.add_argument("--max-answers", type=int, default=16)
     p.add_argument("--max-rag-tasks", type=int, default=3)
     p.set_defaults(fn=cmd_eval)

@@ -127,7 +127,7 @@ def student_runs(context: dg.AssetExecutionContext, config: StudentTrainConfig, 
 class StudentEvalConfig(dg.Config):
     run_id: str = ""  # the student_runs row to evaluate ("" = the newest)
     max_answers: int = 16
-    max_pairs: int = 24
+    max_pairs: int = 64
     max_tool_prompts: int = 8
     max_rag_tasks: int = 3
     rag_tasks_path: str = ""  # default: the rag family's sample tasks

@@ -24,6 +24,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from assets.pairs.strategies import ORIGINAL, RECOVERY
 from resources.tool_text import call_name_arguments, chat_messages, hermes_call_text, message_content
 
 
@@ -199,7 +200,7 @@ def pair_example(row: Mapping, count: Tokens, s: RenderSettings, source: str = "
     out = {"id": row.get("pair_id"), "session_key": row.get("session_key"), "step_id": row.get("step_id"),
            "prompt": fit_prompt(prompt_msgs, row.get("tools"), count, s),
            "chosen": fit_answer(chosen[-1], count, s), "rejected": fit_answer(rejected[-1], count, s),
-           "tools": row.get("tools"), "pair_source": source}
+           "tools": row.get("tools"), "pair_source": source, "chosen_source": row.get("chosen_source")}
     if _answer_text(out["chosen"]) == _answer_text(out["rejected"]) or not _answer_text(out["chosen"]).strip():
         return None
     return out
@@ -221,6 +222,16 @@ MINED = "mined:"  # pair_source prefix of pairs mined here (not the lake's own)
 def is_mined(pair: Mapping) -> bool:
     """A pair :func:`mined_pairs` made (not one of the lake's preference pairs)."""
     return str(pair.get("pair_source", "")).startswith(MINED)
+
+
+def pair_kind(pair: Mapping) -> str:
+    """What the chosen side of a pair is: ``recovery`` (the agent's own next action after the
+    mistake), ``teacher`` (a teacher's answer), ``original`` (the step's own answer) or
+    ``mined`` (a context-mismatch pair of :func:`mined_pairs`)."""
+    if is_mined(pair):
+        return "mined"
+    src = pair.get("chosen_source") or ORIGINAL
+    return src if src in (RECOVERY, ORIGINAL) else "teacher"
 
 
 def mined_pairs(examples: Sequence[Mapping], limit: int | None = None) -> list[dict]:

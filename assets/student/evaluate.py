@@ -15,6 +15,8 @@ Metrics
                    and the chosen side of held-out pairs), pooled over tokens.
 ``pair_acc``       share of held-out pairs where the model's mean per-token log-likelihood of
                    the chosen answer exceeds the rejected one's (same rule for base and trained).
+``pair_acc_by_kind`` the same per kind of pair (``data.pair_kind``: recovery, teacher, ...), in
+                   the details: which pairs the training moved.
 ``reward_acc``     share of pairs whose DPO implicit reward margin
                    β·[(log π − log π_ref)(chosen) − (log π − log π_ref)(rejected)] is > 0, π_ref
                    being the preference stage's reference: the SFT model when an SFT stage came
@@ -38,7 +40,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from assets.student.data import is_mined, tool_names
+from assets.student.data import is_mined, pair_kind, tool_names
 from assets.student.train import REFERENCE
 
 
@@ -157,7 +159,7 @@ def tool_call_valid(text: str, offered: set[str]) -> tuple[bool, str]:
 class EvalSettings:
     batch_size: int = 8
     max_answers: int = 16  # CPU budget: first N held-out rows (stable order by id)
-    max_pairs: int = 24
+    max_pairs: int = 64
     max_tool_prompts: int = 8
     tool_max_new_tokens: int = 72  # room for a whole call of the training answers' length (64)
     max_rag_tasks: int = 3
@@ -193,6 +195,7 @@ def evaluate(model, tok, answers: Sequence[Mapping], pairs: Sequence[Mapping],
     out: dict[str, Any] = {"n_answers": len(answers), "n_pairs": len(pairs)}
     real = np.array([not is_mined(r) for r in pairs], dtype=bool)
     out["n_real_pairs"] = int(real.sum())
+    kinds = np.array([pair_kind(r) for r in pairs], dtype=object)
     per = {}
     cache = {} if cache is None else cache
     for name, on in (("base", False), ("trained", True)):
@@ -214,6 +217,10 @@ def evaluate(model, tok, answers: Sequence[Mapping], pairs: Sequence[Mapping],
             out[f"pair_prefs_{name}"] = pref.astype(int).tolist()
             if real.any():  # the lake's own pairs, without the mined ones
                 out[f"pair_acc_real_{name}"] = float(pref[real].mean())
+            for kind in sorted(set(kinds)):  # recovery, teacher, original, mined
+                k = kinds == kind
+                out.setdefault("pair_acc_by_kind", {}).setdefault(kind, {"n": int(k.sum())})[name] = \
+                    float(pref[k].mean())
         progress(f"student eval {name}: ll={out[f'll_{name}']}, pair_acc={out.get(f'pair_acc_{name}')}")
     out["ll_gain"] = (out["ll_trained"] - out["ll_base"]) if out["ll_base"] is not None else None
     if len(pairs):

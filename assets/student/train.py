@@ -220,8 +220,10 @@ def train_student(base_model: str, sft_rows: Sequence[dict], pair_rows: Sequence
             kw["per_device_train_batch_size"] = hp.dpo_batch_size
             loss = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, hp.dpo_sft_weight]} \
                 if hp.dpo_sft_weight > 0 else {}
-            # the reference log-probs are computed once (the reference does not change), not per step
-            args = DPOConfig(**kw, beta=hp.beta, precompute_ref_log_probs=True, **loss)
+            # the reference does not change: its log-probs are computed once over every row when the
+            # stage sees each row at least once, else per step for the rows of the step (cheaper)
+            seen = hp.dpo_max_steps * hp.dpo_batch_size if hp.dpo_max_steps > 0 else len(pair_rows) * hp.dpo_epochs
+            args = DPOConfig(**kw, beta=hp.beta, precompute_ref_log_probs=seen >= len(pair_rows), **loss)
             trainer = DPOTrainer(model=model, args=args,
                                  train_dataset=keep(pair_rows, ("prompt", "chosen", "rejected")),
                                  processing_class=tok)

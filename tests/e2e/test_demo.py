@@ -43,7 +43,7 @@ def test_demo_evicts_under_its_budget_and_fills_every_table(tmp_path, monkeypatc
     monkeypatch.setattr(cli, "DEMO_CAPTURE_PROMPTS", 2)
     # the loopback teacher answers every step (the local ones, a few): more pairs, a larger
     # corpus; a budget between what the second burst adds and the whole
-    monkeypatch.setattr(cli, "DEMO_CORPUS_MAX_ROWS", 170)
+    monkeypatch.setattr(cli, "DEMO_CORPUS_MAX_ROWS", 300)
     cli.copy_samples(tmp_path / "sessions")
     lake = DeltaLake(root=str(tmp_path / "lake"))
     sessions = SessionSource(root=str(tmp_path / "sessions"))

@@ -2,7 +2,8 @@
 
 import json
 
-from assets.student.data import RenderSettings, fit_answer, fit_prompt, mined_pairs, pair_example, sft_example, tool_names
+from assets.student.data import (RenderSettings, fit_answer, fit_prompt, mined_pairs, pair_example, pair_kind, sft_example,
+                                 tool_names)
 from assets.student.evaluate import tool_call_valid
 from tests.student.conftest import TOOLS
 
@@ -39,6 +40,9 @@ def test_sft_and_pair_rows_and_mined_pairs():
             "chosen": json.dumps([{"role": "assistant", "content": "a"}]),
             "rejected": json.dumps([{"role": "assistant", "content": "a"}])}
     assert pair_example(same, count, s) is None  # chosen == rejected is no preference
+    rec = pair_example({**same, "chosen": json.dumps([{"role": "assistant", "content": "b"}]),
+                        "chosen_source": "recovery"}, count, s)
+    assert rec["chosen_source"] == "recovery" and pair_kind(rec) == "recovery"
     exs = [{**ex, "id": f"e{i}", "completion": [{"role": "assistant", "content": f"answer {i % 3}"}]} for i in range(6)]
     pairs = mined_pairs(exs)
     assert len(pairs) == 6 and pairs == mined_pairs(list(reversed(exs)))
@@ -75,3 +79,11 @@ def test_tool_call_answers_stay_whole_within_the_budget():
     short = {**msg, "content": "", "tool_calls": [{"function": {"name": "Read", "arguments": '{"file_path": "a.py"}'}}]}
     assert fit_answer(short, chars, s)[0]["content"] == '<tool_call>\n{"name": "Read", "arguments": {"file_path": "a.py"}}\n</tool_call>'
     assert fit_answer({"role": "assistant", "content": "x" * 400}, chars, s)[0]["content"] == "x" * 192
+
+
+def test_pair_kind_says_what_the_chosen_side_is():
+    real = {"pair_source": "normalized_pairs"}
+    assert pair_kind({**real, "chosen_source": "recovery"}) == "recovery"
+    assert pair_kind({**real, "chosen_source": "smol-greedy"}) == "teacher"
+    assert pair_kind({**real, "chosen_source": "original"}) == pair_kind(real) == "original"
+    assert pair_kind({"pair_source": "mined:context_mismatch", "chosen_source": "recovery"}) == "mined"

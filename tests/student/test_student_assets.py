@@ -80,6 +80,10 @@ def test_split_train_eval(lake, tiny_dir, tiny_verifier):
     details = json.loads(ev["details"])
     # the implicit reward is measured against the DPO reference (the SFT model), and against the base
     assert details["reward_reference"] == "sft" and 0.0 <= details["reward_acc_vs_base"] <= 1.0
+    # pair accuracy per kind of pair covers every held-out pair
+    by_kind = details["pair_acc_by_kind"]
+    assert sum(k["n"] for k in by_kind.values()) == ev["n_pairs"]
+    assert all(0.0 <= k[m] <= 1.0 for k in by_kind.values() for m in ("base", "trained"))
     assert len(details["tool_reasons_trained"]) == 2 and details["rag_trained"][0]["task"]
     md = res.asset_materializations_for_node("gold__student_evals")[0].metadata
     assert "implicit-reward accuracy (ref = sft)" in md["this_run"].value
