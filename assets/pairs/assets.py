@@ -67,10 +67,12 @@ class PairsConfig(dg.Config):
     validity_rules: list[str] = Field(default=list(VALIDITY_RULES),
                                       description="pair validity rules stamped on candidates (invalid_rule)")
     min_text_chars: int = Field(default=30, description="a text-only chosen answer needs this many characters")
+    text_fixes: list[str] = Field(default=list(ValidityConfig.text_fixes),
+                                  description="failure rules after which a teacher's text may replace the failed call")
 
 
 def validity_from_config(config: PairsConfig) -> ValidityConfig:
-    return ValidityConfig(tuple(config.validity_rules), config.min_text_chars)
+    return ValidityConfig(tuple(config.validity_rules), config.min_text_chars, text_fixes=tuple(config.text_fixes))
 
 
 def strategies_from_config(config: PairsConfig, judge: PairJudge | None,

@@ -14,6 +14,14 @@ A ``chosen`` answer must be a valid *action* for the step:
   the same word four times in a row). These catch the typical failures of a small teacher;
   whether a text is about the task at all is the judge's call (assets/pairs/judge.py): a
   word-overlap test dropped real answers to short questions.
+* at an error site, a corrected call where a call fixes the mistake: the rejected step's call
+  failed on a wrong path, an edit target that is not in the file, invalid arguments, an
+  unknown command or a syntax error, and what replaces it is another call, not prose. The
+  teacher answered in the failing step's context without seeing the error; a text in place
+  of the call stops the agent mid-task (a pair preferring it teaches the student not to act).
+  Where saying something is a fix (a permission the agent does not have, an action the user
+  rejected: ``ValidityConfig.text_fixes``) a substantive text stays valid; recovery pairs are
+  not concerned (the agent's own next turn saw the error).
 
 and an error-site or recovery pair's ``rejected`` must be a *mistake* (assets/traces/failures.py): a
 failing test or a search with no match is information the agent asked for, not a thing to
@@ -48,6 +56,7 @@ RULES = (
     "chosen_not_substantive",
     "chosen_role_play",
     "chosen_repetitive",
+    "chosen_text_for_a_call_mistake",
     "chosen_same_action_as_rejected",
 )
 
@@ -90,6 +99,9 @@ class ValidityConfig:
     min_text_chars: int = 30  # a text-only chosen answer shorter than this is not substantive
     check_schema: bool = True  # validate arguments against the tool's JSON schema
     max_repetition: float = 0.3  # chosen_repetitive: share of repeated word 3-grams above this
+    # chosen_text_for_a_call_mistake: the failure rules (recipes/failures.yaml) after which a text
+    # answer can be the better step than a call
+    text_fixes: tuple[str, ...] = ("permission_denied", "rejected_by_user")
 
     def __post_init__(self):
         unknown = set(self.rules) - set(RULES)
@@ -237,6 +249,13 @@ def check_pair(prompt: Sequence[Mapping], chosen: Mapping, rejected: Mapping | N
         if "chosen_repetitive" in on and (rep := repetition(text)) > config.max_repetition:
             return Violation("chosen_repetitive", f"chosen loops: {rep:.0%} of its word 3-grams repeat "
                              f"(limit {config.max_repetition:.0%})")
+        if "chosen_text_for_a_call_mistake" in on and strategy == "error_site" and rejected is not None \
+                and rejected.get("tool_calls"):
+            rule = (rejected_failure or "").partition(":")[2]
+            if rule not in config.text_fixes:
+                return Violation("chosen_text_for_a_call_mistake",
+                                 f"the rejected call failed by mistake ({rule or 'no verdict'}) and chosen "
+                                 "answers in text, without a corrected call")
     if "chosen_same_action_as_rejected" in on and rejected is not None \
             and _signature(chosen) == _signature(rejected):
         return Violation("chosen_same_action_as_rejected", "chosen and rejected do the same thing")

@@ -203,14 +203,40 @@ def test_chosen_must_be_a_valid_action():
     assert v.rule == "chosen_invalid_arguments" and "old_string" in v.reason
     assert check_pair(prompt, asst("Sure!"), rejected, TOOLS, **kw).rule == "chosen_not_substantive"
     assert check_pair(prompt, rejected, rejected, TOOLS, **kw).rule == "chosen_same_action_as_rejected"
-    # a substantive text answer is a valid action
+    # a substantive text answer is a valid action, except in place of a call that failed by a
+    # mistake a corrected call fixes (the edit's target is not in the file: edit it right)
     text = asst("The file already rounds with quantize(CENT); the failing test expects ROUND_HALF_UP, so the "
                 "fix is to pass rounding=ROUND_HALF_UP and import it.")
-    assert check_pair(prompt, text, rejected, TOOLS, **kw) is None
+    v = check_pair(prompt, text, rejected, TOOLS, **kw)
+    assert v.rule == "chosen_text_for_a_call_mistake" and "edit_target_not_found" in v.reason
+    assert check_pair(prompt, text, rejected, TOOLS, strategy="error_site",
+                      rejected_failure="mistake:permission_denied") is None
     # rules can be switched off in the recipe
-    assert check_pair(prompt, asst("Sure!"), rejected, TOOLS,
-                      config=ValidityConfig(rules=tuple(r for r in RULES if r != "chosen_not_substantive")),
+    some = tuple(r for r in RULES if r not in ("chosen_not_substantive", "chosen_text_for_a_call_mistake"))
+    assert check_pair(prompt, asst("Sure!"), rejected, TOOLS, config=ValidityConfig(rules=some), **kw) is None
+    assert check_pair(prompt, text, rejected, TOOLS, config=ValidityConfig(text_fixes=("edit_target_not_found",)),
                       **kw) is None
+
+
+def test_text_in_place_of_a_call_mistake_only_for_teacher_answers_at_error_sites():
+    """The 135M teachers' prose at the demo's error sites (read from a demo lake) is no fix of a
+    typo'd command or a wrong path; a text after a denied permission can be; the agent's own
+    text after the error (a recovery pair) saw the error and stays valid."""
+    prompt = _demo_context_edit_step()
+    typo = asst("", call("x", "Bash", command="pytset -q tests/test_webhooks.py"))
+    for text in ("You can also find the error message within Python when the tests run.",
+                 "The code is in the \"invoice.py\" file, which the totals module imports."):
+        v = check_pair(prompt, asst(text), typo, TOOLS, strategy="error_site", rejected_failure="mistake:unknown_command")
+        assert v is not None and v.rule == "chosen_text_for_a_call_mistake", text
+        assert check_pair(prompt, asst(text), typo, TOOLS, strategy="recovery",
+                          rejected_failure="mistake:unknown_command") is None
+    refund = asst("", call("r", "Bash", command="sudo tee /etc/invoicer/webhooks.yaml"))
+    stop = asst("I cannot write /etc/invoicer/webhooks.yaml (no permission); the secret stays in the environment.")
+    assert check_pair(prompt, stop, refund, TOOLS, strategy="error_site",
+                      rejected_failure="mistake:permission_denied") is None
+    fixed = asst("", call("y", "Bash", command="pytest -q tests/test_webhooks.py"))
+    assert check_pair(prompt, fixed, typo, TOOLS, strategy="error_site", rejected_failure="mistake:unknown_command") \
+        is None
 
 
 def test_check_row_reads_json_columns():
@@ -244,7 +270,9 @@ def test_pleasantries_are_not_substantive():
         v = check_pair(prompt, asst(text), rejected, TOOLS, strategy="error_site", rejected_failure="mistake:x")
         assert v is not None and v.rule == "chosen_not_substantive", text
     ok = asst("Sorry, the line is `quantize(CENT)`, not `round(...)`; edit that line instead.")
-    assert check_pair(prompt, ok, rejected, TOOLS, strategy="error_site", rejected_failure="mistake:x") is None
+    # (a text answer, valid where text can fix the mistake: chosen_text_for_a_call_mistake)
+    assert check_pair(prompt, ok, rejected, TOOLS, strategy="error_site",
+                      rejected_failure="mistake:permission_denied") is None
 
 
 @pytest.mark.parametrize("text, rule", [
@@ -281,7 +309,7 @@ def test_answers_that_address_the_user_stay_valid(text):
     prompt = _demo_context_edit_step()
     rejected = asst("", call("x", "Edit", file_path=TOTALS, old_string="a", new_string="b"))
     assert check_pair(prompt, asst(text), rejected, TOOLS, strategy="error_site",
-                      rejected_failure="mistake:x") is None
+                      rejected_failure="mistake:permission_denied") is None
 
 
 def test_role_play_and_loop_rules_spare_real_agents_text():
