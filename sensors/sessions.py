@@ -104,7 +104,8 @@ def build_session_sensor(job: dg.UnresolvedAssetJobDefinition | dg.JobDefinition
         root = sessions.root_path()
         shown = shown_root(sessions, lake)
         if not root.is_dir():
-            return dg.SkipReason(f"{shown} is not a directory")
+            return dg.SkipReason(f"{shown} is not a directory: create it, or point TRACELAKE_SESSIONS_DIR "
+                                 "at the folder your agent writes its sessions to")
         registry, keys = registry_snapshot(lake)
         res = scan(root, state, registry, registry_keys=keys, max_files=sessions.max_files_per_tick,
                    max_bytes=sessions.max_bytes_per_tick, hot_seconds=sessions.hot_seconds,

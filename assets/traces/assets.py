@@ -70,6 +70,9 @@ def read_session_files(context: dg.AssetExecutionContext, config: SessionFilesCo
     reg_write = lake.merge(SESSION_FILES, report.registry) if report.registry else None
     for p in report.problems:
         context.log.warning(f"session file {p[0]}: {p[1]}")
+    if report.quarantined:  # kept in raw_traces (quarantined, quarantine_reason), never dropped
+        context.log.warning(f"{sum(report.quarantined.values())} line(s) quarantined in bronze/raw_traces: "
+                            + ", ".join(f"{k} {v}" for k, v in sorted(report.quarantined.items())))
     reg_md = (reg_write.metadata() if reg_write else {}) | report.registry_metadata()
     yield dg.MaterializeResult(asset_key=SESSION_FILES.asset_key, metadata=reg_md)
     yield dg.MaterializeResult(asset_key=RAW_TRACES.asset_key, metadata=report.raw_metadata())

@@ -338,6 +338,7 @@ def rows_from_bytes(
                     "quarantined": reason is not None,
                     "quarantine_reason": reason,
                     "secrets_scrubbed": 0,
+                    "personal_data_replaced": 0,
                     "ingested_at": ingested_at,
                 }
             )
@@ -345,7 +346,7 @@ def rows_from_bytes(
     else:
         for i, (b, raw, rtype, reason) in enumerate(zip(parts, scrubbed, record_types, reasons)):
             blen = len(b) + 1
-            c = counts.get(i)
+            sec, pii = split_counts(counts[i]) if counts.get(i) else ({}, {})
             append(
                 {
                     "session_key": session_key,
@@ -359,7 +360,8 @@ def rows_from_bytes(
                     "raw_bytes": raw_bytes.get(i),
                     "quarantined": reason is not None,
                     "quarantine_reason": reason,
-                    "secrets_scrubbed": sum(c.values()) if c else 0,
+                    "secrets_scrubbed": sum(sec.values()),
+                    "personal_data_replaced": sum(pii.values()),
                     "ingested_at": ingested_at,
                 }
             )

@@ -72,7 +72,8 @@ class ReadReport:
     personal: Counter = field(default_factory=Counter)
     sums: SessionSums = field(default_factory=lambda: SessionSums({
         "lines": lambda r: 1, "quarantined": lambda r: r["quarantined"],
-        "secrets_scrubbed": lambda r: r["secrets_scrubbed"]}))
+        "secrets_scrubbed": lambda r: r["secrets_scrubbed"],
+        "personal_data_replaced": lambda r: r["personal_data_replaced"] or 0}))
     started: float = field(default_factory=time.perf_counter)
 
     def _common(self) -> dict[str, Any]:

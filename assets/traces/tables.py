@@ -31,7 +31,10 @@ RAW_TRACES = TableSpec(
             pa.field("raw_bytes", pa.binary()),  # only for lines that are not valid UTF-8 (scrubbed)
             pa.field("quarantined", pa.bool_(), nullable=False),
             pa.field("quarantine_reason", pa.string()),
-            pa.field("secrets_scrubbed", pa.int32(), nullable=False),
+            pa.field("secrets_scrubbed", pa.int32(), nullable=False),  # secrets redacted in the line
+            # personal data pseudonymized in the line (null: rows of lakes older than the column,
+            # whose secrets_scrubbed counted both)
+            pa.field("personal_data_replaced", pa.int32()),
             pa.field("ingested_at", TS, nullable=False),
         ]
     ),

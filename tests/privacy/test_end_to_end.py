@@ -55,7 +55,9 @@ def test_planted_secrets_end_to_end(tmp_path, instance, capfd, monkeypatch):
     needles = [n for _, _, n in items] + list(PII.values())
     sessions = tmp_path / "sessions"
     (sessions / "proj").mkdir(parents=True)
-    (sessions / "proj" / "s-1.jsonl").write_text("\n".join(_session_lines(items)) + "\n")
+    lines = _session_lines(items)
+    lines.insert(3, '{"type": "user", "message": {"content": "mail ' + PII["email"])  # cut short: quarantined
+    (sessions / "proj" / "s-1.jsonl").write_text("\n".join(lines) + "\n")
     lake = DeltaLake(root=str(tmp_path / "lake"))
     privacy.configure(Privacy(PiiPolicy(), b"e2e-salt"))
     try:
@@ -88,6 +90,10 @@ def test_planted_secrets_end_to_end(tmp_path, instance, capfd, monkeypatch):
         raw_md = next(m for m in res.get_asset_materialization_events()
                       if m.asset_key == RAW_TRACES.asset_key).materialization.metadata
         assert raw_md["secrets_scrubbed"].value >= len(items) and raw_md["personal_data_replaced"].value >= 4
+        # the cut line is kept, quarantined with its reason, and the run says so in its log
+        assert raw_md["lines_quarantined"].value == 1
+        assert any("1 line(s) quarantined in bronze/raw_traces: invalid_json 1" in (r.user_message or "")
+                   for r in instance.all_logs(res.run_id))
         # exports
         from dagster_project.export import export_atif, export_table
 

@@ -387,3 +387,14 @@ def test_a_day_launched_before_any_tick_reads_that_days_files(tmp_path, instance
     # the sensor then takes the other one only
     (req,) = env.tick().run_requests
     assert [c["key"] for c in changes_of(req)] == ["mon.jsonl"]
+
+
+def test_a_watched_folder_that_does_not_exist_is_a_skip_that_says_what_to_do(tmp_path, instance):
+    env = Env(tmp_path, instance)
+    env.root.rmdir()
+    data = env.tick()
+    assert not data.run_requests
+    assert "is not a directory" in data.skip_message and "TRACELAKE_SESSIONS_DIR" in data.skip_message
+    env.root.mkdir()
+    (env.root / "s1.jsonl").write_text(session_text("s1", "2026-11-01T10:00:00Z"))
+    assert len(env.tick().run_requests) == 1  # created later: picked up on the next tick

@@ -46,7 +46,8 @@ def test_quarantine_reasons_and_nothing_lost(tmp_path):
     assert sum(r["byte_len"] for r in rows) == len(data) == stats["bytes"]
     for r in rows:  # byte ranges tile the file; raw is the line (scrubbed) without its newline
         chunk = data[r["byte_offset"]: r["byte_offset"] + r["byte_len"]]
-        assert chunk.rstrip(b"\n") == (r["raw_bytes"] or r["raw"].encode()) or r["secrets_scrubbed"]
+        assert chunk.rstrip(b"\n") == (r["raw_bytes"] or r["raw"].encode()) \
+            or r["secrets_scrubbed"] or r["personal_data_replaced"]
     reasons = [r["quarantine_reason"] for r in rows]
     assert reasons[0] is None and reasons[8] is None
     assert reasons[1] == reasons[2] == "blank"
@@ -73,6 +74,19 @@ def test_quarantine_reasons_and_nothing_lost(tmp_path):
     turns = parse_turns(rows, "k")
     assert [(t["role"], t["source_lines"]) for t in turns] == [("user", [1]), ("assistant", [9])]
     assert "[REDACTED:anthropic_key]" in turns[1]["content"]
+
+
+def test_a_lines_secrets_and_personal_data_are_counted_apart(tmp_path):
+    key = "sk-ant-api03-" + "Qz7" * 14
+    p = write_lines(tmp_path, "s.jsonl", [
+        {"type": "user", "c": f"my key is {key}, mail me at marta.kowalczyk@example-corp.io"},
+        {"type": "user", "c": "reach me at marta.kowalczyk@example-corp.io"},
+        {"type": "user", "c": "nothing here"}])
+    rows, stats = read_raw_lines(p, "k")
+    RAW_TRACES.conform(rows)
+    assert [(r["secrets_scrubbed"], r["personal_data_replaced"]) for r in rows] == [(1, 1), (0, 1), (0, 0)]
+    assert sum(stats["secrets"].values()) == 1 and sum(stats["personal_data"].values()) == 2
+    assert key not in rows[0]["raw"] and "kowalczyk" not in rows[0]["raw"] + rows[1]["raw"]
 
 
 def test_truncated_tail_becomes_complete_on_regrowth(tmp_path):
