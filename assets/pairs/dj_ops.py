@@ -500,7 +500,7 @@ class PairValidityFilter(Filter):
 
     def __init__(self, rules: Sequence[str] | None = None, min_text_chars: int = 30,
                  check_schema: bool = True, max_repetition: float = 0.3,
-                 text_fixes: Sequence[str] = ("permission_denied", "rejected_by_user"), *args, **kwargs):
+                 text_fixes: Sequence[str] | None = None, *args, **kwargs):
         super().__init__(*args, **kwargs)
         from assets.pairs.validity import RULES, ValidityConfig
 
@@ -508,7 +508,8 @@ class PairValidityFilter(Filter):
         self.min_text_chars = int(min_text_chars)
         self.check_schema = bool(check_schema)
         self._config = ValidityConfig(self.rules, self.min_text_chars, self.check_schema,
-                                      float(max_repetition), tuple(text_fixes))  # validates names
+                                      float(max_repetition),
+                                      ValidityConfig.text_fixes if text_fixes is None else tuple(text_fixes))
 
     def compute_stats_batched(self, samples):
         from assets.pairs.validity import check_row
