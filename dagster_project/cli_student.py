@@ -69,8 +69,8 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from assets.student.tables import STUDENT_EVALS
 
-    _run([EVALS], {EVALS: {"run_id": args.run_id or "", "max_pairs": args.max_pairs,
-                          "max_answers": args.max_answers, "max_rag_tasks": args.max_rag_tasks}})
+    given = {k: getattr(args, k) for k in ("max_pairs", "max_answers", "max_rag_tasks") if getattr(args, k) is not None}
+    _run([EVALS], {EVALS: {"run_id": args.run_id or "", **given}})  # the rest: the asset config's defaults
     e = _newest(STUDENT_EVALS)
     print(f"evaluation {e['eval_id']} ({e['n_eval_sessions']} held-out sessions, {e['n_pairs']} pairs: {e['pair_source']})")
     for name in ("ll", "pair_acc", "tool_valid", "rag_pass"):
@@ -98,7 +98,7 @@ def add_student_commands(sub) -> None:
     p.set_defaults(fn=cmd_train)
     p = sub.add_parser("eval", help="evaluate the newest (or --run-id) student run: base vs trained")
     p.add_argument("--run-id", default="")
-    p.add_argument("--max-pairs", type=int, default=64)
-    p.add_argument("--max-answers", type=int, default=16)
-    p.add_argument("--max-rag-tasks", type=int, default=3)
+    p.add_argument("--max-pairs", type=int, default=None, help="held-out pairs scored (default: the asset config's)")
+    p.add_argument("--max-answers", type=int, default=None, help="held-out SFT answers scored (default: the asset config's)")
+    p.add_argument("--max-rag-tasks", type=int, default=None, help="rag batch tasks run (default: the asset config's)")
     p.set_defaults(fn=cmd_eval)

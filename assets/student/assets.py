@@ -20,6 +20,7 @@ from assets.pairs.tables import NORMALIZED_PAIRS
 from assets.rag.tables import RAG_PLAYBOOKS
 from assets.student import report
 from assets.student.artifacts import artifact_uri, upload_dir
+from assets.student.evaluate import EvalSettings
 from assets.student.pipeline import (RAG_TASKS, build_data, compute_split, data_versions, draft_run,  # noqa: F401
                                      evaluate_run, read_split, summary_json)
 from assets.student.split import TRAIN
@@ -126,10 +127,10 @@ def student_runs(context: dg.AssetExecutionContext, config: StudentTrainConfig, 
 # --------------------------------------------------------------------------- evaluation
 class StudentEvalConfig(dg.Config):
     run_id: str = ""  # the student_runs row to evaluate ("" = the newest)
-    max_answers: int = 16
-    max_pairs: int = 64
-    max_tool_prompts: int = 8
-    max_rag_tasks: int = 3
+    max_answers: int = EvalSettings.max_answers
+    max_pairs: int = EvalSettings.max_pairs
+    max_tool_prompts: int = EvalSettings.max_tool_prompts
+    max_rag_tasks: int = EvalSettings.max_rag_tasks
     rag_tasks_path: str = ""  # default: the rag family's sample tasks
 
 
